@@ -1,0 +1,3 @@
+"""Prompt2Model: from a prompt to a small, deployed model."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,196 @@
+"""The ``p2m`` command line: serve any service, parse a prompt, and (later) run the pipeline."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from p2m.common.errors import InvalidInput, P2MError
+from p2m.common.log import setup_logging
+from p2m.common.settings import Settings
+from p2m.common.types import TaskSpec
+
+app = typer.Typer(
+    help="Prompt2Model: from a prompt to a small, deployed model.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+# Every gRPC service `p2m serve` can start: name -> "module:build function".
+SERVICES = {"parser": "p2m.parser.service:build"}
+SERVABLE = sorted([*SERVICES, "llm"])
+
+DataDir = Annotated[Path | None, typer.Option(help="Data dir (env P2M_DATA_DIR).")]
+LogLevel = Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING, ERROR.")]
+LlmUrl = Annotated[
+    str | None,
+    typer.Option(help="OpenAI-compatible base URL (env P2M_LLM_BASE_URL); empty: embedded."),
+]
+LlmModel = Annotated[str | None, typer.Option(help="Model name at that endpoint.")]
+LocalLlm = Annotated[
+    str | None, typer.Option(help="Embedded endpoint's model: qwen, smollm2 or a .gguf path.")
+]
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Print ``message`` to stderr and exit with ``code`` (2: bad input)."""
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def load_settings(**flags: Any) -> Settings:
+    """Settings from the environment and the given flags (None: not given)."""
+    try:
+        return Settings.load(flags)
+    except InvalidInput as exc:
+        fail(f"invalid setting {exc.field}: {exc.problem}")
+
+
+def run_async(coro_fn: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+    """Run a coroutine; turn p2m's errors into a message and an exit code."""
+    try:
+        return asyncio.run(coro_fn())
+    except InvalidInput as exc:
+        fail(str(exc), 2)
+    except P2MError as exc:
+        fail(str(exc), 1)
+
+
+@app.command()
+def serve(
+    service: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVABLE)}.")],
+    port: Annotated[int | None, typer.Option(help="Port (env P2M_PORT; 0: any free).")] = None,
+    host: Annotated[str | None, typer.Option(help="Bind address (env P2M_HOST).")] = None,
+    data_dir: DataDir = None,
+    log_level: LogLevel = None,
+    llm_base_url: LlmUrl = None,
+    llm_model: LlmModel = None,
+    local_llm: LocalLlm = None,
+) -> None:
+    """Start one service and serve until SIGTERM/SIGINT."""
+    if service not in SERVABLE:
+        fail(f"unknown service {service!r}; choose one of: {', '.join(SERVABLE)}")
+    settings = load_settings(
+        port=port, host=host, data_dir=data_dir, log_level=log_level,
+        llm_base_url=llm_base_url, llm_model=llm_model, local_llm=local_llm,
+    )  # fmt: skip
+    setup_logging(settings.log_level, settings.log_format)
+    if service == "llm":
+        from p2m.llm.main import serve_llm
+
+        run_async(lambda: serve_llm(settings))
+        return
+    run_async(lambda: _serve_grpc(service, settings))
+
+
+async def _serve_grpc(service: str, settings: Settings) -> None:
+    import importlib
+
+    from p2m.common.server import GrpcServer, serve_until_signalled
+
+    module_name, function = SERVICES[service].split(":")
+    binding = getattr(importlib.import_module(module_name), function)(settings)
+    server = GrpcServer([binding], settings.host, settings.port)
+    await serve_until_signalled(server, settings.grace_s)
+
+
+@app.command()
+def parse(
+    prompt_file: Annotated[Path, typer.Option(help="The prompt, a text file ('-': stdin).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the TaskSpec as JSON.")] = False,
+    parser_addr: Annotated[
+        str | None, typer.Option(help="HOST:PORT of a running parser (default: in-process).")
+    ] = None,
+    no_translate: Annotated[bool, typer.Option(help="Do not translate the instruction.")] = False,
+    data_dir: DataDir = None,
+    log_level: LogLevel = None,
+    llm_base_url: LlmUrl = None,
+    llm_model: LlmModel = None,
+    local_llm: LocalLlm = None,
+) -> None:
+    """Parse a prompt into a TaskSpec {instruction, demonstrations, language}."""
+    settings = load_settings(
+        data_dir=data_dir, log_level=log_level or "WARNING", log_format="text",
+        llm_base_url=llm_base_url, llm_model=llm_model, local_llm=local_llm,
+    )  # fmt: skip
+    setup_logging(settings.log_level, settings.log_format)
+    prompt = _read_prompt(prompt_file)
+    if parser_addr:
+        task = run_async(lambda: _parse_remote(parser_addr, prompt, not no_translate))
+    else:
+        task = run_async(lambda: _parse_local(settings, prompt, not no_translate))
+    if as_json:
+        out.print_json(json.dumps(task.to_json(), ensure_ascii=False))
+    else:
+        _show_task(task)
+
+
+def _read_prompt(path: Path) -> bytes:
+    if str(path) == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        fail(f"prompt file not found: {path}")
+    except IsADirectoryError:
+        fail(f"prompt file is a folder: {path}")
+    except OSError as exc:
+        fail(f"cannot read prompt file {path}: {exc.strerror}")
+
+
+async def _parse_local(settings: Settings, prompt: bytes, translate: bool) -> TaskSpec:
+    from p2m.llm.provider import LLMProvider
+    from p2m.parser.core import PromptParser
+
+    provider = LLMProvider(settings)
+    try:
+        parser = PromptParser(provider.client, max_prompt_bytes=settings.max_prompt_bytes)
+        return (await parser.parse(prompt, translate=translate, field="prompt_file")).task
+    finally:
+        await provider.aclose()
+
+
+async def _parse_remote(address: str, prompt: bytes, translate: bool) -> TaskSpec:
+    import grpc
+
+    from p2m.common.convert import task_spec_from_pb
+    from prompt2model.v1 import parser_pb2, parser_pb2_grpc
+
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = parser_pb2_grpc.ParserStub(channel)
+        request = parser_pb2.ParseRequest(prompt_bytes=prompt, skip_translation=not translate)
+        try:
+            response = await stub.Parse(request, timeout=600)
+        except grpc.aio.AioRpcError as exc:
+            code = 2 if exc.code() == grpc.StatusCode.INVALID_ARGUMENT else 1
+            fail(f"parser at {address}: {exc.code().name}: {exc.details()}", code)
+    return task_spec_from_pb(response.task)
+
+
+def _show_task(task: TaskSpec) -> None:
+    out.print(f"[bold]Instruction[/] ({task.language}, {task.parse_method.value})")
+    out.print(task.instruction, highlight=False)
+    if task.original_instruction:
+        out.print("[bold]As written[/]")
+        out.print(task.original_instruction, highlight=False)
+    table = Table("#", "input", "output", title=f"{len(task.demonstrations)} demonstrations")
+    for number, demo in enumerate(task.demonstrations, 1):
+        table.add_row(str(number), demo.input, demo.output)
+    out.print(table)
+    for warning in task.warnings:
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,40 @@
+"""Conversions between the shared dataclasses and their protobuf messages."""
+
+from __future__ import annotations
+
+from p2m.common.types import Example, ParseMethod, TaskSpec
+from prompt2model.v1 import common_pb2
+
+_METHOD_TO_PB = {
+    ParseMethod.DETERMINISTIC: common_pb2.PARSE_METHOD_DETERMINISTIC,
+    ParseMethod.LLM: common_pb2.PARSE_METHOD_LLM,
+}
+_METHOD_FROM_PB = {v: k for k, v in _METHOD_TO_PB.items()}
+
+
+def task_spec_to_pb(task: TaskSpec) -> common_pb2.TaskSpec:
+    """TaskSpec -> protobuf."""
+    return common_pb2.TaskSpec(
+        instruction=task.instruction,
+        demonstrations=[
+            common_pb2.Example(input=d.input, output=d.output) for d in task.demonstrations
+        ],
+        language=task.language,
+        original_instruction=task.original_instruction,
+        parse_method=_METHOD_TO_PB[task.parse_method],
+        warnings=list(task.warnings),
+        prompt_sha256=task.prompt_sha256,
+    )
+
+
+def task_spec_from_pb(message: common_pb2.TaskSpec) -> TaskSpec:
+    """Protobuf -> TaskSpec."""
+    return TaskSpec(
+        instruction=message.instruction,
+        demonstrations=tuple(Example(d.input, d.output) for d in message.demonstrations),
+        language=message.language,
+        original_instruction=message.original_instruction,
+        parse_method=_METHOD_FROM_PB.get(message.parse_method, ParseMethod.DETERMINISTIC),
+        warnings=tuple(message.warnings),
+        prompt_sha256=message.prompt_sha256,
+    )

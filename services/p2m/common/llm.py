@@ -1,0 +1,678 @@
+"""The project's one seam to an OpenAI-compatible chat endpoint.
+
+Every LLM call in p2m goes through :class:`LLMClient`. It wraps ``openai.AsyncOpenAI`` with the
+library's own retries switched off and adds, on top:
+
+* retries with exponential backoff and jitter on HTTP 429, 5xx, timeouts, connection errors
+  and malformed 200 answers, honouring ``Retry-After`` on 429/503;
+* a per-client concurrency limit (a semaphore held only while a request is on the wire);
+* usage accounting (requests, failures, retries, tokens);
+* :meth:`LLMClient.chat_json`, JSON-schema constrained output with a fallback for endpoints
+  that reject ``response_format``.
+
+Nothing here reads the environment: the endpoint, key and limits come from :class:`LLMConfig`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from types import TracebackType
+from typing import Any, Self, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import jsonschema
+import openai
+
+from p2m.common.errors import InvalidInput, LLMError, LLMOutputError
+
+logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+#: Statuses after which the same request may succeed later.
+_RETRYABLE_STATUSES = frozenset({408, 429})
+#: Statuses whose ``Retry-After`` header is honoured.
+_RETRY_AFTER_STATUSES = frozenset({429, 503})
+#: Statuses by which an endpoint says it does not understand ``response_format``.
+_NO_RESPONSE_FORMAT_STATUSES = frozenset({400, 422})
+_EXCERPT_CHARS = 200
+_SCHEMA_INSTRUCTION = "Answer with one JSON object matching this JSON schema: "
+_FENCED_RE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class LLMConfig:
+    """Where and how to reach an OpenAI-compatible endpoint.
+
+    Attributes:
+        base_url: The API root, e.g. ``"http://127.0.0.1:8089/v1"``.
+        model: The model name sent with every request.
+        api_key: Bearer token; never printed, logged or put into error messages.
+        timeout_s: Limit for one HTTP attempt, in seconds.
+        max_retries: Retries after the first attempt (0 = try once).
+        backoff_initial_s: Backoff before the first retry; it doubles with every retry.
+        backoff_max_s: Upper bound for any single backoff, ``Retry-After`` included.
+        max_concurrency: Requests in flight at once, per client.
+    """
+
+    base_url: str
+    model: str = "default"
+    api_key: str = field(default="none", repr=False)
+    timeout_s: float = 120.0
+    max_retries: int = 4
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 20.0
+    max_concurrency: int = 4
+
+    def __post_init__(self) -> None:
+        """Reject settings that cannot work.
+
+        Raises:
+            InvalidInput: If a field is out of range.
+        """
+        if not self.base_url:
+            raise InvalidInput("base_url", "must not be empty")
+        if not self.model:
+            raise InvalidInput("model", "must not be empty")
+        if self.timeout_s <= 0:
+            raise InvalidInput("timeout_s", "must be > 0")
+        if self.max_retries < 0:
+            raise InvalidInput("max_retries", "must be >= 0")
+        if self.backoff_initial_s < 0:
+            raise InvalidInput("backoff_initial_s", "must be >= 0")
+        if self.backoff_max_s < self.backoff_initial_s:
+            raise InvalidInput("backoff_max_s", "must be >= backoff_initial_s")
+        if self.max_concurrency < 1:
+            raise InvalidInput("max_concurrency", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class ChatResult:
+    """One successful chat completion.
+
+    Attributes:
+        text: The assistant message's content (``""`` when the endpoint sent none).
+        finish_reason: Why generation stopped (``"stop"``, ``"length"``, ...).
+        prompt_tokens: Prompt tokens as reported by the endpoint (0 if not reported).
+        completion_tokens: Completion tokens as reported by the endpoint (0 if not reported).
+        latency_s: Wall time of the whole call, waiting for a slot and retries included.
+        attempts: HTTP attempts this call needed (1 = no retry).
+    """
+
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float
+    attempts: int
+
+
+@dataclass(frozen=True)
+class LLMUsage:
+    """A snapshot of one client's counters.
+
+    Attributes:
+        requests: HTTP requests sent, retries included.
+        failed_requests: Requests that did not yield a usable answer.
+        retries: Requests that were retries of an earlier failed one.
+        prompt_tokens: Prompt tokens reported by successful responses.
+        completion_tokens: Completion tokens reported by successful responses.
+    """
+
+    requests: int
+    failed_requests: int
+    retries: int
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class LLMRequestError(LLMError):
+    """The endpoint rejected the request with a 4xx status that retrying cannot fix.
+
+    Raised after exactly one attempt; ``last_status`` holds the status (400, 401, 404, ...).
+    """
+
+
+class _MalformedResponseError(Exception):
+    """A 200 answer whose body is not the expected JSON document."""
+
+
+@dataclass
+class _Counters:
+    requests: int = 0
+    failed_requests: int = 0
+    retries: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+def _safe_url(url: str) -> str:
+    """Return ``url`` without user info, query or fragment, fit for messages and logs."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<invalid url>"
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def _parse_retry_after(value: str | None) -> float | None:
+    """Parse a ``Retry-After`` header (delta seconds or HTTP date) into seconds, if possible."""
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        seconds = when.timestamp() - time.time()
+    if seconds != seconds:  # NaN
+        return None
+    return max(0.0, seconds)
+
+
+def _excerpt(text: str, limit: int = _EXCERPT_CHARS) -> str:
+    """Shorten ``text`` to one line of at most ``limit`` characters."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def _parse_chat_completion(body: str) -> tuple[str, str, int, int]:
+    """Extract ``(text, finish_reason, prompt_tokens, completion_tokens)`` from a response body.
+
+    Raises:
+        _MalformedResponseError: If the body is not a chat completion.
+    """
+    try:
+        doc = json.loads(body)
+    except ValueError as exc:
+        raise _MalformedResponseError(f"body is not JSON ({exc.__class__.__name__})") from None
+    if not isinstance(doc, dict):
+        raise _MalformedResponseError("body is not a JSON object")
+    choices = doc.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise _MalformedResponseError("no choices in body")
+    message = choices[0].get("message")
+    if not isinstance(message, dict):
+        raise _MalformedResponseError("no message in first choice")
+    content = message.get("content")
+    if content is None:
+        content = ""
+    if not isinstance(content, str):
+        raise _MalformedResponseError("message content is not a string")
+    finish_reason = choices[0].get("finish_reason")
+    usage = doc.get("usage")
+    prompt_tokens = completion_tokens = 0
+    if isinstance(usage, dict):
+        prompt_tokens = _as_count(usage.get("prompt_tokens"))
+        completion_tokens = _as_count(usage.get("completion_tokens"))
+    return content, str(finish_reason or "unknown"), prompt_tokens, completion_tokens
+
+
+def _as_count(value: object) -> int:
+    """Return ``value`` as a non-negative int, 0 when it is not a number."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0
+    return max(0, int(value))
+
+
+def _parse_model_list(body: str) -> list[str]:
+    """Extract model ids from a ``GET /models`` body.
+
+    Raises:
+        _MalformedResponseError: If the body is not a model list.
+    """
+    try:
+        doc = json.loads(body)
+    except ValueError as exc:
+        raise _MalformedResponseError(f"body is not JSON ({exc.__class__.__name__})") from None
+    data = doc.get("data") if isinstance(doc, dict) else None
+    if not isinstance(data, list):
+        raise _MalformedResponseError("no data list in body")
+    ids = [item.get("id") for item in data if isinstance(item, dict)]
+    return [i for i in ids if isinstance(i, str)]
+
+
+def _first_json_object(text: str) -> str | None:
+    """Return the first balanced ``{...}`` in ``text`` (string-aware), or None."""
+    start = text.find("{")
+    while start != -1:
+        depth = 0
+        in_string = False
+        escaped = False
+        for i in range(start, len(text)):
+            ch = text[i]
+            if in_string:
+                if escaped:
+                    escaped = False
+                elif ch == "\\":
+                    escaped = True
+                elif ch == '"':
+                    in_string = False
+            elif ch == '"':
+                in_string = True
+            elif ch == "{":
+                depth += 1
+            elif ch == "}":
+                depth -= 1
+                if depth == 0:
+                    return text[start : i + 1]
+        start = text.find("{", start + 1)
+    return None
+
+
+def extract_json(text: str) -> Any:
+    """Parse the JSON value an LLM answered with, tolerating fences and surrounding prose.
+
+    Tries, in order: the whole text, the first fenced code block, the first balanced
+    ``{...}`` object.
+
+    Args:
+        text: The model's answer.
+
+    Returns:
+        The parsed JSON value.
+
+    Raises:
+        LLMOutputError: If no JSON value can be found; the message carries a short excerpt.
+    """
+    candidates = [text.strip()]
+    fenced = _FENCED_RE.search(text)
+    if fenced:
+        candidates.append(fenced.group(1).strip())
+    obj = _first_json_object(text)
+    if obj is not None:
+        candidates.append(obj)
+    for candidate in candidates:
+        if not candidate:
+            continue
+        try:
+            return json.loads(candidate)
+        except ValueError:
+            continue
+    raise LLMOutputError(f"LLM answer is not JSON: {_excerpt(text)!r}")
+
+
+def _with_schema_instruction(
+    messages: Sequence[Mapping[str, str]], schema: Mapping[str, Any]
+) -> list[dict[str, str]]:
+    """Return a copy of ``messages`` whose system message asks for JSON matching ``schema``."""
+    instruction = _SCHEMA_INSTRUCTION + json.dumps(schema, sort_keys=True)
+    out = [dict(m) for m in messages]
+    if out and out[0].get("role") == "system":
+        content = out[0].get("content") or ""
+        out[0]["content"] = f"{content}\n\n{instruction}" if content else instruction
+    else:
+        out.insert(0, {"role": "system", "content": instruction})
+    return out
+
+
+def _check_messages(messages: Sequence[Mapping[str, str]]) -> list[dict[str, str]]:
+    """Validate chat messages and return them as plain dicts.
+
+    Raises:
+        InvalidInput: If the list is empty or a message lacks ``role`` or ``content``.
+    """
+    if not messages:
+        raise InvalidInput("messages", "must not be empty")
+    out: list[dict[str, str]] = []
+    for i, message in enumerate(messages):
+        if not isinstance(message.get("role"), str) or not isinstance(message.get("content"), str):
+            raise InvalidInput(f"messages[{i}]", "needs string 'role' and 'content'")
+        out.append(dict(message))
+    return out
+
+
+class LLMClient:
+    """Async client for one OpenAI-compatible endpoint, with retries, limits and accounting.
+
+    Example:
+        >>> async with LLMClient(LLMConfig(base_url="http://127.0.0.1:8089/v1")) as llm:
+        ...     result = await llm.chat([{"role": "user", "content": "Hi"}])
+    """
+
+    def __init__(
+        self,
+        config: LLMConfig,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        """Create a client; no connection is made until the first request.
+
+        Args:
+            config: Endpoint and limits.
+            sleep: Awaitable used for backoff delays (injectable for tests).
+        """
+        self._config = config
+        self._sleep = sleep
+        self._endpoint = _safe_url(config.base_url)
+        self._semaphore = asyncio.Semaphore(config.max_concurrency)
+        self._counters = _Counters()
+        self._supports_response_format: bool | None = None
+        self._closed = False
+        self._client = openai.AsyncOpenAI(
+            base_url=config.base_url,
+            api_key=config.api_key,
+            timeout=config.timeout_s,
+            max_retries=0,
+            # trust_env=False: no proxy settings are picked up from the environment.
+            http_client=openai.DefaultAsyncHttpxClient(trust_env=False, timeout=config.timeout_s),
+        )
+
+    def __repr__(self) -> str:
+        """Describe the client without its key."""
+        return f"LLMClient(endpoint={self._endpoint!r}, model={self._config.model!r})"
+
+    @property
+    def config(self) -> LLMConfig:
+        """The configuration this client was built with."""
+        return self._config
+
+    @property
+    def usage(self) -> LLMUsage:
+        """A snapshot of this client's request and token counters."""
+        c = self._counters
+        return LLMUsage(
+            requests=c.requests,
+            failed_requests=c.failed_requests,
+            retries=c.retries,
+            prompt_tokens=c.prompt_tokens,
+            completion_tokens=c.completion_tokens,
+        )
+
+    async def __aenter__(self) -> Self:
+        """Return the client itself."""
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Close the client."""
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the underlying HTTP connections; calling it twice is harmless."""
+        if not self._closed:
+            self._closed = True
+            await self._client.close()
+
+    async def chat(
+        self,
+        messages: Sequence[Mapping[str, str]],
+        *,
+        temperature: float = 0.0,
+        max_tokens: int = 512,
+        seed: int | None = None,
+        stop: Sequence[str] | None = None,
+    ) -> ChatResult:
+        """Send one chat completion request, retrying transient failures.
+
+        Args:
+            messages: Chat messages, each with ``role`` and ``content``.
+            temperature: Sampling temperature.
+            max_tokens: Upper bound for generated tokens.
+            seed: Sampling seed, sent only when given.
+            stop: Stop sequences, sent only when given.
+
+        Returns:
+            The answer with its token counts, latency and attempt count.
+
+        Raises:
+            InvalidInput: If the arguments are malformed.
+            LLMRequestError: If the endpoint answers a non-retryable 4xx.
+            LLMError: If every attempt failed.
+        """
+        return await self._chat(
+            _check_messages(messages),
+            temperature=temperature,
+            max_tokens=max_tokens,
+            seed=seed,
+            stop=stop,
+            response_format=None,
+        )
+
+    async def chat_json(
+        self,
+        messages: Sequence[Mapping[str, str]],
+        schema: Mapping[str, Any],
+        *,
+        name: str = "output",
+        temperature: float = 0.0,
+        max_tokens: int = 512,
+        seed: int | None = None,
+    ) -> tuple[Any, ChatResult]:
+        """Ask for a JSON answer matching ``schema`` and return it parsed and validated.
+
+        Uses ``response_format`` (``json_schema``, strict) while the endpoint accepts it. The
+        first time the endpoint answers 400/422 to such a request, the client remembers that it
+        does not support it and from then on puts the schema into the system message instead.
+
+        Args:
+            messages: Chat messages, each with ``role`` and ``content``.
+            schema: A JSON schema the answer must satisfy.
+            name: Schema name sent in ``response_format``.
+            temperature: Sampling temperature.
+            max_tokens: Upper bound for generated tokens.
+            seed: Sampling seed, sent only when given.
+
+        Returns:
+            ``(value, result)``: the parsed JSON value and the raw chat result.
+
+        Raises:
+            InvalidInput: If the messages or the schema are malformed.
+            LLMOutputError: If the answer is not JSON or does not match the schema.
+            LLMRequestError: If the endpoint answers a non-retryable 4xx.
+            LLMError: If every attempt failed.
+        """
+        checked = _check_messages(messages)
+        try:
+            validator_cls = jsonschema.validators.validator_for(schema)
+            validator_cls.check_schema(schema)
+        except jsonschema.SchemaError as exc:
+            raise InvalidInput("schema", _excerpt(exc.message)) from None
+        validator = validator_cls(schema)
+
+        result: ChatResult | None = None
+        if self._supports_response_format is not False:
+            response_format = {
+                "type": "json_schema",
+                "json_schema": {"name": name, "schema": dict(schema), "strict": True},
+            }
+            try:
+                result = await self._chat(
+                    checked,
+                    temperature=temperature,
+                    max_tokens=max_tokens,
+                    seed=seed,
+                    stop=None,
+                    response_format=response_format,
+                )
+                self._supports_response_format = True
+            except LLMRequestError as exc:
+                if exc.last_status not in _NO_RESPONSE_FORMAT_STATUSES:
+                    raise
+                self._supports_response_format = False
+                logger.warning(
+                    "LLM endpoint %s rejected response_format (HTTP %s); "
+                    "falling back to a schema in the system message",
+                    self._endpoint,
+                    exc.last_status,
+                )
+        if result is None:
+            result = await self._chat(
+                _with_schema_instruction(checked, schema),
+                temperature=temperature,
+                max_tokens=max_tokens,
+                seed=seed,
+                stop=None,
+                response_format=None,
+            )
+
+        value = extract_json(result.text)
+        error = jsonschema.exceptions.best_match(validator.iter_errors(value))
+        if error is not None:
+            where = "/".join(str(p) for p in error.absolute_path) or "<root>"
+            raise LLMOutputError(
+                f"LLM answer does not match the schema at {where}: {_excerpt(error.message)}"
+            )
+        return value, result
+
+    async def list_models(self) -> list[str]:
+        """List the model ids the endpoint serves (``GET /models``).
+
+        Returns:
+            Model ids in the endpoint's order.
+
+        Raises:
+            LLMRequestError: If the endpoint answers a non-retryable 4xx.
+            LLMError: If every attempt failed.
+        """
+
+        async def send() -> str:
+            raw = await self._client.models.with_raw_response.list()
+            return raw.http_response.text
+
+        models, _ = await self._with_retries(send, _parse_model_list)
+        return models
+
+    async def _chat(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        temperature: float,
+        max_tokens: int,
+        seed: int | None,
+        stop: Sequence[str] | None,
+        response_format: dict[str, Any] | None,
+    ) -> ChatResult:
+        """Send a chat completion with retries and turn it into a :class:`ChatResult`."""
+        if max_tokens < 1:
+            raise InvalidInput("max_tokens", "must be >= 1")
+        kwargs: dict[str, Any] = {
+            "model": self._config.model,
+            "messages": messages,
+            "temperature": temperature,
+            "max_tokens": max_tokens,
+        }
+        if seed is not None:
+            kwargs["seed"] = seed
+        if stop:
+            kwargs["stop"] = list(stop)
+        if response_format is not None:
+            kwargs["response_format"] = response_format
+
+        async def send() -> str:
+            raw = await self._client.chat.completions.with_raw_response.create(**kwargs)
+            return raw.http_response.text
+
+        started = time.monotonic()
+        parsed, attempts = await self._with_retries(send, _parse_chat_completion)
+        text, finish_reason, prompt_tokens, completion_tokens = parsed
+        self._counters.prompt_tokens += prompt_tokens
+        self._counters.completion_tokens += completion_tokens
+        return ChatResult(
+            text=text,
+            finish_reason=finish_reason,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            latency_s=time.monotonic() - started,
+            attempts=attempts,
+        )
+
+    def _backoff(self, retry: int) -> float:
+        """Return the jittered delay before retry number ``retry`` (1-based)."""
+        cfg = self._config
+        base = min(cfg.backoff_max_s, cfg.backoff_initial_s * (2 ** (retry - 1)))
+        return base * random.uniform(0.5, 1.0)  # jitter, not security
+
+    def _scrub(self, text: str) -> str:
+        """Remove the api key from ``text`` should an endpoint ever echo it."""
+        key = self._config.api_key
+        return text.replace(key, "***") if len(key) >= 8 else text
+
+    async def _with_retries(
+        self, send: Callable[[], Awaitable[str]], parse: Callable[[str], _T]
+    ) -> tuple[_T, int]:
+        """Run ``send`` and ``parse`` its body, retrying transient failures.
+
+        Returns:
+            The parsed value and the number of attempts made.
+        """
+        cfg = self._config
+        max_attempts = cfg.max_retries + 1
+        last_status: int | None = None
+        reason = "no attempt made"
+        for attempt in range(1, max_attempts + 1):
+            if attempt > 1:
+                self._counters.retries += 1
+            self._counters.requests += 1
+            retry_after: float | None = None
+            async with self._semaphore:
+                try:
+                    async with asyncio.timeout(cfg.timeout_s):
+                        body = await send()
+                    return parse(body), attempt
+                except openai.APIStatusError as exc:
+                    self._counters.failed_requests += 1
+                    last_status = exc.status_code
+                    reason = f"HTTP {last_status}"
+                    if last_status not in _RETRYABLE_STATUSES and last_status < 500:
+                        detail = self._scrub(_excerpt(str(exc.message)))
+                        raise LLMRequestError(
+                            f"LLM endpoint {self._endpoint} rejected the request after "
+                            f"{attempt} attempt(s): {reason}: {detail}",
+                            attempts=attempt,
+                            last_status=last_status,
+                        ) from None
+                    if last_status in _RETRY_AFTER_STATUSES:
+                        retry_after = _parse_retry_after(exc.response.headers.get("retry-after"))
+                except (openai.APITimeoutError, TimeoutError):
+                    self._counters.failed_requests += 1
+                    last_status = None
+                    reason = f"timeout after {cfg.timeout_s:g}s"
+                except openai.APIConnectionError as exc:
+                    self._counters.failed_requests += 1
+                    last_status = None
+                    cause = exc.__cause__
+                    reason = "connection error" + (
+                        f" ({cause.__class__.__name__})" if cause is not None else ""
+                    )
+                except _MalformedResponseError as exc:
+                    self._counters.failed_requests += 1
+                    last_status = 200
+                    reason = f"malformed response: {exc}"
+            if attempt == max_attempts:
+                break
+            delay = self._backoff(attempt)
+            if retry_after is not None:
+                delay = min(retry_after, cfg.backoff_max_s)
+            logger.warning(
+                "LLM request to %s failed (%s); attempt %d/%d, retrying in %.2fs",
+                self._endpoint,
+                reason,
+                attempt,
+                max_attempts,
+                delay,
+            )
+            await self._sleep(delay)
+        raise LLMError(
+            f"LLM endpoint {self._endpoint} failed after {max_attempts} attempt(s); last: {reason}",
+            attempts=max_attempts,
+            last_status=last_status,
+        )

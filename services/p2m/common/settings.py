@@ -1,0 +1,143 @@
+"""One frozen settings object per process, from flags and environment (read in ``main``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from p2m.common.errors import InvalidInput
+
+ENV_PREFIX = "P2M_"
+LOG_FORMATS = ("json", "text")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of a p2m process. Environment: ``P2M_<FIELD>``; flags override it.
+
+    Attributes:
+        data_dir: Holds runs/, artifacts/, models/ and cache/.
+        host: Address a server binds to (loopback by default).
+        port: Port a server listens on (0 picks a free one).
+        log_level: DEBUG, INFO, WARNING or ERROR.
+        log_format: "json" (one object per line) or "text".
+        grace_s: Seconds in-flight RPCs get to finish on SIGTERM.
+        max_prompt_bytes: Largest prompt accepted, in UTF-8 bytes.
+        llm_base_url: Any OpenAI-compatible endpoint ("http://host:port/v1"); empty means the
+            embedded local endpoint (llama.cpp) started on demand.
+        llm_api_key: Bearer key for that endpoint (or ``P2M_LLM_API_KEY_FILE``); never logged.
+        llm_model: Model name sent to the endpoint.
+        llm_timeout_s: Per-request timeout.
+        llm_max_retries: Retries after the first attempt (429, 5xx, timeouts).
+        llm_max_concurrency: Requests in flight at once per client.
+        local_llm: Model the embedded endpoint serves: "qwen" (default teacher),
+            "smollm2" (fast, for tests) or a path to a GGUF file.
+        local_llm_parallel: Concurrent slots of the embedded endpoint.
+        local_llm_ctx: Total context (tokens) of the embedded endpoint, shared by its slots.
+        local_llm_threads: CPU threads of the embedded endpoint (0: all cores).
+    """
+
+    data_dir: Path = Path(".p2m")
+    host: str = "127.0.0.1"
+    port: int = 0
+    log_level: str = "INFO"
+    log_format: str = "json"
+    grace_s: float = 5.0
+    max_prompt_bytes: int = 64 * 1024
+    llm_base_url: str = ""
+    llm_api_key: str = field(default="", repr=False)
+    llm_model: str = "default"
+    llm_timeout_s: float = 120.0
+    llm_max_retries: int = 4
+    llm_max_concurrency: int = 4
+    local_llm: str = "qwen"
+    local_llm_parallel: int = 4
+    local_llm_ctx: int = 8192
+    local_llm_threads: int = 0
+
+    @classmethod
+    def load(
+        cls,
+        overrides: Mapping[str, Any] | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> Settings:
+        """Build settings: defaults, then ``P2M_*`` environment, then non-None ``overrides``.
+
+        Raises:
+            InvalidInput: A value has the wrong type or is out of range (the field is named).
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is not None and raw != "":
+                values[f.name] = _coerce(f.name, f.type, raw)
+        key_file = env.get(ENV_PREFIX + "LLM_API_KEY_FILE")
+        if key_file and "llm_api_key" not in values:
+            values["llm_api_key"] = _read_secret(key_file)
+        for name, value in (overrides or {}).items():
+            if value is not None:
+                values[name] = _coerce(name, _field_type(cls, name), value)
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Check ranges and formats, naming the offending field.
+
+        Raises:
+            InvalidInput: A value is out of range or malformed.
+        """
+        if not 0 <= self.port <= 65535:
+            raise InvalidInput("port", f"must be within 0..65535, got {self.port}")
+        if self.log_format not in LOG_FORMATS:
+            raise InvalidInput("log_format", f"must be one of {LOG_FORMATS}")
+        if self.log_level.upper() not in LOG_LEVELS:
+            raise InvalidInput("log_level", f"must be one of {LOG_LEVELS}")
+        for name in ("llm_max_concurrency", "local_llm_parallel", "local_llm_ctx"):
+            if getattr(self, name) < 1:
+                raise InvalidInput(name, "must be at least 1")
+        if self.llm_max_retries < 0 or self.llm_timeout_s <= 0 or self.grace_s < 0:
+            raise InvalidInput("llm_timeout_s", "timeouts and retries must not be negative")
+        if self.llm_base_url:
+            parsed = urlparse(self.llm_base_url)
+            if parsed.scheme not in ("http", "https") or not parsed.netloc:
+                raise InvalidInput(
+                    "llm_base_url", f"must be an http(s) URL, got {self.llm_base_url!r}"
+                )
+
+
+def _field_type(cls: type, name: str) -> Any:
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            return f.type
+    raise InvalidInput(name, "is not a known setting")
+
+
+def _coerce(name: str, type_name: Any, raw: Any) -> Any:
+    kind = type_name if isinstance(type_name, str) else getattr(type_name, "__name__", "")
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind == "bool":
+            return raw if isinstance(raw, bool) else str(raw).lower() in ("1", "true", "yes", "on")
+        if kind == "Path":
+            return Path(raw)
+        return str(raw)
+    except ValueError as exc:
+        raise InvalidInput(name, f"expected {kind}, got {raw!r}") from exc
+
+
+def _read_secret(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise InvalidInput("llm_api_key_file", f"cannot read {path}: {exc.strerror}") from exc

@@ -1,0 +1,1 @@
+"""The embedded OpenAI-compatible LLM endpoint (llama.cpp through xllamacpp)."""

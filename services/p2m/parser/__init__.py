@@ -1,0 +1,1 @@
+"""The prompt parser: prompt text -> TaskSpec."""

@@ -1,0 +1,57 @@
+"""Shared fixtures: the real data in ../shared/data and a real local LLM endpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import REPO, ServiceProcess
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real data folder (P2M_SHARED_DATA, which the Makefile sets; else ../shared/data)."""
+    path = Path(os.environ.get("P2M_SHARED_DATA") or REPO.parent / "shared" / "data")
+    if not (path / "README.md").exists():
+        pytest.skip(f"shared data not found at {path}; set P2M_SHARED_DATA")
+    return path
+
+
+@pytest.fixture(scope="session")
+def paper_prompts(shared_data: Path) -> dict[str, Any]:
+    """The three Prompt2Model paper prompts, with their reference splits."""
+    data = json.loads((shared_data / "benchmarks" / "prompts.json").read_text(encoding="utf-8"))
+    return dict(data["tasks"])
+
+
+@pytest.fixture(scope="session")
+def session_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("p2m-data")
+
+
+@pytest.fixture(scope="session")
+def local_llm(session_dir: Path) -> Iterator[ServiceProcess]:
+    """The real embedded endpoint (llama.cpp serving SmolLM2) on a loopback port."""
+    with ServiceProcess("llm", session_dir, "--local-llm", "smollm2") as llm:
+        yield llm
+
+
+@pytest.fixture(scope="session")
+def parser_service(
+    local_llm: ServiceProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServiceProcess]:
+    """The real parser service on a loopback port, using the local LLM endpoint."""
+    data_dir = tmp_path_factory.mktemp("parser")
+    with ServiceProcess("parser", data_dir, "--llm-base-url", local_llm.base_url) as service:
+        yield service

@@ -1,0 +1,98 @@
+"""The embedded OpenAI-compatible endpoint: llama.cpp serving the pip-shipped SmolLM2."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import shutil
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from p2m.common.errors import FailedPrecondition, InvalidInput
+from p2m.common.llm import LLMClient, LLMConfig
+from p2m.llm.models import SHIPPED_MODELS, gguf_general_name, resolve_gguf
+from tests.support import ServiceProcess
+
+
+def test_models_endpoint_names_the_model(local_llm: ServiceProcess):
+    with urllib.request.urlopen(f"{local_llm.base_url}/models", timeout=10) as reply:
+        body = json.load(reply)
+    assert [m["id"] for m in body["data"]] == [SHIPPED_MODELS["smollm2"].display_name]
+
+
+async def test_chat_and_json_schema_output(local_llm: ServiceProcess):
+    config = LLMConfig(base_url=local_llm.base_url, model="smollm2", max_concurrency=2)
+    async with LLMClient(config) as client:
+        result = await client.chat([{"role": "user", "content": "Say hello."}], max_tokens=16)
+        schema = {
+            "type": "object",
+            "properties": {"colour": {"type": "string"}, "count": {"type": "integer"}},
+            "required": ["colour", "count"],
+        }
+        answers = await asyncio.gather(
+            *[
+                client.chat_json(
+                    [{"role": "user", "content": f"Name colour number {i} and a count."}],
+                    schema,
+                    max_tokens=64,
+                )
+                for i in range(3)
+            ]
+        )
+        usage = client.usage
+    assert result.text.strip()
+    assert result.completion_tokens > 0
+    for value, _ in answers:
+        assert isinstance(value["colour"], str)
+        assert isinstance(value["count"], int)
+    assert usage.requests == 4
+    assert usage.completion_tokens >= result.completion_tokens
+
+
+def test_shipped_models_verify(tmp_path: Path):
+    path, name = resolve_gguf("smollm2", tmp_path)
+    assert name == "SmolLM2-135M-Instruct-Q4_1"
+    assert gguf_general_name(path) == SHIPPED_MODELS["smollm2"].gguf_name
+
+
+def test_a_tampered_model_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    genuine, _ = resolve_gguf("smollm2", tmp_path)
+    package = tmp_path / "fake_pkg"
+    package.mkdir()
+    tampered = package / genuine.name
+    shutil.copyfile(genuine, tampered)
+    with tampered.open("r+b") as fh:
+        fh.seek(-1, 2)
+        last = fh.read(1)
+        fh.seek(-1, 2)
+        fh.write(bytes([last[0] ^ 0xFF]))
+    monkeypatch.setattr("p2m.llm.models.package_dir", lambda name: package)
+    with pytest.raises(FailedPrecondition, match="sha256"):
+        resolve_gguf("smollm2", tmp_path)
+
+
+def test_multi_part_model_is_assembled_and_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    genuine, _ = resolve_gguf("smollm2", tmp_path)
+    data = genuine.read_bytes()
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    half = len(data) // 2
+    (parts / "a.bin").write_bytes(data[:half])
+    (parts / "b.bin").write_bytes(data[half:])
+    split = dataclasses.replace(
+        SHIPPED_MODELS["smollm2"], packages=("a", "b"), parts=("a.bin", "b.bin")
+    )
+    monkeypatch.setitem(SHIPPED_MODELS, "split", split)
+    monkeypatch.setattr("p2m.llm.models.package_dir", lambda name: parts)
+    path, _ = resolve_gguf("split", tmp_path / "models")
+    assert path.parent == tmp_path / "models" / "gguf"
+    assert path.read_bytes() == data
+
+
+def test_unknown_model_choice_is_invalid(tmp_path: Path):
+    with pytest.raises(InvalidInput) as info:
+        resolve_gguf("gpt-17", tmp_path)
+    assert info.value.field == "local_llm"

@@ -1,0 +1,96 @@
+"""Start real p2m processes on loopback ports for tests, and stop them cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServiceProcess:
+    """`p2m serve <service>` in a subprocess; its stderr goes to a log file."""
+
+    def __init__(self, service: str, data_dir: Path, *args: str, env: dict[str, str] | None = None):
+        self.service = service
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.log_path = data_dir / f"{service}-{self.port}.log"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self._cmd = [
+            sys.executable, "-m", "p2m", "serve", service,
+            "--port", str(self.port), "--data-dir", str(data_dir), *args,
+        ]  # fmt: skip
+        self._env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 120.0) -> ServiceProcess:
+        log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(self._cmd, stdout=log, stderr=subprocess.STDOUT, env=self._env)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.service} exited early:\n{self.log()}")
+            if self.ready():
+                return self
+            time.sleep(0.2)
+        self.stop()
+        raise TimeoutError(f"{self.service} not ready in {timeout_s}s:\n{self.log()}")
+
+    def ready(self) -> bool:
+        if self.service == "llm":
+            try:
+                with urllib.request.urlopen(f"http://{self.address}/health", timeout=1) as r:
+                    return r.status == 200
+            except OSError:
+                return False
+        return grpc_health_status(self.address) == health_pb2.HealthCheckResponse.SERVING
+
+    def stop(self, timeout_s: float = 30.0) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.address}/v1"
+
+    def __enter__(self) -> ServiceProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def grpc_health_status(address: str, service: str = "") -> int | None:
+    try:
+        with grpc.insecure_channel(address) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1)
+            return int(reply.status)
+    except grpc.RpcError:
+        return None
