@@ -21,7 +21,8 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
-from p2m.common.errors import LLMError, LLMOutputError
+from p2m.common.budget import Budget
+from p2m.common.errors import BudgetExhausted, LLMError, LLMOutputError
 from p2m.common.llm import (
     ChatResult,
     LLMClient,
@@ -561,3 +562,53 @@ async def test_list_models_is_retried(endpoint: FaultyEndpoint) -> None:
     assert models == ["tiny-1", "tiny-2"]
     assert [(s.method, s.path) for s in endpoint.seen] == [("GET", "/v1/models")] * 2
     assert usage.requests == 2 and usage.retries == 1
+
+
+# ------------------------------------------------------------------------------ budget, throttling
+
+
+async def test_budget_counts_retries_and_is_never_exceeded(endpoint: FaultyEndpoint) -> None:
+    endpoint.push(status(500), ok(), status(500), ok())
+    budget = Budget(max_requests=3)
+    async with LLMClient(make_config(endpoint)) as llm:
+        await llm.chat(USER, budget=budget)  # 500 then ok: two requests
+        with pytest.raises(BudgetExhausted):
+            await llm.chat(USER, budget=budget)  # 500 uses the third; the retry is refused
+    assert len(endpoint.seen) == 3
+    assert budget.requests == 3
+
+
+async def test_token_budget_reserves_the_worst_case(endpoint: FaultyEndpoint) -> None:
+    endpoint.push(ok(prompt_tokens=20, completion_tokens=10), ok())
+    messages = [{"role": "user", "content": "x" * 40}]  # bound: 40 bytes + 8 overhead
+    budget = Budget(max_tokens=48 + 16 + 30)
+    async with LLMClient(make_config(endpoint)) as llm:
+        await llm.chat(messages, max_tokens=16, budget=budget)
+        assert budget.tokens == 30
+        with pytest.raises(BudgetExhausted):  # 30 used + 64 worst case > 94
+            await llm.chat(messages, max_tokens=17, budget=budget)
+    assert len(endpoint.seen) == 1
+
+
+async def test_throttling_lowers_the_requests_in_flight_then_recovers(
+    endpoint: FaultyEndpoint,
+) -> None:
+    endpoint.hold_s = 0.1
+    endpoint.push(*[status(429, retry_after="0")] * 4)
+
+    async def wave(tag: str, n: int) -> int:
+        endpoint.max_in_flight = 0
+        await asyncio.gather(
+            *(llm.chat([{"role": "user", "content": f"{tag}{i}"}]) for i in range(n))
+        )
+        return endpoint.max_in_flight
+
+    async with LLMClient(make_config(endpoint, max_concurrency=4, max_retries=6)) as llm:
+        first = await wave("a", 4)  # all four answered 429, then retried under a lower limit
+        throttled = await wave("b", 6)
+        for _ in range(4):
+            recovered = await wave("c", 8)
+    assert first == 4
+    assert len(endpoint.seen) >= 8
+    assert throttled < 4
+    assert recovered == 4

@@ -5,7 +5,9 @@ library's own retries switched off and adds, on top:
 
 * retries with exponential backoff and jitter on HTTP 429, 5xx, timeouts, connection errors
   and malformed 200 answers, honouring ``Retry-After`` on 429/503;
-* a per-client concurrency limit (a semaphore held only while a request is on the wire);
+* a per-client concurrency limit, held only while a request is on the wire, that halves when
+  the endpoint throttles (429) and grows back as requests succeed;
+* an optional shared :class:`~p2m.common.budget.Budget` that no attempt can overrun;
 * usage accounting (requests, failures, retries, tokens);
 * :meth:`LLMClient.chat_json`, JSON-schema constrained output with a fallback for endpoints
   that reject ``response_format``.
@@ -31,6 +33,7 @@ from urllib.parse import urlsplit, urlunsplit
 import jsonschema
 import openai
 
+from p2m.common.budget import Budget, prompt_token_bound
 from p2m.common.errors import InvalidInput, LLMError, LLMOutputError
 
 logger = logging.getLogger(__name__)
@@ -143,6 +146,46 @@ class LLMRequestError(LLMError):
 
 class _MalformedResponseError(Exception):
     """A 200 answer whose body is not the expected JSON document."""
+
+
+class AdaptiveLimit:
+    """A concurrency limit that halves when the endpoint throttles (429) and grows back.
+
+    It starts at ``ceiling``; each 429 halves it (never below 1); after as many successes in
+    a row as the current limit it grows by one, up to ``ceiling`` again.
+    """
+
+    def __init__(self, ceiling: int) -> None:
+        """Allow up to ``ceiling`` holders at once."""
+        self.ceiling = ceiling
+        self.limit = ceiling
+        self.in_use = 0
+        self._streak = 0
+        self._changed = asyncio.Condition()
+
+    async def __aenter__(self) -> None:
+        """Wait for a free place."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.in_use < self.limit)
+            self.in_use += 1
+
+    async def __aexit__(self, *exc: object) -> None:
+        """Give the place back and wake waiters (the limit may have moved)."""
+        async with self._changed:
+            self.in_use -= 1
+            self._changed.notify_all()
+
+    def throttled(self) -> None:
+        """The endpoint said 429: halve the limit."""
+        self.limit = max(1, self.limit // 2)
+        self._streak = 0
+
+    def succeeded(self) -> None:
+        """One request went through: maybe grow the limit by one."""
+        self._streak += 1
+        if self.limit < self.ceiling and self._streak >= self.limit:
+            self.limit += 1
+            self._streak = 0
 
 
 @dataclass
@@ -359,7 +402,7 @@ class LLMClient:
         self._config = config
         self._sleep = sleep
         self._endpoint = _safe_url(config.base_url)
-        self._semaphore = asyncio.Semaphore(config.max_concurrency)
+        self._semaphore = AdaptiveLimit(config.max_concurrency)
         self._counters = _Counters()
         self._supports_response_format: bool | None = None
         self._closed = False
@@ -420,6 +463,7 @@ class LLMClient:
         max_tokens: int = 512,
         seed: int | None = None,
         stop: Sequence[str] | None = None,
+        budget: Budget | None = None,
     ) -> ChatResult:
         """Send one chat completion request, retrying transient failures.
 
@@ -429,12 +473,14 @@ class LLMClient:
             max_tokens: Upper bound for generated tokens.
             seed: Sampling seed, sent only when given.
             stop: Stop sequences, sent only when given.
+            budget: Shared request/token budget; every attempt reserves from it first.
 
         Returns:
             The answer with its token counts, latency and attempt count.
 
         Raises:
             InvalidInput: If the arguments are malformed.
+            BudgetExhausted: If the budget cannot cover another attempt.
             LLMRequestError: If the endpoint answers a non-retryable 4xx.
             LLMError: If every attempt failed.
         """
@@ -445,6 +491,7 @@ class LLMClient:
             seed=seed,
             stop=stop,
             response_format=None,
+            budget=budget,
         )
 
     async def chat_json(
@@ -456,6 +503,7 @@ class LLMClient:
         temperature: float = 0.0,
         max_tokens: int = 512,
         seed: int | None = None,
+        budget: Budget | None = None,
     ) -> tuple[Any, ChatResult]:
         """Ask for a JSON answer matching ``schema`` and return it parsed and validated.
 
@@ -470,6 +518,7 @@ class LLMClient:
             temperature: Sampling temperature.
             max_tokens: Upper bound for generated tokens.
             seed: Sampling seed, sent only when given.
+            budget: Shared request/token budget; every attempt reserves from it first.
 
         Returns:
             ``(value, result)``: the parsed JSON value and the raw chat result.
@@ -489,6 +538,7 @@ class LLMClient:
         validator = validator_cls(schema)
 
         result: ChatResult | None = None
+        rejected = False
         if self._supports_response_format is not False:
             response_format = {
                 "type": "json_schema",
@@ -502,12 +552,13 @@ class LLMClient:
                     seed=seed,
                     stop=None,
                     response_format=response_format,
+                    budget=budget,
                 )
                 self._supports_response_format = True
             except LLMRequestError as exc:
                 if exc.last_status not in _NO_RESPONSE_FORMAT_STATUSES:
                     raise
-                self._supports_response_format = False
+                rejected = True
                 logger.warning(
                     "LLM endpoint %s rejected response_format (HTTP %s); "
                     "falling back to a schema in the system message",
@@ -522,7 +573,11 @@ class LLMClient:
                 seed=seed,
                 stop=None,
                 response_format=None,
+                budget=budget,
             )
+            if rejected:
+                # Only now is it clear the 400 was about response_format, not the request.
+                self._supports_response_format = False
 
         value = extract_json(result.text)
         error = jsonschema.exceptions.best_match(validator.iter_errors(value))
@@ -560,6 +615,7 @@ class LLMClient:
         seed: int | None,
         stop: Sequence[str] | None,
         response_format: dict[str, Any] | None,
+        budget: Budget | None = None,
     ) -> ChatResult:
         """Send a chat completion with retries and turn it into a :class:`ChatResult`."""
         if max_tokens < 1:
@@ -582,7 +638,14 @@ class LLMClient:
             return raw.http_response.text
 
         started = time.monotonic()
-        parsed, attempts = await self._with_retries(send, _parse_chat_completion)
+        worst_prompt = prompt_token_bound(messages)
+        parsed, attempts = await self._with_retries(
+            send,
+            _parse_chat_completion,
+            budget=budget,
+            worst_tokens=(worst_prompt, max_tokens),
+            used_tokens=lambda p: p[2] + p[3],
+        )
         text, finish_reason, prompt_tokens, completion_tokens = parsed
         self._counters.prompt_tokens += prompt_tokens
         self._counters.completion_tokens += completion_tokens
@@ -607,9 +670,18 @@ class LLMClient:
         return text.replace(key, "***") if len(key) >= 8 else text
 
     async def _with_retries(
-        self, send: Callable[[], Awaitable[str]], parse: Callable[[str], _T]
+        self,
+        send: Callable[[], Awaitable[str]],
+        parse: Callable[[str], _T],
+        *,
+        budget: Budget | None = None,
+        worst_tokens: tuple[int, int] = (0, 0),
+        used_tokens: Callable[[_T], int] = lambda _: 0,
     ) -> tuple[_T, int]:
         """Run ``send`` and ``parse`` its body, retrying transient failures.
+
+        With a ``budget``, each attempt first reserves ``worst_tokens`` (prompt bound, completion
+        limit) and settles to ``used_tokens(parsed)`` (0 for a failed attempt).
 
         Returns:
             The parsed value and the number of attempts made.
@@ -619,15 +691,20 @@ class LLMClient:
         last_status: int | None = None
         reason = "no attempt made"
         for attempt in range(1, max_attempts + 1):
+            reservation = budget.reserve(*worst_tokens) if budget is not None else None
             if attempt > 1:
                 self._counters.retries += 1
             self._counters.requests += 1
             retry_after: float | None = None
+            used = 0
             async with self._semaphore:
                 try:
                     async with asyncio.timeout(cfg.timeout_s):
                         body = await send()
-                    return parse(body), attempt
+                    value = parse(body)
+                    used = used_tokens(value)
+                    self._semaphore.succeeded()
+                    return value, attempt
                 except openai.APIStatusError as exc:
                     self._counters.failed_requests += 1
                     last_status = exc.status_code
@@ -657,6 +734,11 @@ class LLMClient:
                     self._counters.failed_requests += 1
                     last_status = 200
                     reason = f"malformed response: {exc}"
+                finally:
+                    if reservation is not None and budget is not None:
+                        budget.settle(reservation, used)
+            if last_status == 429:
+                self._semaphore.throttled()
             if attempt == max_attempts:
                 break
             delay = self._backoff(attempt)
