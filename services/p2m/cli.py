@@ -27,7 +27,10 @@ out = Console()
 err = Console(stderr=True)
 
 # Every gRPC service `p2m serve` can start: name -> "module:build function".
-SERVICES = {"parser": "p2m.parser.service:build"}
+SERVICES = {
+    "parser": "p2m.parser.service:build",
+    "generator": "p2m.generator.service:build",
+}
 SERVABLE = sorted([*SERVICES, "llm"])
 
 DataDir = Annotated[Path | None, typer.Option(help="Data dir (env P2M_DATA_DIR).")]
@@ -133,6 +136,122 @@ def parse(
         out.print_json(json.dumps(task.to_json(), ensure_ascii=False))
     else:
         _show_task(task)
+
+
+@app.command()
+def generate(
+    prompt_file: Annotated[Path, typer.Option(help="The prompt, a text file ('-': stdin).")],
+    num_examples: Annotated[int, typer.Option(help="Examples to accept.")] = 100,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for train.jsonl / validation.jsonl.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed: same prompt, options, seed -> same data.")] = 0,
+    max_requests: Annotated[int, typer.Option(help="Request budget (0: none).")] = 0,
+    max_tokens: Annotated[int, typer.Option(help="Token budget (0: none).")] = 0,
+    concurrency: Annotated[int, typer.Option(help="Requests in flight.")] = 4,
+    self_consistency: Annotated[int, typer.Option(help="Outputs voted per input.")] = 3,
+    data_dir: DataDir = None,
+    log_level: LogLevel = None,
+    llm_base_url: LlmUrl = None,
+    llm_model: LlmModel = None,
+    local_llm: LocalLlm = None,
+) -> None:
+    """Generate a synthetic dataset for the prompt's task with the teacher LLM."""
+    from p2m.generator.options import GenerateOptions
+
+    settings = load_settings(
+        data_dir=data_dir, log_level=log_level or "WARNING", log_format="text",
+        llm_base_url=llm_base_url, llm_model=llm_model, local_llm=local_llm,
+    )  # fmt: skip
+    setup_logging(settings.log_level, settings.log_format)
+    options = GenerateOptions(
+        num_examples=num_examples, seed=seed, max_requests=max_requests, max_tokens=max_tokens,
+        max_concurrency=concurrency, self_consistency_samples=self_consistency,
+    )  # fmt: skip
+    try:
+        options.validate()
+    except InvalidInput as exc:
+        fail(str(exc).replace("options.", "--").replace("_", "-", 1))
+    prompt = _read_prompt(prompt_file)
+    report = run_async(lambda: _generate_local(settings, prompt, options, out, not as_json))
+    if as_json:
+        out_json = json.dumps(report, ensure_ascii=False)
+        print(out_json)
+    else:
+        _show_generation(report)
+
+
+async def _generate_local(
+    settings: Settings, prompt: bytes, options: Any, out_dir: Path | None, show_bar: bool
+) -> dict[str, Any]:
+    import shutil
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from p2m.common.artifacts import ArtifactStore
+    from p2m.generator.engine import DatasetGenerator, GenerationProgress
+    from p2m.llm.provider import LLMProvider
+    from p2m.parser.core import PromptParser
+
+    provider = LLMProvider(settings)
+    bar = Progress(
+        TextColumn("generating"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"), console=err, disable=not show_bar,
+    )  # fmt: skip
+    try:
+        parser = PromptParser(provider.client, max_prompt_bytes=settings.max_prompt_bytes)
+        task = (await parser.parse(prompt, field="prompt_file")).task
+        store = ArtifactStore(settings.data_dir / "artifacts")
+        model = settings.llm_model if settings.llm_base_url else settings.local_llm
+        generator = DatasetGenerator(
+            await provider.client(), store, settings.data_dir / "cache" / "generate", model
+        )
+        with bar:
+            bar_id = bar.add_task("generate", total=options.num_examples, status="")
+
+            def show(p: GenerationProgress) -> None:
+                dups = p.dropped["exact_duplicate"] + p.dropped["near_duplicate"]
+                status = f"dropped {sum(p.dropped.values())} ({dups} duplicates), {p.tokens} tokens"
+                bar.update(bar_id, completed=p.accepted, status=status)
+
+            result = await generator.generate(task, options, show)
+        folder = store.path(result.dataset.sha256)
+        if out_dir is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            for name in ("train.jsonl", "validation.jsonl"):
+                shutil.copyfile(folder / name, out_dir / name)
+        return {
+            "dataset": result.dataset.uri,
+            "path": str(folder),
+            "out": str(out_dir) if out_dir else None,
+            "rows": result.rows,
+            **result.report.to_json(),
+        }
+    finally:
+        await provider.aclose()
+
+
+def _show_generation(report: dict[str, Any]) -> None:
+    out.print(
+        f"[bold]{report['accepted']}/{report['requested']} examples[/] "
+        f"({report['stop_reason']}, {report['rounds']} rounds, {report['elapsed_s']:.0f}s"
+        f"{', cached' if report['cached'] else ''})"
+    )
+    table = Table("filter", "dropped", title="quality filters")
+    for name, count in report["dropped"].items():
+        table.add_row(name, str(count))
+    out.print(table)
+    usage = report["usage"]
+    out.print(
+        f"LLM: {usage['requests']} requests ({usage['retries']} retries), "
+        f"{usage['prompt_tokens'] + usage['completion_tokens']} tokens; "
+        f"self-consistency agreement {report['self_consistency_agreement']:.2f}"
+    )
+    out.print(f"dataset: {report['dataset']}", highlight=False, soft_wrap=True)
+    out.print(f"  at {report['path']}", highlight=False, soft_wrap=True)
+    if report["out"]:
+        out.print(f"  copied to {report['out']}/train.jsonl, validation.jsonl", highlight=False)
 
 
 def _read_prompt(path: Path) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from p2m.common.artifacts import ArtifactRef
 from p2m.common.types import Example, ParseMethod, TaskSpec
 from prompt2model.v1 import common_pb2
 
@@ -37,4 +38,11 @@ def task_spec_from_pb(message: common_pb2.TaskSpec) -> TaskSpec:
         parse_method=_METHOD_FROM_PB.get(message.parse_method, ParseMethod.DETERMINISTIC),
         warnings=tuple(message.warnings),
         prompt_sha256=message.prompt_sha256,
+    )
+
+
+def artifact_ref_to_pb(ref: ArtifactRef) -> common_pb2.ArtifactRef:
+    """ArtifactRef -> protobuf."""
+    return common_pb2.ArtifactRef(
+        uri=ref.uri, sha256=ref.sha256, size_bytes=ref.size_bytes, kind=ref.kind
     )

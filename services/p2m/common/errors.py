@@ -46,4 +46,9 @@ class LLMError(Unavailable):
 
 
 class LLMOutputError(P2MError):
-    """The LLM answered, but not in the form that was asked for (e.g. invalid JSON)."""
+    """The LLM answered, but not in the form that was asked for (e.g. invalid JSON).
+
+    ``result`` holds the answer (a ``ChatResult``) when one was received, for accounting.
+    """
+
+    result: object = None

@@ -579,13 +579,17 @@ class LLMClient:
                 # Only now is it clear the 400 was about response_format, not the request.
                 self._supports_response_format = False
 
-        value = extract_json(result.text)
-        error = jsonschema.exceptions.best_match(validator.iter_errors(value))
-        if error is not None:
-            where = "/".join(str(p) for p in error.absolute_path) or "<root>"
-            raise LLMOutputError(
-                f"LLM answer does not match the schema at {where}: {_excerpt(error.message)}"
-            )
+        try:
+            value = extract_json(result.text)
+            error = jsonschema.exceptions.best_match(validator.iter_errors(value))
+            if error is not None:
+                where = "/".join(str(p) for p in error.absolute_path) or "<root>"
+                raise LLMOutputError(
+                    f"LLM answer does not match the schema at {where}: {_excerpt(error.message)}"
+                )
+        except LLMOutputError as exc:
+            exc.result = result  # what the call cost, for the caller's accounting
+            raise
         return value, result
 
     async def list_models(self) -> list[str]:

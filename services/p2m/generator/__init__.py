@@ -1,0 +1,1 @@
+"""The dataset generator: synthetic examples of a task from the teacher LLM."""

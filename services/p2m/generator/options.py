@@ -1,0 +1,82 @@
+"""Settings of one generation, validated, and the key that names its result."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+
+from p2m.common.errors import InvalidInput
+from p2m.common.types import TaskSpec
+
+# Changing how results are produced changes this, so old cache entries are not reused.
+GENERATOR_VERSION = 1
+
+
+@dataclass(frozen=True)
+class GenerateOptions:
+    """How to generate. See generator.proto for each field's meaning."""
+
+    num_examples: int = 100
+    batch_size: int = 16
+    max_concurrency: int = 4
+    temperature_start: float = 0.3
+    temperature_end: float = 1.4
+    self_consistency_samples: int = 3
+    few_shot_demonstrations: int = 8
+    few_shot_generated: int = 3
+    max_requests: int = 0
+    max_tokens: int = 0
+    seed: int = 0
+    dedup_similarity_threshold: float = 0.8
+    max_field_chars: int = 2000
+    validation_fraction: float = 0.1
+    max_new_tokens: int = 256
+    diverse_prompts: bool = True
+    annealing: bool = True
+    self_consistency: bool = True
+    dedup: bool = True
+
+    def validate(self) -> None:
+        """Raise InvalidInput naming the first field out of range."""
+        checks = [
+            ("num_examples", 1 <= self.num_examples <= 100_000),
+            ("batch_size", 1 <= self.batch_size <= 1000),
+            ("max_concurrency", 1 <= self.max_concurrency <= 256),
+            ("temperature_start", 0.0 <= self.temperature_start <= 2.0),
+            ("temperature_end", self.temperature_start <= self.temperature_end <= 2.0),
+            ("self_consistency_samples", 1 <= self.self_consistency_samples <= 16),
+            ("few_shot_demonstrations", 0 <= self.few_shot_demonstrations <= 64),
+            ("few_shot_generated", 0 <= self.few_shot_generated <= 64),
+            ("max_requests", self.max_requests >= 0),
+            ("max_tokens", self.max_tokens >= 0),
+            ("dedup_similarity_threshold", 0.0 < self.dedup_similarity_threshold <= 1.0),
+            ("max_field_chars", 1 <= self.max_field_chars <= 1_000_000),
+            ("validation_fraction", 0.0 <= self.validation_fraction <= 0.5),
+            ("max_new_tokens", 16 <= self.max_new_tokens <= 8192),
+        ]
+        for name, ok in checks:
+            if not ok:
+                raise InvalidInput(f"options.{name}", f"out of range: {getattr(self, name)!r}")
+
+    @property
+    def samples_per_input(self) -> int:
+        """Outputs voted on per input (1 when self-consistency is off)."""
+        return self.self_consistency_samples if self.self_consistency else 1
+
+
+# Fields that change only speed, never which examples come out (for a given seed).
+_SPEED_ONLY = ("max_concurrency",)
+
+
+def generation_key(task: TaskSpec, options: GenerateOptions, model: str) -> str:
+    """The sha256 naming this generation: same task, options, seed and model, same result."""
+    settings = {k: v for k, v in asdict(options).items() if k not in _SPEED_ONLY}
+    payload = {
+        "version": GENERATOR_VERSION,
+        "instruction": task.instruction,
+        "demonstrations": [[d.input, d.output] for d in task.demonstrations],
+        "options": settings,
+        "model": model,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()

@@ -1,0 +1,169 @@
+"""gRPC servicer of the generator: converts messages, runs DatasetGenerator, streams progress."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from google.protobuf import duration_pb2, timestamp_pb2
+from grpc import aio
+
+from p2m.common.artifacts import ArtifactStore
+from p2m.common.convert import artifact_ref_to_pb, task_spec_from_pb
+from p2m.common.errors import InvalidInput
+from p2m.common.server import ServiceBinding
+from p2m.common.settings import Settings
+from p2m.generator.engine import (
+    DatasetGenerator,
+    GenerationProgress,
+    GenerationReport,
+    GenerationResult,
+)
+from p2m.generator.options import GenerateOptions
+from p2m.llm.provider import LLMProvider
+from prompt2model.v1 import common_pb2, generator_pb2, generator_pb2_grpc
+
+_STOP_REASONS = {
+    "target_reached": generator_pb2.GENERATION_STOP_REASON_TARGET_REACHED,
+    "budget_exhausted": generator_pb2.GENERATION_STOP_REASON_BUDGET_EXHAUSTED,
+    "no_progress": generator_pb2.GENERATION_STOP_REASON_NO_PROGRESS,
+}
+
+
+def options_from_pb(message: generator_pb2.GenerateOptions) -> GenerateOptions:
+    """Proto options -> dataclass; zero or unset fields take the dataclass defaults."""
+    defaults = GenerateOptions()
+    values: dict[str, object] = {}
+    for name in ("num_examples", "batch_size", "max_concurrency", "self_consistency_samples",
+                 "max_requests", "max_tokens", "max_field_chars"):  # fmt: skip
+        if getattr(message, name):
+            values[name] = getattr(message, name)
+    for name in ("temperature_start", "temperature_end", "few_shot_demonstrations",
+                 "few_shot_generated", "seed", "dedup_similarity_threshold",
+                 "validation_fraction"):  # fmt: skip
+        if message.HasField(name):
+            values[name] = getattr(message, name)
+    if message.HasField("temperature_start") and not message.HasField("temperature_end"):
+        values["temperature_end"] = max(defaults.temperature_end, message.temperature_start)
+    values["diverse_prompts"] = not message.disable_diverse_prompts
+    values["annealing"] = not message.disable_annealing
+    values["self_consistency"] = not message.disable_self_consistency
+    values["dedup"] = not message.disable_dedup
+    options = GenerateOptions(**values)  # type: ignore[arg-type]
+    options.validate()
+    return options
+
+
+def progress_to_pb(progress: GenerationProgress) -> common_pb2.Progress:
+    """Engine progress -> the common Progress message."""
+    stamp = timestamp_pb2.Timestamp()
+    stamp.GetCurrentTime()
+    return common_pb2.Progress(
+        stage=common_pb2.STAGE_GENERATE,
+        message=f"accepted {progress.accepted}/{progress.requested} examples",
+        done=progress.accepted,
+        total=progress.requested,
+        figures={
+            "accepted": progress.accepted,
+            "dropped": sum(progress.dropped.values()),
+            "temperature": progress.temperature,
+            "requests": progress.requests,
+            "tokens": progress.tokens,
+            **{f"dropped_{k}": v for k, v in progress.dropped.items()},
+        },
+        time=stamp,
+    )
+
+
+def report_to_pb(report: GenerationReport) -> generator_pb2.GenerationReport:
+    """Engine report -> proto."""
+    usage = report.usage
+    return generator_pb2.GenerationReport(
+        requested=report.requested,
+        accepted=report.accepted,
+        dropped=generator_pb2.DropCounts(**report.dropped),
+        self_consistency_agreement=report.self_consistency_agreement,
+        llm_usage=common_pb2.LLMUsage(
+            requests=usage.requests,
+            failed_requests=usage.failed_requests,
+            retries=usage.retries,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+        ),
+        resumed_from=report.resumed_from,
+        cached=report.cached,
+        stop_reason=_STOP_REASONS[report.stop_reason],
+        rounds=report.rounds,
+        elapsed=duration_pb2.Duration(seconds=int(report.elapsed_s)),
+    )
+
+
+def result_to_pb(result: GenerationResult) -> generator_pb2.GenerateResult:
+    """Engine result -> proto."""
+    return generator_pb2.GenerateResult(
+        dataset=artifact_ref_to_pb(result.dataset),
+        rows=common_pb2.SplitCounts(
+            train=result.rows.get("train", 0), validation=result.rows.get("validation", 0)
+        ),
+        report=report_to_pb(result.report),
+    )
+
+
+class GeneratorServicer(generator_pb2_grpc.GeneratorServicer):
+    """Serves ``prompt2model.v1.Generator``."""
+
+    def __init__(self, provider: LLMProvider, store: ArtifactStore, settings: Settings) -> None:
+        """Generate with the provider's LLM into ``store``."""
+        self._provider = provider
+        self._store = store
+        self._work_root = settings.data_dir / "cache" / "generate"
+        self._model_name = settings.llm_model if settings.llm_base_url else settings.local_llm
+
+    async def Generate(  # noqa: N802 (gRPC method name)
+        self, request: generator_pb2.GenerateRequest, context: aio.ServicerContext
+    ) -> AsyncIterator[generator_pb2.GenerateProgress]:
+        """Generate a dataset, streaming progress; the last message carries the result."""
+        task = task_spec_from_pb(request.task)
+        if not task.instruction.strip():
+            raise InvalidInput("task.instruction", "is empty")
+        options = options_from_pb(request.options)
+        generator = DatasetGenerator(
+            await self._provider.client(), self._store, self._work_root, self._model_name
+        )
+        updates: asyncio.Queue[GenerationProgress] = asyncio.Queue()
+        job = asyncio.create_task(generator.generate(task, options, updates.put_nowait))
+        try:
+            while not job.done() or not updates.empty():
+                getter = asyncio.create_task(updates.get())
+                await asyncio.wait({getter, job}, return_when=asyncio.FIRST_COMPLETED)
+                if getter.done():
+                    yield generator_pb2.GenerateProgress(progress=progress_to_pb(getter.result()))
+                else:
+                    getter.cancel()
+            result = job.result()
+        finally:
+            job.cancel()
+        final = GenerationProgress(
+            accepted=result.report.accepted, requested=result.report.requested,
+            dropped=result.report.dropped, requests=result.report.usage.requests,
+            tokens=result.report.usage.prompt_tokens + result.report.usage.completion_tokens,
+            temperature=options.temperature_end, rounds=result.report.rounds,
+        )  # fmt: skip
+        yield generator_pb2.GenerateProgress(
+            progress=progress_to_pb(final), result=result_to_pb(result)
+        )
+
+
+def build(settings: Settings) -> ServiceBinding:
+    """The generator's binding."""
+    provider = LLMProvider(settings)
+    store = ArtifactStore(settings.data_dir / "artifacts")
+    servicer = GeneratorServicer(provider, store, settings)
+    return ServiceBinding(
+        full_name=generator_pb2.DESCRIPTOR.services_by_name["Generator"].full_name,
+        register=lambda server: generator_pb2_grpc.add_GeneratorServicer_to_server(
+            servicer, server
+        ),
+        start=provider.probe,
+        stop=provider.aclose,
+    )
