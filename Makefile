@@ -22,7 +22,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 export P2M_SHARED_DATA := $(abspath $(SHARED_DATA))
 
 .DEFAULT_GOAL := help
-.PHONY: help install protos test test-unit run lint fmt clean
+.PHONY: help install protos test test-unit run lint fmt clean bench-generation
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -54,6 +54,9 @@ test-unit: install ## Run the unit tests only (fast)
 run: install ## Run the pipeline on the example prompt with the embedded defaults
 	$(BIN)/p2m parse --prompt-file $(PROMPT)
 	@echo "Built so far: the prompt parser. Dataset retrieval, generation, training, evaluation and deployment arrive with issues 3-6."
+
+bench-generation: install ## Generation figures against the local SmolLM2 endpoint (QUICK=1: small)
+	$(BIN)/python bench/generation.py --shared-data $(SHARED_DATA) $(if $(QUICK),--quick,)
 
 lint: install ## ruff (lint + format check) and mypy
 	$(BIN)/ruff check services tests bench

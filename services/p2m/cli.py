@@ -59,6 +59,22 @@ def load_settings(**flags: Any) -> Settings:
         fail(f"invalid setting {exc.field}: {exc.problem}")
 
 
+def client_settings(
+    data_dir: Path | None,
+    log_level: str | None,
+    llm_base_url: str | None,
+    llm_model: str | None,
+    local_llm: str | None,
+) -> Settings:
+    """Settings of a command that works in-process; logs go to stderr as text."""
+    settings = load_settings(
+        data_dir=data_dir, log_level=log_level or "WARNING", log_format="text",
+        llm_base_url=llm_base_url, llm_model=llm_model, local_llm=local_llm,
+    )  # fmt: skip
+    setup_logging(settings.log_level, settings.log_format)
+    return settings
+
+
 def run_async(coro_fn: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
     """Run a coroutine; turn p2m's errors into a message and an exit code."""
     try:
@@ -122,11 +138,7 @@ def parse(
     local_llm: LocalLlm = None,
 ) -> None:
     """Parse a prompt into a TaskSpec {instruction, demonstrations, language}."""
-    settings = load_settings(
-        data_dir=data_dir, log_level=log_level or "WARNING", log_format="text",
-        llm_base_url=llm_base_url, llm_model=llm_model, local_llm=local_llm,
-    )  # fmt: skip
-    setup_logging(settings.log_level, settings.log_format)
+    settings = client_settings(data_dir, log_level, llm_base_url, llm_model, local_llm)
     prompt = _read_prompt(prompt_file)
     if parser_addr:
         task = run_async(lambda: _parse_remote(parser_addr, prompt, not no_translate))
@@ -150,7 +162,15 @@ def generate(
     max_requests: Annotated[int, typer.Option(help="Request budget (0: none).")] = 0,
     max_tokens: Annotated[int, typer.Option(help="Token budget (0: none).")] = 0,
     concurrency: Annotated[int, typer.Option(help="Requests in flight.")] = 4,
+    batch_size: Annotated[int, typer.Option(help="Requests per round.")] = 16,
     self_consistency: Annotated[int, typer.Option(help="Outputs voted per input.")] = 3,
+    temperature: Annotated[
+        tuple[float, float], typer.Option(help="Annealing range: start end.")
+    ] = (0.3, 1.4),
+    diverse: Annotated[bool, typer.Option(help="Vary the examples each prompt shows.")] = True,
+    annealing: Annotated[bool, typer.Option(help="Raise the temperature as the set fills.")] = True,
+    vote: Annotated[bool, typer.Option(help="Self-consistency vote on outputs.")] = True,
+    dedup: Annotated[bool, typer.Option(help="Drop exact and near duplicates.")] = True,
     data_dir: DataDir = None,
     log_level: LogLevel = None,
     llm_base_url: LlmUrl = None,
@@ -160,19 +180,18 @@ def generate(
     """Generate a synthetic dataset for the prompt's task with the teacher LLM."""
     from p2m.generator.options import GenerateOptions
 
-    settings = load_settings(
-        data_dir=data_dir, log_level=log_level or "WARNING", log_format="text",
-        llm_base_url=llm_base_url, llm_model=llm_model, local_llm=local_llm,
-    )  # fmt: skip
-    setup_logging(settings.log_level, settings.log_format)
+    settings = client_settings(data_dir, log_level, llm_base_url, llm_model, local_llm)
     options = GenerateOptions(
         num_examples=num_examples, seed=seed, max_requests=max_requests, max_tokens=max_tokens,
-        max_concurrency=concurrency, self_consistency_samples=self_consistency,
+        max_concurrency=concurrency, batch_size=batch_size,
+        self_consistency_samples=self_consistency, temperature_start=temperature[0],
+        temperature_end=temperature[1], diverse_prompts=diverse, annealing=annealing,
+        self_consistency=vote, dedup=dedup,
     )  # fmt: skip
     try:
         options.validate()
     except InvalidInput as exc:
-        fail(str(exc).replace("options.", "--").replace("_", "-", 1))
+        fail(f"invalid generation option {exc.field.removeprefix('options.')}: {exc.problem}")
     prompt = _read_prompt(prompt_file)
     report = run_async(lambda: _generate_local(settings, prompt, options, out, not as_json))
     if as_json:

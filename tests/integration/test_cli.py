@@ -109,3 +109,33 @@ def test_bad_setting_from_environment_exits_2_naming_it():
     result = p2m("serve", "parser", env={"P2M_PORT": "eighty"})
     assert result.returncode == 2
     assert "invalid setting port" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--num-examples", "0"], "invalid generation option num_examples"),
+        (["--temperature", "1.2", "0.4"], "invalid generation option temperature_end"),
+        (["--self-consistency", "40"], "invalid generation option self_consistency_samples"),
+    ],
+)
+def test_generate_bad_options_exit_2(flags: list[str], message: str):
+    result = p2m("generate", "--prompt-file", str(SENTIMENT), *flags)
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+def test_generate_writes_jsonl_to_out(local_llm: ServiceProcess, tmp_path: Path):
+    out = tmp_path / "out"
+    result = p2m(
+        "generate", "--prompt-file", str(SENTIMENT), "--num-examples", "4", "--out", str(out),
+        "--json", "--data-dir", str(tmp_path / "data"), "--llm-base-url", local_llm.base_url,
+        "--temperature", "1.0", "1.4", "--self-consistency", "2", "--seed", "4",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["accepted"] == 4
+    lines = [json.loads(line) for name in ("train.jsonl", "validation.jsonl")
+             for line in (out / name).read_text().splitlines()]  # fmt: skip
+    assert len(lines) == 4
+    assert all(set(line) == {"input", "output"} for line in lines)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from p2m.common.artifacts import ArtifactRef
 from p2m.common.types import Example, ParseMethod, TaskSpec
 from prompt2model.v1 import common_pb2
@@ -45,4 +47,28 @@ def artifact_ref_to_pb(ref: ArtifactRef) -> common_pb2.ArtifactRef:
     """ArtifactRef -> protobuf."""
     return common_pb2.ArtifactRef(
         uri=ref.uri, sha256=ref.sha256, size_bytes=ref.size_bytes, kind=ref.kind
+    )
+
+
+class _Usage(Protocol):
+    @property
+    def requests(self) -> int: ...
+    @property
+    def failed_requests(self) -> int: ...
+    @property
+    def retries(self) -> int: ...
+    @property
+    def prompt_tokens(self) -> int: ...
+    @property
+    def completion_tokens(self) -> int: ...
+
+
+def usage_to_pb(usage: _Usage) -> common_pb2.LLMUsage:
+    """Any usage record (client snapshot, job counters) -> protobuf."""
+    return common_pb2.LLMUsage(
+        requests=usage.requests,
+        failed_requests=usage.failed_requests,
+        retries=usage.retries,
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
     )

@@ -189,12 +189,23 @@ class AdaptiveLimit:
 
 
 @dataclass
-class _Counters:
+class UsageCounters:
+    """Running totals of LLM requests and tokens (a client's, or one job's)."""
+
     requests: int = 0
     failed_requests: int = 0
     retries: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+
+    def add(self, result: ChatResult | None, attempts: int, ok: bool) -> None:
+        """Count one call of ``attempts`` attempts (its tokens when a result came back)."""
+        self.requests += attempts
+        self.retries += max(0, attempts - 1)
+        self.failed_requests += attempts - (1 if ok else 0)
+        if result is not None:
+            self.prompt_tokens += result.prompt_tokens
+            self.completion_tokens += result.completion_tokens
 
 
 def _safe_url(url: str) -> str:
@@ -403,7 +414,7 @@ class LLMClient:
         self._sleep = sleep
         self._endpoint = _safe_url(config.base_url)
         self._semaphore = AdaptiveLimit(config.max_concurrency)
-        self._counters = _Counters()
+        self._counters = UsageCounters()
         self._supports_response_format: bool | None = None
         self._closed = False
         self._client = openai.AsyncOpenAI(

@@ -18,7 +18,7 @@ from typing import Any
 from p2m.common.artifacts import ArtifactRef, ArtifactStore
 from p2m.common.budget import Budget
 from p2m.common.errors import BudgetExhausted, LLMError, LLMOutputError, Unavailable
-from p2m.common.llm import ChatResult, LLMClient
+from p2m.common.llm import ChatResult, LLMClient, UsageCounters
 from p2m.common.types import Example, TaskSpec
 from p2m.generator.dataset import REPORT_FILE, write_dataset
 from p2m.generator.filters import DuplicateIndex, copies_input, field_problem, majority_vote
@@ -49,26 +49,6 @@ STALL_STEP = 0.25
 UNPARSEABLE, FAILED, UNSENT = "unparseable", "failed", "unsent"
 
 
-@dataclass
-class CallUsage:
-    """LLM requests and tokens spent by one generate call."""
-
-    requests: int = 0
-    failed_requests: int = 0
-    retries: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-    def add(self, result: ChatResult | None, attempts: int, ok: bool) -> None:
-        """Count one call of ``attempts`` attempts (its tokens when a result came back)."""
-        self.requests += attempts
-        self.retries += max(0, attempts - 1)
-        self.failed_requests += attempts - (1 if ok else 0)
-        if result is not None:
-            self.prompt_tokens += result.prompt_tokens
-            self.completion_tokens += result.completion_tokens
-
-
 @dataclass(frozen=True)
 class GenerationReport:
     """What a generation did and spent (mirrors generator.proto's GenerationReport)."""
@@ -77,7 +57,7 @@ class GenerationReport:
     accepted: int
     dropped: dict[str, int]
     self_consistency_agreement: float
-    usage: CallUsage
+    usage: UsageCounters
     resumed_from: int
     cached: bool
     stop_reason: str
@@ -91,7 +71,7 @@ class GenerationReport:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> GenerationReport:
         """Inverse of ``to_json``."""
-        return cls(**{**data, "usage": CallUsage(**data["usage"])})
+        return cls(**{**data, "usage": UsageCounters(**data["usage"])})
 
 
 @dataclass(frozen=True)
@@ -151,7 +131,7 @@ class _Run:
     pending: dict[str, Candidate]
     next_gen: int
     rounds: int
-    usage: CallUsage = field(default_factory=CallUsage)
+    usage: UsageCounters = field(default_factory=UsageCounters)
     budget_spent: bool = False
     failures: int = 0
 
@@ -457,7 +437,9 @@ class DatasetGenerator:
     def _cached_result(self, ref: ArtifactRef) -> GenerationResult:
         folder = self._store.path(ref.sha256)
         saved = json.loads((folder / REPORT_FILE).read_text(encoding="utf-8"))
-        report = GenerationReport.from_json({**saved, "cached": True, "usage": asdict(CallUsage())})
+        report = GenerationReport.from_json(
+            {**saved, "cached": True, "usage": asdict(UsageCounters())}
+        )
         rows = json.loads((folder / "rows.json").read_text(encoding="utf-8"))
         return GenerationResult(ref, rows, report)
 

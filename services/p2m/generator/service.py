@@ -9,7 +9,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from grpc import aio
 
 from p2m.common.artifacts import ArtifactStore
-from p2m.common.convert import artifact_ref_to_pb, task_spec_from_pb
+from p2m.common.convert import artifact_ref_to_pb, task_spec_from_pb, usage_to_pb
 from p2m.common.errors import InvalidInput
 from p2m.common.server import ServiceBinding
 from p2m.common.settings import Settings
@@ -77,19 +77,12 @@ def progress_to_pb(progress: GenerationProgress) -> common_pb2.Progress:
 
 def report_to_pb(report: GenerationReport) -> generator_pb2.GenerationReport:
     """Engine report -> proto."""
-    usage = report.usage
     return generator_pb2.GenerationReport(
         requested=report.requested,
         accepted=report.accepted,
         dropped=generator_pb2.DropCounts(**report.dropped),
         self_consistency_agreement=report.self_consistency_agreement,
-        llm_usage=common_pb2.LLMUsage(
-            requests=usage.requests,
-            failed_requests=usage.failed_requests,
-            retries=usage.retries,
-            prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens,
-        ),
+        llm_usage=usage_to_pb(report.usage),
         resumed_from=report.resumed_from,
         cached=report.cached,
         stop_reason=_STOP_REASONS[report.stop_reason],

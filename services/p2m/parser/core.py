@@ -80,6 +80,11 @@ class ParseUsage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
 
+    @property
+    def failed_requests(self) -> int:
+        """Attempts that failed: on this path every retry follows a failure."""
+        return self.retries
+
     def plus(self, result: ChatResult) -> ParseUsage:
         """This usage with one more LLM call added."""
         return ParseUsage(

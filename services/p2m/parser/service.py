@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from grpc import aio
 
-from p2m.common.convert import task_spec_to_pb
+from p2m.common.convert import task_spec_to_pb, usage_to_pb
 from p2m.common.errors import InvalidInput
 from p2m.common.server import ServiceBinding
 from p2m.common.settings import Settings
 from p2m.llm.provider import LLMProvider
 from p2m.parser.core import PromptParser
-from prompt2model.v1 import common_pb2, parser_pb2, parser_pb2_grpc
+from prompt2model.v1 import parser_pb2, parser_pb2_grpc
 
 
 class ParserServicer(parser_pb2_grpc.ParserServicer):
@@ -31,16 +31,8 @@ class ParserServicer(parser_pb2_grpc.ParserServicer):
         result = await self._parser.parse(
             prompt, translate=not request.skip_translation, field=source
         )
-        usage = result.usage
         return parser_pb2.ParseResponse(
-            task=task_spec_to_pb(result.task),
-            llm_usage=common_pb2.LLMUsage(
-                requests=usage.requests,
-                failed_requests=usage.retries,
-                retries=usage.retries,
-                prompt_tokens=usage.prompt_tokens,
-                completion_tokens=usage.completion_tokens,
-            ),
+            task=task_spec_to_pb(result.task), llm_usage=usage_to_pb(result.usage)
         )
 
 
