@@ -2,87 +2,50 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
-from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from p2m.common.errors import InvalidInput, P2MError
+from p2m.cliutil import (
+    DataDir,
+    LlmModel,
+    LlmUrl,
+    LocalLlm,
+    LogLevel,
+    client_settings,
+    err,
+    fail,
+    load_settings,
+    out,
+    parse_prompt,
+    read_prompt,
+    run_async,
+)
+from p2m.common.errors import InvalidInput
 from p2m.common.log import setup_logging
 from p2m.common.settings import Settings
 from p2m.common.types import TaskSpec
+from p2m.retriever.cli import datasets_app, models_app
 
 app = typer.Typer(
     help="Prompt2Model: from a prompt to a small, deployed model.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-out = Console()
-err = Console(stderr=True)
+
+app.add_typer(datasets_app, name="datasets")
+app.add_typer(models_app, name="models")
 
 # Every gRPC service `p2m serve` can start: name -> "module:build function".
 SERVICES = {
     "parser": "p2m.parser.service:build",
     "generator": "p2m.generator.service:build",
+    "retriever": "p2m.retriever.service:build",
 }
 SERVABLE = sorted([*SERVICES, "llm"])
-
-DataDir = Annotated[Path | None, typer.Option(help="Data dir (env P2M_DATA_DIR).")]
-LogLevel = Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING, ERROR.")]
-LlmUrl = Annotated[
-    str | None,
-    typer.Option(help="OpenAI-compatible base URL (env P2M_LLM_BASE_URL); empty: embedded."),
-]
-LlmModel = Annotated[str | None, typer.Option(help="Model name at that endpoint.")]
-LocalLlm = Annotated[
-    str | None, typer.Option(help="Embedded endpoint's model: qwen, smollm2 or a .gguf path.")
-]
-
-
-def fail(message: str, code: int = 2) -> NoReturn:
-    """Print ``message`` to stderr and exit with ``code`` (2: bad input)."""
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
-    raise typer.Exit(code)
-
-
-def load_settings(**flags: Any) -> Settings:
-    """Settings from the environment and the given flags (None: not given)."""
-    try:
-        return Settings.load(flags)
-    except InvalidInput as exc:
-        fail(f"invalid setting {exc.field}: {exc.problem}")
-
-
-def client_settings(
-    data_dir: Path | None,
-    log_level: str | None,
-    llm_base_url: str | None,
-    llm_model: str | None,
-    local_llm: str | None,
-) -> Settings:
-    """Settings of a command that works in-process; logs go to stderr as text."""
-    settings = load_settings(
-        data_dir=data_dir, log_level=log_level or "WARNING", log_format="text",
-        llm_base_url=llm_base_url, llm_model=llm_model, local_llm=local_llm,
-    )  # fmt: skip
-    setup_logging(settings.log_level, settings.log_format)
-    return settings
-
-
-def run_async(coro_fn: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
-    """Run a coroutine; turn p2m's errors into a message and an exit code."""
-    try:
-        return asyncio.run(coro_fn())
-    except InvalidInput as exc:
-        fail(str(exc), 2)
-    except P2MError as exc:
-        fail(str(exc), 1)
 
 
 @app.command()
@@ -139,7 +102,7 @@ def parse(
 ) -> None:
     """Parse a prompt into a TaskSpec {instruction, demonstrations, language}."""
     settings = client_settings(data_dir, log_level, llm_base_url, llm_model, local_llm)
-    prompt = _read_prompt(prompt_file)
+    prompt = read_prompt(prompt_file)
     if parser_addr:
         task = run_async(lambda: _parse_remote(parser_addr, prompt, not no_translate))
     else:
@@ -192,7 +155,7 @@ def generate(
         options.validate()
     except InvalidInput as exc:
         fail(f"invalid generation option {exc.field.removeprefix('options.')}: {exc.problem}")
-    prompt = _read_prompt(prompt_file)
+    prompt = read_prompt(prompt_file)
     report = run_async(lambda: _generate_local(settings, prompt, options, out, not as_json))
     if as_json:
         out_json = json.dumps(report, ensure_ascii=False)
@@ -211,7 +174,6 @@ async def _generate_local(
     from p2m.common.artifacts import ArtifactStore
     from p2m.generator.engine import DatasetGenerator, GenerationProgress
     from p2m.llm.provider import LLMProvider
-    from p2m.parser.core import PromptParser
 
     provider = LLMProvider(settings)
     bar = Progress(
@@ -219,8 +181,7 @@ async def _generate_local(
         TextColumn("{task.fields[status]}"), console=err, disable=not show_bar,
     )  # fmt: skip
     try:
-        parser = PromptParser(provider.client, max_prompt_bytes=settings.max_prompt_bytes)
-        task = (await parser.parse(prompt, field="prompt_file")).task
+        task = await parse_prompt(provider, settings, prompt)
         store = ArtifactStore(settings.data_dir / "artifacts")
         model = settings.llm_model if settings.llm_base_url else settings.local_llm
         generator = DatasetGenerator(
@@ -273,27 +234,12 @@ def _show_generation(report: dict[str, Any]) -> None:
         out.print(f"  copied to {report['out']}/train.jsonl, validation.jsonl", highlight=False)
 
 
-def _read_prompt(path: Path) -> bytes:
-    if str(path) == "-":
-        return sys.stdin.buffer.read()
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        fail(f"prompt file not found: {path}")
-    except IsADirectoryError:
-        fail(f"prompt file is a folder: {path}")
-    except OSError as exc:
-        fail(f"cannot read prompt file {path}: {exc.strerror}")
-
-
 async def _parse_local(settings: Settings, prompt: bytes, translate: bool) -> TaskSpec:
     from p2m.llm.provider import LLMProvider
-    from p2m.parser.core import PromptParser
 
     provider = LLMProvider(settings)
     try:
-        parser = PromptParser(provider.client, max_prompt_bytes=settings.max_prompt_bytes)
-        return (await parser.parse(prompt, translate=translate, field="prompt_file")).task
+        return await parse_prompt(provider, settings, prompt, translate)
     finally:
         await provider.aclose()
 

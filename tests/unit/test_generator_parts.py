@@ -100,7 +100,7 @@ def test_generation_key_ignores_concurrency_only():
     assert generation_key(TaskSpec("Do it!", DEMOS), GenerateOptions(), "m") != base
 
 
-def test_diverse_prompts_vary_and_fixed_prompts_do_not():
+def test_diverse_prompts_vary_their_tail_and_fixed_prompts_do_not():
     generated = [Example(f"gen {i}", "x") for i in range(10)]
     shown = [
         tuple(
@@ -111,7 +111,8 @@ def test_diverse_prompts_vary_and_fixed_prompts_do_not():
         for i in range(20)
     ]
     assert len(set(shown)) > 10
-    assert all(sum(e.input.startswith("gen") for e in s) == 2 for s in shown)
+    assert all(s[:3] == DEMOS[:3] for s in shown)  # a stable, cacheable prefix
+    assert all(all(e.input.startswith("gen") for e in s[3:]) and len(s) == 5 for s in shown)
     fixed = {
         tuple(
             pick_examples(

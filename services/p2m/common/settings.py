@@ -41,6 +41,10 @@ class Settings:
         local_llm_parallel: Concurrent slots of the embedded endpoint.
         local_llm_ctx: Total context (tokens) of the embedded endpoint, shared by its slots.
         local_llm_threads: CPU threads of the embedded endpoint (0: all cores).
+        catalog_dir: Folder holding ``hf_datasets.jsonl[.gz]`` and ``hf_models.jsonl[.gz]``;
+            empty: no catalog (retrieval says so and the run goes on without it).
+        datasets_dir: Folder of local dataset copies, one subfolder per catalog name.
+        hub_offline: Treat the Hugging Face hub as unreachable (also when HF_HUB_OFFLINE=1).
     """
 
     data_dir: Path = Path(".p2m")
@@ -60,6 +64,9 @@ class Settings:
     local_llm_parallel: int = 4
     local_llm_ctx: int = 8192
     local_llm_threads: int = 0
+    catalog_dir: str = ""
+    datasets_dir: str = ""
+    hub_offline: bool = False
 
     @classmethod
     def load(

@@ -19,6 +19,7 @@ from p2m.common.artifacts import ArtifactRef, ArtifactStore
 from p2m.common.budget import Budget
 from p2m.common.errors import BudgetExhausted, LLMError, LLMOutputError, Unavailable
 from p2m.common.llm import ChatResult, LLMClient, UsageCounters
+from p2m.common.splits import read_rows
 from p2m.common.types import Example, TaskSpec
 from p2m.generator.dataset import REPORT_FILE, write_dataset
 from p2m.generator.filters import DuplicateIndex, copies_input, field_problem, majority_vote
@@ -440,8 +441,7 @@ class DatasetGenerator:
         report = GenerationReport.from_json(
             {**saved, "cached": True, "usage": asdict(UsageCounters())}
         )
-        rows = json.loads((folder / "rows.json").read_text(encoding="utf-8"))
-        return GenerationResult(ref, rows, report)
+        return GenerationResult(ref, read_rows(folder), report)
 
 
 def _tokens(result: ChatResult | None) -> int:

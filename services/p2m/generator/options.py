@@ -10,7 +10,7 @@ from p2m.common.errors import InvalidInput
 from p2m.common.types import TaskSpec
 
 # Changing how results are produced changes this, so old cache entries are not reused.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 
 @dataclass(frozen=True)

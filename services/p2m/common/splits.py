@@ -1,0 +1,44 @@
+"""Write text-to-text splits the way every stage stores them: JSONL files and a DatasetDict."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from p2m.common.types import Example
+
+ROWS_FILE = "rows.json"
+
+
+def write_splits(splits: Mapping[str, Sequence[Example]], folder: Path) -> dict[str, int]:
+    """Write ``<split>.jsonl`` ({input, output} per line), ``hf/`` and ``rows.json`` in ``folder``.
+
+    Returns:
+        Rows per split.
+    """
+    from datasets import Dataset, DatasetDict  # heavy: only when a dataset is written
+    from datasets.utils.logging import disable_progress_bar
+
+    disable_progress_bar()
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, examples in splits.items():
+        with (folder / f"{name}.jsonl").open("w", encoding="utf-8") as fh:
+            for e in examples:
+                record = {"input": e.input, "output": e.output}
+                fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+    columns = {
+        name: {"input": [e.input for e in examples], "output": [e.output for e in examples]}
+        for name, examples in splits.items()
+    }
+    DatasetDict({name: Dataset.from_dict(data) for name, data in columns.items()}).save_to_disk(
+        str(folder / "hf")
+    )
+    rows = {name: len(examples) for name, examples in splits.items()}
+    (folder / ROWS_FILE).write_text(json.dumps(rows), encoding="utf-8")
+    return rows
+
+
+def read_rows(folder: Path) -> dict[str, int]:
+    """The rows per split recorded by ``write_splits``."""
+    return dict(json.loads((folder / ROWS_FILE).read_text(encoding="utf-8")))

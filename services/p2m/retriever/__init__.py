@@ -1,0 +1,1 @@
+"""The retriever: datasets and student models."""

@@ -1,0 +1,110 @@
+"""The retriever's core: catalogs, indexes, the local model store and dataset loading."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+
+from p2m.common.artifacts import ArtifactStore
+from p2m.common.errors import InvalidInput, NotFound
+from p2m.common.settings import Settings
+from p2m.llm.provider import LLMProvider
+from p2m.retriever.catalog import Catalog, load_datasets, load_models
+from p2m.retriever.dataset_search import DatasetSearch
+from p2m.retriever.encoder import SHIPPED_ENCODER_NAME, SentenceEncoder, shipped_encoder_path
+from p2m.retriever.loaders import LoadedDataset, load_hub, load_local, locate
+from p2m.retriever.model_search import LocalModel
+
+log = logging.getLogger(__name__)
+
+DATASET_CATALOG_NAMES = ("hf_datasets.jsonl.gz", "hf_datasets.jsonl")
+MODEL_CATALOG_NAMES = ("hf_models.jsonl.gz", "hf_models.jsonl")
+
+
+def find_catalog(catalog_dir: str, names: tuple[str, ...]) -> Path | None:
+    """The first of ``names`` present in ``catalog_dir`` (None when unset or absent)."""
+    if not catalog_dir:
+        return None
+    for name in names:
+        path = Path(catalog_dir) / name
+        if path.is_file():
+            return path
+    return None
+
+
+def hub_reachable(settings: Settings) -> bool:
+    """Whether models and datasets may be fetched from the hub."""
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+    return not (settings.hub_offline or offline)
+
+
+class Retriever:
+    """Core of the retriever: catalogs and indexes loaded once and kept."""
+
+    def __init__(self, settings: Settings, provider: LLMProvider, store: ArtifactStore) -> None:
+        """Read paths from ``settings``; load nothing until first asked."""
+        self.settings = settings
+        self.provider = provider
+        self.store = store
+        self.encoder = SentenceEncoder(shipped_encoder_path(), SHIPPED_ENCODER_NAME)
+        self._dataset_search: dict[Path, DatasetSearch] = {}
+        self._model_catalogs: dict[Path, Catalog] = {}
+        self._lock = asyncio.Lock()
+
+    async def dataset_search(self, catalog_path: str) -> DatasetSearch | None:
+        """The search over ``catalog_path`` (or the configured catalog); None without one."""
+        path = Path(catalog_path) if catalog_path else None
+        if path is None:
+            path = find_catalog(self.settings.catalog_dir, DATASET_CATALOG_NAMES)
+            if path is None:
+                return None
+        elif not path.is_file():
+            raise InvalidInput("catalog_path", f"cannot read {catalog_path}")
+        async with self._lock:
+            if path not in self._dataset_search:
+                catalog = await asyncio.to_thread(load_datasets, path)
+                cache = self.settings.data_dir / "cache" / "retriever"
+                self._dataset_search[path] = await asyncio.to_thread(
+                    DatasetSearch, catalog, self.encoder, cache
+                )
+            return self._dataset_search[path]
+
+    async def model_catalog(self, catalog_path: str) -> Catalog | None:
+        """The model catalog at ``catalog_path`` (or the configured one); None without one."""
+        path = Path(catalog_path) if catalog_path else None
+        if path is None:
+            path = find_catalog(self.settings.catalog_dir, MODEL_CATALOG_NAMES)
+            if path is None:
+                return None
+        elif not path.is_file():
+            raise InvalidInput("catalog_path", f"cannot read {catalog_path}")
+        async with self._lock:
+            if path not in self._model_catalogs:
+                self._model_catalogs[path] = await asyncio.to_thread(load_models, path)
+            return self._model_catalogs[path]
+
+    def local_models(self) -> list[LocalModel]:
+        """The local model store's entries, as the model search sees them."""
+        from p2m.retriever.model_store import ModelStore  # imports transformers: on demand
+
+        store = ModelStore(self.settings.data_dir / "models")
+        return [
+            LocalModel(m.name, m.description, m.architecture, m.size_bytes, m.license, str(m.path))
+            for m in store.list()
+        ]
+
+    async def load_dataset(self, name: str, config: str) -> LoadedDataset:
+        """Find ``name`` locally (a path, or the datasets folder), else on the hub."""
+        datasets_dir = Path(self.settings.datasets_dir) if self.settings.datasets_dir else None
+        local = Path(name) if Path(name).is_absolute() and Path(name).exists() else None
+        local = local or locate(name, datasets_dir)
+        if local is not None:
+            return await asyncio.to_thread(load_local, local, name)
+        if not hub_reachable(self.settings):
+            raise NotFound(
+                f"dataset {name!r} has no local copy in {datasets_dir or '(no datasets folder)'} "
+                "and the hub is unreachable"
+            )
+        return await asyncio.to_thread(load_hub, name, config)

@@ -1,0 +1,215 @@
+"""Student model search: HyDE (the LLM writes the model card it wishes existed) + BM25.
+
+Real model cards are ranked against the hypothetical one, downloads breaking near-ties. A
+candidate must meet the constraints (size, architecture, licence, language) and, when asked,
+be resolvable: in the local model store, or downloadable because the hub is reachable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from p2m.common.errors import InvalidInput
+from p2m.common.llm import LLMClient, UsageCounters
+from p2m.common.types import TaskSpec
+from p2m.retriever.bm25 import BM25
+from p2m.retriever.catalog import Catalog, ModelEntry
+
+DEFAULT_MAX_SIZE_BYTES = 3_000_000_000
+ARCHITECTURES = ("encoder-decoder", "decoder-only")
+MAX_SKIPPED = 50
+_ENCODER_DECODER = {"t5", "mt5", "byt5", "bart", "mbart", "pegasus", "marian", "m2m_100",
+                    "led", "prophetnet", "longt5", "umt5", "fsmt", "blenderbot", "bigbird_pegasus",
+                    "switch_transformers", "nllb", "t5gemma"}  # fmt: skip
+_DECODER_ONLY = {"gpt2", "gpt_neo", "gpt_neox", "gptj", "llama", "mistral", "qwen2", "opt",
+                 "bloom", "phi", "phi3", "gemma", "gemma2", "falcon", "codegen", "starcoder2",
+                 "smollm", "olmo", "stablelm", "mpt", "ctrl", "xglm", "pythia"}  # fmt: skip
+_PIPELINES = {"text2text-generation": "encoder-decoder", "summarization": "encoder-decoder",
+              "translation": "encoder-decoder", "text-generation": "decoder-only",
+              "conversational": "decoder-only"}  # fmt: skip
+HYDE_SYSTEM = (
+    "You write Hugging Face model cards. Given a task, write the card of a small model that was "
+    "fine-tuned to do exactly that task: its name, what it does, the kind of data it was trained "
+    "on, and its intended use, in at most 120 words of plain prose."
+)
+
+
+@dataclass(frozen=True)
+class ModelConstraints:
+    """Limits a student model must meet (see common.proto ModelConstraints)."""
+
+    max_size_bytes: int = DEFAULT_MAX_SIZE_BYTES
+    architectures: tuple[str, ...] = ()
+    licenses: tuple[str, ...] = ()
+    languages: tuple[str, ...] = ()
+    only_resolvable: bool = True
+
+    def validate(self) -> None:
+        """Raise InvalidInput naming a bad field."""
+        if self.max_size_bytes < 0:
+            raise InvalidInput("constraints.max_size_bytes", "must be >= 0")
+        for arch in self.architectures:
+            if arch not in ARCHITECTURES:
+                raise InvalidInput("constraints.architectures", f"unknown architecture {arch!r}")
+        if len(self.licenses) > 32 or len(self.languages) > 32:
+            raise InvalidInput("constraints.licenses", "at most 32 licences and 32 languages")
+        for code in self.languages:
+            if len(code) != 2 or not code.isalpha() or not code.islower():
+                raise InvalidInput("constraints.languages", f"not an ISO 639-1 code: {code!r}")
+
+
+@dataclass(frozen=True)
+class LocalModel:
+    """A model of the local store, as the search sees it."""
+
+    model_id: str
+    description: str
+    architecture: str
+    size_bytes: int
+    license: str
+    path: str
+
+
+@dataclass(frozen=True)
+class ModelCandidate:
+    """A ranked model, and why it was skipped (empty when it was not)."""
+
+    model_id: str
+    architecture: str
+    size_bytes: int
+    downloads: int
+    score: float
+    license: str
+    resolvable: bool
+    local_path: str = ""
+    skip_reason: str = ""
+
+
+@dataclass(frozen=True)
+class ModelSearchResult:
+    """Models meeting the constraints, better ones skipped, and the HyDE card."""
+
+    models: tuple[ModelCandidate, ...]
+    skipped: tuple[ModelCandidate, ...]
+    hypothetical_card: str
+    catalog_available: bool
+    note: str
+    catalog_size: int
+    usage: UsageCounters = field(default_factory=UsageCounters)
+
+
+def architecture_of(entry: ModelEntry) -> str:
+    """Return "encoder-decoder", "decoder-only" or "" (unknown) from the catalog's hints."""
+    guess = entry.architecture_guess.lower()
+    if guess in _ENCODER_DECODER:
+        return "encoder-decoder"
+    if guess in _DECODER_ONLY:
+        return "decoder-only"
+    return _PIPELINES.get(entry.pipeline_tag, "")
+
+
+class ModelSearch:
+    """Ranks the catalog together with the local store; the store's entries are resolvable."""
+
+    def __init__(
+        self, catalog: Catalog | None, local: Sequence[LocalModel], hub_reachable: bool
+    ) -> None:
+        """Index the catalog's cards and the local models' cards with BM25."""
+        self._local = {m.model_id: m for m in local}
+        entries = [e for e in (catalog.records if catalog else ()) if e.model_id not in self._local]
+        entries += [
+            ModelEntry(m.model_id, m.description, size_bytes=m.size_bytes, license=(m.license,))
+            for m in local
+        ]
+        self._entries: list[ModelEntry] = entries
+        self._bm25 = BM25([f"{e.model_id.replace('/', ' ')}\n{e.description}" for e in entries])
+        self._catalog = catalog
+        self._hub_reachable = hub_reachable
+
+    async def hypothetical_card(self, llm: LLMClient, task: TaskSpec, usage: UsageCounters) -> str:
+        """HyDE: the model card the LLM imagines for the task."""
+        demos = "\n".join(f"input: {d.input[:200]}\noutput: {d.output[:100]}"
+                          for d in task.demonstrations[:2])  # fmt: skip
+        messages = [
+            {"role": "system", "content": HYDE_SYSTEM},
+            {"role": "user", "content": f"Task: {task.instruction[:1500]}\n\n{demos}"},
+        ]
+        result = await llm.chat(messages, max_tokens=200, seed=0)
+        usage.add(result, result.attempts, ok=True)
+        return result.text.strip()
+
+    async def search(
+        self, llm: LLMClient, task: TaskSpec, constraints: ModelConstraints, top_k: int = 5
+    ) -> ModelSearchResult:
+        """Rank models for ``task``: HyDE card + instruction as the BM25 query."""
+        constraints.validate()
+        usage = UsageCounters()
+        card = await self.hypothetical_card(llm, task, usage)
+        scores = self._bm25.scores(f"{card}\n{task.instruction}")
+        ranked = sorted(
+            range(len(self._entries)),
+            key=lambda i: (-round(float(scores[i]), 1), -self._entries[i].downloads),
+        )
+        models: list[ModelCandidate] = []
+        skipped: list[ModelCandidate] = []
+        for index in ranked:
+            if len(models) >= top_k:
+                break
+            candidate = self._candidate(self._entries[index], float(scores[index]))
+            reason = self._skip_reason(candidate, self._entries[index], constraints)
+            if reason:
+                if len(skipped) < MAX_SKIPPED:
+                    skipped.append(_with_reason(candidate, reason))
+            else:
+                models.append(candidate)
+        note = "" if self._catalog else "no model catalog: only the local model store was ranked"
+        if not models:
+            note = (note + "; " if note else "") + "no model meets the constraints"
+        return ModelSearchResult(
+            models=tuple(models),
+            skipped=tuple(skipped),
+            hypothetical_card=card,
+            catalog_available=self._catalog is not None,
+            note=note,
+            catalog_size=len(self._catalog.records) if self._catalog else 0,
+            usage=usage,
+        )
+
+    def _candidate(self, entry: ModelEntry, score: float) -> ModelCandidate:
+        local = self._local.get(entry.model_id)
+        return ModelCandidate(
+            model_id=entry.model_id,
+            architecture=local.architecture if local else architecture_of(entry),
+            size_bytes=entry.size_bytes,
+            downloads=entry.downloads,
+            score=score,
+            license=entry.license[0] if entry.license else "",
+            resolvable=local is not None or self._hub_reachable,
+            local_path=local.path if local else "",
+        )
+
+    def _skip_reason(
+        self, candidate: ModelCandidate, entry: ModelEntry, constraints: ModelConstraints
+    ) -> str:
+        limit = constraints.max_size_bytes or DEFAULT_MAX_SIZE_BYTES
+        if candidate.size_bytes > limit:
+            return f"too large: {candidate.size_bytes / 1e9:.1f} GB > {limit / 1e9:.1f} GB"
+        allowed = constraints.architectures or ARCHITECTURES
+        if candidate.architecture not in allowed:
+            return f"architecture {candidate.architecture or 'unknown'} is not trainable here"
+        if constraints.licenses:
+            wanted = {lic.lower() for lic in constraints.licenses}
+            if not {lic.lower() for lic in entry.license} & wanted:
+                return f"licence {candidate.license or 'unknown'} not allowed"
+        if constraints.languages:
+            spoken = set(entry.language) or {"en"}
+            if not spoken & set(constraints.languages):
+                return f"languages {sorted(spoken)} lack {list(constraints.languages)}"
+        if constraints.only_resolvable and not candidate.resolvable:
+            return "not resolvable: not in the local model store and the hub is unreachable"
+        return ""
+
+
+def _with_reason(candidate: ModelCandidate, reason: str) -> ModelCandidate:
+    return ModelCandidate(**{**candidate.__dict__, "skip_reason": reason})
