@@ -146,23 +146,7 @@ class ModelSearch:
         constraints.validate()
         usage = UsageCounters()
         card = await self.hypothetical_card(llm, task, usage)
-        scores = self._bm25.scores(f"{card}\n{task.instruction}")
-        ranked = sorted(
-            range(len(self._entries)),
-            key=lambda i: (-round(float(scores[i]), 1), -self._entries[i].downloads),
-        )
-        models: list[ModelCandidate] = []
-        skipped: list[ModelCandidate] = []
-        for index in ranked:
-            if len(models) >= top_k:
-                break
-            candidate = self._candidate(self._entries[index], float(scores[index]))
-            reason = self._skip_reason(candidate, self._entries[index], constraints)
-            if reason:
-                if len(skipped) < MAX_SKIPPED:
-                    skipped.append(_with_reason(candidate, reason))
-            else:
-                models.append(candidate)
+        models, skipped = self.rank(f"{card}\n{task.instruction}", constraints, top_k)
         note = "" if self._catalog else "no model catalog: only the local model store was ranked"
         if not models:
             note = (note + "; " if note else "") + "no model meets the constraints"
@@ -175,6 +159,31 @@ class ModelSearch:
             catalog_size=len(self._catalog.records) if self._catalog else 0,
             usage=usage,
         )
+
+    def rank(
+        self, query: str, constraints: ModelConstraints, top_k: int
+    ) -> tuple[list[ModelCandidate], list[ModelCandidate]]:
+        """BM25 rank for ``query``; return (models meeting the constraints, better ones skipped).
+
+        Scores are rounded to one decimal so that near-ties go to the more downloaded model.
+        """
+        scores = self._bm25.scores(query)
+        ranked = sorted(
+            range(len(self._entries)),
+            key=lambda i: (-round(float(scores[i]), 1), -self._entries[i].downloads),
+        )
+        models: list[ModelCandidate] = []
+        skipped: list[ModelCandidate] = []
+        for index in ranked:
+            if len(models) >= top_k:
+                break
+            candidate = self._candidate(self._entries[index], float(scores[index]))
+            reason = self._skip_reason(candidate, self._entries[index], constraints)
+            if not reason:
+                models.append(candidate)
+            elif len(skipped) < MAX_SKIPPED:
+                skipped.append(_with_reason(candidate, reason))
+        return models, skipped
 
     def _candidate(self, entry: ModelEntry, score: float) -> ModelCandidate:
         local = self._local.get(entry.model_id)

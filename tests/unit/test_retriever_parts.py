@@ -1,0 +1,244 @@
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from p2m.common.errors import InvalidInput, NotFound
+from p2m.common.types import Example, TaskSpec
+from p2m.retriever.bm25 import BM25, tokenize
+from p2m.retriever.catalog import Catalog, ModelEntry, load_datasets, load_models
+from p2m.retriever.loaders import load_local, locate, safe_folder_name
+from p2m.retriever.model_search import (
+    LocalModel,
+    ModelConstraints,
+    ModelSearch,
+    architecture_of,
+)
+from p2m.retriever.prepare import (
+    ColumnChoice,
+    PrepareOptions,
+    check_person_choice,
+    demo_fit,
+    split_pool,
+    to_examples,
+)
+
+
+def test_bm25_ranks_matching_documents_first():
+    index = BM25(["the cat sat on the mat", "dogs chase cats", "stock market prices fell"])
+    scores = index.scores("cat on a mat")
+    assert scores.argmax() == 0
+    assert scores[2] == 0
+    assert tokenize("The Cat, the HAT!") == ["cat", "hat"]
+
+
+def test_bm25_prefers_rare_terms():
+    index = BM25(["apple banana", "apple cherry", "apple durian"])
+    scores = index.scores("apple cherry")
+    assert scores.argmax() == 1
+
+
+def _write(path: Path, rows: list[dict], gz: bool = True) -> Path:
+    opener = gzip.open if gz else open
+    with opener(path, "wt", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row) + "\n")
+    return path
+
+
+def test_catalogs_load_with_optional_fields(tmp_path: Path):
+    path = _write(
+        tmp_path / "d.jsonl.gz",
+        [
+            {"name": "a", "description": "first"},
+            {"name": "b", "description": "second", "task_categories": ["qa"], "downloads": None},
+        ],
+    )
+    catalog = load_datasets(path)
+    assert [e.name for e in catalog.records] == ["a", "b"]
+    assert catalog.records[1].task_categories == ("qa",)
+    assert len(catalog.sha256) == 64
+    models = load_models(_write(tmp_path / "m.jsonl", [{"model_id": "x/y"}], gz=False))
+    assert models.records[0].model_id == "x/y"
+
+
+def test_catalog_errors(tmp_path: Path):
+    with pytest.raises(NotFound):
+        load_datasets(tmp_path / "absent.jsonl")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"description": "no name"}\n')
+    with pytest.raises(InvalidInput, match="no name"):
+        load_datasets(bad)
+    bad.write_text("not json\n")
+    with pytest.raises(InvalidInput, match="not JSON"):
+        load_datasets(bad)
+
+
+def test_local_loaders(tmp_path: Path):
+    csv_dir = tmp_path / "csvdata"
+    csv_dir.mkdir()
+    (csv_dir / "train.csv").write_text('text,label\n"hello, world",greet\nbye,part\n')
+    (csv_dir / "test.csv").write_text("text,label\nhi,greet\n")
+    loaded = load_local(csv_dir)
+    assert loaded.columns == ("text", "label")
+    assert {k: len(v) for k, v in loaded.splits.items()} == {"train": 2, "test": 1}
+    assert loaded.splits["train"][0]["text"] == "hello, world"
+    parallel = tmp_path / "par"
+    parallel.mkdir()
+    (parallel / "train.en.000").write_text("a cat\na dog\n")
+    (parallel / "train.ja.000").write_text("猫\n犬\n")
+    (parallel / "dev.en").write_text("a bird\n")
+    (parallel / "dev.ja").write_text("鳥\n")
+    loaded = load_local(parallel)
+    assert loaded.splits["train"] == [{"en": "a cat", "ja": "猫"}, {"en": "a dog", "ja": "犬"}]
+    assert loaded.splits["validation"] == [{"en": "a bird", "ja": "鳥"}]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(NotFound):
+        load_local(empty)
+
+
+@pytest.mark.parametrize("name", ["../etc", "/abs", "a/../b", "a\\b", "x\x00y", "", "a//b"])
+def test_dataset_names_cannot_escape(name: str):
+    with pytest.raises(InvalidInput):
+        safe_folder_name(name)
+
+
+def test_locate_maps_hub_names_to_folders(tmp_path: Path):
+    (tmp_path / "org--data").mkdir()
+    assert locate("org/data", tmp_path) == tmp_path / "org--data"
+    assert locate("other", tmp_path) is None
+
+
+BANK = TaskSpec(
+    "Classify a bank customer's message into an intent.",
+    (Example("I still have not received my new card.", "card_arrival"),),
+)
+
+
+def _bank(tmp_path: Path):
+    folder = tmp_path / "bank"
+    folder.mkdir()
+    rows = [
+        "text,category",
+        "Where is my new card? It has been a week.,card_arrival",
+        "How do I top up by bank transfer from my account?,top_up_by_bank_transfer",
+    ]
+    (folder / "train.csv").write_text("\n".join(rows) + "\n")
+    return load_local(folder)
+
+
+def test_person_choice_is_validated(tmp_path: Path):
+    data = _bank(tmp_path)
+    assert check_person_choice(data, [], "") is None
+    choice = check_person_choice(data, ["text"], "category")
+    assert choice is not None and choice.person_chosen
+    with pytest.raises(InvalidInput, match="'txt'") as info:
+        check_person_choice(data, ["txt"], "category")
+    assert info.value.field == "input_columns"
+    with pytest.raises(InvalidInput) as info:
+        check_person_choice(data, ["text"], "text")
+    with pytest.raises(InvalidInput):
+        check_person_choice(data, ["text"], "")
+
+
+def test_demonstrations_tell_which_way_round(tmp_path: Path):
+    data = _bank(tmp_path)
+    right = demo_fit(data, ["text"], "category", BANK)
+    wrong = demo_fit(data, ["category"], "text", BANK)
+    assert right > wrong + 0.5
+
+
+def test_rows_become_examples_and_splits():
+    rows = [
+        {"q": "why?", "c": "because", "a": "x"},
+        {"q": "", "c": "", "a": "y"},
+        {"q": "who", "c": "me", "a": {"text": ["me"], "answer_start": [0]}},
+    ]
+    choice = ColumnChoice(("q", "c"), "a", "", True, True)
+    examples, dropped = to_examples(rows, choice)
+    assert examples[0] == Example("q: why?\nc: because", "x")
+    assert examples[1].output == "me"
+    assert dropped == 1
+    pool = [Example(str(i), str(i)) for i in range(100)]
+    splits = split_pool(pool, PrepareOptions(max_rows=50, seed=3))
+    assert {k: len(v) for k, v in splits.items()} == {"train": 40, "validation": 5, "test": 5}
+    assert split_pool(pool, PrepareOptions(max_rows=50, seed=3)) == splits
+    assert len({e.input for v in splits.values() for e in v}) == 50
+
+
+def test_architecture_hints():
+    assert architecture_of(ModelEntry("t", "", architecture_guess="t5")) == "encoder-decoder"
+    assert architecture_of(ModelEntry("g", "", architecture_guess="gpt2")) == "decoder-only"
+    assert architecture_of(ModelEntry("p", "", pipeline_tag="summarization")) == "encoder-decoder"
+    assert architecture_of(ModelEntry("u", "")) == ""
+
+
+def _search(hub: bool) -> ModelSearch:
+    catalog = Catalog(
+        Path("x"),
+        "0" * 64,
+        (
+            ModelEntry(
+                "huge/t5",
+                "t5 model for date normalization",
+                downloads=99,
+                size_bytes=40_000_000_000,
+                architecture_guess="t5",
+            ),
+            ModelEntry(
+                "alpha/t5",
+                "t5 model for date normalization",
+                downloads=50,
+                size_bytes=300_000_000,
+                architecture_guess="t5",
+                license=("mit",),
+            ),
+            ModelEntry(
+                "gamma/t5",
+                "t5 model for date normalization",
+                downloads=5,
+                size_bytes=300_000_000,
+                architecture_guess="t5",
+            ),
+            ModelEntry("vision/vit", "image classification", architecture_guess="vit"),
+        ),
+    )
+    local = [
+        LocalModel(
+            "local/smol", "small chat model for dates", "decoder-only", 1, "apache-2.0", "/p"
+        )
+    ]
+    return ModelSearch(catalog, local, hub_reachable=hub)
+
+
+def test_model_ranking_constraints_and_skips():
+    search = _search(hub=True)
+    models, skipped = search.rank("date normalization model", ModelConstraints(), top_k=2)
+    assert [m.model_id for m in models] == ["alpha/t5", "gamma/t5"]  # downloads break the tie
+    assert [(m.model_id, m.skip_reason.split(":")[0]) for m in skipped] == [
+        ("huge/t5", "too large")
+    ]
+    offline = _search(hub=False)
+    models, skipped = offline.rank("date normalization model", ModelConstraints(), top_k=1)
+    assert [m.model_id for m in models] == ["local/smol"]
+    assert all("not resolvable" in m.skip_reason for m in skipped if m.model_id != "huge/t5")
+    licensed = search.rank("date", ModelConstraints(licenses=("MIT",)), top_k=1)[0]
+    assert [m.model_id for m in licensed] == ["alpha/t5"]
+
+
+@pytest.mark.parametrize(
+    ("constraints", "field"),
+    [
+        (ModelConstraints(architectures=("rnn",)), "constraints.architectures"),
+        (ModelConstraints(languages=("eng",)), "constraints.languages"),
+        (ModelConstraints(max_size_bytes=-1), "constraints.max_size_bytes"),
+    ],
+)
+def test_bad_constraints(constraints: ModelConstraints, field: str):
+    with pytest.raises(InvalidInput) as info:
+        constraints.validate()
+    assert info.value.field == field
