@@ -20,9 +20,12 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export P2M_SHARED_DATA := $(abspath $(SHARED_DATA))
+# Catalogs and local dataset copies, read in place; unset them to run without retrieval.
+export P2M_CATALOG_DIR ?= $(abspath $(SHARED_DATA))/catalogs
+export P2M_DATASETS_DIR ?= $(abspath $(SHARED_DATA))/datasets
 
 .DEFAULT_GOAL := help
-.PHONY: help install protos test test-unit run lint fmt clean bench-generation
+.PHONY: help install protos test test-unit run lint fmt clean bench-generation bench-retrieval
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -57,6 +60,9 @@ run: install ## Run the pipeline on the example prompt with the embedded default
 
 bench-generation: install ## Generation figures against the local SmolLM2 endpoint (QUICK=1: small)
 	$(BIN)/python bench/generation.py --shared-data $(SHARED_DATA) $(if $(QUICK),--quick,)
+
+bench-retrieval: install ## Dataset retrieval on DataFinder: recall@k, MRR, MAP, latency (QUICK=1: small)
+	$(BIN)/python bench/retrieval.py --shared-data $(SHARED_DATA) $(if $(QUICK),--quick,)
 
 lint: install ## ruff (lint + format check) and mypy
 	$(BIN)/ruff check services tests bench

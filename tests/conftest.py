@@ -55,3 +55,17 @@ def parser_service(
     data_dir = tmp_path_factory.mktemp("parser")
     with ServiceProcess("parser", data_dir, "--llm-base-url", local_llm.base_url) as service:
         yield service
+
+
+@pytest.fixture(scope="session")
+def retriever_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data dir whose local model store holds SmolLM2 (dequantised from the shipped GGUF).
+
+    Shared by the retriever's tests, so the store is filled and the catalog embeddings are
+    computed once per session.
+    """
+    from p2m.retriever.model_store import ModelStore
+
+    data_dir = tmp_path_factory.mktemp("retriever-data")
+    ModelStore(data_dir / "models").import_shipped("smollm2")
+    return data_dir

@@ -355,7 +355,7 @@ def models_list(
 
     settings = _settings(data_dir, log_level, None, None, None)
     models = ModelStore(settings.data_dir / "models").list()
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "name": m.name,
             "path": str(m.path),

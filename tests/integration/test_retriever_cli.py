@@ -1,0 +1,126 @@
+"""`p2m datasets ...` and `p2m models ...` as a person types them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.integration.test_cli import SENTIMENT, p2m
+from tests.support import ServiceProcess
+
+
+@pytest.fixture(scope="module")
+def env(shared_data: Path, retriever_data_dir: Path) -> dict[str, str]:
+    return {
+        "P2M_CATALOG_DIR": str(shared_data / "catalogs"),
+        "P2M_DATASETS_DIR": str(shared_data / "datasets"),
+        "P2M_DATA_DIR": str(retriever_data_dir),
+    }
+
+
+def test_datasets_search_json(env: dict[str, str]):
+    result = p2m(
+        "datasets",
+        "search",
+        "--query",
+        "banking customer intents",
+        "--json",
+        "--top-k",
+        "5",
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    hits = json.loads(result.stdout)
+    assert len(hits) == 5
+    assert "banking77" in [h["name"] for h in hits]
+    assert {"name", "score", "matched_fields", "description"} <= set(hits[0])
+
+
+def test_datasets_search_needs_exactly_one_query(env: dict[str, str]):
+    result = p2m("datasets", "search", env=env)
+    assert result.returncode == 2
+    assert "exactly one of --prompt-file and --query" in result.stderr
+
+
+def test_datasets_search_without_catalog_says_so(tmp_path: Path):
+    result = p2m(
+        "datasets",
+        "search",
+        "--query",
+        "x",
+        env={"P2M_CATALOG_DIR": "", "P2M_DATA_DIR": str(tmp_path)},
+    )
+    assert result.returncode == 1
+    assert "no dataset catalog" in result.stderr
+
+
+def test_datasets_prepare_with_chosen_columns(env: dict[str, str], local_llm: ServiceProcess):
+    result = p2m(
+        "datasets",
+        "prepare",
+        "--prompt-file",
+        str(SENTIMENT),
+        "--dataset",
+        "banking77",
+        "--input-columns",
+        "text",
+        "--output-column",
+        "category",
+        "--max-rows",
+        "200",
+        "--json",
+        "--llm-base-url",
+        local_llm.base_url,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["rows"] == {"train": 160, "validation": 20, "test": 20}
+    assert report["person_chosen"] and report["input_columns"] == ["text"]
+    lines = (Path(report["path"]) / "train.jsonl").read_text().splitlines()
+    assert len(lines) == 160 and set(json.loads(lines[0])) == {"input", "output"}
+
+
+def test_datasets_prepare_rejects_an_unknown_column(env: dict[str, str], local_llm: ServiceProcess):
+    result = p2m(
+        "datasets",
+        "prepare",
+        "--prompt-file",
+        str(SENTIMENT),
+        "--dataset",
+        "banking77",
+        "--input-columns",
+        "txt",
+        "--output-column",
+        "category",
+        "--llm-base-url",
+        local_llm.base_url,
+        env=env,
+    )
+    assert result.returncode == 2
+    assert "no column 'txt'" in result.stderr
+
+
+def test_models_list_and_search(env: dict[str, str], local_llm: ServiceProcess, tmp_path: Path):
+    listed = p2m("models", "list", "--json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    names = [m["name"] for m in json.loads(listed.stdout)]
+    assert names == ["HuggingFaceTB/SmolLM2-135M-Instruct"]
+    empty = p2m("models", "list", "--json", env={"P2M_DATA_DIR": str(tmp_path)})
+    assert json.loads(empty.stdout) == []
+    found = p2m(
+        "models",
+        "search",
+        "--prompt-file",
+        str(SENTIMENT),
+        "--json",
+        "--llm-base-url",
+        local_llm.base_url,
+        env=env,
+    )
+    assert found.returncode == 0, found.stderr
+    report = json.loads(found.stdout)
+    assert [m["model_id"] for m in report["models"]] == ["HuggingFaceTB/SmolLM2-135M-Instruct"]
+    assert report["skipped"] and report["hypothetical_model_card"]

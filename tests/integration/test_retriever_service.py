@@ -1,0 +1,184 @@
+"""The real retriever service on loopback over the real catalogs and datasets in ../shared/data."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from prompt2model.v1 import common_pb2, retriever_pb2, retriever_pb2_grpc
+from tests.support import ServiceProcess
+
+BANKING_TASK = common_pb2.TaskSpec(
+    instruction="Classify a customer's message to an online bank into one of 77 intents.",
+    demonstrations=[
+        common_pb2.Example(input="I still have not received my new card.", output="card_arrival"),
+        common_pb2.Example(
+            input="How do I top up with Apple Pay?", output="apple_pay_or_google_pay"
+        ),
+    ],
+)
+
+
+def _task(spec: dict[str, Any]) -> common_pb2.TaskSpec:
+    return common_pb2.TaskSpec(
+        instruction=spec["instruction"],
+        demonstrations=[common_pb2.Example(**e) for e in spec["examples"]],
+    )
+
+
+@pytest.fixture(scope="module")
+def retriever(
+    local_llm: ServiceProcess, shared_data: Path, retriever_data_dir: Path
+) -> Iterator[retriever_pb2_grpc.RetrieverStub]:
+    data_dir = retriever_data_dir
+    env = {
+        "P2M_CATALOG_DIR": str(shared_data / "catalogs"),
+        "P2M_DATASETS_DIR": str(shared_data / "datasets"),
+        "HF_HUB_OFFLINE": "1",
+    }
+    service = ServiceProcess(
+        "retriever", data_dir, "--llm-base-url", local_llm.base_url, env=env
+    ).start(timeout_s=600)
+    with grpc.insecure_channel(service.address) as channel:
+        yield retriever_pb2_grpc.RetrieverStub(channel)
+    service.stop()
+
+
+def test_squad_prompt_finds_reading_comprehension(retriever, paper_prompts):
+    reply = retriever.SearchDatasets(
+        retriever_pb2.SearchDatasetsRequest(task=_task(paper_prompts["squad"]), top_k=5),
+        timeout=120,
+    )
+    names = [d.name for d in reply.datasets]
+    assert reply.catalog_available and reply.catalog_size > 2000
+    assert len(names) == 5
+    # SQuAD itself, or a close relative: question answering over a given passage.
+    relatives = [
+        d.name
+        for d in reply.datasets
+        if "squad" in d.name.lower()
+        or any(w in d.description.lower() for w in ("reading comprehension", "passage"))
+    ]
+    assert relatives, [(d.name, d.description[:80]) for d in reply.datasets]
+    assert all(d.score > 0 and d.matched_fields for d in reply.datasets)
+    scores = [d.score for d in reply.datasets]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_free_text_query(retriever):
+    reply = retriever.SearchDatasets(
+        retriever_pb2.SearchDatasetsRequest(text="banking customer intent classification"),
+        timeout=60,
+    )
+    assert "banking77" in [d.name for d in reply.datasets]
+
+
+@pytest.mark.parametrize(
+    ("request_", "field"),
+    [
+        (retriever_pb2.SearchDatasetsRequest(), "query"),
+        (retriever_pb2.SearchDatasetsRequest(text="x", top_k=101), "top_k"),
+        (retriever_pb2.SearchDatasetsRequest(text="   "), "text"),
+        (retriever_pb2.SearchDatasetsRequest(text="x", catalog_path="/nope.jsonl"), "catalog_path"),
+        (retriever_pb2.SearchDatasetsRequest(task=common_pb2.TaskSpec()), "task.instruction"),
+    ],
+)
+def test_bad_searches_are_invalid_argument(retriever, request_, field):
+    with pytest.raises(grpc.RpcError) as info:
+        retriever.SearchDatasets(request_, timeout=30)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details().startswith(field)
+
+
+def test_banking77_prepares_with_the_person_chosen_columns(retriever):
+    reply = retriever.PrepareDataset(
+        retriever_pb2.PrepareDatasetRequest(
+            dataset=common_pb2.DatasetRef(name="banking77"), task=BANKING_TASK,
+            input_columns=["text"], output_column="category", max_rows=1000, seed=1,
+        ),
+        timeout=300,
+    )  # fmt: skip
+    assert reply.proposal.person_chosen and reply.proposal.suitable
+    assert set(reply.proposal.available_columns) == {"text", "category"}
+    assert list(reply.dataset.input_columns) == ["text"]
+    assert reply.dataset.output_column == "category"
+    assert (reply.rows.train, reply.rows.validation, reply.rows.test) == (800, 100, 100)
+    assert reply.llm_usage.requests == 0
+
+
+def test_banking77_columns_proposed_by_the_llm(retriever, tmp_path: Path):
+    reply = retriever.PrepareDataset(
+        retriever_pb2.PrepareDatasetRequest(
+            dataset=common_pb2.DatasetRef(name="banking77"), task=BANKING_TASK, max_rows=500
+        ),
+        timeout=300,
+    )
+    assert not reply.proposal.person_chosen
+    assert reply.proposal.suitable, reply.proposal.reason
+    assert list(reply.dataset.input_columns) == ["text"]
+    assert reply.dataset.output_column == "category"
+    assert reply.dataset.artifact.sha256
+    assert reply.rows.train + reply.rows.validation + reply.rows.test == 500
+
+
+def test_prepare_errors(retriever):
+    with pytest.raises(grpc.RpcError) as info:
+        retriever.PrepareDataset(
+            retriever_pb2.PrepareDatasetRequest(
+                dataset=common_pb2.DatasetRef(name="banking77"), task=BANKING_TASK,
+                input_columns=["txt"], output_column="category",
+            ),
+            timeout=120,
+        )  # fmt: skip
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "input_columns" in info.value.details() and "'txt'" in info.value.details()
+    with pytest.raises(grpc.RpcError) as info:
+        retriever.PrepareDataset(
+            retriever_pb2.PrepareDatasetRequest(
+                dataset=common_pb2.DatasetRef(name="no-such/dataset"), task=BANKING_TASK
+            ),
+            timeout=60,
+        )
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as info:
+        retriever.PrepareDataset(
+            retriever_pb2.PrepareDatasetRequest(
+                dataset=common_pb2.DatasetRef(name="../../etc"), task=BANKING_TASK
+            ),
+            timeout=60,
+        )
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_model_search_returns_only_resolvable_models(retriever, paper_prompts):
+    reply = retriever.SearchModels(
+        retriever_pb2.SearchModelsRequest(task=_task(paper_prompts["temporal"]), top_k=3),
+        timeout=300,
+    )
+    assert reply.hypothetical_model_card.strip()
+    assert reply.catalog_available and reply.catalog_size > 10000
+    assert [m.name for m in reply.models] == ["HuggingFaceTB/SmolLM2-135M-Instruct"]
+    assert all(m.resolvable for m in reply.models)
+    assert reply.skipped, "better-ranked catalog models should be reported as skipped"
+    assert all(m.skip_reason for m in reply.skipped)
+    assert any("not resolvable" in m.skip_reason for m in reply.skipped)
+    assert reply.llm_usage.requests >= 1
+
+
+def test_without_a_catalog_search_says_so(local_llm: ServiceProcess, tmp_path: Path):
+    env = {"P2M_CATALOG_DIR": ""}
+    with (
+        ServiceProcess("retriever", tmp_path, "--llm-base-url", local_llm.base_url, env=env) as svc,
+        grpc.insecure_channel(svc.address) as channel,
+    ):
+        stub = retriever_pb2_grpc.RetrieverStub(channel)
+        reply = stub.SearchDatasets(
+            retriever_pb2.SearchDatasetsRequest(text="question answering"), timeout=30
+        )
+    assert not reply.catalog_available
+    assert list(reply.datasets) == []
+    assert "no dataset catalog" in reply.note
