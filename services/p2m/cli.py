@@ -28,7 +28,7 @@ from p2m.common.errors import InvalidInput
 from p2m.common.log import setup_logging
 from p2m.common.settings import Settings
 from p2m.common.types import TaskSpec
-from p2m.retriever.cli import datasets_app, models_app
+from p2m.retriever.cli import catalog_app, datasets_app, models_app
 
 app = typer.Typer(
     help="Prompt2Model: from a prompt to a small, deployed model.",
@@ -38,6 +38,7 @@ app = typer.Typer(
 
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(models_app, name="models")
+app.add_typer(catalog_app, name="catalog")
 
 # Every gRPC service `p2m serve` can start: name -> "module:build function".
 SERVICES = {

@@ -16,7 +16,9 @@ SENTIMENT = REPO / "examples" / "sentiment.txt"
 FREE_FORM = REPO / "examples" / "capitals-freeform.txt"
 
 
-def p2m(*args: str, env: dict[str, str] | None = None, timeout: float = 300):
+def p2m(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 300, stdin: str | None = None
+):
     return subprocess.run(
         [sys.executable, "-m", "p2m", *args],
         capture_output=True,
@@ -24,6 +26,7 @@ def p2m(*args: str, env: dict[str, str] | None = None, timeout: float = 300):
         timeout=timeout,
         env={**os.environ, **(env or {})},
         cwd=REPO,
+        input=stdin if stdin is not None else "",
     )
 
 

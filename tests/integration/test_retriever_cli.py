@@ -124,3 +124,68 @@ def test_models_list_and_search(env: dict[str, str], local_llm: ServiceProcess, 
     report = json.loads(found.stdout)
     assert [m["model_id"] for m in report["models"]] == ["HuggingFaceTB/SmolLM2-135M-Instruct"]
     assert report["skipped"] and report["hypothetical_model_card"]
+
+
+def test_interactive_prepare_shows_candidates_and_takes_none(
+    env: dict[str, str], local_llm: ServiceProcess
+):
+    result = p2m(
+        "datasets",
+        "prepare",
+        "--prompt-file",
+        str(SENTIMENT),
+        "--llm-base-url",
+        local_llm.base_url,
+        env=env,
+        stdin="none\n",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "amazon" in result.stdout.lower()  # the candidates table for a review prompt
+    assert "no dataset chosen" in result.stdout
+
+
+def test_interactive_prepare_takes_a_number(env: dict[str, str], local_llm: ServiceProcess):
+    result = p2m(
+        "datasets",
+        "prepare",
+        "--prompt-file",
+        str(SENTIMENT),
+        "--json",
+        "--llm-base-url",
+        local_llm.base_url,
+        env=env,
+        stdin="banana\n",
+    )
+    assert result.returncode == 2
+    assert "not a choice" in result.stderr
+
+
+def test_parallel_text_dataset_prepares_offline(
+    env: dict[str, str], local_llm: ServiceProcess, tmp_path: Path
+):
+    prompt = tmp_path / "translate.txt"
+    prompt.write_text('Translate English into Japanese.\ninput="a cat"\noutput="猫"\n')
+    result = p2m(
+        "datasets",
+        "prepare",
+        "--prompt-file",
+        str(prompt),
+        "--dataset",
+        "small_parallel_enja",
+        "--input-columns",
+        "en",
+        "--output-column",
+        "ja",
+        "--max-rows",
+        "300",
+        "--json",
+        "--llm-base-url",
+        local_llm.base_url,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["available_columns"] == ["en", "ja"]
+    assert sum(report["rows"].values()) == 300
+    first = json.loads((Path(report["path"]) / "test.jsonl").read_text().splitlines()[0])
+    assert first["input"].isascii() and not first["output"].isascii()

@@ -382,3 +382,36 @@ def models_list(
     out.print(table)
     if not rows:
         out.print("the store is empty: `p2m models import` fills it offline")
+
+
+catalog_app = typer.Typer(help="Build catalogs from the Hugging Face hub.", no_args_is_help=True)
+
+
+@catalog_app.command("build")
+def catalog_build(
+    kind: Annotated[str, typer.Argument(help="datasets or models.")],
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Folder to write to (default P2M_CATALOG_DIR).")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="Most records (per pipeline for models).")] = 3000,
+    log_level: LogLevel = None,
+) -> None:
+    """List the hub's datasets or student models into a catalog (needs the hub)."""
+    from p2m.retriever.catalog_build import build_catalog
+
+    if kind not in ("datasets", "models"):
+        fail("KIND must be datasets or models")
+    settings = _settings(None, log_level, None, None, None)
+    target_dir = out_dir or (Path(settings.catalog_dir) if settings.catalog_dir else None)
+    if target_dir is None:
+        fail("give --out or set P2M_CATALOG_DIR")
+
+    def build() -> tuple[Path, int]:
+        with out.status(f"listing {kind} on the hub..."):
+            return build_catalog(kind, target_dir, limit=limit)
+
+    async def run() -> tuple[Path, int]:
+        return build()
+
+    path, count = run_async(run)
+    out.print(f"{count} {kind} written to {path}", highlight=False)
