@@ -53,15 +53,20 @@ class Retriever:
         self._model_catalogs: dict[Path, Catalog] = {}
         self._lock = asyncio.Lock()
 
+    def _catalog_path(self, catalog_path: str, names: tuple[str, ...]) -> Path | None:
+        """The requested catalog file (it must be readable), else the configured one, else None."""
+        if not catalog_path:
+            return find_catalog(self.settings.catalog_dir, names)
+        path = Path(catalog_path)
+        if not path.is_file():
+            raise InvalidInput("catalog_path", f"cannot read {catalog_path}")
+        return path
+
     async def dataset_search(self, catalog_path: str) -> DatasetSearch | None:
         """The search over ``catalog_path`` (or the configured catalog); None without one."""
-        path = Path(catalog_path) if catalog_path else None
+        path = self._catalog_path(catalog_path, DATASET_CATALOG_NAMES)
         if path is None:
-            path = find_catalog(self.settings.catalog_dir, DATASET_CATALOG_NAMES)
-            if path is None:
-                return None
-        elif not path.is_file():
-            raise InvalidInput("catalog_path", f"cannot read {catalog_path}")
+            return None
         async with self._lock:
             if path not in self._dataset_search:
                 catalog = await asyncio.to_thread(load_datasets, path)
@@ -73,13 +78,9 @@ class Retriever:
 
     async def model_catalog(self, catalog_path: str) -> Catalog | None:
         """The model catalog at ``catalog_path`` (or the configured one); None without one."""
-        path = Path(catalog_path) if catalog_path else None
+        path = self._catalog_path(catalog_path, MODEL_CATALOG_NAMES)
         if path is None:
-            path = find_catalog(self.settings.catalog_dir, MODEL_CATALOG_NAMES)
-            if path is None:
-                return None
-        elif not path.is_file():
-            raise InvalidInput("catalog_path", f"cannot read {catalog_path}")
+            return None
         async with self._lock:
             if path not in self._model_catalogs:
                 self._model_catalogs[path] = await asyncio.to_thread(load_models, path)
