@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 # Real data read in place (never copied into the repo): catalogs, benchmarks, datasets.
 SHARED_DATA ?= ../shared/data
 PROMPT ?= examples/sentiment.txt
+RUN_EXAMPLES ?= 6
 PYTEST_ARGS ?=
 
 STAMP := $(VENV)/.installed
@@ -56,7 +57,10 @@ test-unit: install ## Run the unit tests only (fast)
 
 run: install ## Run the pipeline on the example prompt with the embedded defaults
 	$(BIN)/p2m parse --prompt-file $(PROMPT)
-	@echo "Built so far: the prompt parser. Dataset retrieval, generation, training, evaluation and deployment arrive with issues 3-6."
+	$(BIN)/p2m datasets search --prompt-file $(PROMPT) --top-k 5
+	$(BIN)/p2m generate --prompt-file $(PROMPT) --num-examples $(RUN_EXAMPLES) --out .p2m/run
+	@echo "Built so far: parsing, dataset retrieval and generation (train.jsonl and validation.jsonl in .p2m/run)."
+	@echo "Training, evaluation and deployment arrive with issues 5 and 6."
 
 bench-generation: install ## Generation figures against the local SmolLM2 endpoint (QUICK=1: small)
 	$(BIN)/python bench/generation.py --shared-data $(SHARED_DATA) $(if $(QUICK),--quick,)

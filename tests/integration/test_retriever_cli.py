@@ -189,3 +189,45 @@ def test_parallel_text_dataset_prepares_offline(
     assert sum(report["rows"].values()) == 300
     first = json.loads((Path(report["path"]) / "test.jsonl").read_text().splitlines()[0])
     assert first["input"].isascii() and not first["output"].isascii()
+
+
+def test_unattended_prepare_takes_the_best_relevant_dataset(
+    env: dict[str, str], local_llm: ServiceProcess, tmp_path: Path
+):
+    prompt = tmp_path / "bank.txt"
+    prompt.write_text(
+        "Classify a banking customer's message into its intent.\n"
+        'input="I still have not received my new card."\noutput="card_arrival"\n'
+    )
+    result = p2m(
+        "datasets",
+        "prepare",
+        "--prompt-file",
+        str(prompt),
+        "--unattended",
+        "--max-rows",
+        "100",
+        "--json",
+        "--llm-base-url",
+        local_llm.base_url,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["dataset"] in ("banking77", "PolyAI/banking77")
+    assert report["suitable"] and report["output_column"] == "category"
+    unrelated = tmp_path / "odd.txt"
+    unrelated.write_text('Spell the word backwards.\ninput="stressed"\noutput="desserts"\n')
+    result = p2m(
+        "datasets",
+        "prepare",
+        "--prompt-file",
+        str(unrelated),
+        "--unattended",
+        "--json",
+        "--llm-base-url",
+        local_llm.base_url,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["dataset"] is None

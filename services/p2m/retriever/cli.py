@@ -247,9 +247,10 @@ async def _choose(
     core: Retriever, task: TaskSpec, catalog: Path | None, unattended: bool
 ) -> str | None:
     hits = await _search(core, task_query(task), catalog, 25)
-    if unattended:
-        best = hits[0] if hits else None
-        return best.entry.name if best and best.dense >= RELEVANCE_THRESHOLD else None
+    if unattended:  # the best relevant dataset that can be loaded now, or none
+        usable = (h for h in hits if h.dense >= RELEVANCE_THRESHOLD and core.can_load(h.entry.name))
+        best = next(usable, None)
+        return best.entry.name if best else None
     _show_hits(hits)
     answer = Prompt.ask("Pick a dataset by number, or 'none'", default="1")
     if answer.strip().lower() == "none":

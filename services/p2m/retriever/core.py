@@ -96,6 +96,14 @@ class Retriever:
             for m in store.list()
         ]
 
+    def can_load(self, name: str) -> bool:
+        """Whether ``name`` can be loaded now: a local copy, or the hub is reachable."""
+        datasets_dir = Path(self.settings.datasets_dir) if self.settings.datasets_dir else None
+        try:
+            return locate(name, datasets_dir) is not None or hub_reachable(self.settings)
+        except InvalidInput:
+            return False
+
     async def load_dataset(self, name: str, config: str) -> LoadedDataset:
         """Find ``name`` locally (a path, or the datasets folder), else on the hub."""
         datasets_dir = Path(self.settings.datasets_dir) if self.settings.datasets_dir else None

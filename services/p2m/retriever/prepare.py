@@ -22,8 +22,20 @@ from p2m.retriever.loaders import LoadedDataset, Row
 log = logging.getLogger(__name__)
 
 PREPARE_VERSION = 1
-_OUTPUT_HINTS = ("label", "labels", "target", "output", "answer", "answers", "category",
-                 "summary", "translation", "class", "intent", "y")  # fmt: skip
+_OUTPUT_HINTS = (
+    "label",
+    "labels",
+    "target",
+    "output",
+    "answer",
+    "answers",
+    "category",
+    "summary",
+    "translation",
+    "class",
+    "intent",
+    "y",
+)
 
 
 def columns_schema(columns: Sequence[str]) -> dict[str, Any]:
@@ -129,8 +141,9 @@ async def propose_columns(
     """Ask the LLM which columns fit the task; fall back to a name-based guess it cannot."""
     sample = next((rows[:2] for rows in dataset.splits.values() if rows), [])
     shown = [{k: _clip(v) for k, v in row.items()} for row in sample]
-    demos = "\n".join(f"input: {d.input[:200]}\noutput: {d.output[:100]}"
-                      for d in task.demonstrations[:3])  # fmt: skip
+    demos = "\n".join(
+        f"input: {d.input[:200]}\noutput: {d.output[:100]}" for d in task.demonstrations[:3]
+    )
     prompt = (
         f"Task: {task.instruction[:1500]}\n\nTask examples:\n{demos}\n\n"
         f"Dataset {dataset.name} has the columns: {', '.join(dataset.columns)}\n"
@@ -150,10 +163,27 @@ async def propose_columns(
     # A small model often lists the output among the inputs too: the output wins.
     inputs = tuple(c for c in dict.fromkeys(answer["input_columns"]) if c != output)
     if not answer["suitable"]:
+        guess = _checked(dataset, _guess(dataset, ""), task)
+        if guess.suitable and outputs_found(dataset, guess.output_column, task) >= 0.5:
+            reason = (
+                f"the LLM judged it unsuitable, but the demonstrations' outputs are values "
+                f"of {guess.output_column!r}"
+            )
+            return ColumnChoice(guess.input_columns, guess.output_column, reason, False, True)
         return ColumnChoice((), "", str(answer["reason"]), False, False)
     if not inputs or output not in dataset.columns:
         return _guess(dataset, "the LLM's columns made no input/output pair; guessed by names")
     return _checked(dataset, ColumnChoice(inputs, output, str(answer["reason"]), False, True), task)
+
+
+def outputs_found(dataset: LoadedDataset, output: str, task: TaskSpec) -> float:
+    """Share of the demonstrations' outputs found verbatim among ``output``'s values."""
+    if not task.demonstrations:
+        return 0.0
+    rows = [row for rows in dataset.splits.values() for row in rows[:1000]]
+    values = {_text(row.get(output)).casefold() for row in rows}
+    found = sum(d.output.strip().casefold() in values for d in task.demonstrations)
+    return found / len(task.demonstrations)
 
 
 def demo_fit(dataset: LoadedDataset, inputs: Sequence[str], output: str, task: TaskSpec) -> float:
@@ -165,8 +195,7 @@ def demo_fit(dataset: LoadedDataset, inputs: Sequence[str], output: str, task: T
     if not task.demonstrations:
         return 0.0
     rows = [row for rows in dataset.splits.values() for row in rows[:1000]]
-    values = {_text(row.get(output)).casefold() for row in rows}
-    found = sum(d.output.strip().casefold() in values for d in task.demonstrations)
+    found = outputs_found(dataset, output, task) * len(task.demonstrations)
 
     def mean_len(texts: Sequence[str]) -> float:
         return max(1.0, sum(len(t) for t in texts) / max(1, len(texts)))
@@ -219,12 +248,19 @@ def to_examples(rows: Sequence[Row], choice: ColumnChoice) -> tuple[list[Example
     return examples, dropped
 
 
-def preparation_key(dataset: LoadedDataset, config: str, choice: ColumnChoice,
-                    options: PrepareOptions) -> str:  # fmt: skip
+def preparation_key(
+    dataset: LoadedDataset, config: str, choice: ColumnChoice, options: PrepareOptions
+) -> str:
     """The sha256 naming one preparation: same dataset, columns and options, same artifact."""
-    payload = {"version": PREPARE_VERSION, "name": dataset.name, "config": config,
-               "rows": dataset.num_rows, "inputs": choice.input_columns,
-               "output": choice.output_column, "options": asdict(options)}  # fmt: skip
+    payload = {
+        "version": PREPARE_VERSION,
+        "name": dataset.name,
+        "config": config,
+        "rows": dataset.num_rows,
+        "inputs": choice.input_columns,
+        "output": choice.output_column,
+        "options": asdict(options),
+    }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
