@@ -285,17 +285,7 @@ class DatasetGenerator:
         self, run: _Run, rid: str, temperature: float, limit: asyncio.Semaphore
     ) -> Example | str:
         """A new example, or why there is none (FAILED, UNSENT or "unparseable")."""
-        options = run.options
-        rng = random.Random(f"{options.seed}:{rid}")
-        shown = pick_examples(
-            run.task.demonstrations,
-            run.examples,
-            rng,
-            n_demos=options.few_shot_demonstrations,
-            n_generated=options.few_shot_generated,
-            diverse=options.diverse_prompts,
-        )
-        messages = new_example_messages(run.task.instruction, shown)
+        messages = new_example_messages(run.task.instruction, _shown(run, rid))
         value = await self._ask(run, rid, messages, EXAMPLE_SCHEMA, temperature, limit)
         if isinstance(value, str):
             if value == UNPARSEABLE:
@@ -309,23 +299,13 @@ class DatasetGenerator:
         self, run: _Run, candidate: Candidate, temperature: float, limit: asyncio.Semaphore
     ) -> None:
         wanted = run.options.samples_per_input - 1 - len(candidate.samples)
-        options = run.options
         ids = []
         for _ in range(max(0, wanted)):
             ids.append(f"s{candidate.gen_id[1:]}.{candidate.next_sample}")
             candidate.next_sample += 1
 
         async def one(sid: str) -> None:
-            rng = random.Random(f"{options.seed}:{sid}")
-            shown = pick_examples(
-                run.task.demonstrations,
-                run.examples,
-                rng,
-                n_demos=options.few_shot_demonstrations,
-                n_generated=options.few_shot_generated,
-                diverse=options.diverse_prompts,
-            )
-            messages = answer_messages(run.task.instruction, shown, candidate.input)
+            messages = answer_messages(run.task.instruction, _shown(run, sid), candidate.input)
             value = await self._ask(run, sid, messages, OUTPUT_SCHEMA, temperature, limit)
             if isinstance(value, dict):
                 output = str(value["output"]).strip()
@@ -442,6 +422,19 @@ class DatasetGenerator:
             {**saved, "cached": True, "usage": asdict(UsageCounters())}
         )
         return GenerationResult(ref, read_rows(folder), report)
+
+
+def _shown(run: _Run, request_id: str) -> list[Example]:
+    """The examples request ``request_id`` shows, sampled with a seed fixed by its id."""
+    options = run.options
+    return pick_examples(
+        run.task.demonstrations,
+        run.examples,
+        random.Random(f"{options.seed}:{request_id}"),
+        n_demos=options.few_shot_demonstrations,
+        n_generated=options.few_shot_generated,
+        diverse=options.diverse_prompts,
+    )
 
 
 def _tokens(result: ChatResult | None) -> int:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from p2m.common.errors import Unavailable
+from p2m.common.hub import hub_offline_by_env
 
 DATASETS_FILE = "hf_datasets.jsonl.gz"
 MODELS_FILE = "hf_models.jsonl.gz"
@@ -96,7 +97,7 @@ def build_catalog(
     Raises:
         Unavailable: The hub is switched off or cannot be reached.
     """
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+    if hub_offline_by_env():
         raise Unavailable("the Hugging Face hub is offline here (HF_HUB_OFFLINE is set)")
     import httpx2  # the hub client's HTTP library
 

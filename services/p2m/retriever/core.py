@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from pathlib import Path
 
 from p2m.common.artifacts import ArtifactStore
 from p2m.common.errors import InvalidInput, NotFound
+from p2m.common.hub import hub_offline_by_env
 from p2m.common.settings import Settings
 from p2m.llm.provider import LLMProvider
 from p2m.retriever.catalog import Catalog, load_datasets, load_models
@@ -36,8 +36,7 @@ def find_catalog(catalog_dir: str, names: tuple[str, ...]) -> Path | None:
 
 def hub_reachable(settings: Settings) -> bool:
     """Whether models and datasets may be fetched from the hub."""
-    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
-    return not (settings.hub_offline or offline)
+    return not (settings.hub_offline or hub_offline_by_env())
 
 
 class Retriever:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 from collections import defaultdict
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from p2m.common.errors import InvalidInput, NotFound
+from p2m.common.hub import hub_offline_by_env
 
 Row = dict[str, Any]
 _SPLIT_NAMES = {"train": "train", "dev": "validation", "valid": "validation",
@@ -91,7 +91,7 @@ def load_hub(name: str, config: str = "") -> LoadedDataset:
     Raises:
         NotFound: The hub is switched off (HF_HUB_OFFLINE) or the dataset cannot be loaded.
     """
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+    if hub_offline_by_env():
         raise NotFound(
             f"dataset {name!r} is not in the local datasets folder and the hub is offline "
             "(HF_HUB_OFFLINE is set)"

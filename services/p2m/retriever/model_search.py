@@ -7,6 +7,7 @@ be resolvable: in the local model store, or downloadable because the hub is reac
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -221,4 +222,4 @@ class ModelSearch:
 
 
 def _with_reason(candidate: ModelCandidate, reason: str) -> ModelCandidate:
-    return ModelCandidate(**{**candidate.__dict__, "skip_reason": reason})
+    return dataclasses.replace(candidate, skip_reason=reason)

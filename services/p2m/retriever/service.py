@@ -16,7 +16,7 @@ from p2m.common.types import TaskSpec
 from p2m.llm.provider import LLMProvider
 from p2m.retriever.core import DATASET_CATALOG_NAMES, Retriever, find_catalog, hub_reachable
 from p2m.retriever.dataset_search import task_query
-from p2m.retriever.model_search import ModelConstraints, ModelSearch
+from p2m.retriever.model_search import ModelCandidate, ModelConstraints, ModelSearch
 from p2m.retriever.prepare import PrepareOptions, prepare
 from prompt2model.v1 import common_pb2, retriever_pb2, retriever_pb2_grpc
 
@@ -158,12 +158,11 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServicer):
         )
 
 
-def _model_pb(candidate: object) -> common_pb2.ModelRef:
-    c = candidate.__dict__
+def _model_pb(c: ModelCandidate) -> common_pb2.ModelRef:
     return common_pb2.ModelRef(
-        name=c["model_id"], architecture=c["architecture"], size_bytes=c["size_bytes"],
-        downloads=c["downloads"], score=c["score"], license=c["license"],
-        resolvable=c["resolvable"], skip_reason=c["skip_reason"],
+        name=c.model_id, architecture=c.architecture, size_bytes=c.size_bytes,
+        downloads=c.downloads, score=c.score, license=c.license,
+        resolvable=c.resolvable, skip_reason=c.skip_reason,
     )  # fmt: skip
 
 
