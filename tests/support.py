@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -41,7 +42,9 @@ class ServiceProcess:
 
     def start(self, timeout_s: float = 120.0) -> ServiceProcess:
         log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(self._cmd, stdout=log, stderr=subprocess.STDOUT, env=self._env)
+        self.proc = subprocess.Popen(
+            self._cmd, stdout=log, stderr=subprocess.STDOUT, env=self._env, start_new_session=True
+        )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -70,7 +73,20 @@ class ServiceProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self._kill_leftovers()
         return self.proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL the service and every process it started, as when its machine dies."""
+        assert self.proc is not None
+        self._kill_leftovers()
+        self.proc.wait()
+
+    def _kill_leftovers(self) -> None:
+        """The service's own process group (e.g. Ray's agents) goes with it."""
+        assert self.proc is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -94,3 +110,18 @@ def grpc_health_status(address: str, service: str = "") -> int | None:
             return int(reply.status)
     except grpc.RpcError:
         return None
+
+
+def run_p2m(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 300, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the `p2m` command line in a subprocess from the repo root; capture its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "p2m", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        cwd=REPO,
+        input=stdin if stdin is not None else "",
+    )

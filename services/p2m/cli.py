@@ -28,7 +28,9 @@ from p2m.common.errors import InvalidInput
 from p2m.common.log import setup_logging
 from p2m.common.settings import Settings
 from p2m.common.types import TaskSpec
+from p2m.evaluator.cli import evaluate
 from p2m.retriever.cli import catalog_app, datasets_app, models_app
+from p2m.trainer.cli import train
 
 app = typer.Typer(
     help="Prompt2Model: from a prompt to a small, deployed model.",
@@ -39,12 +41,16 @@ app = typer.Typer(
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(models_app, name="models")
 app.add_typer(catalog_app, name="catalog")
+app.command()(evaluate)
+app.command()(train)
 
 # Every gRPC service `p2m serve` can start: name -> "module:build function".
 SERVICES = {
     "parser": "p2m.parser.service:build",
     "generator": "p2m.generator.service:build",
     "retriever": "p2m.retriever.service:build",
+    "evaluator": "p2m.evaluator.service:build",
+    "trainer": "p2m.trainer.service:build",
 }
 SERVABLE = sorted([*SERVICES, "llm"])
 

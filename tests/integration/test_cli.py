@@ -3,31 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.support import REPO, ServiceProcess
+from tests.support import REPO, ServiceProcess, run_p2m
 
 SENTIMENT = REPO / "examples" / "sentiment.txt"
 FREE_FORM = REPO / "examples" / "capitals-freeform.txt"
 
 
-def p2m(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 300, stdin: str | None = None
-):
-    return subprocess.run(
-        [sys.executable, "-m", "p2m", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-        cwd=REPO,
-        input=stdin if stdin is not None else "",
-    )
+p2m = run_p2m
 
 
 def test_parse_json_in_process():

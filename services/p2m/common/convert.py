@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Protocol
+
+from google.protobuf import timestamp_pb2
 
 from p2m.common.artifacts import ArtifactRef
 from p2m.common.types import Example, ParseMethod, TaskSpec
@@ -71,4 +74,19 @@ def usage_to_pb(usage: _Usage) -> common_pb2.LLMUsage:
         retries=usage.retries,
         prompt_tokens=usage.prompt_tokens,
         completion_tokens=usage.completion_tokens,
+    )
+
+
+def progress_pb(
+    stage: common_pb2.Stage,
+    message: str,
+    done: int,
+    total: int,
+    figures: Mapping[str, float] | None = None,
+) -> common_pb2.Progress:
+    """A Progress message stamped with the current time."""
+    stamp = timestamp_pb2.Timestamp()
+    stamp.GetCurrentTime()
+    return common_pb2.Progress(
+        stage=stage, message=message, done=done, total=total, figures=figures or {}, time=stamp
     )

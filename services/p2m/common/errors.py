@@ -36,6 +36,14 @@ class BudgetExhausted(P2MError):
     """A request or token budget would be exceeded."""
 
 
+class Cancelled(P2MError):
+    """The work was stopped on request before it finished; what it had done is kept."""
+
+
+class Aborted(P2MError):
+    """The work failed part-way (e.g. a training worker died); a retry resumes from what it had."""
+
+
 class LLMError(Unavailable):
     """The LLM endpoint failed after every retry; ``attempts`` says how often it was tried."""
 

@@ -22,6 +22,8 @@ ERROR_CODES: tuple[tuple[type[errors.P2MError], grpc.StatusCode], ...] = (
     (errors.BudgetExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
     (errors.LLMOutputError, grpc.StatusCode.UNAVAILABLE),
+    (errors.Cancelled, grpc.StatusCode.CANCELLED),
+    (errors.Aborted, grpc.StatusCode.ABORTED),
 )
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf import duration_pb2
 from grpc import aio
 
 from p2m.common.artifacts import ArtifactStore
-from p2m.common.convert import artifact_ref_to_pb, task_spec_from_pb, usage_to_pb
+from p2m.common.convert import artifact_ref_to_pb, progress_pb, task_spec_from_pb, usage_to_pb
 from p2m.common.errors import InvalidInput
 from p2m.common.server import ServiceBinding
 from p2m.common.settings import Settings
@@ -56,14 +56,12 @@ def options_from_pb(message: generator_pb2.GenerateOptions) -> GenerateOptions:
 
 def progress_to_pb(progress: GenerationProgress) -> common_pb2.Progress:
     """Engine progress -> the common Progress message."""
-    stamp = timestamp_pb2.Timestamp()
-    stamp.GetCurrentTime()
-    return common_pb2.Progress(
-        stage=common_pb2.STAGE_GENERATE,
-        message=f"accepted {progress.accepted}/{progress.requested} examples",
-        done=progress.accepted,
-        total=progress.requested,
-        figures={
+    return progress_pb(
+        common_pb2.STAGE_GENERATE,
+        f"accepted {progress.accepted}/{progress.requested} examples",
+        progress.accepted,
+        progress.requested,
+        {
             "accepted": progress.accepted,
             "dropped": sum(progress.dropped.values()),
             "temperature": progress.temperature,
@@ -71,7 +69,6 @@ def progress_to_pb(progress: GenerationProgress) -> common_pb2.Progress:
             "tokens": progress.tokens,
             **{f"dropped_{k}": v for k, v in progress.dropped.items()},
         },
-        time=stamp,
     )
 
 

@@ -1,0 +1,240 @@
+"""gRPC servicer of the evaluator: checks and converts messages, runs Evaluator, streams."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from grpc import aio
+
+from p2m.common.artifacts import ArtifactStore, parse_uri
+from p2m.common.convert import progress_pb, task_spec_from_pb, usage_to_pb
+from p2m.common.errors import InvalidInput
+from p2m.common.hub import hub_offline_by_env
+from p2m.common.log import run_id_var
+from p2m.common.server import ServiceBinding
+from p2m.common.settings import Settings
+from p2m.common.types import TaskSpec
+from p2m.evaluator.engine import (
+    DEFAULT_NUM_WORST,
+    DEFAULT_SPLIT,
+    EvalData,
+    EvaluateOptions,
+    EvaluationProgress,
+    EvaluationResult,
+    Evaluator,
+    StudentSubject,
+    Subject,
+    TeacherSubject,
+    read_split,
+)
+from p2m.evaluator.metrics import BertScore, check_metrics, choose_bertscore_encoder
+from p2m.llm.provider import LLMProvider
+from prompt2model.v1 import common_pb2, evaluator_pb2, evaluator_pb2_grpc
+
+MAX_RUN_ID_CHARS = 64
+# Proto field -> (lowest, highest) allowed; 0 means the default (see evaluator.proto).
+_RANGES = {
+    "options.max_examples": (0, 100_000),
+    "options.decoding.max_new_tokens": (0, 4096),
+    "options.decoding.num_beams": (0, 16),
+    "options.decoding.batch_size": (0, 1024),
+    "options.num_worst_examples": (0, 100),
+}
+
+
+def options_from_pb(message: evaluator_pb2.EvaluateOptions) -> EvaluateOptions:
+    """Proto options -> dataclass; zero or unset fields take the documented defaults.
+
+    Raises:
+        InvalidInput: A field out of its range, or an unknown or repeated metric (named).
+    """
+    decoding = message.decoding
+    raw = {
+        "options.max_examples": message.max_examples,
+        "options.decoding.max_new_tokens": decoding.max_new_tokens,
+        "options.decoding.num_beams": decoding.num_beams,
+        "options.decoding.batch_size": decoding.batch_size,
+        "options.num_worst_examples": message.num_worst_examples,
+    }
+    for name, value in raw.items():
+        low, high = _RANGES[name]
+        if not low <= value <= high:
+            raise InvalidInput(name, f"must be within {low}..{high}, got {value}")
+    options = EvaluateOptions(
+        metrics=check_metrics(list(message.metrics)),
+        max_examples=message.max_examples,
+        max_new_tokens=decoding.max_new_tokens,
+        num_beams=decoding.num_beams or 1,
+        batch_size=decoding.batch_size,
+        num_worst_examples=message.num_worst_examples or DEFAULT_NUM_WORST,
+    )
+    options.validate()
+    return options
+
+
+def result_to_pb(result: EvaluationResult) -> evaluator_pb2.EvaluateResponse:
+    """Engine result -> proto."""
+    latency = result.latency
+    return evaluator_pb2.EvaluateResponse(
+        metrics=common_pb2.Metrics(
+            values=result.metrics,
+            num_examples=result.num_examples,
+            worst_examples=[
+                common_pb2.ScoredExample(
+                    example=common_pb2.Example(input=e.input, output=e.reference),
+                    prediction=e.prediction,
+                    scores=e.scores,
+                )
+                for e in result.worst_examples
+            ],
+            notes=result.notes,
+        ),
+        latency=evaluator_pb2.Latency(
+            mean_ms=latency.mean_ms,
+            p50_ms=latency.p50_ms,
+            p95_ms=latency.p95_ms,
+            total_seconds=latency.total_seconds,
+        ),
+        model_size_bytes=result.model_size_bytes,
+        num_parameters=result.num_parameters,
+        llm_usage=usage_to_pb(result.usage),
+        cached=result.cached,
+    )
+
+
+def progress_to_pb(progress: EvaluationProgress) -> common_pb2.Progress:
+    """Engine progress -> the common Progress message."""
+    return progress_pb(
+        common_pb2.STAGE_EVALUATE,
+        f"predicted {progress.done}/{progress.total} examples",
+        progress.done,
+        progress.total,
+    )
+
+
+@dataclass(frozen=True)
+class _Job:
+    """A checked request, ready for the engine."""
+
+    subject: Subject
+    data: EvalData
+    options: EvaluateOptions
+    task: TaskSpec
+
+
+class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServicer):
+    """Serves ``prompt2model.v1.Evaluator``."""
+
+    def __init__(self, evaluator: Evaluator, store: ArtifactStore) -> None:
+        """Evaluate with ``evaluator``; read model and dataset artifacts from ``store``."""
+        self._evaluator = evaluator
+        self._store = store
+
+    async def Evaluate(  # noqa: N802 (gRPC method name)
+        self, request: evaluator_pb2.EvaluateRequest, context: aio.ServicerContext
+    ) -> evaluator_pb2.EvaluateResponse:
+        """Score the model or the teacher on one split."""
+        job = self._job(request)
+        result = await self._evaluator.evaluate(job.subject, job.data, job.options, job.task)
+        return result_to_pb(result)
+
+    async def EvaluateStream(  # noqa: N802 (gRPC method name)
+        self, request: evaluator_pb2.EvaluateRequest, context: aio.ServicerContext
+    ) -> AsyncIterator[evaluator_pb2.EvaluateProgress]:
+        """Score as Evaluate does, streaming progress; the last message carries the result."""
+        job = self._job(request)
+        updates: asyncio.Queue[EvaluationProgress] = asyncio.Queue()
+        work = asyncio.create_task(
+            self._evaluator.evaluate(
+                job.subject, job.data, job.options, job.task, updates.put_nowait
+            )
+        )
+        last = EvaluationProgress(0, 0)
+        try:
+            while not work.done() or not updates.empty():
+                getter = asyncio.create_task(updates.get())
+                await asyncio.wait({getter, work}, return_when=asyncio.FIRST_COMPLETED)
+                if getter.done():
+                    last = getter.result()
+                    yield evaluator_pb2.EvaluateProgress(progress=progress_to_pb(last))
+                else:
+                    getter.cancel()
+            result = work.result()
+        finally:
+            work.cancel()
+        final = EvaluationProgress(result.num_examples, max(last.total, result.num_examples))
+        yield evaluator_pb2.EvaluateProgress(
+            progress=progress_to_pb(final), result=result_to_pb(result)
+        )
+
+    def _job(self, request: evaluator_pb2.EvaluateRequest) -> _Job:
+        """Check every field of the request (naming the bad one) and read the examples.
+
+        Raises:
+            InvalidInput: A malformed field.
+            NotFound: The model or dataset artifact, or the split, does not exist.
+        """
+        if len(request.run_id) > MAX_RUN_ID_CHARS:
+            raise InvalidInput("run_id", f"at most {MAX_RUN_ID_CHARS} characters")
+        run_id_var.set(request.run_id)
+        options = options_from_pb(request.options)
+        task = task_spec_from_pb(request.task)
+        which = request.WhichOneof("subject")
+        subject: Subject
+        if which == "model":
+            _check_ref(request.model, "model")
+            subject = StudentSubject.from_store(self._store, request.model.uri)
+        elif which == "teacher":
+            if request.teacher.max_requests < 0:
+                raise InvalidInput("teacher.max_requests", "must be >= 0")
+            if not task.instruction.strip():
+                raise InvalidInput("task.instruction", "is empty; the teacher's prompt needs it")
+            subject = TeacherSubject(request.teacher.model, request.teacher.max_requests)
+        else:
+            raise InvalidInput("subject", "set exactly one of model or teacher")
+        _check_ref(request.dataset, "dataset")
+        data = read_split(self._store, request.dataset.uri, request.split or DEFAULT_SPLIT)
+        return _Job(subject, data, options, task)
+
+
+def _check_ref(ref: common_pb2.ArtifactRef, field: str) -> None:
+    """A non-empty artifact URI whose sha256, when also given, agrees with it."""
+    if not ref.uri:
+        raise InvalidInput(f"{field}.uri", "is empty")
+    try:
+        sha = parse_uri(ref.uri)
+    except InvalidInput as exc:
+        raise InvalidInput(f"{field}.uri", exc.problem) from exc
+    if ref.sha256 and ref.sha256 != sha:
+        raise InvalidInput(f"{field}.sha256", "does not match the sha256 in the uri")
+
+
+def build(settings: Settings) -> ServiceBinding:
+    """The evaluator's binding.
+
+    BERTScore uses the shipped all-MiniLM-L6-v2 unless a ``bertscore_hub_model`` setting asks
+    for XLM-R large and the hub may be used.
+    """
+    provider = LLMProvider(settings)
+    store = ArtifactStore(settings.data_dir / "artifacts")
+    prefer_hub_model = bool(getattr(settings, "bertscore_hub_model", False))
+    encoder = choose_bertscore_encoder(
+        prefer_hub_model, settings.hub_offline or hub_offline_by_env()
+    )
+    evaluator = Evaluator(
+        store,
+        llm=provider.client,
+        teacher_model=settings.llm_model if settings.llm_base_url else settings.local_llm,
+        bertscore=BertScore(encoder),
+    )
+    servicer = EvaluatorServicer(evaluator, store)
+    return ServiceBinding(
+        full_name=evaluator_pb2.DESCRIPTOR.services_by_name["Evaluator"].full_name,
+        register=lambda server: evaluator_pb2_grpc.add_EvaluatorServicer_to_server(
+            servicer, server
+        ),
+        start=provider.probe,
+        stop=provider.aclose,
+    )

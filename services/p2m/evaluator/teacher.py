@@ -1,0 +1,153 @@
+"""The teacher as a predictor: the task's few-shot prompt sent to the LLM endpoint per input."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from p2m.common.budget import Budget
+from p2m.common.errors import BudgetExhausted, LLMError, Unavailable
+from p2m.common.llm import LLMClient, UsageCounters
+from p2m.common.types import TaskSpec
+
+log = logging.getLogger(__name__)
+
+#: Where the model has started a new example of its own: the answer ends there.
+STOP_SEQUENCES = ("\nInput:",)
+_OUTPUT_PREFIX = "output:"
+
+
+def teacher_prompt(task: TaskSpec, text: str) -> str:
+    """The instruction, each demonstration as "Input:" and "Output:" lines, then the input."""
+    parts = [task.instruction.strip()]
+    for demo in task.demonstrations:
+        parts.append(f"Input: {demo.input.strip()}\nOutput: {demo.output.strip()}")
+    parts.append(f"Input: {text.strip()}\nOutput:")
+    return "\n\n".join(parts)
+
+
+def teacher_messages(task: TaskSpec, text: str) -> list[dict[str, str]]:
+    """One user message holding ``teacher_prompt``."""
+    return [{"role": "user", "content": teacher_prompt(task, text)}]
+
+
+def clean_answer(text: str, single_line: bool) -> str:
+    """The answer without what a chatty model adds around it.
+
+    Cuts at the first "Input:" line (the model inventing the next example), drops a leading
+    "Output:" (the model repeating the prompt's label), strips whitespace, and with
+    ``single_line`` (every demonstration's output is one line) keeps the first non-empty line.
+    """
+    for stop in STOP_SEQUENCES:
+        text = text.split(stop, 1)[0]
+    text = text.strip()
+    if text.lower().startswith(_OUTPUT_PREFIX):
+        text = text[len(_OUTPUT_PREFIX) :].strip()
+    if single_line:
+        text = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return text
+
+
+@dataclass(frozen=True)
+class TeacherPredictions:
+    """What the teacher answered.
+
+    Attributes:
+        predictions: One cleaned answer per input; None where the budget ran out first.
+        latencies_s: Seconds per answered request (retries included); None where unanswered.
+        usage: Requests and tokens spent.
+        wall_s: Seconds from the first request sent to the last answer.
+    """
+
+    predictions: tuple[str | None, ...]
+    latencies_s: tuple[float | None, ...]
+    usage: UsageCounters
+    wall_s: float
+
+
+class TeacherPredictor:
+    """Sends each input to the LLM with the task's few-shot prompt, ``concurrency`` at a time."""
+
+    def __init__(
+        self,
+        llm: LLMClient,
+        task: TaskSpec,
+        *,
+        max_new_tokens: int,
+        concurrency: int,
+        budget: Budget,
+    ) -> None:
+        """Prompt ``llm`` with ``task`` at temperature 0, within ``budget``."""
+        self._llm = llm
+        self._task = task
+        self._max_new_tokens = max_new_tokens
+        self._concurrency = max(1, concurrency)
+        self._budget = budget
+        self._single_line = bool(task.demonstrations) and all(
+            "\n" not in d.output.strip() for d in task.demonstrations
+        )
+
+    async def predict(
+        self, inputs: Sequence[str], on_done: Callable[[int], None] | None = None
+    ) -> TeacherPredictions:
+        """Answer every input (in order); ``on_done(n)`` after each of the ``n`` answers so far.
+
+        Inputs left when the budget runs out are not sent (their prediction is None).
+
+        Raises:
+            Unavailable: The endpoint failed a request after every retry (the other requests
+                in flight are cancelled).
+        """
+        predictions: list[str | None] = [None] * len(inputs)
+        latencies: list[float | None] = [None] * len(inputs)
+        usage = UsageCounters()
+        limit = asyncio.Semaphore(self._concurrency)
+        done = 0
+        out_of_budget = False
+
+        async def one(index: int) -> None:
+            nonlocal done, out_of_budget
+            async with limit:
+                if out_of_budget:
+                    return
+                try:
+                    result = await self._llm.chat(
+                        teacher_messages(self._task, inputs[index]),
+                        temperature=0.0,
+                        max_tokens=self._max_new_tokens,
+                        stop=STOP_SEQUENCES,
+                        budget=self._budget,
+                    )
+                except BudgetExhausted:
+                    out_of_budget = True
+                    return
+                except LLMError as exc:
+                    usage.add(None, exc.attempts, ok=False)
+                    raise
+            usage.add(result, result.attempts, ok=True)
+            predictions[index] = clean_answer(result.text, self._single_line)
+            latencies[index] = result.latency_s
+            done += 1
+            if on_done is not None:
+                on_done(done)
+
+        started = time.monotonic()
+        tasks = [asyncio.create_task(one(index)) for index in range(len(inputs))]
+        try:
+            await asyncio.gather(*tasks)
+        except LLMError as exc:
+            raise Unavailable(
+                f"the teacher's LLM endpoint failed ({exc}); {done} of {len(inputs)} "
+                "examples were answered"
+            ) from exc
+        finally:
+            for task in tasks:
+                task.cancel()
+        if out_of_budget:
+            log.info("teacher budget spent", extra={"answered": done, "examples": len(inputs)})
+        return TeacherPredictions(
+            tuple(predictions), tuple(latencies), usage, time.monotonic() - started
+        )

@@ -1,0 +1,205 @@
+"""`p2m train`: fine-tune a student in-process on a local Ray, with a progress bar."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from p2m.cliutil import (
+    DataDir,
+    LlmModel,
+    LlmUrl,
+    LocalLlm,
+    LogLevel,
+    client_settings,
+    err,
+    fail,
+    out,
+    parse_prompt,
+    read_prompt,
+    run_async,
+)
+from p2m.common.errors import Cancelled, InvalidInput, P2MError
+from p2m.common.settings import Settings
+from p2m.common.types import TaskSpec
+
+EXIT_CANCELLED = 130
+
+
+def train(
+    data: Annotated[
+        list[str],
+        typer.Option(
+            help="Training data: an artifact URI, a folder of train.jsonl "
+            "(+ validation.jsonl) or a JSONL file of {input, output}; repeatable."
+        ),
+    ],
+    base_model: Annotated[
+        str,
+        typer.Option(
+            help="Local model store name (e.g. HuggingFaceTB/SmolLM2-135M-"
+            "Instruct), a model folder, or a hub id when the hub is reachable."
+        ),
+    ],
+    instruction: Annotated[
+        str | None, typer.Option(help="The task's instruction, prepended to every input.")
+    ] = None,
+    prompt_file: Annotated[
+        Path | None, typer.Option(help="Take the instruction from this prompt file instead.")
+    ] = None,
+    epochs: Annotated[int, typer.Option(help="Passes over the data.")] = 3,
+    workers: Annotated[int, typer.Option(help="Ray Train workers.")] = 1,
+    batch_size: Annotated[int, typer.Option(help="Examples per step per worker.")] = 8,
+    learning_rate: Annotated[float, typer.Option(help="AdamW peak learning rate.")] = 5e-5,
+    max_steps: Annotated[int, typer.Option(help="Stop after this many steps (0: none).")] = 0,
+    max_input_tokens: Annotated[int, typer.Option(help="Input truncation.")] = 384,
+    max_output_tokens: Annotated[int, typer.Option(help="Output truncation.")] = 128,
+    lora: Annotated[bool, typer.Option(help="Train LoRA adapters (merged at the end).")] = False,
+    lora_r: Annotated[int, typer.Option(help="LoRA rank.")] = 8,
+    lora_alpha: Annotated[int, typer.Option(help="LoRA alpha.")] = 16,
+    gpu: Annotated[bool, typer.Option(help="One GPU per worker.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed for shuffling and initialisation.")] = 42,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Copy the trained model folder here.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    data_dir: DataDir = None,
+    log_level: LogLevel = None,
+    llm_base_url: LlmUrl = None,
+    llm_model: LlmModel = None,
+    local_llm: LocalLlm = None,
+) -> None:
+    """Fine-tune a base model on text-to-text data with Ray Train; rerun to resume."""
+    from p2m.trainer.options import TrainOptions
+
+    settings = client_settings(data_dir, log_level, llm_base_url, llm_model, local_llm)
+    if instruction is not None and prompt_file is not None:
+        fail("give --instruction or --prompt-file, not both")
+    options = TrainOptions(
+        epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, max_steps=max_steps,
+        num_workers=workers, use_gpu=gpu, max_input_tokens=max_input_tokens,
+        max_output_tokens=max_output_tokens, seed=seed, lora=lora, lora_r=lora_r,
+        lora_alpha=lora_alpha, omit_instruction=instruction is None and prompt_file is None,
+    )  # fmt: skip
+    try:
+        options.validate()
+    except InvalidInput as exc:
+        fail(f"invalid training option --{exc.field.removeprefix('options.')}: {exc.problem}")
+    if prompt_file is not None:
+        task = run_async(lambda: _parse(settings, read_prompt(prompt_file)))
+    else:
+        task = TaskSpec(instruction=instruction or "")
+    result = _train(settings, data, base_model, task, options, out_dir, show_bar=not as_json)
+    if as_json:
+        print(json.dumps(result, ensure_ascii=False))
+    else:
+        _show(result)
+
+
+async def _parse(settings: Settings, prompt: bytes) -> TaskSpec:
+    from p2m.llm.provider import LLMProvider
+
+    provider = LLMProvider(settings)
+    try:
+        return await parse_prompt(provider, settings, prompt)
+    finally:
+        await provider.aclose()
+
+
+def _train(settings: Settings, sources: list[str], base_model: str, task: TaskSpec,
+           options: Any, out_dir: Path | None, show_bar: bool) -> dict[str, Any]:  # fmt: skip
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    from p2m.common.artifacts import ArtifactStore
+    from p2m.retriever.model_store import ModelStore
+    from p2m.trainer.engine import ModelTrainer, TrainEvent, TrainJob
+
+    store = ArtifactStore(settings.data_dir / "artifacts")
+    cancel = threading.Event()
+    bar = Progress(
+        TextColumn("training"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        TextColumn("{task.fields[status]}"), console=err, disable=not show_bar,
+    )  # fmt: skip
+    try:
+        datasets = tuple(_dataset(store, source, index) for index, source in enumerate(sources))
+        trainer = ModelTrainer(
+            store, ModelStore(settings.data_dir / "models"), settings.data_dir / "cache" / "train",
+            hub_offline=settings.hub_offline,
+        )  # fmt: skip
+        job = TrainJob(datasets, base_model, task, options)
+        with bar:
+            bar_id = bar.add_task("train", total=None, status="starting Ray")
+
+            def show(event: TrainEvent) -> None:
+                loss = f"loss {event.loss:.4f}" if event.loss is not None else event.message
+                speed = f", {event.samples_per_second:.1f} ex/s" if event.samples_per_second else ""
+                bar.update(bar_id, completed=event.step, total=event.total_steps or None,
+                           status=f"epoch {event.epoch:.2f}, {loss}{speed}")  # fmt: skip
+
+            outcome = trainer.train(job, show, cancel)
+    except KeyboardInterrupt:
+        cancel.set()
+        fail("interrupted; rerun the same command to resume from the last checkpoint",
+             EXIT_CANCELLED)  # fmt: skip
+    except Cancelled as exc:
+        fail(str(exc), EXIT_CANCELLED)
+    except InvalidInput as exc:
+        fail(str(exc), 2)
+    except P2MError as exc:
+        fail(str(exc), 1)
+    folder = store.path(outcome.model.uri)
+    if out_dir is not None:
+        if out_dir.exists() and any(out_dir.iterdir()):
+            fail(f"--out {out_dir} exists and is not empty")
+        shutil.copytree(folder, out_dir, dirs_exist_ok=True)
+    return {
+        "model": outcome.model.uri,
+        "path": str(folder),
+        "out": str(out_dir) if out_dir else None,
+        "report": asdict(outcome.report),
+    }
+
+
+def _dataset(store: Any, source: str, index: int) -> Any:
+    from p2m.common.artifacts import URI_PREFIX
+    from p2m.trainer.data import store_dataset
+
+    field = f"--data[{index}]"
+    if source.startswith(URI_PREFIX):
+        try:
+            return store.ref(source)
+        except P2MError as exc:
+            raise InvalidInput(field, str(exc)) from None
+    return store_dataset(store, Path(source), field)
+
+
+def _show(result: dict[str, Any]) -> None:
+    report = result["report"]
+    eval_loss = report["final_eval_loss"]
+    out.print(
+        f"[bold]{report['steps']} steps[/], {report['epochs']:.2f} epochs on "
+        f"{report['train_examples']} examples ({report['num_workers']} {report['device']} "
+        f"worker(s), {report['train_seconds']:.0f}s, {report['samples_per_second']:.2f} ex/s"
+        f"{', cached' if report['cached'] else ''}"
+        f"{', resumed from step ' + str(report['resumed_from_step']) if report['resumed_from_checkpoint'] else ''})"  # noqa: E501
+    )
+    out.print(
+        f"final loss {report['final_loss']:.4f}"
+        + (f", validation loss {eval_loss:.4f}" if eval_loss is not None else "")
+    )
+    out.print(f"model: {result['model']}", highlight=False, soft_wrap=True)
+    out.print(f"  at {result['path']}", highlight=False, soft_wrap=True)
+    if result["out"]:
+        out.print(f"  copied to {result['out']}", highlight=False, soft_wrap=True)

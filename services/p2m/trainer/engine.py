@@ -1,0 +1,346 @@
+"""Train a student with Ray Train: resolve inputs, run TorchTrainer, stream progress, store it.
+
+The driver side of training. ``train`` blocks (run it in a thread); progress arrives through
+``on_event`` from the rank-0 worker via the TrainControl actor, and setting ``cancel`` stops the
+workers at their next step. A run is named by its training key, so a retry after a crash or a
+cancellation finds Ray Train's snapshot of the same run and resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from p2m.common.artifacts import ArtifactRef, ArtifactStore
+from p2m.common.errors import Aborted, Cancelled, FailedPrecondition, InvalidInput
+from p2m.common.types import TaskSpec
+from p2m.retriever.model_store import ModelStore
+from p2m.trainer.base_model import BaseModel, resolve_base_model
+from p2m.trainer.data import load_training_data
+from p2m.trainer.finalize import TRAINING_FILE, build_model_folder
+from p2m.trainer.options import TrainOptions, training_key
+from p2m.trainer.ray_runtime import cluster_cpus, cluster_gpus, ensure_ray, start_control
+from p2m.trainer.worker import train_worker
+
+log = logging.getLogger(__name__)
+
+_POLL_S = 0.5
+MAX_RUN_ID = 64
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """What to train: datasets (artifact refs), base model, task and options."""
+
+    datasets: tuple[ArtifactRef, ...]
+    base_model: str
+    task: TaskSpec
+    options: TrainOptions = field(default_factory=TrainOptions)
+    base_model_architecture: str = ""
+    base_model_artifact: str = ""
+    run_id: str = ""
+
+
+@dataclass(frozen=True)
+class TrainEvent:
+    """One progress update; ``checkpoint`` is set right after a checkpoint is persisted."""
+
+    step: int
+    total_steps: int
+    epoch: float
+    loss: float | None = None
+    eval_loss: float | None = None
+    learning_rate: float = 0.0
+    samples_per_second: float = 0.0
+    eta_s: float | None = None
+    checkpoint: ArtifactRef | None = None
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class TrainReport:
+    """What a training did (see TrainReport in trainer.proto)."""
+
+    steps: int
+    epochs: float
+    final_loss: float
+    final_eval_loss: float | None
+    train_seconds: float
+    samples_per_second: float
+    resumed_from_checkpoint: bool
+    resumed_from_step: int
+    backend: str
+    train_examples: int
+    validation_examples: int
+    num_workers: int
+    device: str
+    ray_job_name: str = ""
+    cached: bool = False
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    """The model artifact and the report."""
+
+    model: ArtifactRef
+    report: TrainReport
+
+
+class ModelTrainer:
+    """Fine-tunes base models into students, on a local Ray (or the one ``RAY_ADDRESS`` names)."""
+
+    def __init__(self, store: ArtifactStore, models: ModelStore, work_root: Path,
+                 hub_offline: bool = True) -> None:  # fmt: skip
+        """Store models in ``store``; keep Ray runs (checkpoints) under ``work_root``."""
+        self._store = store
+        self._models = models
+        self._work_root = work_root
+        self._hub_offline = hub_offline
+        self._one_at_a_time = threading.Lock()
+
+    def train(
+        self,
+        job: TrainJob,
+        on_event: Callable[[TrainEvent], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> TrainOutcome:
+        """Train (or answer from the store); see the module docstring.
+
+        Raises:
+            InvalidInput: A bad request (the field named).
+            NotFound: A dataset or the base model cannot be found.
+            FailedPrecondition: GPUs were asked for and none can be had.
+            Cancelled: ``cancel`` was set; the last checkpoint is kept for a retry.
+            Aborted: A worker failed; a retry resumes from the last checkpoint.
+        """
+        options = job.options
+        options.validate()
+        if len(job.run_id) > MAX_RUN_ID:
+            raise InvalidInput("run_id", f"at most {MAX_RUN_ID} characters")
+        if not options.omit_instruction and not job.task.instruction.strip():
+            raise InvalidInput("task.instruction", "is empty (set omit_instruction to train "
+                               "on bare inputs)")  # fmt: skip
+        datasets = tuple(self._dataset(i, ref) for i, ref in enumerate(job.datasets))
+        data = load_training_data(self._store, datasets, options.seed)
+        base = resolve_base_model(
+            job.base_model, job.base_model_architecture, job.base_model_artifact,
+            self._store, self._models, self._hub_offline,
+        )  # fmt: skip
+        key = training_key(base.sha256, [d.sha256 for d in datasets], job.task.instruction,
+                           options)  # fmt: skip
+        with self._one_at_a_time:  # one Ray Train run at a time; a cancelled one finishes first
+            cached = self._store.recall(key)
+            if cached is not None:
+                return TrainOutcome(cached, replace(self._stored_report(cached), cached=True))
+            emit = on_event or (lambda event: None)
+            run = _RayRun(key, self._work_root, base, job, data, emit, cancel or threading.Event())
+            checkpoint_dir, report = run.execute()
+            return self._store_model(key, run, checkpoint_dir, report, base, job, datasets)
+
+    def _dataset(self, index: int, ref: ArtifactRef) -> ArtifactRef:
+        if not ref.uri:
+            raise InvalidInput(f"datasets[{index}].uri", "is empty")
+        try:
+            return self._store.ref(ref.uri)
+        except InvalidInput as error:
+            raise InvalidInput(f"datasets[{index}].uri", error.problem) from None
+
+    def _store_model(self, key: str, run: _RayRun, checkpoint_dir: Path, report: TrainReport,
+                     base: BaseModel, job: TrainJob, datasets: tuple[ArtifactRef, ...]
+                     ) -> TrainOutcome:  # fmt: skip
+        options = job.options
+        training = {
+            "base_model": base.name,
+            "base_model_sha256": base.sha256,
+            "datasets": [d.uri for d in datasets],
+            "instruction": job.task.instruction,
+            "options": asdict(options),
+            "report": asdict(report),
+        }
+        with tempfile.TemporaryDirectory(dir=self._store.root / "tmp") as tmp:
+            build_model_folder(checkpoint_dir, Path(tmp), base, job.task, options, training)
+            model = self._store.put_dir(Path(tmp), "model")
+        self._store.remember(key, model)
+        shutil.rmtree(run.run_dir, ignore_errors=True)
+        log.info("training stored", extra={"model": model.uri, "steps": report.steps})
+        return TrainOutcome(model, report)
+
+    def _stored_report(self, ref: ArtifactRef) -> TrainReport:
+        import json
+
+        training = json.loads((self._store.path(ref.uri) / TRAINING_FILE).read_text("utf-8"))
+        return TrainReport(**training["report"])
+
+
+class _RayRun:
+    """One TorchTrainer.fit, its progress pump, and the checkpoint it leaves."""
+
+    def __init__(self, key: str, work_root: Path, base: BaseModel, job: TrainJob, data: Any,
+                 emit: Callable[[TrainEvent], None], cancel: threading.Event) -> None:  # fmt: skip
+        self.name = f"train-{key[:24]}"
+        self.work_root = work_root
+        self.run_dir = work_root / self.name
+        self.base = base
+        self.job = job
+        self.data = data
+        self.emit = emit
+        self.cancel = cancel
+        self.resumed_from_step = 0
+        self.last: dict[str, Any] = {}
+
+    def execute(self) -> tuple[Path, TrainReport]:
+        """Run to the end; return the last checkpoint's folder and the report."""
+        from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+        from ray.train.torch import TorchTrainer
+
+        options = self.job.options
+        ensure_ray()
+        workers = options.num_workers
+        if options.use_gpu and cluster_gpus() < workers:
+            raise FailedPrecondition(f"{workers} GPU worker(s) asked for, Ray has "
+                                     f"{cluster_gpus():g} GPU(s)")  # fmt: skip
+        cpus_per_worker = _cpus_per_worker(cluster_cpus(), workers)
+        resources = {"CPU": cpus_per_worker, **({"GPU": 1.0} if options.use_gpu else {})}
+        control = start_control()
+        config = {
+            "options": asdict(options),
+            "base_path": str(self.base.path),
+            "architecture": self.base.architecture,
+            "instruction": self.job.task.instruction,
+            "train": [[e.input, e.output] for e in self.data.train],
+            "validation": [[e.input, e.output] for e in self.data.validation],
+            "control": control,
+            "threads": max(1, math.floor(cpus_per_worker)),
+        }
+        self.work_root.mkdir(parents=True, exist_ok=True)
+        trainer = TorchTrainer(
+            train_worker,
+            train_loop_config=config,
+            scaling_config=ScalingConfig(
+                num_workers=workers, use_gpu=options.use_gpu, resources_per_worker=resources
+            ),
+            run_config=RunConfig(
+                name=self.name,
+                storage_path=str(self.work_root),
+                checkpoint_config=CheckpointConfig(num_to_keep=2),
+                failure_config=FailureConfig(max_failures=0),
+            ),
+        )
+        outcome: dict[str, Any] = {}
+        started = time.monotonic()
+
+        def fit() -> None:
+            try:
+                outcome["result"] = trainer.fit()
+            except BaseException as error:  # re-raised in the caller's thread
+                outcome["error"] = error
+
+        thread = threading.Thread(target=fit, name=f"ray-fit-{self.name}", daemon=True)
+        thread.start()
+        stop_sent = False
+        while thread.is_alive():
+            thread.join(_POLL_S)
+            self._pump(control)
+            if self.cancel.is_set() and not stop_sent:
+                control.stop.remote()
+                stop_sent = True
+        self._pump(control)
+        seconds = time.monotonic() - started
+        if "error" in outcome:
+            raise Aborted(f"training failed: {_short(outcome['error'])}") from None
+        if stop_sent or self.last.get("type") == "stopped":
+            raise Cancelled(f"training cancelled at step {self.last.get('step', 0)}; "
+                            "a retry resumes from the last checkpoint")  # fmt: skip
+        result = outcome["result"]
+        if result.checkpoint is None:
+            raise Aborted("training ended without a checkpoint")
+        return Path(result.checkpoint.path), self._report(result.metrics or {}, seconds)
+
+    def _pump(self, control: Any) -> None:
+        import ray
+
+        for event in ray.get(control.drain.remote()):
+            self._on_event(event)
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        kind = event["type"]
+        if kind == "start":
+            self.resumed_from_step = int(event["resumed_from_step"])
+            self.total_steps = int(event["total_steps"])
+            message = (f"resumed from step {self.resumed_from_step}" if self.resumed_from_step
+                       else "started")  # fmt: skip
+            self.emit(TrainEvent(self.resumed_from_step, self.total_steps,
+                                 0.0, message=message))  # fmt: skip
+            return
+        if kind == "step":
+            self.last = event
+            self.emit(TrainEvent(
+                step=event["step"], total_steps=event["total_steps"], epoch=event["epoch"],
+                loss=event["loss"], learning_rate=event["learning_rate"],
+                samples_per_second=event["samples_per_second"], eta_s=event["eta_s"],
+            ))  # fmt: skip
+            return
+        if kind == "checkpoint":
+            folder = self._latest_checkpoint()
+            ref = None
+            if folder is not None:
+                size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+                ref = ArtifactRef(f"file://{folder}", "", size, "checkpoint")
+            self.last = {**self.last, **event, "type": "checkpoint"}
+            self.emit(TrainEvent(
+                step=event["step"], total_steps=getattr(self, "total_steps", 0),
+                epoch=event["epoch"], loss=event["loss"], eval_loss=event["eval_loss"],
+                learning_rate=self.last.get("learning_rate", 0.0),
+                samples_per_second=self.last.get("samples_per_second", 0.0),
+                eta_s=self.last.get("eta_s"), checkpoint=ref, message="checkpoint saved",
+            ))  # fmt: skip
+            return
+        if kind == "stopped":
+            self.last = {**self.last, **event}
+
+    def _latest_checkpoint(self) -> Path | None:
+        found = sorted(self.run_dir.glob("checkpoint-step-*"))
+        return found[-1] if found else None
+
+    def _report(self, metrics: dict[str, Any], seconds: float) -> TrainReport:
+        options = self.job.options
+        steps = int(metrics.get("step", self.last.get("step", 0)))
+        busy_s = float(self.last.get("busy_s", 0.0))
+        samples = float(self.last.get("samples", 0.0))
+        eval_loss = metrics.get("eval_loss")
+        return TrainReport(
+            steps=steps,
+            epochs=float(metrics.get("epoch", 0.0)),
+            final_loss=float(metrics.get("loss", math.nan)),
+            final_eval_loss=None if eval_loss is None or math.isnan(eval_loss) else eval_loss,
+            train_seconds=seconds,
+            samples_per_second=samples / busy_s if busy_s else 0.0,
+            resumed_from_checkpoint=self.resumed_from_step > 0,
+            resumed_from_step=self.resumed_from_step,
+            backend="local-ray",
+            train_examples=len(self.data.train),
+            validation_examples=len(self.data.validation),
+            num_workers=options.num_workers,
+            device="cuda" if options.use_gpu else "cpu",
+        )
+
+
+def _cpus_per_worker(cpus: float, workers: int) -> float:
+    """Whole CPUs per worker when there are enough; a fair fraction otherwise."""
+    if cpus >= workers:
+        return float(int(cpus // workers))
+    return round(cpus / workers, 2)
+
+
+def _short(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    tail = [line for line in text if line.strip()][-3:]
+    return " | ".join(tail)[:600] or type(error).__name__

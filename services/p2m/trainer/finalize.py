@@ -1,0 +1,154 @@
+"""Turn the last checkpoint into the student model folder: weights, tokenizer, card, settings."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from p2m.common.student import StudentSpec, ensure_pad_token
+from p2m.common.types import TaskSpec
+from p2m.trainer.base_model import BaseModel
+from p2m.trainer.options import TrainOptions
+from p2m.trainer.worker import MODEL_DIR
+
+TRAINING_FILE = "p2m_training.json"
+CARD_FILE = "README.md"
+
+
+def build_model_folder(
+    checkpoint_dir: Path,
+    out: Path,
+    base: BaseModel,
+    task: TaskSpec,
+    options: TrainOptions,
+    training: Mapping[str, Any],
+) -> None:
+    """Write the student model folder ``out`` from a checkpoint.
+
+    LoRA adapters are merged into the base weights, so the folder loads with plain
+    ``from_pretrained``. Beside the weights: the tokenizer, a generation config with the
+    decoding defaults, ``p2m_student.json``, ``p2m_training.json`` and a model card.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    if options.lora:
+        _merge_lora(checkpoint_dir / MODEL_DIR, base, out)
+    else:
+        for item in (checkpoint_dir / MODEL_DIR).iterdir():
+            shutil.copy2(item, out / item.name)
+    _save_tokenizer_and_generation(base, options, out)
+    spec = StudentSpec(
+        architecture=base.architecture,
+        instruction="" if options.omit_instruction else task.instruction,
+        max_input_tokens=options.max_input_tokens,
+        max_output_tokens=options.max_output_tokens,
+        base_model=base.name,
+    )
+    spec.save(out)
+    (out / TRAINING_FILE).write_text(json.dumps(training, indent=2) + "\n", encoding="utf-8")
+    (out / CARD_FILE).write_text(model_card(base, task, options, training), encoding="utf-8")
+
+
+def _merge_lora(adapter_dir: Path, base: BaseModel, out: Path) -> None:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    loader = (
+        AutoModelForSeq2SeqLM if base.architecture == "encoder-decoder" else AutoModelForCausalLM
+    )
+    model = loader.from_pretrained(base.path, dtype=torch.float32)
+    merged = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+    merged.save_pretrained(out)
+
+
+def _save_tokenizer_and_generation(base: BaseModel, options: TrainOptions, out: Path) -> None:
+    from transformers import AutoConfig, AutoTokenizer, GenerationConfig
+
+    tokenizer = AutoTokenizer.from_pretrained(base.path)
+    ensure_pad_token(tokenizer)
+    tokenizer.save_pretrained(out)
+    try:
+        generation = GenerationConfig.from_pretrained(base.path)
+    except OSError:
+        generation = GenerationConfig.from_model_config(AutoConfig.from_pretrained(base.path))
+    generation.max_new_tokens = options.max_output_tokens
+    generation.do_sample = False
+    generation.num_beams = 1
+    for sampling_only in ("temperature", "top_p", "top_k"):
+        setattr(generation, sampling_only, None)
+    generation.pad_token_id = tokenizer.pad_token_id
+    if generation.eos_token_id is None:
+        generation.eos_token_id = tokenizer.eos_token_id
+    generation.save_pretrained(out)
+
+
+def model_card(
+    base: BaseModel, task: TaskSpec, options: TrainOptions, training: Mapping[str, Any]
+) -> str:
+    """A Hugging Face model card: what the model does, what it was trained on, and how well."""
+    report = training.get("report", {})
+    demos = "\n".join(f"| {_cell(d.input)} | {_cell(d.output)} |" for d in task.demonstrations[:5])
+    demos_table = f"| input | output |\n|---|---|\n{demos}\n" if demos else ""
+    datasets = "\n".join(f"- `{uri}`" for uri in training.get("datasets", []))
+    eval_loss = report.get("final_eval_loss")
+    return f"""---
+base_model: {base.name}
+library_name: transformers
+tags:
+- prompt2model
+- text2text
+---
+
+# Student model for: {_cell(task.instruction)}
+
+Fine-tuned by Prompt2Model from **{base.name}** ({base.architecture}) to do one task.
+
+## Task
+
+{task.instruction}
+
+{demos_table}
+Inputs are given to the model as `format_input(instruction, input)` (see `p2m_student.json`:
+the instruction, then `Input: <input>` and `Output:`).
+
+## Training data
+
+{report.get("train_examples", 0)} training and {report.get("validation_examples", 0)} validation
+examples, combined and shuffled from:
+
+{datasets}
+
+## Training
+
+| setting | value |
+|---|---|
+| epochs | {options.epochs} |
+| learning rate | {options.learning_rate} (AdamW, linear decay) |
+| batch size per worker | {options.batch_size} |
+| workers | {report.get("num_workers", 1)} ({report.get("device", "cpu")}) |
+| LoRA | {f"r={options.lora_r}, alpha={options.lora_alpha} (merged)" if options.lora else "no"} |
+| max input / output tokens | {options.max_input_tokens} / {options.max_output_tokens} |
+| seed | {options.seed} |
+
+## Metrics
+
+| metric | value |
+|---|---|
+| steps | {report.get("steps", 0)} |
+| final training loss | {_number(report.get("final_loss"))} |
+| final validation loss | {_number(eval_loss)} |
+| training throughput (examples/s) | {_number(report.get("samples_per_second"))} |
+
+Test-set scores come from the evaluator (`p2m evaluate`).
+"""
+
+
+def _cell(text: str) -> str:
+    return " ".join(text.split()).replace("|", "\\|")[:200]
+
+
+def _number(value: object) -> str:
+    return f"{value:.4f}" if isinstance(value, int | float) else "n/a"

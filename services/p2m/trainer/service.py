@@ -1,0 +1,212 @@
+"""gRPC servicer of the trainer: runs ModelTrainer in a thread and streams its progress."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+
+from google.protobuf import duration_pb2
+from grpc import aio
+
+from p2m.common.artifacts import ArtifactRef, ArtifactStore
+from p2m.common.convert import artifact_ref_to_pb, progress_pb, task_spec_from_pb
+from p2m.common.hub import hub_offline_by_env
+from p2m.common.server import ServiceBinding
+from p2m.common.settings import Settings
+from p2m.retriever.model_store import ModelStore
+from p2m.trainer.engine import ModelTrainer, TrainEvent, TrainJob, TrainOutcome, TrainReport
+from p2m.trainer.options import TrainOptions
+from prompt2model.v1 import common_pb2, trainer_pb2, trainer_pb2_grpc
+
+
+def options_from_pb(message: trainer_pb2.TrainOptions) -> TrainOptions:
+    """Proto options -> dataclass; zero or unset fields take the defaults, then validated."""
+    _check_ranges(message)
+    defaults = TrainOptions()
+    values = {
+        name: getattr(message, name) or getattr(defaults, name)
+        for name in (
+            "epochs",
+            "learning_rate",
+            "batch_size",
+            "max_steps",
+            "num_workers",
+            "max_input_tokens",
+            "max_output_tokens",
+        )
+    }
+    options = TrainOptions(
+        **values,
+        use_gpu=message.use_gpu,
+        seed=message.seed if message.HasField("seed") else defaults.seed,
+        lora=message.lora.enabled,
+        lora_r=message.lora.r or defaults.lora_r,
+        lora_alpha=message.lora.alpha or defaults.lora_alpha,
+        omit_instruction=message.omit_instruction,
+    )
+    options.validate()
+    return options
+
+
+def _check_ranges(message: trainer_pb2.TrainOptions) -> None:
+    """Negative values, which the zero-means-default rule would otherwise hide."""
+    from p2m.common.errors import InvalidInput
+
+    for name in ("epochs", "learning_rate", "batch_size", "max_steps", "num_workers",
+                 "max_input_tokens", "max_output_tokens"):  # fmt: skip
+        if getattr(message, name) < 0:
+            raise InvalidInput(f"options.{name}", f"must be >= 0, got {getattr(message, name)}")
+    for name in ("r", "alpha"):
+        if getattr(message.lora, name) < 0:
+            raise InvalidInput(f"options.lora.{name}", "must be >= 0")
+
+
+def job_from_pb(request: trainer_pb2.TrainRequest) -> TrainJob:
+    """The request as a TrainJob (datasets are resolved and checked by the engine)."""
+    return TrainJob(
+        datasets=tuple(
+            ArtifactRef(d.uri, d.sha256, d.size_bytes, d.kind) for d in request.datasets
+        ),
+        base_model=request.base_model.name,
+        task=task_spec_from_pb(request.task),
+        options=options_from_pb(request.options),
+        base_model_architecture=request.base_model.architecture,
+        base_model_artifact=request.base_model.artifact.uri,
+        run_id=request.run_id,
+    )
+
+
+def event_to_pb(event: TrainEvent) -> trainer_pb2.TrainProgress:
+    """A training event -> one TrainProgress message."""
+    figures = {
+        "epoch": event.epoch,
+        "learning_rate": event.learning_rate,
+        "samples_per_s": event.samples_per_second,
+    }
+    if event.loss is not None:
+        figures["loss"] = event.loss
+    if event.eval_loss is not None:
+        figures["eval_loss"] = event.eval_loss
+    message = trainer_pb2.TrainProgress(
+        progress=progress_pb(
+            common_pb2.STAGE_TRAIN,
+            event.message or f"step {event.step}/{event.total_steps}",
+            event.step,
+            event.total_steps,
+            figures,
+        ),
+        step=event.step,
+        total_steps=event.total_steps,
+        epoch=event.epoch,
+        learning_rate=event.learning_rate,
+        samples_per_second=event.samples_per_second,
+    )
+    if event.loss is not None:
+        message.loss = event.loss
+    if event.eval_loss is not None:
+        message.eval_loss = event.eval_loss
+    if event.eta_s is not None:
+        message.eta.CopyFrom(duration_pb2.Duration(seconds=int(event.eta_s)))
+    if event.checkpoint is not None:
+        message.checkpoint.CopyFrom(artifact_ref_to_pb(event.checkpoint))
+    return message
+
+
+def report_to_pb(report: TrainReport) -> trainer_pb2.TrainReport:
+    """Engine report -> proto."""
+    message = trainer_pb2.TrainReport(
+        steps=report.steps, epochs=report.epochs, final_loss=report.final_loss,
+        train_seconds=report.train_seconds, samples_per_second=report.samples_per_second,
+        resumed_from_checkpoint=report.resumed_from_checkpoint,
+        resumed_from_step=report.resumed_from_step, backend=report.backend,
+        train_examples=report.train_examples, validation_examples=report.validation_examples,
+        num_workers=report.num_workers, device=report.device, ray_job_name=report.ray_job_name,
+        cached=report.cached,
+    )  # fmt: skip
+    if report.final_eval_loss is not None:
+        message.final_eval_loss = report.final_eval_loss
+    return message
+
+
+def outcome_to_pb(outcome: TrainOutcome) -> trainer_pb2.TrainProgress:
+    """The last message of the stream: progress at the end, and the result."""
+    report = outcome.report
+    done = TrainEvent(
+        step=report.steps, total_steps=report.steps, epoch=report.epochs,
+        loss=report.final_loss, eval_loss=report.final_eval_loss,
+        samples_per_second=report.samples_per_second, eta_s=0.0,
+        message="cached" if report.cached else "done",
+    )  # fmt: skip
+    message = event_to_pb(done)
+    message.result.CopyFrom(
+        trainer_pb2.TrainResult(
+            model=artifact_ref_to_pb(outcome.model), report=report_to_pb(report)
+        )
+    )
+    return message
+
+
+class TrainerServicer(trainer_pb2_grpc.TrainerServicer):
+    """Serves ``prompt2model.v1.Trainer``."""
+
+    def __init__(self, trainer: ModelTrainer) -> None:
+        """Train with ``trainer``."""
+        self._trainer = trainer
+
+    async def Train(  # noqa: N802 (gRPC method name)
+        self, request: trainer_pb2.TrainRequest, context: aio.ServicerContext
+    ) -> AsyncIterator[trainer_pb2.TrainProgress]:
+        """Train, streaming progress; the last message carries the result."""
+        job = job_from_pb(request)
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[TrainEvent] = asyncio.Queue()
+        cancel = threading.Event()
+
+        def on_event(event: TrainEvent) -> None:
+            loop.call_soon_threadsafe(events.put_nowait, event)
+
+        work = asyncio.ensure_future(asyncio.to_thread(self._trainer.train, job, on_event, cancel))
+        try:
+            while not work.done() or not events.empty():
+                getter = asyncio.ensure_future(events.get())
+                await asyncio.wait({getter, work}, return_when=asyncio.FIRST_COMPLETED)
+                if getter.done():
+                    yield event_to_pb(getter.result())
+                else:
+                    getter.cancel()
+            outcome = work.result()
+        finally:
+            cancel.set()  # the caller went away (or we are done): the workers stop
+        yield outcome_to_pb(outcome)
+
+
+def build(settings: Settings) -> ServiceBinding:
+    """The trainer's binding."""
+    store = ArtifactStore(settings.data_dir / "artifacts")
+    trainer = ModelTrainer(
+        store,
+        ModelStore(settings.data_dir / "models"),
+        settings.data_dir / "cache" / "train",
+        hub_offline=settings.hub_offline or hub_offline_by_env(),
+    )
+    servicer = TrainerServicer(trainer)
+
+    async def start() -> None:
+        from p2m.trainer.ray_runtime import ensure_ray
+
+        await asyncio.to_thread(ensure_ray)
+
+    return ServiceBinding(
+        full_name=trainer_pb2.DESCRIPTOR.services_by_name["Trainer"].full_name,
+        register=lambda server: trainer_pb2_grpc.add_TrainerServicer_to_server(servicer, server),
+        start=start,
+        stop=_stop_ray,
+    )
+
+
+async def _stop_ray() -> None:
+    import ray
+
+    if ray.is_initialized():
+        await asyncio.to_thread(ray.shutdown)

@@ -1,0 +1,268 @@
+"""The trainer service on loopback: Ray Train with 2 workers on a tiny T5 and on SmolLM2.
+
+The data is the paper's generated Temporal set (real gpt-3.5-turbo output, read in place).
+Each trained model is reloaded from its artifact folder and asked to generate.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from p2m.common.artifacts import ArtifactRef, ArtifactStore
+from p2m.common.student import Student, StudentSpec
+from p2m.trainer.data import store_dataset
+from p2m.trainer.finalize import TRAINING_FILE
+from p2m.trainer.tiny_models import build_tiny_t5
+from prompt2model.v1 import common_pb2, trainer_pb2, trainer_pb2_grpc
+from tests.support import ServiceProcess, run_p2m
+
+SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
+INSTRUCTION = "Normalize the temporal expression in the text to ISO dates."
+
+
+def write_temporal(shared_data: Path, folder: Path, train: int, validation: int) -> Path:
+    """The first rows of the paper's generated Temporal set as train/validation JSONL."""
+    source = (
+        shared_data / "benchmarks" / "generated" / "temporal_generated_0.3_1.4_with_filtering.jsonl"
+    )
+    rows = []
+    with source.open(encoding="utf-8") as fh:
+        for line in fh:
+            record = json.loads(line)
+            if record["input_col"] != "N/A":
+                rows.append({"input": record["input_col"], "output": record["output_col"]})
+            if len(rows) == train + validation:
+                break
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, part in (("train", rows[:train]), ("validation", rows[train:])):
+        with (folder / f"{name}.jsonl").open("w", encoding="utf-8") as fh:
+            fh.writelines(json.dumps(r) + "\n" for r in part)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def trainer_data_dir(retriever_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data dir whose model store holds SmolLM2 (a link to the session's imported copy)."""
+    data_dir = tmp_path_factory.mktemp("trainer")
+    store_hf = data_dir / "models" / "hf"
+    store_hf.mkdir(parents=True)
+    for entry in (retriever_data_dir / "models" / "hf").iterdir():
+        shutil.copytree(entry, store_hf / entry.name)
+    return data_dir
+
+
+@pytest.fixture(scope="module")
+def tiny_t5(trainer_data_dir: Path) -> Path:
+    tokenizer = trainer_data_dir / "models" / "hf" / "HuggingFaceTB--SmolLM2-135M-Instruct"
+    return build_tiny_t5(tokenizer, trainer_data_dir / "tiny-t5")
+
+
+@pytest.fixture(scope="module")
+def trainer(trainer_data_dir: Path) -> Iterator[ServiceProcess]:
+    with ServiceProcess("trainer", trainer_data_dir) as service:
+        yield service
+
+
+@pytest.fixture(scope="module")
+def temporal(shared_data: Path, trainer_data_dir: Path, tmp_path_factory: pytest.TempPathFactory
+             ) -> ArtifactRef:  # fmt: skip
+    folder = write_temporal(shared_data, tmp_path_factory.mktemp("temporal"), 24, 6)
+    return store_dataset(ArtifactStore(trainer_data_dir / "artifacts"), folder)
+
+
+def request(dataset: ArtifactRef, base: str, **options: object) -> trainer_pb2.TrainRequest:
+    lora = options.pop("lora", None)
+    message = trainer_pb2.TrainRequest(
+        datasets=[common_pb2.ArtifactRef(uri=dataset.uri)],
+        base_model=common_pb2.ModelRef(name=base),
+        task=common_pb2.TaskSpec(instruction=INSTRUCTION),
+        options=trainer_pb2.TrainOptions(**options),  # type: ignore[arg-type]
+    )
+    if lora:
+        message.options.lora.CopyFrom(trainer_pb2.LoraOptions(enabled=True, r=4))
+    return message
+
+
+def train(address: str, message: trainer_pb2.TrainRequest) -> list[trainer_pb2.TrainProgress]:
+    with grpc.insecure_channel(address) as channel:
+        return list(trainer_pb2_grpc.TrainerStub(channel).Train(message, timeout=600))
+
+
+def model_folder(data_dir: Path, final: trainer_pb2.TrainProgress) -> Path:
+    return ArtifactStore(data_dir / "artifacts").path(final.result.model.uri)
+
+
+def test_two_workers_train_a_tiny_t5_that_reloads_and_generates(
+    trainer: ServiceProcess, trainer_data_dir: Path, tiny_t5: Path, temporal: ArtifactRef
+) -> None:
+    stream = train(trainer.address, request(temporal, str(tiny_t5), epochs=2, num_workers=2,
+                                            batch_size=4, learning_rate=1e-3))  # fmt: skip
+    final = stream[-1]
+    report = final.result.report
+    assert (report.num_workers, report.backend, report.device) == (2, "local-ray", "cpu")
+    # 24 examples, 2 workers x 4 per step: 3 steps an epoch.
+    assert (report.steps, report.epochs, report.train_examples) == (6, 2.0, 24)
+    assert report.validation_examples == 6 and report.HasField("final_eval_loss")
+    steps = [m for m in stream[:-1] if m.HasField("loss")]
+    assert [m.step for m in steps if not m.HasField("checkpoint")] == [1, 2, 3, 4, 5, 6]
+    assert steps[-1].loss < steps[0].loss  # a lr of 1e-3 on a random model: the loss falls
+    assert all(m.samples_per_second > 0 and m.total_steps == 6 for m in steps)
+    checkpoints = [m for m in stream if m.checkpoint.uri]
+    assert [m.step for m in checkpoints] == [3, 6]
+    assert all(m.HasField("eval_loss") and m.checkpoint.kind == "checkpoint" for m in checkpoints)
+
+    folder = model_folder(trainer_data_dir, final)
+    names = {p.name for p in folder.iterdir()}
+    assert {"config.json", "model.safetensors", "generation_config.json", "tokenizer.json",
+            "README.md", "p2m_student.json", TRAINING_FILE} <= names  # fmt: skip
+    assert StudentSpec.load(folder).architecture == "encoder-decoder"
+    assert "Normalize the temporal expression" in (folder / "README.md").read_text()
+    student = Student(folder)
+    predictions = student.predict(["[Posted: 2021-09-15] See you next Monday."])
+    assert len(predictions) == 1 and isinstance(predictions[0], str)
+
+    again = train(trainer.address, request(temporal, str(tiny_t5), epochs=2, num_workers=2,
+                                           batch_size=4, learning_rate=1e-3))  # fmt: skip
+    assert again[-1].result.report.cached
+    assert again[-1].result.model.uri == final.result.model.uri
+
+
+def test_two_workers_fine_tune_smollm2_from_the_model_store(
+    trainer: ServiceProcess, trainer_data_dir: Path, temporal: ArtifactRef
+) -> None:
+    stream = train(trainer.address, request(temporal, SMOLLM2, num_workers=2, max_steps=2,
+                                            batch_size=2))  # fmt: skip
+    report = stream[-1].result.report
+    assert report.steps == 2 and report.num_workers == 2
+    assert 0 < report.final_loss < 10  # a pretrained model starts far below log(vocab) = 10.8
+    folder = model_folder(trainer_data_dir, stream[-1])
+    spec = StudentSpec.load(folder)
+    assert (spec.architecture, spec.base_model, spec.instruction) == (
+        "decoder-only",
+        SMOLLM2,
+        INSTRUCTION,
+    )
+    student = Student(folder)
+    assert student.num_parameters > 100_000_000
+    prediction = student.predict(["[Posted: 2022-08-10] The launch is planned for next year."])
+    assert prediction[0].strip()
+
+
+def test_lora_adapters_are_merged_into_a_plain_model(
+    trainer: ServiceProcess, trainer_data_dir: Path, tiny_t5: Path, temporal: ArtifactRef
+) -> None:
+    stream = train(trainer.address, request(temporal, str(tiny_t5), max_steps=2, lora=True))
+    folder = model_folder(trainer_data_dir, stream[-1])
+    assert not (folder / "adapter_config.json").exists()
+    assert Student(folder).predict(["x"])[0] is not None
+
+
+@pytest.mark.parametrize(
+    ("change", "code", "field"),
+    [
+        ({"datasets": []}, grpc.StatusCode.INVALID_ARGUMENT, "datasets"),
+        ({"epochs": -1}, grpc.StatusCode.INVALID_ARGUMENT, "options.epochs"),
+        ({"num_workers": 65}, grpc.StatusCode.INVALID_ARGUMENT, "options.num_workers"),
+        ({"learning_rate": 2.0}, grpc.StatusCode.INVALID_ARGUMENT, "options.learning_rate"),
+        ({"base": ""}, grpc.StatusCode.INVALID_ARGUMENT, "base_model.name"),
+        ({"architecture": "rnn"}, grpc.StatusCode.INVALID_ARGUMENT, "base_model.architecture"),
+        (
+            {"architecture": "encoder-decoder"},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "base_model.architecture",
+        ),
+        ({"base": "nobody/no-such-model"}, grpc.StatusCode.NOT_FOUND, "no-such-model"),
+        ({"uri": "p2m-artifact://sha256/" + "0" * 64}, grpc.StatusCode.NOT_FOUND, "0000"),
+        ({"uri": "file:///etc/passwd"}, grpc.StatusCode.INVALID_ARGUMENT, "datasets[0].uri"),
+        ({"instruction": ""}, grpc.StatusCode.INVALID_ARGUMENT, "task.instruction"),
+    ],
+)
+def test_bad_requests_name_the_field(
+    trainer: ServiceProcess, temporal: ArtifactRef, change: dict, code: grpc.StatusCode, field: str
+) -> None:
+    message = request(temporal, change.get("base", SMOLLM2))
+    if "datasets" in change:
+        del message.datasets[:]
+    if "uri" in change:
+        message.datasets[0].uri = change["uri"]
+    if "architecture" in change:
+        message.base_model.architecture = change["architecture"]
+    if "instruction" in change:
+        message.task.instruction = ""
+    for name in ("epochs", "num_workers", "learning_rate"):
+        if name in change:
+            setattr(message.options, name, change[name])
+    with pytest.raises(grpc.RpcError) as caught:
+        train(trainer.address, message)
+    assert caught.value.code() == code
+    assert field in caught.value.details()
+
+
+def test_a_run_killed_after_its_first_checkpoint_resumes_from_it(
+    trainer_data_dir: Path, tiny_t5: Path, shared_data: Path, tmp_path: Path
+) -> None:
+    """SIGKILL the service (and its Ray) after the first checkpoint; a new one resumes there."""
+    data_dir = trainer_data_dir
+    folder = write_temporal(shared_data, tmp_path / "data", 40, 0)
+    dataset = store_dataset(ArtifactStore(data_dir / "artifacts"), folder)
+    message = request(dataset, str(tiny_t5), epochs=3, batch_size=2, num_workers=1)
+    seen: list[int] = []
+    first = ServiceProcess("trainer", data_dir).start()
+    try:
+        with grpc.insecure_channel(first.address) as channel:
+            for progress in trainer_pb2_grpc.TrainerStub(channel).Train(message, timeout=600):
+                if progress.checkpoint.uri:
+                    seen.append(progress.step)
+                    first.kill()
+                    break
+    finally:
+        first.stop()
+    assert seen == [20], "the first checkpoint closes epoch 1 (40 examples, 2 per step)"
+    with ServiceProcess("trainer", data_dir) as second:
+        stream = train(second.address, message)
+    report = stream[-1].result.report
+    assert report.resumed_from_checkpoint
+    assert report.resumed_from_step in (20, 40)  # the kill may land after a second checkpoint
+    assert report.steps == 60
+    assert stream[0].progress.message.startswith("resumed from step")
+    assert min(m.step for m in stream if m.HasField("loss")) > 20
+
+
+def test_cli_trains_from_a_jsonl_file_and_the_evaluator_scores_the_result(
+    trainer_data_dir: Path, tiny_t5: Path, shared_data: Path, tmp_path: Path
+) -> None:
+    folder = write_temporal(shared_data, tmp_path / "data", 12, 4)
+    out = tmp_path / "student"
+    trained = run_p2m(
+        "train", "--data", str(folder / "train.jsonl"), "--base-model", str(tiny_t5),
+        "--instruction", INSTRUCTION, "--epochs", "1", "--batch-size", "4", "--json",
+        "--out", str(out), "--data-dir", str(trainer_data_dir),
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    result = json.loads(trained.stdout)
+    assert result["report"]["steps"] == 3 and result["out"] == str(out)
+    assert StudentSpec.load(out).instruction == INSTRUCTION
+    scored = run_p2m(
+        "evaluate", "--model", str(out), "--test", str(folder / "validation.jsonl"),
+        "--metrics", "exact_match,chrf", "--json", "--data-dir", str(trainer_data_dir),
+    )  # fmt: skip
+    assert scored.returncode == 0, scored.stderr
+    report = json.loads(scored.stdout)
+    assert report["num_examples"] == 4 and 0 <= report["metrics"]["chrf"] <= 100
+
+
+def test_cli_names_a_bad_training_line_and_exits_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"input": "a", "output": "b"}\n{"input": "a", "label": "b"}\n')
+    result = run_p2m("train", "--data", str(bad), "--base-model", "x/y",
+                     "--data-dir", str(tmp_path))  # fmt: skip
+    assert result.returncode == 2
+    assert "line 2" in result.stderr and "--data[0]" in result.stderr
+    result = run_p2m("train", "--data", str(bad), "--base-model", "x/y", "--epochs", "0")
+    assert result.returncode == 2 and "--epochs" in result.stderr

@@ -1,0 +1,166 @@
+"""The trainer's parts without Ray: token encoding, options, data combination, proto mapping."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from p2m.common.artifacts import ArtifactStore
+from p2m.common.errors import InvalidInput, NotFound
+from p2m.common.student import format_input
+from p2m.common.types import Example, TaskSpec
+from p2m.retriever.encoder import shipped_encoder_path
+from p2m.trainer.base_model import BaseModel
+from p2m.trainer.data import load_training_data, store_dataset
+from p2m.trainer.encode import IGNORE_INDEX, collate, encode_examples
+from p2m.trainer.finalize import model_card
+from p2m.trainer.options import TrainOptions, training_key
+from p2m.trainer.service import options_from_pb
+from prompt2model.v1 import trainer_pb2
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> Any:
+    """A real WordPiece tokenizer (the shipped MiniLM's), with [SEP] as its end token."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(shipped_encoder_path())
+    tok.eos_token = "[SEP]"
+    return tok
+
+
+def test_decoder_only_labels_cover_the_output_and_end_token_only(tokenizer: Any) -> None:
+    examples = [Example("the cat sat", "positive"), Example("a dog", "very negative indeed")]
+    rows = encode_examples(tokenizer, "decoder-only", "Classify it.", examples, 64, 16)
+    for row, example in zip(rows, examples, strict=True):
+        prompt_len = sum(1 for label in row["labels"] if label == IGNORE_INDEX)
+        prompt = tokenizer(format_input("Classify it.", example.input))["input_ids"]
+        assert row["input_ids"][:prompt_len] == prompt
+        target = row["labels"][prompt_len:]
+        assert target[-1] == tokenizer.eos_token_id
+        assert tokenizer.decode(target[:-1]).strip() == example.output
+        assert len(row["input_ids"]) == len(row["labels"])
+
+
+def test_encoder_decoder_keeps_prompt_and_target_apart(tokenizer: Any) -> None:
+    (row,) = encode_examples(tokenizer, "encoder-decoder", "Do it.", [Example("x y", "z")], 64, 16)
+    assert IGNORE_INDEX not in row["labels"]
+    assert tokenizer.decode(row["labels"][:-1]).strip() == "z"
+    assert "do it" in tokenizer.decode(row["input_ids"])
+
+
+def test_long_inputs_lose_their_start_and_outputs_their_end(tokenizer: Any) -> None:
+    text = " ".join(f"w{i}" for i in range(300)) + " question?"
+    (row,) = encode_examples(tokenizer, "encoder-decoder", "", [Example(text, "a " * 50)], 32, 5)
+    assert len(row["input_ids"]) == 32
+    assert "output" in tokenizer.decode(row["input_ids"])  # the cue at the end survives
+    assert len(row["labels"]) == 5 and row["labels"][-1] == tokenizer.eos_token_id
+
+
+def test_collate_pads_inputs_and_masks_labels(tokenizer: Any) -> None:
+    batch = collate(
+        [{"input_ids": [5, 6, 7], "labels": [1]}, {"input_ids": [8], "labels": [2, 3]}], 0
+    )
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert batch["labels"].tolist() == [[1, IGNORE_INDEX], [2, 3]]
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"epochs": 0}, "options.epochs"),
+        ({"epochs": 101}, "options.epochs"),
+        ({"learning_rate": 0.0}, "options.learning_rate"),
+        ({"batch_size": 2000}, "options.batch_size"),
+        ({"num_workers": 0}, "options.num_workers"),
+        ({"max_input_tokens": 4}, "options.max_input_tokens"),
+        ({"lora_r": 0}, "options.lora.r"),
+    ],
+)
+def test_out_of_range_options_name_the_field(change: dict[str, Any], field: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        TrainOptions(**change).validate()
+    assert caught.value.field == field
+
+
+def test_the_key_follows_what_changes_the_weights() -> None:
+    base = training_key("b" * 64, ["d" * 64], "Do it.", TrainOptions())
+    assert base == training_key("b" * 64, ["d" * 64], "Do it.", TrainOptions(use_gpu=True))
+    for other in (
+        training_key("c" * 64, ["d" * 64], "Do it.", TrainOptions()),
+        training_key("b" * 64, ["e" * 64], "Do it.", TrainOptions()),
+        training_key("b" * 64, ["d" * 64], "Do that.", TrainOptions()),
+        training_key("b" * 64, ["d" * 64], "Do it.", TrainOptions(epochs=2)),
+        training_key("b" * 64, ["d" * 64], "Do it.", TrainOptions(seed=1)),
+    ):
+        assert other != base
+    no_instruction = TrainOptions(omit_instruction=True)
+    assert training_key("b" * 64, ["d" * 64], "A", no_instruction) == training_key(
+        "b" * 64, ["d" * 64], "B", no_instruction
+    )
+
+
+def _write(folder: Path, split: str, rows: list[tuple[str, str]]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / f"{split}.jsonl").open("w") as fh:
+        for i, o in rows:
+            fh.write(json.dumps({"input": i, "output": o}) + "\n")
+
+
+def test_datasets_are_combined_and_shuffled_by_the_seed(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path / "artifacts")
+    _write(tmp_path / "a", "train", [(f"a{i}", "x") for i in range(20)])
+    _write(tmp_path / "a", "validation", [("av", "x")])
+    _write(tmp_path / "b", "train", [(f"b{i}", "y") for i in range(20)])
+    refs = [store_dataset(store, tmp_path / "a"), store_dataset(store, tmp_path / "b")]
+    first = load_training_data(store, refs, seed=1)
+    assert len(first.train) == 40 and [e.input for e in first.validation] == ["av"]
+    assert first == load_training_data(store, refs, seed=1)
+    assert first.train != load_training_data(store, refs, seed=2).train
+    inputs = [e.input for e in first.train[:20]]
+    assert any(i.startswith("a") for i in inputs) and any(i.startswith("b") for i in inputs)
+
+
+def test_a_jsonl_file_becomes_a_train_split_and_bad_lines_are_named(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path / "artifacts")
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"input": "q", "output": "a"}\n')
+    ref = store_dataset(store, good)
+    assert (store.path(ref.uri) / "train.jsonl").read_text() == good.read_text()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"input": "q", "output": "a"}\n{"input": "q"}\n')
+    with pytest.raises(InvalidInput, match="line 2"):
+        store_dataset(store, bad)
+    with pytest.raises(InvalidInput, match="no such file"):
+        store_dataset(store, tmp_path / "missing.jsonl")
+    with pytest.raises(InvalidInput):
+        load_training_data(store, [], seed=0)
+    with pytest.raises(NotFound):
+        load_training_data(store, [store.put_bytes(b"{}", "dataset")], seed=0)
+
+
+def test_zero_proto_fields_take_the_paper_defaults() -> None:
+    options = options_from_pb(trainer_pb2.TrainOptions())
+    assert (options.epochs, options.learning_rate, options.num_workers) == (3, 5e-5, 1)
+    assert not options.lora and options.seed == TrainOptions().seed
+    lora = trainer_pb2.TrainOptions(lora=trainer_pb2.LoraOptions(enabled=True), seed=0)
+    parsed = options_from_pb(lora)
+    assert (parsed.lora, parsed.lora_r, parsed.lora_alpha, parsed.seed) == (True, 8, 16, 0)
+    with pytest.raises(InvalidInput, match=r"options\.max_steps"):
+        options_from_pb(trainer_pb2.TrainOptions(max_steps=-1))
+
+
+def test_the_model_card_names_task_data_base_and_figures(tmp_path: Path) -> None:
+    task = TaskSpec("Answer | briefly.", (Example("2+2", "4"),))
+    base = BaseModel("owner/base", tmp_path, "decoder-only", "0" * 64, "store")
+    training = {"datasets": ["p2m-artifact://sha256/" + "1" * 64],
+                "report": {"steps": 7, "final_loss": 0.5, "final_eval_loss": None}}  # fmt: skip
+    card = model_card(base, task, TrainOptions(lora=True), training)
+    assert card.startswith("---\nbase_model: owner/base\n")
+    assert "Answer \\| briefly." in card and "| 2+2 | 4 |" in card
+    assert "1" * 64 in card and "| steps | 7 |" in card and "0.5000" in card
+    assert "r=8, alpha=16 (merged)" in card
