@@ -6,7 +6,12 @@ BIN := $(VENV)/bin
 # Real data read in place (never copied into the repo): catalogs, benchmarks, datasets.
 SHARED_DATA ?= ../shared/data
 PROMPT ?= examples/sentiment.txt
-RUN_EXAMPLES ?= 6
+RUN_EXAMPLES ?= 16
+RUN_STEPS ?= 10
+STUDENT ?= HuggingFaceTB/SmolLM2-135M-Instruct
+TASK ?= temporal
+TRAIN_LIMIT ?= 500
+EVAL_LIMIT ?= 100
 PYTEST_ARGS ?=
 
 STAMP := $(VENV)/.installed
@@ -24,9 +29,11 @@ export P2M_SHARED_DATA := $(abspath $(SHARED_DATA))
 # Catalogs and local dataset copies, read in place; unset them to run without retrieval.
 export P2M_CATALOG_DIR ?= $(abspath $(SHARED_DATA))/catalogs
 export P2M_DATASETS_DIR ?= $(abspath $(SHARED_DATA))/datasets
+# A run keeps this many rows of a retrieved dataset (small, so `make run` trains in minutes).
+export P2M_MAX_RETRIEVED_ROWS ?= 200
 
 .DEFAULT_GOAL := help
-.PHONY: help install protos test test-unit run lint fmt clean bench-generation bench-retrieval
+.PHONY: help install protos browser test test-unit run lint fmt clean bench-generation bench-training bench-paper bench-retrieval
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -49,21 +56,34 @@ $(PROTO_STAMP): $(PROTO_SRC) $(STAMP)
 		--grpc_python_out=services $(PROTO_SRC)
 	touch $@
 
-test: install ## Run the test suite inside a loopback-only network namespace
+browser: ## Headless Chromium + chromedriver for the demo's browser test (apt, as root)
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends chromium chromium-driver; \
+	else echo "note: chromium/chromedriver missing and cannot install them here (needs root"\
+		"and apt-get): the browser test will skip. Run 'sudo make browser' to get them."; fi
+
+test: install browser ## Run the test suite inside a loopback-only network namespace
 	scripts/netns-run $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-unit: install ## Run the unit tests only (fast)
 	scripts/netns-run $(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
-run: install ## Run the pipeline on the example prompt with the embedded defaults
-	$(BIN)/p2m parse --prompt-file $(PROMPT)
-	$(BIN)/p2m datasets search --prompt-file $(PROMPT) --top-k 5
-	$(BIN)/p2m generate --prompt-file $(PROMPT) --num-examples $(RUN_EXAMPLES) --out .p2m/run
-	@echo "Built so far: parsing, dataset retrieval and generation (train.jsonl and validation.jsonl in .p2m/run)."
-	@echo "Training, evaluation and deployment arrive with issues 5 and 6."
+run: install ## The whole pipeline on the example prompt (embedded defaults); serves until Ctrl-C
+	$(BIN)/p2m run --prompt-file $(PROMPT) --num-examples $(RUN_EXAMPLES) --epochs 1 \
+		--max-steps $(RUN_STEPS) || { $(BIN)/p2m down; exit 1; }
+	@echo "The student and its demo are served at the URLs above; Ctrl-C stops everything."
+	@trap '$(BIN)/p2m down; exit 0' INT TERM; while true; do sleep 3600; done
 
 bench-generation: install ## Generation figures against the local SmolLM2 endpoint (QUICK=1: small)
 	$(BIN)/python bench/generation.py --shared-data $(SHARED_DATA) $(if $(QUICK),--quick,)
+
+bench-training: install ## Training examples/s: Ray Train 1 and 2 workers vs a plain PyTorch loop (QUICK=1: tiny T5)
+	$(BIN)/python bench/training.py --shared-data $(SHARED_DATA) $(if $(QUICK),--quick,)
+
+bench-paper: install ## Paper task (TASK=squad|temporal|mconala_ja, TRAIN_LIMIT=N, EVAL_LIMIT=M): student score on the dev half
+	$(BIN)/python bench/paper.py --shared-data $(SHARED_DATA) --task $(TASK) --train-limit $(TRAIN_LIMIT) --eval-limit $(EVAL_LIMIT)
 
 bench-retrieval: install ## Dataset retrieval on DataFinder: recall@k, MRR, MAP, latency (QUICK=1: small)
 	$(BIN)/python bench/retrieval.py --shared-data $(SHARED_DATA) $(if $(QUICK),--quick,)

@@ -27,9 +27,16 @@ def free_port() -> int:
 class ServiceProcess:
     """`p2m serve <service>` in a subprocess; its stderr goes to a log file."""
 
-    def __init__(self, service: str, data_dir: Path, *args: str, env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        service: str,
+        data_dir: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        port: int = 0,
+    ):
         self.service = service
-        self.port = free_port()
+        self.port = port or free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.log_path = data_dir / f"{service}-{self.port}.log"
         data_dir.mkdir(parents=True, exist_ok=True)

@@ -28,8 +28,11 @@ from p2m.common.errors import InvalidInput
 from p2m.common.log import setup_logging
 from p2m.common.settings import Settings
 from p2m.common.types import TaskSpec
+from p2m.demo import cli as demo_cli
+from p2m.deployer.server import serve_model
 from p2m.evaluator.cli import evaluate
 from p2m.retriever.cli import catalog_app, datasets_app, models_app
+from p2m.runcli import down_command, run_command, up_command
 from p2m.trainer.cli import train
 
 app = typer.Typer(
@@ -41,8 +44,13 @@ app = typer.Typer(
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(models_app, name="models")
 app.add_typer(catalog_app, name="catalog")
+app.command()(demo_cli.demo)
 app.command()(evaluate)
 app.command()(train)
+app.command(name="up")(up_command)
+app.command(name="down")(down_command)
+app.command(name="run")(run_command)
+app.command(name="serve-model")(serve_model)
 
 # Every gRPC service `p2m serve` can start: name -> "module:build function".
 SERVICES = {
@@ -51,6 +59,8 @@ SERVICES = {
     "retriever": "p2m.retriever.service:build",
     "evaluator": "p2m.evaluator.service:build",
     "trainer": "p2m.trainer.service:build",
+    "deployer": "p2m.deployer.service:build",
+    "gateway": "p2m.gateway.service:build",
 }
 SERVABLE = sorted([*SERVICES, "llm"])
 

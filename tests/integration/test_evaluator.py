@@ -229,7 +229,8 @@ def test_cli_json_report(setup: Setup, test_file: Path, tmp_path: Path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)  # one JSON object, nothing else on stdout
-    assert set(report["metrics"]) == {"exact_match", "chrf", "bertscore_f1"}
+    assert set(report["metrics"]) == {"exact_match", "chrf", "bertscore_f1", "bertscore"}
+    assert report["metrics"]["bertscore"] == report["metrics"]["bertscore_f1"]
     assert report["num_examples"] == 4
     assert set(report["latency"]) == {"mean_ms", "p50_ms", "p95_ms", "total_seconds"}
     assert report["model_size_bytes"] > 0 and report["num_parameters"] > 0

@@ -234,6 +234,29 @@ def test_a_run_killed_after_its_first_checkpoint_resumes_from_it(
     assert min(m.step for m in stream if m.HasField("loss")) > 20
 
 
+def test_a_cancelled_call_stops_its_workers_and_a_retry_resumes(
+    trainer: ServiceProcess,
+    tiny_t5: Path,
+    shared_data: Path,
+    trainer_data_dir: Path,
+    tmp_path: Path,
+) -> None:
+    folder = write_temporal(shared_data, tmp_path / "data", 40, 0)
+    dataset = store_dataset(ArtifactStore(trainer_data_dir / "artifacts"), folder)
+    message = request(dataset, str(tiny_t5), epochs=3, batch_size=2, seed=7)
+    with grpc.insecure_channel(trainer.address) as channel:
+        call = trainer_pb2_grpc.TrainerStub(channel).Train(message, timeout=600)
+        for progress in call:
+            if progress.checkpoint.uri:
+                call.cancel()
+                break
+    # The retry waits for the cancelled run to stop, then goes on from its last checkpoint.
+    stream = train(trainer.address, message)
+    report = stream[-1].result.report
+    assert report.resumed_from_checkpoint and report.resumed_from_step in (20, 40)
+    assert report.steps == 60
+
+
 def test_cli_trains_from_a_jsonl_file_and_the_evaluator_scores_the_result(
     trainer_data_dir: Path, tiny_t5: Path, shared_data: Path, tmp_path: Path
 ) -> None:

@@ -7,7 +7,8 @@ from typing import Protocol
 
 from google.protobuf import timestamp_pb2
 
-from p2m.common.artifacts import ArtifactRef
+from p2m.common.artifacts import ArtifactRef, parse_uri
+from p2m.common.errors import InvalidInput
 from p2m.common.types import Example, ParseMethod, TaskSpec
 from prompt2model.v1 import common_pb2
 
@@ -90,3 +91,20 @@ def progress_pb(
     return common_pb2.Progress(
         stage=stage, message=message, done=done, total=total, figures=figures or {}, time=stamp
     )
+
+
+def artifact_ref_from_pb(ref: common_pb2.ArtifactRef, field: str) -> ArtifactRef:
+    """A non-empty artifact URI whose sha256, when also given, agrees with it.
+
+    Raises:
+        InvalidInput: ``<field>.uri`` empty or not an artifact URI, or ``<field>.sha256`` differs.
+    """
+    if not ref.uri:
+        raise InvalidInput(f"{field}.uri", "is empty")
+    try:
+        sha = parse_uri(ref.uri)
+    except InvalidInput as exc:
+        raise InvalidInput(f"{field}.uri", exc.problem) from exc
+    if ref.sha256 and ref.sha256 != sha:
+        raise InvalidInput(f"{field}.sha256", "does not match the sha256 in the uri")
+    return ArtifactRef(ref.uri, sha, ref.size_bytes, ref.kind)

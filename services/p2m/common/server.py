@@ -30,12 +30,14 @@ class ServiceBinding:
         register: Adds the servicer to a server (the generated ``add_*_to_server``).
         start: Loads what the service needs; health says SERVING only after it returns.
         stop: Releases what ``start`` took.
+        interceptors: Run before the error interceptor on every call (e.g. authentication).
     """
 
     full_name: str
     register: Callable[[aio.Server], None]
     start: Callable[[], Awaitable[None]] | None = None
     stop: Callable[[], Awaitable[None]] | None = None
+    interceptors: tuple[aio.ServerInterceptor, ...] = ()
 
 
 class GrpcServer:
@@ -49,7 +51,7 @@ class GrpcServer:
         self.port = 0
         self._health = health_aio.HealthServicer()
         self._server = aio.server(
-            interceptors=[ErrorInterceptor()],
+            interceptors=[*(i for b in self._bindings for i in b.interceptors), ErrorInterceptor()],
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

@@ -15,6 +15,7 @@ from p2m.common.errors import InvalidInput
 ENV_PREFIX = "P2M_"
 LOG_FORMATS = ("json", "text")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+SECRETS = ("llm_api_key", "gateway_token")  # also read from P2M_<NAME>_FILE
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,16 @@ class Settings:
             empty: no catalog (retrieval says so and the run goes on without it).
         datasets_dir: Folder of local dataset copies, one subfolder per catalog name.
         hub_offline: Treat the Hugging Face hub as unreachable (also when HF_HUB_OFFLINE=1).
+        parser_addr, retriever_addr, generator_addr, trainer_addr, evaluator_addr,
+            deployer_addr: HOST:PORT of each stage's service, for the gateway.
+        gateway_token: Bearer token the gateway requires (or ``P2M_GATEWAY_TOKEN_FILE``, e.g. a
+            mounted Kubernetes Secret); empty: no authentication. Never logged.
+        max_running_runs: Runs the gateway works on at once; more wait in the queue.
+        max_retrieved_rows: Rows a run keeps of a retrieved dataset.
+        choice_timeout_s: How long an interactive run waits for an answer before taking the
+            defaults.
+        stage_patience_s: How long the gateway keeps calling a stage service that is down
+            (being restarted) before the stage fails.
     """
 
     data_dir: Path = Path(".p2m")
@@ -67,6 +78,17 @@ class Settings:
     catalog_dir: str = ""
     datasets_dir: str = ""
     hub_offline: bool = False
+    parser_addr: str = ""
+    retriever_addr: str = ""
+    generator_addr: str = ""
+    trainer_addr: str = ""
+    evaluator_addr: str = ""
+    deployer_addr: str = ""
+    gateway_token: str = field(default="", repr=False)
+    max_running_runs: int = 2
+    max_retrieved_rows: int = 2000
+    choice_timeout_s: float = 900.0
+    stage_patience_s: float = 300.0
 
     @classmethod
     def load(
@@ -85,9 +107,10 @@ class Settings:
             raw = env.get(ENV_PREFIX + f.name.upper())
             if raw is not None and raw != "":
                 values[f.name] = _coerce(f.name, f.type, raw)
-        key_file = env.get(ENV_PREFIX + "LLM_API_KEY_FILE")
-        if key_file and "llm_api_key" not in values:
-            values["llm_api_key"] = _read_secret(key_file)
+        for secret in SECRETS:
+            secret_file = env.get(f"{ENV_PREFIX}{secret.upper()}_FILE")
+            if secret_file and secret not in values:
+                values[secret] = _read_secret(secret, secret_file)
         for name, value in (overrides or {}).items():
             if value is not None:
                 values[name] = _coerce(name, _field_type(cls, name), value)
@@ -107,7 +130,8 @@ class Settings:
             raise InvalidInput("log_format", f"must be one of {LOG_FORMATS}")
         if self.log_level.upper() not in LOG_LEVELS:
             raise InvalidInput("log_level", f"must be one of {LOG_LEVELS}")
-        for name in ("llm_max_concurrency", "local_llm_parallel", "local_llm_ctx"):
+        for name in ("llm_max_concurrency", "local_llm_parallel", "local_llm_ctx",
+                     "max_running_runs", "max_retrieved_rows"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise InvalidInput(name, "must be at least 1")
         if self.llm_max_retries < 0 or self.llm_timeout_s <= 0 or self.grace_s < 0:
@@ -143,8 +167,8 @@ def _coerce(name: str, type_name: Any, raw: Any) -> Any:
         raise InvalidInput(name, f"expected {kind}, got {raw!r}") from exc
 
 
-def _read_secret(path: str) -> str:
+def _read_secret(name: str, path: str) -> str:
     try:
         return Path(path).read_text(encoding="utf-8").strip()
     except OSError as exc:
-        raise InvalidInput("llm_api_key_file", f"cannot read {path}: {exc.strerror}") from exc
+        raise InvalidInput(f"{name}_file", f"cannot read {path}: {exc.strerror}") from exc

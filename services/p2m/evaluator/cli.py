@@ -205,7 +205,7 @@ async def _evaluate_local(
                     bar.update(bar_id, completed=p.done, total=p.total)
 
                 result = await evaluator.evaluate(subject, data, options, task, show)
-                reports[name] = result.to_json()
+                reports[name] = _with_short_names(result.to_json())
     finally:
         await provider.aclose()
     if "student" in reports:
@@ -216,12 +216,19 @@ async def _evaluate_local(
     return reports["teacher"]
 
 
+def _with_short_names(report: dict[str, Any]) -> dict[str, Any]:
+    """Add "bertscore" beside "bertscore_f1" in the metrics: the name the CLI documents."""
+    if "bertscore_f1" in report["metrics"]:
+        report["metrics"]["bertscore"] = report["metrics"]["bertscore_f1"]
+    return report
+
+
 def _show(report: dict[str, Any]) -> None:
     columns = [("student" if "teacher" in report else report["notes"].get("subject", ""), report)]
     if "teacher" in report:
         columns.append(("teacher", report["teacher"]))
     table = Table("", *[name for name, _ in columns], title="evaluation")
-    for metric in report["metrics"]:
+    for metric in (m for m in report["metrics"] if m != "bertscore"):  # an alias
         table.add_row(metric, *[f"{r['metrics'].get(metric, 0.0):.4f}" for _, r in columns])
     table.add_row("examples", *[str(r["num_examples"]) for _, r in columns])
     table.add_row("latency p50 (ms)", *[f"{r['latency']['p50_ms']:.1f}" for _, r in columns])

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from grpc import aio
 
-from p2m.common.artifacts import ArtifactStore, parse_uri
-from p2m.common.convert import progress_pb, task_spec_from_pb, usage_to_pb
+from p2m.common.artifacts import ArtifactStore
+from p2m.common.convert import artifact_ref_from_pb, progress_pb, task_spec_from_pb, usage_to_pb
 from p2m.common.errors import InvalidInput
 from p2m.common.hub import hub_offline_by_env
 from p2m.common.log import run_id_var
@@ -184,7 +184,7 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServicer):
         which = request.WhichOneof("subject")
         subject: Subject
         if which == "model":
-            _check_ref(request.model, "model")
+            artifact_ref_from_pb(request.model, "model")
             subject = StudentSubject.from_store(self._store, request.model.uri)
         elif which == "teacher":
             if request.teacher.max_requests < 0:
@@ -194,21 +194,9 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServicer):
             subject = TeacherSubject(request.teacher.model, request.teacher.max_requests)
         else:
             raise InvalidInput("subject", "set exactly one of model or teacher")
-        _check_ref(request.dataset, "dataset")
+        artifact_ref_from_pb(request.dataset, "dataset")
         data = read_split(self._store, request.dataset.uri, request.split or DEFAULT_SPLIT)
         return _Job(subject, data, options, task)
-
-
-def _check_ref(ref: common_pb2.ArtifactRef, field: str) -> None:
-    """A non-empty artifact URI whose sha256, when also given, agrees with it."""
-    if not ref.uri:
-        raise InvalidInput(f"{field}.uri", "is empty")
-    try:
-        sha = parse_uri(ref.uri)
-    except InvalidInput as exc:
-        raise InvalidInput(f"{field}.uri", exc.problem) from exc
-    if ref.sha256 and ref.sha256 != sha:
-        raise InvalidInput(f"{field}.sha256", "does not match the sha256 in the uri")
 
 
 def build(settings: Settings) -> ServiceBinding:

@@ -6,11 +6,16 @@ machine has, usage stats off and no dashboard. With ``RAY_ADDRESS`` set it joins
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from typing import Any
 
+from p2m.common.errors import Unavailable
+
+log = logging.getLogger(__name__)
 _LOCK = threading.Lock()
+START_ATTEMPTS = 3
 
 
 def ensure_ray(num_cpus: int | None = None) -> None:
@@ -25,15 +30,23 @@ def ensure_ray(num_cpus: int | None = None) -> None:
         if os.environ.get("RAY_ADDRESS"):
             ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
             return
-        ray.init(
-            address="local",
-            num_cpus=num_cpus or os.cpu_count() or 1,
-            num_gpus=None,
-            include_dashboard=False,
-            _node_ip_address="127.0.0.1",
-            log_to_driver=False,
-            configure_logging=False,
-        )
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                ray.init(
+                    address="local",
+                    num_cpus=num_cpus or os.cpu_count() or 1,
+                    num_gpus=None,
+                    include_dashboard=False,
+                    _node_ip_address="127.0.0.1",
+                    log_to_driver=False,
+                    configure_logging=False,
+                )
+                return
+            except Exception as error:  # Ray gives its raylet 30 s, too short on a busy machine
+                ray.shutdown()
+                if attempt == START_ATTEMPTS:
+                    raise Unavailable(f"Ray did not start ({attempt} attempts): {error}") from None
+                log.warning("Ray did not start; trying again", extra={"attempt": attempt})
 
 
 def cluster_cpus() -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import AsyncIterator
 
@@ -18,6 +19,8 @@ from p2m.retriever.model_store import ModelStore
 from p2m.trainer.engine import ModelTrainer, TrainEvent, TrainJob, TrainOutcome, TrainReport
 from p2m.trainer.options import TrainOptions
 from prompt2model.v1 import common_pb2, trainer_pb2, trainer_pb2_grpc
+
+log = logging.getLogger(__name__)
 
 
 def options_from_pb(message: trainer_pb2.TrainOptions) -> TrainOptions:
@@ -177,8 +180,15 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServicer):
                     getter.cancel()
             outcome = work.result()
         finally:
-            cancel.set()  # the caller went away (or we are done): the workers stop
+            if not work.done():  # the caller went away: the workers stop at their next step
+                cancel.set()
+                work.add_done_callback(_log_end_of_cancelled)
         yield outcome_to_pb(outcome)
+
+
+def _log_end_of_cancelled(work: asyncio.Future[TrainOutcome]) -> None:
+    error = work.exception()
+    log.info("cancelled training stopped", extra={"outcome": str(error) if error else "finished"})
 
 
 def build(settings: Settings) -> ServiceBinding:

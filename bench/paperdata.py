@@ -1,0 +1,88 @@
+"""The Prompt2Model paper's three tasks as the benchmarks read them from ../shared/data.
+
+Generated training sets (gpt-3.5-turbo output from the paper's runs) and the dev halves of the
+real test sets, each turned into input/output pairs the way the paper's test scripts build them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from p2m.common.types import Example, TaskSpec
+from p2m.parser.markers import parse_marked
+
+TASKS = ("squad", "temporal", "mconala_ja")
+GENERATED = {
+    "squad": "squad_generated_0.3_1.4_with_filtering.jsonl",
+    "temporal": "temporal_generated_0.3_1.4_with_filtering.jsonl",
+    "mconala_ja": "jp2python_generated.jsonl",
+}
+
+
+@dataclass(frozen=True)
+class PaperTask:
+    """A task: its metric, and the paper's own figures (full test sets, so compare ratios)."""
+
+    name: str
+    metric: str
+    paper_teacher: float  # gpt-3.5-turbo prompted with the task's prompt
+    paper_student: float  # Prompt2Model's trained student (retrieved + generated data)
+
+
+PAPER = {
+    "squad": PaperTask("squad", "exact_match", 42.1, 61.5),
+    "temporal": PaperTask("temporal", "chrf", 30.7, 55.2),
+    "mconala_ja": PaperTask("mconala_ja", "chrf", 37.3, 13.1),
+}
+
+
+def task_spec(shared: Path, task: str) -> TaskSpec:
+    """The task's instruction and demonstrations, parsed from the paper's prompt as written."""
+    prompts = json.loads((shared / "benchmarks" / "prompts.json").read_text(encoding="utf-8"))
+    entry = prompts["tasks"][task]
+    marked = parse_marked(entry["full_prompt"])
+    if marked is not None:
+        return TaskSpec(marked.instruction, marked.demonstrations)
+    return TaskSpec(entry["instruction"])
+
+
+def generated(shared: Path, task: str, limit: int) -> list[Example]:
+    """The first ``limit`` rows of the paper's generated set (the degenerate "N/A" row skipped)."""
+    rows = []
+    path = shared / "benchmarks" / "generated" / GENERATED[task]
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            record = json.loads(line)
+            if record["input_col"].strip() in ("", "N/A"):
+                continue
+            rows.append(Example(record["input_col"], record["output_col"]))
+            if len(rows) == limit:
+                break
+    return rows
+
+
+def dev(shared: Path, task: str, limit: int = 0) -> list[Example]:
+    """The dev half of the task's real test set as input/output pairs (``limit`` 0: all)."""
+    rows = []
+    with (shared / "benchmarks" / task / "dev.jsonl").open(encoding="utf-8") as fh:
+        for line in fh:
+            record = json.loads(line)
+            if task == "squad":
+                text = f"Question: {record['question']} Context: {record['context']}"
+                rows.append(Example(text, record["answers"]["text"][0]))
+            else:
+                rows.append(Example(record["input_col"], record["output_col"]))
+            if len(rows) == limit:
+                break
+    return rows
+
+
+def write_jsonl(examples: list[Example], path: Path) -> Path:
+    """Write ``{input, output}`` lines."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as fh:
+        for e in examples:
+            fh.write(json.dumps({"input": e.input, "output": e.output}, ensure_ascii=False) + "\n")
+    return path

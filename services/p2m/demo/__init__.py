@@ -1,0 +1,1 @@
+"""The web demo of a deployed model: a Gradio page that calls its KServe endpoint."""

@@ -1,0 +1,1 @@
+"""The deployer: serves student models with KServe (locally: a ModelServer process per name)."""

@@ -1,0 +1,212 @@
+"""What every way of serving a model shares: the request, the endpoint, and the seam.
+
+``Deployments`` is the one interface the deployer's gRPC servicer talks to. ``LocalDeployments``
+(``p2m.deployer.local``) runs a KServe ModelServer process per deployment on loopback; a cluster
+implementation (a KServe InferenceService per deployment) plugs in behind the same protocol.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from p2m.common.artifacts import ArtifactRef
+from p2m.common.errors import InvalidInput
+from p2m.common.types import TaskSpec
+
+MAX_NAME_CHARS = 45
+MAX_RUN_ID_CHARS = 64
+MAX_REPLICAS = 100
+MAX_CONCURRENCY_TARGET = 1_000
+MAX_BATCH_SIZE = 1_024
+MAX_LATENCY_MS = 10_000.0
+MAX_READY_TIMEOUT_S = 3_600.0
+MAX_PAGE_SIZE = 1_000
+DEFAULT_PAGE_SIZE = 100
+# Used when batching is on and no max_latency is given: long enough for concurrent callers to
+# meet, short enough not to be felt next to a generation step.
+DEFAULT_MAX_LATENCY_MS = 20.0
+DEFAULT_READY_TIMEOUT_S = 120.0
+KIND_LOCAL = "local-modelserver"
+KIND_INFERENCESERVICE = "inferenceservice"
+
+_DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+
+
+def check_name(name: str, field_path: str = "name") -> str:
+    """Return ``name`` when it is a DNS-1123 label of 1 to 45 characters starting with a letter.
+
+    Raises:
+        InvalidInput: It is not (``field_path`` names the field).
+    """
+    if not name:
+        raise InvalidInput(field_path, "is empty")
+    if len(name) > MAX_NAME_CHARS:
+        raise InvalidInput(field_path, f"at most {MAX_NAME_CHARS} characters, got {len(name)}")
+    if not _DNS_LABEL.match(name):
+        raise InvalidInput(
+            field_path,
+            "must be a DNS-1123 label: lowercase letters, digits and '-', starting with a "
+            f"letter and ending with a letter or digit; got {name[:60]!r}",
+        )
+    return name
+
+
+def is_valid_name(name: str) -> bool:
+    """True when ``name`` could name a deployment (see ``check_name``)."""
+    return 0 < len(name) <= MAX_NAME_CHARS and bool(_DNS_LABEL.match(name))
+
+
+@dataclass(frozen=True)
+class DeployOptions:
+    """How to serve one deployment, with the proto's defaults applied.
+
+    Attributes:
+        min_replicas: Fewest replicas (0: scale to zero, cluster only). Locally one process runs.
+        max_replicas: Most replicas (cluster only).
+        concurrency_target: Requests in flight per replica the autoscaler aims at; 0: default.
+        skip_demo: Serve no Gradio demo.
+        max_batch_size: Most requests answered in one batch; 0 or 1: no batching.
+        max_latency_ms: Longest a request waits for its batch to fill.
+        ready_timeout_s: How long Deploy waits for the endpoint to answer.
+    """
+
+    min_replicas: int = 1
+    max_replicas: int = 1
+    concurrency_target: int = 0
+    skip_demo: bool = False
+    max_batch_size: int = 0
+    max_latency_ms: float = DEFAULT_MAX_LATENCY_MS
+    ready_timeout_s: float = DEFAULT_READY_TIMEOUT_S
+
+    def __post_init__(self) -> None:
+        """Check every range (the proto's field paths name the culprit)."""
+        if not 0 <= self.max_replicas <= MAX_REPLICAS:
+            raise InvalidInput("options.max_replicas", f"must be within 0..{MAX_REPLICAS}")
+        if not 0 <= self.min_replicas <= self.max_replicas:
+            raise InvalidInput(
+                "options.min_replicas",
+                f"must be within 0..max_replicas ({self.max_replicas}), got {self.min_replicas}",
+            )
+        if not 0 <= self.concurrency_target <= MAX_CONCURRENCY_TARGET:
+            raise InvalidInput(
+                "options.concurrency_target", f"must be within 0..{MAX_CONCURRENCY_TARGET}"
+            )
+        if not 0 <= self.max_batch_size <= MAX_BATCH_SIZE:
+            raise InvalidInput(
+                "options.batching.max_batch_size", f"must be within 0..{MAX_BATCH_SIZE}"
+            )
+        if not 0 <= self.max_latency_ms <= MAX_LATENCY_MS:
+            raise InvalidInput("options.batching.max_latency", "must be within 0..10s")
+        if not 0 < self.ready_timeout_s <= MAX_READY_TIMEOUT_S:
+            raise InvalidInput("options.ready_timeout", "must be more than 0 and at most 1 hour")
+
+    @property
+    def batching(self) -> bool:
+        """True when requests are batched."""
+        return self.max_batch_size > 1
+
+    def served_as(self) -> dict[str, Any]:
+        """What decides how the model is served (all but how long Deploy waits)."""
+        values = asdict(self)
+        values.pop("ready_timeout_s")
+        return values
+
+
+@dataclass(frozen=True)
+class DeploySpec:
+    """A checked Deploy request.
+
+    Attributes:
+        name: Deployment name (a DNS-1123 label), also the model name in the inference URLs.
+        model: The model artifact to serve.
+        options: How to serve it.
+        task: The task, for the demo's description and examples; None when unset.
+        metrics: The model's scores by metric name, shown in the demo; None when unset.
+        run_id: The run this belongs to, for logs only.
+    """
+
+    name: str
+    model: ArtifactRef
+    options: DeployOptions = field(default_factory=DeployOptions)
+    task: TaskSpec | None = None
+    metrics: dict[str, float] | None = None
+    run_id: str = ""
+
+    def __post_init__(self) -> None:
+        """Check the name and the run id."""
+        check_name(self.name)
+        if len(self.run_id) > MAX_RUN_ID_CHARS:
+            raise InvalidInput("run_id", f"at most {MAX_RUN_ID_CHARS} characters")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a deployment is served and whether it answers (mirrors the proto's Endpoint)."""
+
+    name: str
+    base_url: str
+    v1_predict_url: str
+    v2_infer_url: str
+    grpc_address: str
+    demo_url: str
+    kind: str
+    ready: bool
+    message: str
+    model: ArtifactRef
+    update_time: datetime
+    k8s_namespace: str = ""
+
+
+@dataclass(frozen=True)
+class DeployOutcome:
+    """What Deploy did: the endpoint, and whether an existing deployment was rolled."""
+
+    endpoint: Endpoint
+    replaced: bool
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of deployments, ordered by name; ``next_page_token`` is empty on the last."""
+
+    endpoints: tuple[Endpoint, ...]
+    next_page_token: str
+
+
+class Deployments(Protocol):
+    """Serves model artifacts under names: the seam between the servicer and a platform."""
+
+    async def start(self) -> None:
+        """Take over what an earlier run left (adopt live deployments, restart dead ones)."""
+
+    async def close(self) -> None:
+        """Release the deployer's own resources; deployments keep serving."""
+
+    async def deploy(self, spec: DeploySpec) -> DeployOutcome:
+        """Serve ``spec.model`` as ``spec.name``; roll an existing deployment to it.
+
+        Raises:
+            NotFound: The model artifact does not exist.
+            InvalidInput: The artifact is not a model.
+            Unavailable: The platform cannot be reached.
+        """
+        ...
+
+    async def undeploy(self, name: str, allow_missing: bool = False) -> Endpoint | None:
+        """Stop serving ``name``; return it as it was, or None when missing and allowed.
+
+        Raises:
+            NotFound: No such deployment and ``allow_missing`` is false.
+        """
+        ...
+
+    async def list(self, page_size: int = 0, page_token: str = "") -> Page:
+        """One page of deployments ordered by name.
+
+        Raises:
+            InvalidInput: ``page_token`` was not given out by this deployer.
+        """
+        ...

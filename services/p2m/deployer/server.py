@@ -1,0 +1,85 @@
+"""``p2m serve-model``: serve one student model folder with KServe until SIGTERM.
+
+The process answers KServe v1 REST (``/v1/models/<name>:predict``), Open Inference Protocol
+(v2) REST (``/v2/models/<name>/infer``) and v2 gRPC (``ModelInfer``) on ``--host``, which is
+loopback unless asked otherwise. Nothing here needs the network: the model is read from a local
+folder with the Hugging Face hub forced offline, and KServe, uvicorn and gRPC send nothing out.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from p2m.cliutil import LogLevel, fail, load_settings
+from p2m.common.log import setup_logging
+from p2m.deployer.core import MAX_BATCH_SIZE, MAX_LATENCY_MS, is_valid_name
+
+# Set for this process unless the caller set them: local files only, no telemetry.
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "DO_NOT_TRACK": "1",
+}
+STOP_GRACE_S = 5
+
+
+def serve_model(
+    model: Annotated[Path, typer.Option(help="Student model folder (with p2m_student.json).")],
+    name: Annotated[str, typer.Option(help="Model name in the inference URLs.")],
+    http_port: Annotated[int, typer.Option(help="REST port (v1 and v2).")],
+    grpc_port: Annotated[int, typer.Option(help="Open Inference Protocol gRPC port; 0: none.")],
+    host: Annotated[str, typer.Option(help="Address both servers bind to.")] = "127.0.0.1",
+    max_batch_size: Annotated[
+        int, typer.Option(help="Most requests per batch; 0 or 1: no batching.")
+    ] = 0,
+    max_latency_ms: Annotated[
+        float, typer.Option(help="Longest a request waits for its batch to fill.")
+    ] = 20.0,
+    log_level: LogLevel = None,
+) -> None:
+    """Serve a student model with KServe (v1 and v2 REST, v2 gRPC) until SIGTERM."""
+    if not is_valid_name(name):
+        fail(f"--name must be a DNS-1123 label of 1 to 45 characters, got {name!r}")
+    if not 1 <= http_port <= 65535 or not 0 <= grpc_port <= 65535 or http_port == grpc_port:
+        fail("--http-port must be within 1..65535, --grpc-port within 0..65535, and differ")
+    if not 0 <= max_batch_size <= MAX_BATCH_SIZE:
+        fail(f"--max-batch-size must be within 0..{MAX_BATCH_SIZE}")
+    if not 0 <= max_latency_ms <= MAX_LATENCY_MS:
+        fail(f"--max-latency-ms must be within 0..{MAX_LATENCY_MS:.0f}")
+    folder = model.resolve()
+    if not folder.is_dir():
+        fail(f"--model: not a folder: {model}")
+    for key, value in OFFLINE_ENV.items():
+        os.environ.setdefault(key, value)
+    settings = load_settings(log_level=log_level)
+    setup_logging(settings.log_level, settings.log_format)
+    if settings.log_level.upper() != "DEBUG":  # KServe's per-request timing lines
+        logging.getLogger("kserve.trace").setLevel(logging.WARNING)
+    # kserve.model_server parses sys.argv when imported: give it only the flag we mean (keep
+    # our logging) instead of this command's flags, which its parser would half-match.
+    sys.argv = [sys.argv[0], "--configure_logging", "false"]
+
+    from p2m.common.errors import P2MError
+    from p2m.deployer.model import Batching, StudentModel
+    from p2m.deployer.modelserver import HostModelServer
+
+    student = StudentModel(name, folder, Batching(max_batch_size, max_latency_ms / 1000.0))
+    try:
+        student.load()
+    except P2MError as exc:
+        fail(f"cannot load {folder}: {exc}", 1)
+    server = HostModelServer(
+        host,
+        http_port=http_port,
+        grpc_port=grpc_port,
+        enable_grpc=grpc_port != 0,
+        grace_period=STOP_GRACE_S,
+    )
+    server.start([student])

@@ -1,0 +1,1 @@
+"""The gateway: the public API; it owns runs and drives every stage."""

@@ -1,0 +1,240 @@
+"""The local stack: every service and the LLM endpoint as processes on loopback (`p2m up/down`).
+
+Each service runs as ``python -m p2m serve <name>`` in its own process group, logging to
+``<data_dir>/logs/<name>.log``; ``<data_dir>/stack.json`` records pids and addresses, so `p2m down`
+(or a later `p2m run`) finds them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from p2m.common.errors import FailedPrecondition, Unavailable
+from p2m.common.settings import Settings
+from p2m.retriever.model_store import ModelStore
+
+STACK_FILE = "stack.json"
+# Start order: the LLM first (others call it), the gateway last (it calls the others).
+STAGE_SERVICES = ("parser", "retriever", "generator", "trainer", "evaluator", "deployer")
+LLM_USERS = ("parser", "retriever", "generator", "evaluator")
+START_TIMEOUT_S = 300.0
+
+
+@dataclass(frozen=True)
+class StackProcess:
+    """One process of the stack."""
+
+    name: str
+    pid: int
+    address: str
+    log: str
+
+
+@dataclass(frozen=True)
+class Stack:
+    """A running local stack."""
+
+    gateway: str
+    processes: tuple[StackProcess, ...]
+    llm_base_url: str
+
+    def save(self, data_dir: Path) -> None:
+        """Write ``stack.json``."""
+        body = {"gateway": self.gateway, "llm_base_url": self.llm_base_url,
+                "processes": [asdict(p) for p in self.processes]}  # fmt: skip
+        path = data_dir / STACK_FILE
+        path.write_text(json.dumps(body, indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, data_dir: Path) -> Stack | None:
+        """The recorded stack, or None."""
+        path = data_dir / STACK_FILE
+        if not path.exists():
+            return None
+        body = json.loads(path.read_text(encoding="utf-8"))
+        return cls(body["gateway"], tuple(StackProcess(**p) for p in body["processes"]),
+                   body.get("llm_base_url", ""))  # fmt: skip
+
+    def alive(self) -> bool:
+        """Every process runs and the gateway answers health checks."""
+        return all(_running(p.pid) for p in self.processes) and _grpc_serving(self.gateway)
+
+
+def free_port() -> int:
+    """A free loopback port."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def up(settings: Settings, say: Callable[[str], None] = lambda line: None) -> Stack:
+    """Start the stack (or return the one already up)."""
+    data_dir = settings.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    existing = Stack.load(data_dir)
+    if existing is not None and existing.alive():
+        say(f"the stack is already up (gateway {existing.gateway})")
+        return existing
+    if existing is not None:
+        down(settings, say)
+    (data_dir / "logs").mkdir(exist_ok=True)
+    say("checking the local model store (the default student)")
+    ModelStore(data_dir / "models").import_shipped("smollm2")
+    env = {**os.environ, "P2M_DATA_DIR": str(data_dir)}
+    started: list[StackProcess] = []
+    try:
+        llm_base_url = settings.llm_base_url
+        if not llm_base_url:
+            say(f"starting the local LLM endpoint ({settings.local_llm})")
+            llm = _start("llm", data_dir, env, ["--local-llm", settings.local_llm])
+            started.append(llm)
+            _wait_http(f"http://{llm.address}/health", llm)
+            llm_base_url = f"http://{llm.address}/v1"
+        addresses: dict[str, str] = {}
+        for name in STAGE_SERVICES:
+            say(f"starting the {name}")
+            extra = ["--llm-base-url", llm_base_url] if name in LLM_USERS else []
+            process = _start(name, data_dir, env, extra)
+            started.append(process)
+            addresses[name] = process.address
+        for process in started:
+            if process.name != "llm":
+                _wait_grpc(process)
+        say("starting the gateway")
+        gateway_env = {**env, **{f"P2M_{n.upper()}_ADDR": a for n, a in addresses.items()}}
+        gateway = _start("gateway", data_dir, gateway_env, [])
+        started.append(gateway)
+        _wait_grpc(gateway)
+    except BaseException:
+        for process in reversed(started):
+            _stop(process)
+        raise
+    stack = Stack(gateway.address, tuple(started), llm_base_url)
+    stack.save(data_dir)
+    return stack
+
+
+def down(settings: Settings, say: Callable[[str], None] = lambda line: None) -> bool:
+    """Stop the deployments and every process of the recorded stack; False when none was up."""
+    data_dir = settings.data_dir.resolve()
+    stack = Stack.load(data_dir)
+    if stack is None:
+        return False
+    deployer = next((p for p in stack.processes if p.name == "deployer"), None)
+    if deployer is not None and _running(deployer.pid):
+        removed = _undeploy_all(deployer.address)
+        if removed:
+            say(f"stopped {removed} deployment(s)")
+    for process in reversed(stack.processes):
+        say(f"stopping the {process.name}")
+        _stop(process)
+    (data_dir / STACK_FILE).unlink(missing_ok=True)
+    return True
+
+
+def _start(name: str, data_dir: Path, env: dict[str, str], extra: list[str]) -> StackProcess:
+    port = free_port()
+    log = data_dir / "logs" / f"{name}.log"
+    command = [sys.executable, "-m", "p2m", "serve", name, "--port", str(port),
+               "--data-dir", str(data_dir), *extra]  # fmt: skip
+    with log.open("ab") as sink:
+        process = subprocess.Popen(
+            command, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            start_new_session=True,
+        )  # fmt: skip
+    return StackProcess(name, process.pid, f"127.0.0.1:{port}", str(log))
+
+
+def _wait_grpc(process: StackProcess) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if not _running(process.pid):
+            raise FailedPrecondition(f"the {process.name} exited at start; see {process.log}")
+        if _grpc_serving(process.address):
+            return
+        time.sleep(0.3)
+    raise Unavailable(f"the {process.name} was not ready in {START_TIMEOUT_S:.0f}s; see "
+                      f"{process.log}")  # fmt: skip
+
+
+def _wait_http(url: str, process: StackProcess) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if not _running(process.pid):
+            raise FailedPrecondition(f"the {process.name} exited at start; see {process.log}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as reply:
+                if reply.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise Unavailable(f"the {process.name} was not ready in {START_TIMEOUT_S:.0f}s; see "
+                      f"{process.log}")  # fmt: skip
+
+
+def _grpc_serving(address: str) -> bool:
+    try:
+        with grpc.insecure_channel(address) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=2
+            )
+            return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+    except grpc.RpcError:
+        return False
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(OSError, ValueError):  # a zombie has exited
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+        return state != "Z"
+    return True
+
+
+def _stop(process: StackProcess, grace_s: float = 15.0) -> None:
+    """SIGTERM the process group, then SIGKILL what is left after ``grace_s``."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and _running(process.pid):
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def _undeploy_all(address: str) -> int:
+    from prompt2model.v1 import deployer_pb2, deployer_pb2_grpc
+
+    removed = 0
+    try:
+        with grpc.insecure_channel(address) as channel:
+            stub = deployer_pb2_grpc.DeployerStub(channel)
+            listing = stub.ListDeployments(deployer_pb2.ListDeploymentsRequest(page_size=1000),
+                                           timeout=30)  # fmt: skip
+            for endpoint in listing.endpoints:
+                stub.Undeploy(deployer_pb2.UndeployRequest(name=endpoint.name, allow_missing=True),
+                              timeout=60)  # fmt: skip
+                removed += 1
+    except grpc.RpcError:
+        pass
+    return removed
