@@ -136,7 +136,7 @@ def down(settings: Settings, say: Callable[[str], None] = lambda line: None) -> 
         return False
     deployer = next((p for p in stack.processes if p.name == "deployer"), None)
     if deployer is not None and _running(deployer.pid):
-        removed = _undeploy_all(deployer.address)
+        removed = undeploy_all(deployer.address)
         if removed:
             say(f"stopped {removed} deployment(s)")
     for process in reversed(stack.processes):
@@ -222,7 +222,8 @@ def _stop(process: StackProcess, grace_s: float = 15.0) -> None:
         os.killpg(process.pid, signal.SIGKILL)
 
 
-def _undeploy_all(address: str) -> int:
+def undeploy_all(address: str) -> int:
+    """Stop every deployment of the deployer at ``address``; return how many."""
     from prompt2model.v1 import deployer_pb2, deployer_pb2_grpc
 
     removed = 0

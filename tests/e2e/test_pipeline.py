@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 import pytest
 
+from p2m.stack import undeploy_all
 from prompt2model.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 from tests.support import REPO, ServiceProcess
 
@@ -64,6 +65,8 @@ def stack(retriever_data_dir: Path, local_llm: ServiceProcess) -> Iterator[Stack
         stack = Stack(data_dir, services, gateway)
         yield stack
     finally:
+        if "deployer" in services:  # deployments outlive their deployer by design
+            undeploy_all(services["deployer"].address)
         for service in [*services.values(), *([gateway] if "gateway" in locals() else [])]:
             service.stop()
 
