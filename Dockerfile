@@ -1,5 +1,7 @@
-# One image for every p2m service: `p2m serve <service>`. CPU build; the GPU variant for
-# training and serving workers arrives with the Kubernetes work.
+# One image for every p2m service: `p2m serve <service>`. CPU build; Dockerfile.gpu is the
+# GPU variant (CUDA torch) for the Ray workers and the KServe predictor, same entrypoint.
+# On Kubernetes the root filesystem is read-only: the chart mounts /tmp (HOME, HF_HOME,
+# XDG_CACHE_HOME point there) and the artifacts volume at /data.
 FROM python:3.11.7-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv

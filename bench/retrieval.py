@@ -2,9 +2,10 @@
 
 The 3,327 PwC dataset descriptions become a catalog of the product's shape; each of the 203 dev
 queries is searched with BM25, dense (all-MiniLM-L6-v2) and fused ranking. Prints recall@5,
-recall@10, MRR and MAP side by side, and the fused search latency p50/p99.
+recall@10, MRR and MAP side by side, and the fused search latency p50/p99 (``--json``: one JSON
+object instead).
 
-    .venv/bin/python bench/retrieval.py [--shared-data ../shared/data] [--quick]
+    .venv/bin/python bench/retrieval.py [--shared-data ../shared/data] [--quick] [--json]
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ import ast
 import gzip
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
+
+import benchkit
 
 from p2m.retriever.catalog import load_datasets
 from p2m.retriever.dataset_search import METHODS, DatasetSearch
@@ -61,7 +63,9 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="the first 50 queries only")
     parser.add_argument("--depth", type=int, default=100, help="ranks scored for MAP")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead")
     args = parser.parse_args()
+    load_start = benchkit.load_average()
     folder = args.shared_data / "retrieval"
     queries = [json.loads(line) for line in (folder / "datafinder_queries_dev.jsonl").open()]
     queries = [q for q in queries if gold_of(q)]  # a few queries have no judged dataset
@@ -89,11 +93,34 @@ def main() -> None:
                 for name, value in scores([h.entry.name for h in hits], gold).items():
                     totals[method][name] += value / len(queries)
     latencies.sort()
-    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    figures = {
+        "bench": "retrieval",
+        "quick": args.quick,
+        "machine": benchkit.machine(),
+        "load_avg_start": load_start,
+        "load_avg_end": benchkit.load_average(),
+        "queries": len(queries),
+        "documents": len(catalog.records),
+        "encoder": SHIPPED_ENCODER_NAME,
+        "depth": args.depth,
+        "index_build_s": round(build_s, 2),
+        "methods": {
+            method: {name: round(value, 4) for name, value in totals[method].items()}
+            for method in METHODS
+        },
+        "fused_latency_ms": {
+            "p50": round(statistics.median(latencies), 2),
+            "p99": round(benchkit.percentile(latencies, 0.99), 2),
+        },
+    }
+    if args.json:
+        benchkit.emit(figures)
+        return
     print(
         f"dataset retrieval: DataFinder dev, {len(queries)} queries over {len(catalog.records)} "
-        f"PwC descriptions; encoder {SHIPPED_ENCODER_NAME}; {os.cpu_count()} CPUs, "
-        f"{platform.machine()}; index built in {build_s:.1f}s"
+        f"PwC descriptions; encoder {SHIPPED_ENCODER_NAME}; "
+        f"{benchkit.machine_line(figures['machine'])}; index built in {build_s:.1f}s; "
+        f"{benchkit.load_note(figures['load_avg_end'])}"
     )
     print(f"{'method':<8}{'recall@5':>10}{'recall@10':>11}{'MRR':>8}{'MAP':>8}")
     for method in METHODS:
@@ -102,7 +129,8 @@ def main() -> None:
             f"{method:<8}{t['recall@5']:>10.3f}{t['recall@10']:>11.3f}{t['mrr']:>8.3f}"
             f"{t['map']:>8.3f}"
         )
-    print(f"fused search latency: p50 {statistics.median(latencies):.1f} ms, p99 {p99:.1f} ms")
+    latency = figures["fused_latency_ms"]
+    print(f"fused search latency: p50 {latency['p50']:.1f} ms, p99 {latency['p99']:.1f} ms")
 
 
 if __name__ == "__main__":

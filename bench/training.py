@@ -2,20 +2,21 @@
 
 The same model, data (the paper's generated Temporal set), batch size per worker, optimizer and
 number of steps for each. Prints examples/s of the training steps themselves (model loading and
-Ray's start excluded, shown apart as wall time) and the ratios to the plain loop.
+Ray's start excluded, shown apart as wall time) and the ratios to the plain loop (``--json``: one
+JSON object instead).
 
-    .venv/bin/python bench/training.py [--model smollm2|tiny-t5] [--steps 12] [--quick]
+    .venv/bin/python bench/training.py [--model smollm2|tiny-t5] [--steps 12] [--quick] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
+import benchkit
 import paperdata
 
 from p2m.common.artifacts import ArtifactStore
@@ -76,6 +77,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--quick", action="store_true", help="tiny T5, 6 steps")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead")
     parser.add_argument(
         "--shared-data",
         type=Path,
@@ -84,7 +86,41 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.model, args.steps = "tiny-t5", 6
-    work = Path(tempfile.mkdtemp(prefix="p2m-bench-training-"))
+    load_start = benchkit.load_average()
+    with tempfile.TemporaryDirectory(
+        prefix="p2m-bench-training-", ignore_cleanup_errors=True
+    ) as tmp:
+        try:
+            runs = measure(args, Path(tmp))
+        finally:
+            benchkit.stop_ray()
+    figures = {
+        "bench": "training",
+        "quick": args.quick,
+        "machine": benchkit.machine(),
+        "load_avg_start": load_start,
+        "load_avg_end": benchkit.load_average(),
+        "model": args.model,
+        "steps": args.steps,
+        "batch_size_per_worker": args.batch_size,
+        "runs": runs,
+    }
+    if args.json:
+        benchkit.emit(figures)
+        return
+    print(
+        f"machine: {benchkit.machine_line(figures['machine'])}; model {args.model}; "
+        f"{args.steps} steps of {args.batch_size} examples per worker"
+    )
+    for label, run in runs.items():
+        print(
+            f"{label:<19}: {run['examples_per_s']:7.2f} examples/s  (wall {run['wall_s']:5.1f} s, "
+            f"ratio to plain {run['ratio_to_plain']:4.2f}; {benchkit.load_note(run['load_avg'])})"
+        )
+
+
+def measure(args: argparse.Namespace, work: Path) -> dict[str, dict]:
+    """Examples/s and wall time of the plain loop and of Ray Train with 1 and 2 workers."""
     store = ArtifactStore(work / "artifacts")
     models = ModelStore(work / "models")
     smollm2 = models.import_shipped("smollm2")
@@ -94,14 +130,17 @@ def main() -> None:
     examples = paperdata.generated(args.shared_data, "temporal", args.batch_size * 2 * args.steps)
     folder = paperdata.write_jsonl(examples, work / "data" / "train.jsonl").parent
     dataset = store_dataset(store, folder)
-    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
-    print(
-        f"machine: {machine}; model {args.model}; "
-        f"{args.steps} steps of {args.batch_size} examples per worker"
-    )
     options = TrainOptions(batch_size=args.batch_size, max_steps=args.steps, epochs=1)
     plain, plain_wall = plain_loop(base, architecture, task, examples, options)
-    print(f"plain PyTorch loop : {plain:7.2f} examples/s  (wall {plain_wall:5.1f} s)")
+    runs = {
+        "plain PyTorch loop": {
+            "workers": 1,
+            "examples_per_s": round(plain, 3),
+            "wall_s": round(plain_wall, 2),
+            "ratio_to_plain": 1.0,
+            "load_avg": benchkit.load_average(),
+        }
+    }
     trainer = ModelTrainer(store, models, work / "runs")
     for workers in (1, 2):
         started = time.perf_counter()
@@ -114,12 +153,14 @@ def main() -> None:
             ),
         )
         report = trainer.train(job).report
-        wall = time.perf_counter() - started
-        print(
-            f"Ray Train {workers} worker{'s' if workers > 1 else ' '}: "
-            f"{report.samples_per_second:7.2f} examples/s  (wall {wall:5.1f} s, "
-            f"ratio to plain {report.samples_per_second / plain:4.2f})"
-        )
+        runs[f"Ray Train {workers} worker{'s' if workers > 1 else ''}"] = {
+            "workers": workers,
+            "examples_per_s": round(report.samples_per_second, 3),
+            "wall_s": round(time.perf_counter() - started, 2),
+            "ratio_to_plain": round(report.samples_per_second / plain, 3) if plain else 0.0,
+            "load_avg": benchkit.load_average(),
+        }
+    return runs
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from p2m.evaluator.cli import evaluate
 from p2m.retriever.cli import catalog_app, datasets_app, models_app
 from p2m.runcli import down_command, run_command, up_command
 from p2m.trainer.cli import train
+from p2m.trainer.train_job import train_job
 
 app = typer.Typer(
     help="Prompt2Model: from a prompt to a small, deployed model.",
@@ -47,6 +48,7 @@ app.add_typer(catalog_app, name="catalog")
 app.command()(demo_cli.demo)
 app.command()(evaluate)
 app.command()(train)
+app.command(name="train-job")(train_job)
 app.command(name="up")(up_command)
 app.command(name="down")(down_command)
 app.command(name="run")(run_command)

@@ -28,6 +28,7 @@ S = common_pb2
 PROMPT = (REPO / "examples" / "sentiment.txt").read_text(encoding="utf-8")
 STAGE_SERVICES = ("parser", "retriever", "generator", "trainer", "evaluator", "deployer")
 LLM_USERS = ("parser", "retriever", "generator", "evaluator")
+SECRET = "sk-canary-0123456789abcdef"  # the LLM API key every service is given
 
 
 @dataclass
@@ -55,7 +56,8 @@ def stack(retriever_data_dir: Path, local_llm: ServiceProcess) -> Iterator[Stack
     """The stack on the retriever tests' data dir (its catalog embeddings are computed once)."""
     data_dir = retriever_data_dir
     services: dict[str, ServiceProcess] = {}
-    env = {"P2M_MAX_RETRIEVED_ROWS": "60", "P2M_STAGE_PATIENCE_S": "240"}
+    env = {"P2M_MAX_RETRIEVED_ROWS": "60", "P2M_STAGE_PATIENCE_S": "240",
+           "P2M_LLM_API_KEY": SECRET}  # fmt: skip
     try:
         for name in STAGE_SERVICES:
             args = ("--llm-base-url", local_llm.base_url) if name in LLM_USERS else ()
@@ -136,6 +138,10 @@ def test_prompt_to_deployed_student_then_every_stage_cached(stack: Stack) -> Non
 
     demo = Client(report.demo_url, verbose=False)
     assert demo.predict("I loved this film!", api_name="/predict") == v1["predictions"][0]
+
+    # The API key never shows in a log, an event or the run.
+    logs = "".join(p.log() for p in [*stack.services.values(), stack.gateway])
+    assert SECRET not in logs and SECRET not in str(events) and SECRET not in str(run)
 
     again, _ = run_to_end(stack, options(max_steps=2))
     assert again.state == G.RUN_STATE_SUCCEEDED, again.error

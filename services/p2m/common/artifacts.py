@@ -7,6 +7,7 @@ so a stage whose inputs were seen before is skipped.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -84,11 +85,13 @@ class ArtifactStore:
         _check_kind(kind)
         sha = hashlib.sha256(data).hexdigest()
         if not self.exists(sha):
-            with tempfile.NamedTemporaryFile(dir=self.root / "tmp", delete=False) as tmp:
-                tmp.write(data)
-                tmp.flush()
-                os.fsync(tmp.fileno())
-            self._commit(Path(tmp.name), sha, kind, len(data))
+            work = Path(tempfile.mkdtemp(dir=self.root / "tmp"))
+            with _removed_on_error(work):
+                with (work / "file").open("wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                self._commit(work / "file", sha, kind, len(data))
         return self.ref(sha)
 
     def put_file(self, path: Path, kind: str) -> ArtifactRef:
@@ -98,9 +101,10 @@ class ArtifactStore:
             raise InvalidInput("path", f"not a plain file: {path}")
         sha = sha256_file(path)
         if not self.exists(sha):
-            tmp = Path(tempfile.mkdtemp(dir=self.root / "tmp")) / "file"
-            shutil.copyfile(path, tmp)
-            self._commit(tmp, sha, kind, tmp.stat().st_size)
+            work = Path(tempfile.mkdtemp(dir=self.root / "tmp"))
+            with _removed_on_error(work):
+                shutil.copyfile(path, work / "file")
+                self._commit(work / "file", sha, kind, (work / "file").stat().st_size)
         return self.ref(sha)
 
     def put_dir(self, path: Path, kind: str) -> ArtifactRef:
@@ -110,9 +114,10 @@ class ArtifactStore:
             raise InvalidInput("path", f"not a folder: {path}")
         sha, size = sha256_tree(path)
         if not self.exists(sha):
-            tmp = Path(tempfile.mkdtemp(dir=self.root / "tmp")) / "dir"
-            shutil.copytree(path, tmp, symlinks=True)
-            self._commit(tmp, sha, kind, size)
+            work = Path(tempfile.mkdtemp(dir=self.root / "tmp"))
+            with _removed_on_error(work):
+                shutil.copytree(path, work / "dir", symlinks=True)
+                self._commit(work / "dir", sha, kind, size)
         return self.ref(sha)
 
     def exists(self, sha256: str) -> bool:
@@ -171,6 +176,17 @@ class ArtifactStore:
         return self.root / "objects" / sha[:2] / f"{sha}.json"
 
 
+@contextlib.contextmanager
+def _removed_on_error(work: Path) -> Iterator[None]:
+    """Remove a half-written temp folder when writing fails (e.g. the disk is full)."""
+    try:
+        yield
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    shutil.rmtree(work, ignore_errors=True)  # emptied by the commit's rename
+
+
 def parse_uri(uri: str) -> str:
     """Return the sha256 an artifact URI names.
 
@@ -196,7 +212,11 @@ def _check_kind(kind: str) -> None:
 def _atomic_write_text(target: Path, text: str, tmp_dir: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=tmp_dir, delete=False, encoding="utf-8") as tmp:
-        tmp.write(text)
-        tmp.flush()
-        os.fsync(tmp.fileno())
+        try:
+            tmp.write(text)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        except BaseException:
+            os.unlink(tmp.name)
+            raise
     os.replace(tmp.name, target)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -32,6 +33,8 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     for cls, code in ERROR_CODES:
         if isinstance(exc, cls):
             return code, str(exc)
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, "no space left on the data dir's disk"
     return grpc.StatusCode.INTERNAL, "internal error (see the service's log)"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,11 @@ ENV_PREFIX = "P2M_"
 LOG_FORMATS = ("json", "text")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 SECRETS = ("llm_api_key", "gateway_token")  # also read from P2M_<NAME>_FILE
+TRAINER_BACKENDS = ("local-ray", "rayjob")
+DEPLOYER_BACKENDS = ("local", "kserve")
+# Kubernetes names: a namespace is a DNS-1123 label, a PersistentVolumeClaim a subdomain.
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,21 @@ class Settings:
             defaults.
         stage_patience_s: How long the gateway keeps calling a stage service that is down
             (being restarted) before the stage fails.
+        trainer_backend: Where the trainer runs Ray Train: "local-ray" (in its own process, or
+            the Ray cluster ``RAY_ADDRESS`` names) or "rayjob" (a KubeRay RayJob per training).
+        deployer_backend: How the deployer serves models: "local" (a KServe ModelServer
+            process on loopback) or "kserve" (a KServe InferenceService on the cluster).
+        k8s_namespace: Namespace of the RayJobs and InferenceServices p2m creates.
+        rayjob_template: The RayJob manifest (YAML) the chart renders; each training's
+            name, entrypoint, worker count and GPUs are set on a copy of it.
+        inferenceservice_template: The InferenceService manifest (YAML) the chart renders;
+            each deployment's name, model and autoscaling are set on a copy of it.
+        artifacts_pvc: The PersistentVolumeClaim holding the data dir (artifacts, cache),
+            mounted at ``data_dir`` in every p2m pod; names the model in a ``pvc://``
+            storageUri when the InferenceService template uses a KServe runtime.
+        image: Image of the RayJob's Ray pods and of the project's predictor; empty: the
+            templates' own.
+        k8s_poll_s: Seconds between two reads of a RayJob's or InferenceService's status.
     """
 
     data_dir: Path = Path(".p2m")
@@ -89,6 +110,14 @@ class Settings:
     max_retrieved_rows: int = 2000
     choice_timeout_s: float = 900.0
     stage_patience_s: float = 300.0
+    trainer_backend: str = "local-ray"
+    deployer_backend: str = "local"
+    k8s_namespace: str = "default"
+    rayjob_template: Path = Path("/etc/p2m/templates/rayjob.yaml")
+    inferenceservice_template: Path = Path("/etc/p2m/templates/inferenceservice.yaml")
+    artifacts_pvc: str = ""
+    image: str = ""
+    k8s_poll_s: float = 2.0
 
     @classmethod
     def load(
@@ -136,12 +165,28 @@ class Settings:
                 raise InvalidInput(name, "must be at least 1")
         if self.llm_max_retries < 0 or self.llm_timeout_s <= 0 or self.grace_s < 0:
             raise InvalidInput("llm_timeout_s", "timeouts and retries must not be negative")
+        self._validate_cluster()
         if self.llm_base_url:
             parsed = urlparse(self.llm_base_url)
             if parsed.scheme not in ("http", "https") or not parsed.netloc:
                 raise InvalidInput(
                     "llm_base_url", f"must be an http(s) URL, got {self.llm_base_url!r}"
                 )
+
+    def _validate_cluster(self) -> None:
+        """Check the Kubernetes settings (used only with the rayjob and kserve backends)."""
+        if self.trainer_backend not in TRAINER_BACKENDS:
+            raise InvalidInput("trainer_backend", f"must be one of {TRAINER_BACKENDS}")
+        if self.deployer_backend not in DEPLOYER_BACKENDS:
+            raise InvalidInput("deployer_backend", f"must be one of {DEPLOYER_BACKENDS}")
+        if not _DNS_LABEL.match(self.k8s_namespace):
+            raise InvalidInput("k8s_namespace", f"not a namespace name: {self.k8s_namespace!r}")
+        if self.artifacts_pvc and not _DNS_SUBDOMAIN.match(self.artifacts_pvc):
+            raise InvalidInput("artifacts_pvc", f"not a claim name: {self.artifacts_pvc!r}")
+        if any(c.isspace() for c in self.image):
+            raise InvalidInput("image", f"not an image reference: {self.image!r}")
+        if not 0 < self.k8s_poll_s <= 300:
+            raise InvalidInput("k8s_poll_s", f"must be within (0, 300], got {self.k8s_poll_s}")
 
 
 def _field_type(cls: type, name: str) -> Any:

@@ -551,7 +551,7 @@ class LocalDeployments:
 
     def _token_name(self, token: str) -> str:
         payload, _, mac = token.partition(".")
-        if not mac or not hmac.compare_digest(mac, self._mac(payload)):
+        if not mac or not hmac.compare_digest(mac.encode(), self._mac(payload).encode()):
             raise InvalidInput("page_token", "is not a page token this deployer gave out")
         try:
             return base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)).decode()

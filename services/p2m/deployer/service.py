@@ -159,9 +159,23 @@ class DeployerServicer(deployer_pb2_grpc.DeployerServicer):
 
 
 def build(settings: Settings) -> ServiceBinding:
-    """The deployer's binding: local deployments under ``<data_dir>/deployments``."""
+    """The deployer's binding: local processes, or InferenceServices on the cluster.
+
+    ``deployer_backend="local"`` keeps its registry under ``<data_dir>/deployments``;
+    ``"kserve"`` creates a KServe InferenceService per deployment.
+
+    Raises:
+        InvalidInput: With ``kserve``, the InferenceService template is unusable.
+        FailedPrecondition: With ``kserve``, no Kubernetes configuration can be loaded.
+    """
     store = ArtifactStore(settings.data_dir / "artifacts")
-    deployments = LocalDeployments(store, settings.data_dir / "deployments")
+    deployments: Deployments
+    if settings.deployer_backend == "kserve":
+        from p2m.deployer.cluster import ClusterDeployments
+
+        deployments = ClusterDeployments.from_settings(settings, store)
+    else:
+        deployments = LocalDeployments(store, settings.data_dir / "deployments")
     servicer = DeployerServicer(deployments)
     return ServiceBinding(
         full_name=deployer_pb2.DESCRIPTOR.services_by_name["Deployer"].full_name,

@@ -4,6 +4,11 @@ The driver side of training. ``train`` blocks (run it in a thread); progress arr
 ``on_event`` from the rank-0 worker via the TrainControl actor, and setting ``cancel`` stops the
 workers at their next step. A run is named by its training key, so a retry after a crash or a
 cancellation finds Ray Train's snapshot of the same run and resumes from its last checkpoint.
+
+With a ``TrainRunner`` (the trainer's ``rayjob`` backend: ``p2m.k8s.rayjob.RayJobRunner``) the run
+happens elsewhere: the runner hands the job to the cluster, streams its progress, and returns the
+model the cluster stored under the training key. The job there is this same code, driven by
+``p2m train-job`` on the RayJob's Ray cluster.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from p2m.common.artifacts import ArtifactRef, ArtifactStore
 from p2m.common.errors import Aborted, Cancelled, FailedPrecondition, InvalidInput
@@ -94,17 +99,51 @@ class TrainOutcome:
     report: TrainReport
 
 
+class TrainRunner(Protocol):
+    """Runs a training somewhere else (e.g. a KubeRay RayJob) instead of in this process."""
+
+    def run(
+        self,
+        key: str,
+        job: TrainJob,
+        emit: Callable[[TrainEvent], None],
+        cancel: threading.Event,
+    ) -> TrainOutcome:
+        """Train ``job``, streaming progress to ``emit``; return the model stored under ``key``.
+
+        Raises:
+            Cancelled: ``cancel`` was set.
+            Aborted: The training failed.
+            Unavailable: The place it runs cannot be reached.
+        """
+        ...
+
+
 class ModelTrainer:
     """Fine-tunes base models into students, on a local Ray (or the one ``RAY_ADDRESS`` names)."""
 
     def __init__(self, store: ArtifactStore, models: ModelStore, work_root: Path,
-                 hub_offline: bool = True) -> None:  # fmt: skip
-        """Store models in ``store``; keep Ray runs (checkpoints) under ``work_root``."""
+                 hub_offline: bool = True, *, runner: TrainRunner | None = None,
+                 ray_job_name: str = "") -> None:  # fmt: skip
+        """Store models in ``store``; keep Ray runs (checkpoints) under ``work_root``.
+
+        Args:
+            store: The artifact store (datasets in, models out).
+            models: The local model store base models are found in.
+            work_root: Ray Train's storage path (checkpoints of unfinished runs).
+            hub_offline: Never fetch a base model from the hub.
+            runner: Run trainings there instead of on this process's Ray (several at once).
+            ray_job_name: Set when this process is the entrypoint of that KubeRay RayJob; the
+                stored report then says ``backend="rayjob"`` and names it.
+        """
         self._store = store
         self._models = models
         self._work_root = work_root
         self._hub_offline = hub_offline
+        self._runner = runner
+        self._ray_job_name = ray_job_name
         self._one_at_a_time = threading.Lock()
+        self._key_locks: dict[str, threading.Lock] = {}
 
     def train(
         self,
@@ -136,14 +175,30 @@ class ModelTrainer:
         )  # fmt: skip
         key = training_key(base.sha256, [d.sha256 for d in datasets], job.task.instruction,
                            options)  # fmt: skip
-        with self._one_at_a_time:  # one Ray Train run at a time; a cancelled one finishes first
+        with self._exclusive(key):
             cached = self._store.recall(key)
             if cached is not None:
-                return TrainOutcome(cached, replace(self._stored_report(cached), cached=True))
+                report = stored_report(self._store, cached)
+                return TrainOutcome(cached, replace(report, cached=True))
             emit = on_event or (lambda event: None)
+            if self._runner is not None:
+                return self._runner.run(key, job, emit, cancel or threading.Event())
             run = _RayRun(key, self._work_root, base, job, data, emit, cancel or threading.Event())
             checkpoint_dir, report = run.execute()
+            if self._ray_job_name:
+                report = replace(report, backend="rayjob", ray_job_name=self._ray_job_name)
             return self._store_model(key, run, checkpoint_dir, report, base, job, datasets)
+
+    def _exclusive(self, key: str) -> threading.Lock:
+        """The lock a training holds while it runs.
+
+        Locally one Ray Train run at a time (a cancelled one finishes first); with a runner one
+        run per training key, the cluster running the others beside it.
+        """
+        if self._runner is None:
+            return self._one_at_a_time
+        with self._one_at_a_time:
+            return self._key_locks.setdefault(key, threading.Lock())
 
     def _dataset(self, index: int, ref: ArtifactRef) -> ArtifactRef:
         if not ref.uri:
@@ -173,11 +228,20 @@ class ModelTrainer:
         log.info("training stored", extra={"model": model.uri, "steps": report.steps})
         return TrainOutcome(model, report)
 
-    def _stored_report(self, ref: ArtifactRef) -> TrainReport:
-        import json
 
-        training = json.loads((self._store.path(ref.uri) / TRAINING_FILE).read_text("utf-8"))
-        return TrainReport(**training["report"])
+def stored_report(store: ArtifactStore, model: ArtifactRef) -> TrainReport:
+    """The report a stored model was trained with (from its ``p2m_training.json``).
+
+    Raises:
+        FailedPrecondition: The model folder has no readable training report.
+    """
+    import json
+
+    path = store.path(model.uri) / TRAINING_FILE
+    try:
+        return TrainReport(**json.loads(path.read_text("utf-8"))["report"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise FailedPrecondition(f"{path} holds no training report: {error}") from None
 
 
 class _RayRun:

@@ -192,13 +192,24 @@ def _log_end_of_cancelled(work: asyncio.Future[TrainOutcome]) -> None:
 
 
 def build(settings: Settings) -> ServiceBinding:
-    """The trainer's binding."""
+    """The trainer's binding: Ray Train in this process, or a KubeRay RayJob per training.
+
+    Raises:
+        InvalidInput: With ``trainer_backend="rayjob"``, the RayJob template is unusable.
+        FailedPrecondition: With ``trainer_backend="rayjob"``, no Kubernetes configuration.
+    """
     store = ArtifactStore(settings.data_dir / "artifacts")
+    runner = None
+    if settings.trainer_backend == "rayjob":
+        from p2m.k8s.rayjob import RayJobRunner
+
+        runner = RayJobRunner.from_settings(settings, store)
     trainer = ModelTrainer(
         store,
         ModelStore(settings.data_dir / "models"),
         settings.data_dir / "cache" / "train",
         hub_offline=settings.hub_offline or hub_offline_by_env(),
+        runner=runner,
     )
     servicer = TrainerServicer(trainer)
 
@@ -207,11 +218,15 @@ def build(settings: Settings) -> ServiceBinding:
 
         await asyncio.to_thread(ensure_ray)
 
+    async def stop() -> None:
+        if runner is not None:
+            runner.close()
+
     return ServiceBinding(
         full_name=trainer_pb2.DESCRIPTOR.services_by_name["Trainer"].full_name,
         register=lambda server: trainer_pb2_grpc.add_TrainerServicer_to_server(servicer, server),
-        start=start,
-        stop=_stop_ray,
+        start=start if runner is None else None,
+        stop=_stop_ray if runner is None else stop,
     )
 
 

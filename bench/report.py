@@ -1,0 +1,775 @@
+"""Run every benchmark of bench/ and write RESULTS.md from their figures.
+
+Each bench runs as its own process with ``--json`` (and ``--quick`` when given), one after the
+other, under a time limit; its one JSON line is collected and RESULTS.md is rewritten after every
+bench, so a long run can be watched and a killed one leaves what it had. A bench that fails or
+runs out of time is reported as such, with the tail of its error output.
+
+Every figure is shown with the machine it ran on and the load it ran under: beside the load
+average, the report measures how much CPU *other* processes took while each bench ran (all CPU
+time on the machine, from /proc/stat, less the bench's own), since on a shared machine that is
+what makes a figure noisy.
+
+    .venv/bin/python bench/report.py [--quick] [--only paper,serving] [--tasks squad,temporal]
+        [--out RESULTS.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import resource
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import benchkit
+import paperdata
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+BENCHES = ("retrieval", "generation", "training", "paper", "serving")
+# Seconds each bench may run: (full, --quick).
+TIMEOUTS = {
+    "retrieval": (3600, 1200),
+    "generation": (3600, 1500),
+    "training": (3600, 1200),
+    "paper": (6 * 3600, 1800),
+    "serving": (1800, 900),
+}
+# Other processes taking more than this many cores on average make a figure noisy.
+FOREIGN_NOISY_CORES = 0.5
+TAIL_CHARS = 2500
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Outcome:
+    """What one bench process gave."""
+
+    name: str
+    argv: list[str]
+    status: str = "pending"  # ok | failed | timeout | pending
+    figures: dict[str, Any] | None = None
+    wall_s: float = 0.0
+    own_cpu_s: float = 0.0
+    foreign_cores: float = 0.0
+    load_start: list[float] = field(default_factory=list)
+    load_end: list[float] = field(default_factory=list)
+    error_tail: str = ""
+    log: str = ""
+
+    @property
+    def noisy(self) -> bool:
+        """Other work on the machine while it ran was enough to disturb the figures.
+
+        Judged by the CPU other processes took, not by the load average, which counts the
+        bench itself (and, for a minute or so, the bench before it).
+        """
+        return self.foreign_cores > FOREIGN_NOISY_CORES
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="CI-sized runs of every bench")
+    parser.add_argument("--only", default="", help=f"comma-separated, of: {', '.join(BENCHES)}")
+    parser.add_argument("--tasks", default=",".join(paperdata.TASKS), help="the paper's tasks")
+    parser.add_argument("--out", type=Path, default=ROOT / "RESULTS.md")
+    parser.add_argument("--train-limit", type=int, default=500, help="paper: training examples")
+    parser.add_argument("--holdout", type=int, default=100, help="paper: generated holdout")
+    parser.add_argument("--eval-limit", type=int, default=100, help="paper: dev examples (0: all)")
+    parser.add_argument("--teacher", default="qwen", help="paper: teacher model (or none)")
+    parser.add_argument("--timeout-scale", type=float, default=1.0, help="multiply every limit")
+    parser.add_argument("--log-dir", type=Path, help="keep each bench's stderr here")
+    parser.add_argument(
+        "--shared-data",
+        type=Path,
+        default=Path(os.environ.get("P2M_SHARED_DATA", ROOT.parent / "shared" / "data")),
+    )
+    args = parser.parse_args()
+    only = [name.strip() for name in args.only.split(",") if name.strip()] or list(BENCHES)
+    unknown = sorted(set(only) - set(BENCHES))
+    tasks = [task.strip() for task in args.tasks.split(",") if task.strip()]
+    bad_tasks = sorted(set(tasks) - set(paperdata.TASKS))
+    if unknown or bad_tasks:
+        parser.error(f"unknown bench {unknown} or task {bad_tasks}")
+    shared = args.shared_data.resolve()
+    env = {**os.environ, "P2M_SHARED_DATA": str(shared)}
+    for key in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY"):
+        env.setdefault(key, "1")
+    env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="p2m-bench-logs-"))
+    log_dir.mkdir(parents=True, exist_ok=True)
+    context = {
+        "started": dt.datetime.now(dt.UTC),
+        "command": " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv]),
+        "commit": git_commit(),
+        "machine": benchkit.machine(),
+        "load_start": benchkit.load_average(),
+        "quick": args.quick,
+        "log_dir": str(log_dir),
+        "tasks": tasks,
+    }
+    print(f"logs in {log_dir}; writing {args.out}", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="p2m-bench-models-", ignore_cleanup_errors=True) as t:
+        plan = planned(args, only, tasks, shared, Path(t))
+        outcomes = [Outcome(name, argv) for name, argv in plan]
+        for outcome in outcomes:
+            limit = TIMEOUTS[outcome.name.split(":")[0]][1 if args.quick else 0]
+            print(
+                f"running {outcome.name} (limit {limit * args.timeout_scale:.0f} s)",
+                file=sys.stderr,
+            )
+            run_bench(outcome, env, log_dir, limit * args.timeout_scale)
+            print(f"  {outcome.status} in {outcome.wall_s:.0f} s", file=sys.stderr)
+            write(args.out, context, outcomes)
+    context["load_end"] = benchkit.load_average()
+    context["finished"] = dt.datetime.now(dt.UTC)
+    write(args.out, context, outcomes)
+    print(f"wrote {args.out}", file=sys.stderr)
+
+
+def planned(
+    args: argparse.Namespace, only: list[str], tasks: list[str], shared: Path, models: Path
+) -> list[tuple[str, list[str]]]:
+    """(name, argv) of every bench process to run, in order."""
+    quick = ["--quick"] if args.quick else []
+    data = ["--shared-data", str(shared)]
+    plan = []
+    for name in BENCHES:
+        if name not in only:
+            continue
+        script = str(BENCH_DIR / f"{name}.py")
+        base = [sys.executable, script, "--json", *quick]
+        if name == "paper":
+            for task in tasks:
+                sizes = [] if args.quick else [
+                    "--train-limit", str(args.train_limit), "--holdout", str(args.holdout),
+                    "--eval-limit", str(args.eval_limit),
+                ]  # fmt: skip
+                argv = [*base, *data, "--task", task, "--teacher", args.teacher, *sizes]
+                plan.append((f"paper:{task}", [*argv, "--models-dir", str(models)]))
+        elif name == "serving":
+            plan.append((name, [*base, "--models-dir", str(models)]))
+        else:
+            plan.append((name, [*base, *data]))
+    return plan
+
+
+def run_bench(outcome: Outcome, env: dict[str, str], log_dir: Path, limit_s: float) -> None:
+    """Run one bench process under ``limit_s``; fill ``outcome`` with what it gave."""
+    log_path = log_dir / f"{outcome.name.replace(':', '-')}.log"
+    outcome.log = str(log_path)
+    outcome.load_start = benchkit.load_average()
+    cpu_before = machine_cpu_s()
+    own_before = children_cpu_s()
+    started = time.perf_counter()
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen(
+            outcome.argv,
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=log_file,
+            start_new_session=True,  # its own process group: a timeout stops all of it
+        )
+        try:
+            stdout, _ = proc.communicate(timeout=limit_s)
+            timed_out = False
+        except subprocess.TimeoutExpired:
+            stop_group(proc)
+            stdout, _ = proc.communicate()
+            timed_out = True
+    outcome.wall_s = time.perf_counter() - started
+    outcome.own_cpu_s = children_cpu_s() - own_before
+    busy = machine_cpu_s() - cpu_before
+    outcome.foreign_cores = max(0.0, (busy - outcome.own_cpu_s) / max(outcome.wall_s, 1e-9))
+    outcome.load_end = benchkit.load_average()
+    figures = last_json(stdout.decode("utf-8", errors="replace"))
+    tail = log_path.read_text(encoding="utf-8", errors="replace")[-TAIL_CHARS:]
+    if timed_out:
+        outcome.status = "timeout"
+        outcome.error_tail = f"stopped after {limit_s:.0f} s\n{tail}"
+    elif proc.returncode != 0 or figures is None:
+        outcome.status = "failed"
+        outcome.error_tail = f"exit status {proc.returncode}\n{tail}"
+    else:
+        outcome.status = "ok"
+        outcome.figures = figures
+
+
+def stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the bench's process group, SIGKILL 30 s later if it is still there."""
+    for sig, wait_s in ((signal.SIGTERM, 30.0), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def last_json(stdout: str) -> dict[str, Any] | None:
+    """The last line of ``stdout`` that is a JSON object naming its bench."""
+    for line in reversed(stdout.splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                value = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(value, dict) and "bench" in value:
+                return value
+    return None
+
+
+def machine_cpu_s() -> float:
+    """CPU seconds spent by everything on the machine since boot (user..steal, no idle)."""
+    fields = Path("/proc/stat").read_text(encoding="utf-8").splitlines()[0].split()[1:]
+    ticks = [int(v) for v in fields]
+    busy = sum(ticks[:8]) - ticks[3] - ticks[4]  # less idle and iowait
+    return busy / CLK_TCK
+
+
+def children_cpu_s() -> float:
+    """CPU seconds of this process's finished children (and theirs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def git_commit() -> str:
+    """HEAD's short hash, with "+ uncommitted changes" when the work tree differs."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    return f"{head} + uncommitted changes" if dirty else head
+
+
+# -- RESULTS.md ---------------------------------------------------------------------------------
+
+
+def write(path: Path, context: dict[str, Any], outcomes: list[Outcome]) -> None:
+    """Render and write RESULTS.md (atomically)."""
+    text = render(context, outcomes)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def render(context: dict[str, Any], outcomes: list[Outcome]) -> str:
+    """The whole RESULTS.md."""
+    by_name = {o.name: o for o in outcomes}
+    lines = header(context, outcomes)
+    papers = [o for o in outcomes if o.name.startswith("paper:")]
+    if papers:
+        lines += paper_section(papers, context)
+        lines += agreement_section(papers, context)
+    for name, section in (
+        ("retrieval", retrieval_section),
+        ("generation", generation_section),
+        ("training", training_section),
+        ("serving", serving_section),
+    ):
+        if name in by_name:
+            lines += section(by_name[name])
+    lines += runs_section(outcomes)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def header(context: dict[str, Any], outcomes: list[Outcome]) -> list[str]:
+    """Title, provenance and the machine."""
+    started = context["started"]
+    finished = context.get("finished")
+    state = (
+        f"finished {finished:%Y-%m-%d %H:%M} UTC"
+        if finished
+        else f"**in progress** ({sum(o.status != 'pending' for o in outcomes)} of "
+        f"{len(outcomes)} benches done)"
+    )
+    machine = context["machine"]
+    load_end = context.get("load_end")
+    lines = [
+        "# Results",
+        "",
+        "<!-- Generated by bench/report.py; do not edit by hand: run `make results` "
+        "(QUICK=1 for CI-sized runs). -->",
+        "",
+        f"Generated by `bench/report.py`, not written by hand. Started "
+        f"{started:%Y-%m-%d %H:%M} UTC, {state}.",
+        "",
+        f"- command: `{context['command']}`",
+        f"- commit: `{context['commit']}`",
+        f"- machine: {machine['cpu']} ({machine['arch']}), {machine['cores']} cores, "
+        f"{machine['ram_gib']} GiB RAM, {machine['gpu'] or 'no GPU'}; Python "
+        f"{machine['python']}, torch {machine['torch'] or '-'}",
+        f"- load average (1/5/15 min): {fmt_load(context['load_start'])} at the start"
+        + (f", {fmt_load(load_end)} at the end" if load_end else ""),
+    ]
+    if context["quick"]:
+        lines += [
+            "",
+            "> **Made with `--quick`**: CI-sized runs (a handful of examples, a few training "
+            "steps, seconds of load). These figures show that every benchmark runs end to end; "
+            "they are far too small to say anything about quality or speed. `make results` "
+            "(without QUICK) gives the real ones.",
+        ]
+    noisy = [o.name for o in outcomes if o.status != "pending" and o.noisy]
+    if noisy:
+        lines += [
+            "",
+            f"> **Shared machine**: other processes used more than {FOREIGN_NOISY_CORES} cores "
+            f"on average while {', '.join(noisy)} ran; "
+            "those figures are noisy, timings most of all. Each bench's share is in the last "
+            "section.",
+        ]
+    return [*lines, ""]
+
+
+def paper_section(papers: list[Outcome], context: dict[str, Any]) -> list[str]:
+    """The paper's three tasks: student and teacher, dev and generated holdout, paper figures."""
+    lines = [
+        "## The paper's three tasks",
+        "",
+        "The student (SmolLM2-135M fine-tuned with Ray Train on the first N examples of the "
+        "paper's own generated set, gpt-3.5-turbo output) and the teacher (the embedded llama.cpp "
+        "endpoint, prompted with the task's instruction and demonstrations through the "
+        "evaluator) on the same dev examples of the real test set, and on a generated holdout "
+        "(the generated examples after the N used for training). Scores in the paper's metric: "
+        "Exact Match (0-100) for SQuAD, ChrF++ for Temporal and MCoNaLa. The paper's figures are "
+        "on the full test sets with gpt-3.5-turbo as teacher and a retrieved T5 as student, so "
+        "compare them as orders of magnitude, not digit by digit.",
+        "",
+        "| task | metric | student dev | teacher dev | student gen. holdout | "
+        "teacher gen. holdout | paper gpt-3.5-turbo | paper Prompt2Model | sizes (train / "
+        "holdout / dev) | teacher | load avg |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    failures = []
+    for outcome in papers:
+        task = outcome.name.split(":", 1)[1]
+        paper = paperdata.PAPER[task]
+        f = outcome.figures
+        if f is None:
+            lines.append(
+                f"| {task} | {paper.metric} | {outcome.status} | | | | {paper.paper_teacher} | "
+                f"{paper.paper_student} | | | |"
+            )
+            failures.append(outcome)
+            continue
+        teacher = f.get("teacher") or {}
+        sizes = f["sizes"]
+        lines.append(
+            f"| {task} | {f['metric']} | {cell(f['student'].get('dev'))} | "
+            f"{cell(teacher.get('dev'))} | {cell(f['student'].get('holdout'))} | "
+            f"{cell(teacher.get('holdout'))} | {f['paper_gpt35']} | {f['paper_prompt2model']} | "
+            f"{sizes['train']} / {sizes['holdout']} / {sizes['dev']} | "
+            f"{f.get('teacher_model') or 'none'} | {fmt_load(f['load_avg_end'])} |"
+        )
+    lines.append("")
+    details = []
+    for outcome in papers:
+        f = outcome.figures
+        if f is None:
+            continue
+        training = f["training"]
+        details.append(
+            f"- {f['task']}: trained {training['steps']} steps ({f['epochs']} epoch(s)"
+            + (f", at most {f['max_steps']} steps" if f["max_steps"] else "")
+            + f") in {training['wall_s']:.0f} s, {training['examples_per_s']} examples/s, final "
+            f"loss {training['final_loss']}; student latency p50 "
+            f"{f['student']['dev']['latency_p50_ms']:.0f} ms per example, "
+            f"{f['model_size_mb']} MB; both decode at most {f['max_output_tokens']} tokens; "
+            f"ran on {benchkit.machine_line(f['machine'])}."
+        )
+    if details:
+        lines += [*details, ""]
+    worst = worst_lines(papers)
+    if worst:
+        lines += [
+            "The lowest-scoring dev example of each (what the scores are made of):",
+            "",
+            *worst,
+            "",
+        ]
+    for outcome in failures:
+        lines += failure_block(outcome)
+    return lines
+
+
+def worst_lines(papers: list[Outcome]) -> list[str]:
+    """One line per task and subject: the worst dev example's input, prediction and reference."""
+    lines = []
+    for outcome in papers:
+        f = outcome.figures
+        if f is None:
+            continue
+        for subject in ("student", "teacher"):
+            entry = (f.get(subject) or {}).get("dev") or {}
+            worst = entry.get("worst")
+            if worst:
+                lines.append(
+                    f"- {f['task']}, {subject}: {short(worst['input'], 60)} -> "
+                    f"{short(worst['prediction'], 50)} (reference {short(worst['reference'], 50)})"
+                )
+    return lines
+
+
+def short(text: str, limit: int) -> str:
+    """``text`` on one line, at most ``limit`` characters, as inline code."""
+    flat = " ".join(text.split())
+    flat = flat if len(flat) <= limit else flat[: limit - 1] + "…"
+    return "`" + flat.replace("`", "'") + "`" if flat else "(empty)"
+
+
+def cell(entry: dict[str, Any] | None) -> str:
+    """A score cell: the score and (n), or why there is none."""
+    if entry is None:
+        return "-"
+    if "error" in entry:
+        return "failed"
+    return f"{entry['score']:.1f} (n={entry['examples']})"
+
+
+def agreement_section(papers: list[Outcome], context: dict[str, Any]) -> list[str]:
+    """How well the score on generated data predicts the score on the real dev half."""
+    rows = []
+    for outcome in papers:
+        f = outcome.figures
+        if f is None:
+            continue
+        student = f["student"]
+        teacher = f.get("teacher") or {}
+        row = {
+            "task": f["task"],
+            "metric": f["metric"],
+            "dev": student["dev"]["score"],
+            "holdout": student["holdout"]["score"],
+            "n_dev": student["dev"]["examples"],
+            "n_holdout": student["holdout"]["examples"],
+            "teacher_dev": score_of(teacher.get("dev")),
+            "teacher_holdout": score_of(teacher.get("holdout")),
+        }
+        rows.append(row)
+    lines = [
+        "## Does generated data estimate the real score?",
+        "",
+        "The paper's claim: a held-out slice of the generated data gives a usable estimate of "
+        "the student's quality before deployment. Per task, the student's score on the "
+        "generated holdout beside its score on the real dev half; and whether the holdout picks "
+        "the same winner between student and teacher as the dev half does.",
+        "",
+    ]
+    if not rows:
+        return [*lines, "No paper task finished, so there is nothing to compare.", ""]
+    lines += [
+        "| task | metric | student holdout | student dev | holdout - dev | teacher holdout | "
+        "teacher dev | winner on holdout | winner on dev |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['task']} | {r['metric']} | {r['holdout']:.1f} | {r['dev']:.1f} | "
+            f"{r['holdout'] - r['dev']:+.1f} | {fmt_score(r['teacher_holdout'])} | "
+            f"{fmt_score(r['teacher_dev'])} | {winner(r['holdout'], r['teacher_holdout'])} | "
+            f"{winner(r['dev'], r['teacher_dev'])} |"
+        )
+    lines.append("")
+    lines += agreement_summary(rows, context)
+    return [*lines, ""]
+
+
+def agreement_summary(rows: list[dict[str, Any]], context: dict[str, Any]) -> list[str]:
+    """What the agreement numbers say, in words computed from them."""
+    diffs = [r["holdout"] - r["dev"] for r in rows]
+    over = sum(d > 0 for d in diffs)
+    mean_abs = sum(abs(d) for d in diffs) / len(diffs)
+    out = [
+        f"- Mean absolute gap between holdout and dev: {mean_abs:.1f} points over "
+        f"{len(rows)} task(s); the holdout is higher on {over} and lower on "
+        f"{len(rows) - over}."
+    ]
+    if len(rows) >= 2:
+        rho = spearman([r["holdout"] for r in rows], [r["dev"] for r in rows])
+        rho_text = "undefined (tied scores)" if rho is None else f"{rho:+.2f}"
+        out.append(
+            f"- Rank agreement across tasks (Spearman, student holdout vs dev): {rho_text} over "
+            f"{len(rows)} tasks. With so few tasks, and Exact Match beside ChrF++, this is a "
+            "sketch, not a statistic."
+        )
+    decided = [r for r in rows if r["teacher_dev"] is not None and r["teacher_holdout"] is not None]
+    if decided:
+        same = sum(
+            winner(r["holdout"], r["teacher_holdout"]) == winner(r["dev"], r["teacher_dev"])
+            for r in decided
+        )
+        out.append(
+            f"- Student-vs-teacher winner: the holdout names the same winner as the dev half on "
+            f"{same} of {len(decided)} task(s). (The holdout's references are gpt-3.5-turbo "
+            "output, so a teacher that imitates gpt-3.5-turbo well gains there without being "
+            "right.)"
+        )
+    smallest = min(min(r["n_dev"], r["n_holdout"]) for r in rows)
+    if context["quick"] or smallest < 50:
+        out.append(
+            f"- Honest reading: with as few as {smallest} examples per score (and a student "
+            "trained for a few steps only under --quick), gaps of this size are within sampling "
+            "noise; these rows show that the comparison is computed, not whether the claim "
+            "holds."
+        )
+    else:
+        verdict = (
+            "the holdout tracks the dev score closely"
+            if mean_abs <= 5
+            else "the holdout is a loose estimate of the dev score"
+            if mean_abs <= 15
+            else "the holdout does not estimate the dev score well"
+        )
+        out.append(
+            f"- Reading: on these sizes (at least {smallest} examples per score) {verdict} "
+            f"(mean gap {mean_abs:.1f} points); generated data shares the teacher's style and "
+            "errors, so a gap that is mostly positive means it flatters the student."
+        )
+    return out
+
+
+def score_of(entry: dict[str, Any] | None) -> float | None:
+    """The score of an entry, None when missing or failed."""
+    if not entry or "error" in entry:
+        return None
+    return float(entry["score"])
+
+
+def winner(student: float, teacher: float | None) -> str:
+    """Which of the two scored higher ("-" without a teacher score)."""
+    if teacher is None:
+        return "-"
+    if student == teacher:
+        return "tie"
+    return "student" if student > teacher else "teacher"
+
+
+def spearman(xs: list[float], ys: list[float]) -> float | None:
+    """Spearman's rank correlation (average ranks for ties); None when a side is constant."""
+
+    def ranks(values: list[float]) -> list[float]:
+        order = sorted(range(len(values)), key=lambda i: values[i])
+        out = [0.0] * len(values)
+        i = 0
+        while i < len(order):
+            j = i
+            while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+                j += 1
+            for k in range(i, j + 1):
+                out[order[k]] = (i + j) / 2 + 1
+            i = j + 1
+        return out
+
+    rx, ry = ranks(xs), ranks(ys)
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
+    sx = sum((a - mx) ** 2 for a in rx) ** 0.5
+    sy = sum((b - my) ** 2 for b in ry) ** 0.5
+    if sx == 0 or sy == 0:
+        return None
+    return sxy / (sx * sy)
+
+
+def retrieval_section(outcome: Outcome) -> list[str]:
+    """Dataset retrieval on DataFinder."""
+    lines = ["## Dataset retrieval (DataFinder)", ""]
+    f = outcome.figures
+    if f is None:
+        return lines + failure_block(outcome)
+    lines += [
+        f"{f['queries']} DataFinder dev queries over {f['documents']} Papers-with-Code dataset "
+        f"descriptions, encoder {f['encoder']}; index built in {f['index_build_s']:.0f} s. "
+        f"Ran on {benchkit.machine_line(f['machine'])}; load {fmt_load(f['load_avg_start'])} "
+        f"-> {fmt_load(f['load_avg_end'])}.",
+        "",
+        "| method | recall@5 | recall@10 | MRR | MAP |",
+        "|---|---|---|---|---|",
+    ]
+    for method, m in f["methods"].items():
+        lines.append(
+            f"| {method} | {m['recall@5']:.3f} | {m['recall@10']:.3f} | {m['mrr']:.3f} | "
+            f"{m['map']:.3f} |"
+        )
+    latency = f["fused_latency_ms"]
+    lines += [
+        "",
+        f"Fused search latency: p50 {latency['p50']:.0f} ms, p99 {latency['p99']:.0f} ms.",
+        "",
+    ]
+    return lines
+
+
+def generation_section(outcome: Outcome) -> list[str]:
+    """Synthetic data generation against the local endpoint."""
+    lines = ["## Generation", ""]
+    f = outcome.figures
+    if f is None:
+        return lines + failure_block(outcome)
+    lines += [
+        f"{f['examples_per_run']} Temporal examples per run from the embedded llama.cpp endpoint "
+        f"serving {f['model']}. Ran on {benchkit.machine_line(f['machine'])}.",
+        "",
+        "| run | examples/s | requests | duplicate rate | self-consistency agreement | load avg |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, run in f["runs"].items():
+        lines.append(
+            f"| {label} | {run['examples_per_s']:.3f} | {run['requests']} | "
+            f"{run['duplicate_rate']:.2f} | {run['self_consistency_agreement']:.2f} | "
+            f"{fmt_load(run['load_avg'])} |"
+        )
+    lines += [
+        "",
+        f"Speed-up from concurrency: {f['speedup']:.2f}x. Duplicate rate "
+        f"{f['duplicate_rate_diverse']:.2f} with diverse prompts, "
+        f"{f['duplicate_rate_plain']:.2f} without.",
+        "",
+    ]
+    return lines
+
+
+def training_section(outcome: Outcome) -> list[str]:
+    """Training throughput."""
+    lines = ["## Training", ""]
+    f = outcome.figures
+    if f is None:
+        return lines + failure_block(outcome)
+    lines += [
+        f"Model {f['model']}, {f['steps']} steps of {f['batch_size_per_worker']} examples per "
+        f"worker (examples/s of the steps themselves; wall time includes loading and Ray's "
+        f"start). Ran on {benchkit.machine_line(f['machine'])}.",
+        "",
+        "| run | examples/s | wall s | ratio to plain loop | load avg |",
+        "|---|---|---|---|---|",
+    ]
+    for label, run in f["runs"].items():
+        lines.append(
+            f"| {label} | {run['examples_per_s']:.2f} | {run['wall_s']:.0f} | "
+            f"{run['ratio_to_plain']:.2f} | {fmt_load(run['load_avg'])} |"
+        )
+    return [*lines, ""]
+
+
+def serving_section(outcome: Outcome) -> list[str]:
+    """The model server under load."""
+    lines = ["## Serving", ""]
+    f = outcome.figures
+    if f is None:
+        return lines + failure_block(outcome)
+    on = f["batching"]["on"]
+    lines += [
+        f"`p2m serve-model` (KServe) serving {f['model']}, at most {f['max_output_tokens']} "
+        f"output tokens; {f['protocol']}; {f['duration_s']:g} s per row after one warm-up "
+        f"request. Batching on: at most {on['max_batch_size']} requests per batch, "
+        f"{on['max_latency_ms']:g} ms wait. Ran on {benchkit.machine_line(f['machine'])}.",
+        "",
+        "| batching | clients | requests/s | p50 ms | p95 ms | p99 ms | errors | requests per "
+        "batch | load avg |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for mode, result in f["results"].items():
+        for level, row in result["levels"].items():
+            latency = row["latency_ms"]
+            lines.append(
+                f"| {mode} | {level} | {row['requests_per_s']:.2f} | {latency['p50']:.0f} | "
+                f"{latency['p95']:.0f} | {latency['p99']:.0f} | {row['errors']} | "
+                f"{row['mean_batch_requests']:.2f} | {fmt_load(row['load_avg'])} |"
+            )
+    ready = ", ".join(f"{mode} {r['ready_s']:.0f} s" for mode, r in f["results"].items())
+    return [*lines, "", f"Time from start to ready: {ready}.", ""]
+
+
+def runs_section(outcomes: list[Outcome]) -> list[str]:
+    """Every bench process: status, time, and the CPU others took meanwhile."""
+    lines = [
+        "## Runs",
+        "",
+        "Each bench ran as its own process. *Other CPU* is the CPU time every other process on "
+        "the machine used while it ran, in cores on average (from /proc/stat, less the bench's "
+        "own CPU time, approximate: a process the bench leaves unreaped counts as other); above "
+        f"{FOREIGN_NOISY_CORES} the bench's figures are marked noisy.",
+        "",
+        "| bench | status | wall s | own CPU s | other CPU (cores) | load start | load end | "
+        "noisy |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for o in outcomes:
+        if o.status == "pending":
+            lines.append(f"| {o.name} | pending | | | | | | |")
+            continue
+        lines.append(
+            f"| {o.name} | {o.status} | {o.wall_s:.0f} | {o.own_cpu_s:.0f} | "
+            f"{o.foreign_cores:.2f} | {fmt_load(o.load_start)} | {fmt_load(o.load_end)} | "
+            f"{'yes' if o.noisy else 'no'} |"
+        )
+    lines.append("")
+    for o in outcomes:
+        lines.append(f"- `{o.name}`: `{' '.join(shlex.quote(display_arg(a)) for a in o.argv)}`")
+    return [*lines, ""]
+
+
+def display_arg(arg: str) -> str:
+    """An argument as shown in RESULTS.md: paths relative to the repo, temp folders named so."""
+    if arg == sys.executable:
+        return "python"
+    path = Path(arg)
+    if path.is_absolute():
+        try:
+            return str(path.relative_to(ROOT))
+        except ValueError:
+            if str(path).startswith(tempfile.gettempdir()):
+                return "<temp>"
+    return arg
+
+
+def failure_block(outcome: Outcome) -> list[str]:
+    """A failed or timed-out bench, with the tail of its error output."""
+    if outcome.status == "pending":
+        return [f"*{outcome.name}: not run yet (the report is still running).*", ""]
+    return [
+        f"**{outcome.name}: {outcome.status}** after {outcome.wall_s:.0f} s (log "
+        f"`{outcome.log}`). Last lines of its error output:",
+        "",
+        "```",
+        outcome.error_tail.strip().replace("```", "'''"),
+        "```",
+        "",
+    ]
+
+
+def fmt_load(load: list[float] | None) -> str:
+    """1/5/15-minute load averages."""
+    if not load:
+        return "-"
+    return "/".join(f"{value:.2f}" for value in load)
+
+
+def fmt_score(value: float | None) -> str:
+    """A score or a dash."""
+    return "-" if value is None else f"{value:.1f}"
+
+
+if __name__ == "__main__":
+    main()
