@@ -21,7 +21,8 @@ from p2m.stack import undeploy_all
 from prompt2model.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 from tests.support import REPO, ServiceProcess
 
-pytestmark = pytest.mark.slow
+# The whole pipeline, twice per test: far longer than the suite's default per-test timeout.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 G = gateway_pb2
 S = common_pb2

@@ -114,12 +114,13 @@ def test_generate_bad_options_exit_2(flags: list[str], message: str):
     assert message in result.stderr
 
 
+@pytest.mark.timeout(900)  # a real generation; slow when the 2 cores are shared
 def test_generate_writes_jsonl_to_out(local_llm: ServiceProcess, tmp_path: Path):
     out = tmp_path / "out"
     result = p2m(
         "generate", "--prompt-file", str(SENTIMENT), "--num-examples", "4", "--out", str(out),
         "--json", "--data-dir", str(tmp_path / "data"), "--llm-base-url", local_llm.base_url,
-        "--temperature", "1.0", "1.4", "--self-consistency", "2", "--seed", "4",
+        "--temperature", "1.0", "1.4", "--self-consistency", "2", "--seed", "4", timeout=800,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)

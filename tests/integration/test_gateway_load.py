@@ -52,6 +52,7 @@ def gateway(retriever_data_dir: Path, tmp_path_factory: pytest.TempPathFactory
             service.stop()
 
 
+@pytest.mark.timeout(900)
 def test_fifty_runs_at_once_are_queued_and_all_finish(
     gateway: tuple[ServiceProcess, Path, Path],
 ) -> None:

@@ -92,6 +92,7 @@ def _command(prompt: Path, data_dir: Path, base_url: str) -> list[str]:
     ]  # fmt: skip
 
 
+@pytest.mark.timeout(900)  # two real generations; slow when the 2 cores are shared
 def test_killed_generation_resumes_without_repeating_requests(
     proxy: RecordingProxy, paper_prompts, tmp_path: Path
 ):
