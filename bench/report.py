@@ -86,6 +86,7 @@ def main() -> None:
     parser.add_argument("--train-limit", type=int, default=500, help="paper: training examples")
     parser.add_argument("--holdout", type=int, default=100, help="paper: generated holdout")
     parser.add_argument("--eval-limit", type=int, default=100, help="paper: dev examples (0: all)")
+    parser.add_argument("--epochs", type=int, default=3, help="paper: training epochs")
     parser.add_argument("--teacher", default="qwen", help="paper: teacher model (or none)")
     parser.add_argument("--timeout-scale", type=float, default=1.0, help="multiply every limit")
     parser.add_argument("--log-dir", type=Path, help="keep each bench's stderr here")
@@ -153,7 +154,7 @@ def planned(
             for task in tasks:
                 sizes = [] if args.quick else [
                     "--train-limit", str(args.train_limit), "--holdout", str(args.holdout),
-                    "--eval-limit", str(args.eval_limit),
+                    "--eval-limit", str(args.eval_limit), "--epochs", str(args.epochs),
                 ]  # fmt: skip
                 argv = [*base, *data, "--task", task, "--teacher", args.teacher, *sizes]
                 plan.append((f"paper:{task}", [*argv, "--models-dir", str(models)]))

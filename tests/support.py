@@ -44,11 +44,12 @@ class ServiceProcess:
             sys.executable, "-m", "p2m", "serve", service,
             "--port", str(self.port), "--data-dir", str(data_dir), *args,
         ]  # fmt: skip
-        self._env = {**os.environ, **(env or {})}
+        self.extra_env = dict(env or {})
+        self._env = {**os.environ, **self.extra_env}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout_s: float = 120.0) -> ServiceProcess:
-        log = self.log_path.open("wb")
+        log = self.log_path.open("ab")  # a restart on the same port keeps the earlier log
         self.proc = subprocess.Popen(
             self._cmd, stdout=log, stderr=subprocess.STDOUT, env=self._env, start_new_session=True
         )

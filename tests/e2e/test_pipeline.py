@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from p2m.stack import undeploy_all
 from prompt2model.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 from tests.support import REPO, ServiceProcess
 
-# The whole pipeline, twice per test: far longer than the suite's default per-test timeout.
+# The whole pipeline, twice: far longer than the suite's default per-test timeout.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 G = gateway_pb2
@@ -39,6 +39,7 @@ class Stack:
     data_dir: Path
     services: dict[str, ServiceProcess]
     gateway: ServiceProcess
+    logs: list[ServiceProcess] = field(default_factory=list)  # every process, killed ones too
 
     def api(self) -> gateway_pb2_grpc.GatewayStub:
         return gateway_pb2_grpc.GatewayStub(grpc.insecure_channel(self.gateway.address))
@@ -49,7 +50,9 @@ class Stack:
         old.kill()
         args = ("--llm-base-url", old._cmd[old._cmd.index("--llm-base-url") + 1]) if (
             "--llm-base-url" in old._cmd) else ()  # fmt: skip
-        self.services[name] = ServiceProcess(name, self.data_dir, *args, port=old.port).start()
+        self.services[name] = ServiceProcess(name, self.data_dir, *args, port=old.port,
+                                             env=old.extra_env).start()  # fmt: skip
+        self.logs.append(self.services[name])
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +68,7 @@ def stack(retriever_data_dir: Path, local_llm: ServiceProcess) -> Iterator[Stack
             services[name] = ServiceProcess(name, data_dir, *args, env=env).start(timeout_s=300)
         addresses = {f"P2M_{n.upper()}_ADDR": s.address for n, s in services.items()}
         gateway = ServiceProcess("gateway", data_dir, env={**env, **addresses}).start()
-        stack = Stack(data_dir, services, gateway)
+        stack = Stack(data_dir, services, gateway, logs=list(services.values()))
         yield stack
     finally:
         if "deployer" in services:  # deployments outlive their deployer by design
@@ -105,16 +108,77 @@ def post_json(url: str, body: Any) -> Any:
         return json.loads(reply.read())
 
 
-def test_prompt_to_deployed_student_then_every_stage_cached(stack: Stack) -> None:
-    run, events = run_to_end(stack, options(max_steps=2))
+# The service each stage calls, and whether it streams progress (then it is killed at its first
+# progress message that marks work worth keeping; otherwise as soon as the stage starts, with its
+# call in flight).
+STAGE_SERVICE = {
+    S.STAGE_PARSE: ("parser", False),
+    S.STAGE_RETRIEVE_DATASETS: ("retriever", False),
+    S.STAGE_PREPARE_DATASET: ("retriever", False),
+    S.STAGE_GENERATE: ("generator", True),
+    S.STAGE_RETRIEVE_MODEL: ("retriever", False),
+    S.STAGE_TRAIN: ("trainer", True),
+    S.STAGE_EVALUATE: ("evaluator", True),
+    S.STAGE_DEPLOY: ("deployer", False),
+}
+
+
+class KillEachStage:
+    """Watches a run's events and SIGKILLs (then restarts) the service of each stage once."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.killed: dict[int, str] = {}
+
+    def __call__(self, event: G.RunEvent) -> None:
+        if event.stage not in STAGE_SERVICE or event.stage in self.killed:
+            return
+        service, streams = STAGE_SERVICE[event.stage]
+        due = (mid_work(event) if streams and event.kind == G.RUN_EVENT_KIND_STAGE_PROGRESS
+               else not streams and event.kind == G.RUN_EVENT_KIND_STAGE_STARTED)  # fmt: skip
+        if due:
+            self.stack.restart(service)
+            self.killed[event.stage] = service
+
+
+def mid_work(event: G.RunEvent) -> bool:
+    """A streamed stage has done something worth keeping (training: its first checkpoint)."""
+    progress = event.progress
+    if event.stage == S.STAGE_TRAIN:
+        return progress.done >= 1 and "checkpoint" in progress.message
+    return progress.done > 0
+
+
+def test_every_stage_service_killed_mid_run_then_a_deployed_student_then_all_cached(
+    stack: Stack,
+) -> None:
+    """One run from the prompt to a served student, each stage's service SIGKILLed while it works.
+
+    Each killed service is restarted on its port; the gateway waits for it and the run completes
+    with nothing finished done twice: generation keeps the examples it had accepted, training
+    resumes from its first epoch's checkpoint. The same run again is answered from the caches.
+    """
+    kill = KillEachStage(stack)
+    run_options = options(max_steps=4, epochs=2)
+    run_options.generate.batch_size = 2  # several rounds: the kill lands between two of them
+    run, events = run_to_end(stack, run_options, kill)
     assert run.state == G.RUN_STATE_SUCCEEDED, run.error
+    succeeded = {r.stage for r in run.stages if r.state == G.STAGE_STATE_SUCCEEDED}
+    must_kill = {S.STAGE_PARSE, S.STAGE_GENERATE, S.STAGE_TRAIN, S.STAGE_EVALUATE, S.STAGE_DEPLOY}
+    assert must_kill <= succeeded
+    assert succeeded & set(STAGE_SERVICE) <= set(kill.killed), f"killed only in {kill.killed}"
+    started = [e.stage for e in events if e.kind == G.RUN_EVENT_KIND_STAGE_STARTED]
+    assert len(started) == len(set(started)), "a finished stage was started again"
     kinds = [e.kind for e in events]
     assert kinds.count(G.RUN_EVENT_KIND_STAGE_PROGRESS) > 0  # generation and training stream
     assert run.task.instruction.startswith("Classify")
     assert run.base_model.name == "HuggingFaceTB/SmolLM2-135M-Instruct"
     report = run.report
     assert report.generation.accepted > 0
-    assert report.training.steps == 2 and report.model.uri
+    assert report.generation.resumed_from > 0  # the examples accepted before the kill were kept
+    training = report.training  # resumed from the first epoch's checkpoint, short of the end
+    assert training.resumed_from_checkpoint and training.epochs == 2
+    assert 1 <= training.resumed_from_step < training.steps and report.model.uri
     assert set(report.student_metrics.values) == {"exact_match", "chrf"}
     assert set(report.teacher_metrics.values) == {"exact_match", "chrf"}
     assert report.student_size_bytes > 100_000_000
@@ -140,32 +204,15 @@ def test_prompt_to_deployed_student_then_every_stage_cached(stack: Stack) -> Non
     demo = Client(report.demo_url, verbose=False)
     assert demo.predict("I loved this film!", api_name="/predict") == v1["predictions"][0]
 
-    # The API key never shows in a log, an event or the run.
-    logs = "".join(p.log() for p in [*stack.services.values(), stack.gateway])
+    # The API key never shows in a log (the killed services' included), an event or the run.
+    logs = "".join(p.log() for p in [*set(stack.logs), stack.gateway])
     assert SECRET not in logs and SECRET not in str(events) and SECRET not in str(run)
 
-    again, _ = run_to_end(stack, options(max_steps=2))
+    again, again_events = run_to_end(stack, run_options)
     assert again.state == G.RUN_STATE_SUCCEEDED, again.error
     for which in (S.STAGE_GENERATE, S.STAGE_TRAIN, S.STAGE_EVALUATE):
         assert stage(again, which).cached, S.Stage.Name(which)
     assert again.report.model.uri == report.model.uri
     assert again.report.endpoint.base_url == report.endpoint.base_url  # the same deployment
-
-
-def test_a_stage_service_killed_mid_run_is_waited_for_and_nothing_is_redone(stack: Stack) -> None:
-    """SIGKILL the trainer when training starts; restarted, the run completes."""
-    killed = []
-
-    def kill_trainer(event: G.RunEvent) -> None:
-        if (event.kind == G.RUN_EVENT_KIND_STAGE_STARTED and event.stage == S.STAGE_TRAIN
-                and not killed):  # fmt: skip
-            stack.restart("trainer")
-            killed.append(event.sequence)
-
-    run, events = run_to_end(stack, options(max_steps=3, epochs=2), kill_trainer)
-    assert killed, "the trainer was never killed"
-    assert run.state == G.RUN_STATE_SUCCEEDED, run.error
-    started = [e.stage for e in events if e.kind == G.RUN_EVENT_KIND_STAGE_STARTED]
-    assert len(started) == len(set(started)), "a finished stage was started again"
-    assert run.report.training.steps == 3
-    assert stage(run, S.STAGE_GENERATE).cached  # the first test's data, reused
+    assert not any(e.kind == G.RUN_EVENT_KIND_STAGE_PROGRESS and e.stage == S.STAGE_TRAIN
+                   and "step" in e.progress.message for e in again_events)  # fmt: skip

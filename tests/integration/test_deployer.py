@@ -7,8 +7,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import shutil
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -300,6 +303,70 @@ def test_concurrent_requests_share_batches(setup: Setup, tiny: common_pb2.Endpoi
     inputs = after["p2m_batch_inputs_total"] - before.get("p2m_batch_inputs_total", 0)
     assert requests == inputs == len(texts)
     assert 1 <= batches < len(texts), f"{len(texts)} concurrent requests ran in {batches} batches"
+
+
+WRK_SECONDS = 5
+WRK_CONNECTIONS = 8
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"instances": ["a somewhat longer input about Italy"]}'
+"""
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is missing: `sudo make browser`")
+def test_endpoint_under_wrk_load_answers_every_request(
+    setup: Setup, tiny: common_pb2.Endpoint, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """wrk keeps 8 connections busy for 5 s: no error, no non-2xx, batches form; figures shown."""
+    script = tmp_path / "predict.lua"
+    script.write_text(WRK_SCRIPT, encoding="utf-8")
+    before = _metrics(tiny.base_url)
+    result = subprocess.run(
+        ["wrk", "--threads", "2", "--connections", str(WRK_CONNECTIONS), "--duration",
+         f"{WRK_SECONDS}s", "--timeout", "30s", "--latency", "--script", str(script),
+         tiny.v1_predict_url],
+        capture_output=True, text=True, timeout=WRK_SECONDS + 60, check=True,
+    )  # fmt: skip
+    figures = parse_wrk(result.stdout)
+    after = _metrics(tiny.base_url)
+    with capsys.disabled():
+        print(f"\nwrk on {tiny.v1_predict_url}, {WRK_CONNECTIONS} connections, {WRK_SECONDS} s: "
+              f"{figures['requests']:.0f} requests, {figures['requests_per_s']:.1f} req/s, "
+              f"p50 {figures['p50_ms']:.1f} ms, p99 {figures['p99_ms']:.1f} ms")  # fmt: skip
+    assert figures["requests"] >= WRK_CONNECTIONS, result.stdout
+    assert figures["non_2xx"] == 0 and figures["socket_errors"] == 0, result.stdout
+    served = after["p2m_batch_requests_total"] - before.get("p2m_batch_requests_total", 0)
+    batches = after["p2m_batches_total"] - before.get("p2m_batches_total", 0)
+    assert served >= figures["requests"], f"the server counted {served} requests"
+    assert batches < served, "no two requests under load shared a batch"
+    status, body = _post(tiny.v1_predict_url, {"instances": [INPUTS[2]]})  # still correct after
+    assert status == 200 and body["predictions"] == [setup.expected["a"][2]]
+
+
+def parse_wrk(output: str) -> dict[str, float]:
+    """Requests, requests/s, p50/p99 latency (ms), non-2xx answers and socket errors."""
+    units = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}
+
+    def latency(percent: str) -> float:
+        match = re.search(rf"^\s+{percent}%\s+([\d.]+)(us|ms|s|m)\s*$", output, re.MULTILINE)
+        assert match, f"no {percent}% latency in wrk's output:\n{output}"
+        return float(match[1]) * units[match[2]]
+
+    requests = re.search(r"^\s*(\d+) requests in", output, re.MULTILINE)
+    rate = re.search(r"^Requests/sec:\s+([\d.]+)", output, re.MULTILINE)
+    assert requests and rate, f"unexpected wrk output:\n{output}"
+    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    sockets = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
+                        output)  # fmt: skip
+    return {
+        "requests": float(requests[1]),
+        "requests_per_s": float(rate[1]),
+        "p50_ms": latency("50"),
+        "p99_ms": latency("99"),
+        "non_2xx": float(non_2xx[1]) if non_2xx else 0.0,
+        "socket_errors": float(sum(int(n) for n in sockets.groups())) if sockets else 0.0,
+    }
 
 
 def test_bad_payloads_are_answered_400(tiny: common_pb2.Endpoint):

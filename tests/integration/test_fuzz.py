@@ -15,7 +15,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from prompt2model.v1 import (
@@ -46,9 +46,15 @@ CLEAR = {
     grpc.StatusCode.RESOURCE_EXHAUSTED,
     grpc.StatusCode.UNAVAILABLE,  # the LLM endpoint is deliberately absent
 }
+# No shrinking: a failing input is reported as found, so a slow failure cannot multiply the
+# test's time. P2M_FUZZ_EXAMPLES asks for a longer hunt than CI's 25 inputs per test.
 FUZZ = settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=int(os.environ.get("P2M_FUZZ_EXAMPLES", "25")),
+    deadline=None,
+    phases=(Phase.explicit, Phase.reuse, Phase.generate),
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
+CALL_TIMEOUT_S = 30
 TRICKS = [
     "../../../../etc/passwd",
     "/etc/passwd",
@@ -108,8 +114,8 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
             process.stop()
 
 
-def clear_or_ok(call: object, request: object, timeout: float = 60) -> None:
-    """The call answers, or fails with a clear code (never INTERNAL/UNKNOWN)."""
+def clear_or_ok(call: object, request: object, timeout: float = CALL_TIMEOUT_S) -> None:
+    """The call answers, or fails with a clear code (never INTERNAL/UNKNOWN) within ``timeout``."""
     try:
         result = call(request, timeout=timeout)  # type: ignore[operator]
         if hasattr(result, "__iter__") and not hasattr(result, "ListFields"):

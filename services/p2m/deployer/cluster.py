@@ -28,13 +28,11 @@ from kubernetes import client
 from p2m.common.artifacts import ArtifactRef, ArtifactStore
 from p2m.common.errors import (
     AlreadyExists,
-    FailedPrecondition,
     InvalidInput,
     NotFound,
     P2MError,
 )
 from p2m.common.settings import Settings
-from p2m.common.student import StudentSpec
 from p2m.deployer.core import (
     DEFAULT_PAGE_SIZE,
     KIND_INFERENCESERVICE,
@@ -44,6 +42,7 @@ from p2m.deployer.core import (
     Endpoint,
     Page,
     is_valid_name,
+    student_model,
 )
 from p2m.k8s.api import (
     INFERENCESERVICE,
@@ -164,7 +163,7 @@ class ClusterDeployments:
             AlreadyExists: An InferenceService of that name exists that p2m did not create.
             Unavailable: The cluster cannot be reached.
         """
-        model, folder = self._model_folder(spec.model)
+        model, folder = student_model(self._store, spec.model)
         served_as = _served_as(spec, model.sha256, self._image)
         async with self._lock(spec.name):
             current = await self._objects.find(INFERENCESERVICE, spec.name)
@@ -227,18 +226,6 @@ class ClusterDeployments:
         return Page(endpoints, _token(_name(page[-1])) if more else "")
 
     # -- helpers ----------------------------------------------------------------------------
-
-    def _model_folder(self, ref: ArtifactRef) -> tuple[ArtifactRef, Path]:
-        """The stored artifact ``ref`` names and its folder, checked to be a student model."""
-        stored = self._store.ref(ref.uri)  # NotFound when missing
-        if stored.kind != "model":
-            raise InvalidInput("model.uri", f"is a {stored.kind!r} artifact, not a model")
-        folder = self._store.path(stored.uri)
-        try:
-            StudentSpec.load(folder)
-        except FailedPrecondition as exc:
-            raise InvalidInput("model.uri", f"is not a student model: {exc}") from exc
-        return stored, folder
 
     def _manifest(self, spec: DeploySpec, model: ArtifactRef, folder: Path,
                   served_as: str) -> dict[str, Any]:  # fmt: skip

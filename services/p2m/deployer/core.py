@@ -10,10 +10,12 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Protocol
 
-from p2m.common.artifacts import ArtifactRef
-from p2m.common.errors import InvalidInput
+from p2m.common.artifacts import ArtifactRef, ArtifactStore
+from p2m.common.errors import FailedPrecondition, InvalidInput
+from p2m.common.student import StudentSpec
 from p2m.common.types import TaskSpec
 
 MAX_NAME_CHARS = 45
@@ -33,6 +35,24 @@ KIND_LOCAL = "local-modelserver"
 KIND_INFERENCESERVICE = "inferenceservice"
 
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+
+
+def student_model(store: ArtifactStore, ref: ArtifactRef) -> tuple[ArtifactRef, Path]:
+    """The stored artifact ``ref`` names and its folder, checked to be a student model.
+
+    Raises:
+        NotFound: No such artifact.
+        InvalidInput: It is not a model, or not one a student can be served from.
+    """
+    stored = store.ref(ref.uri)
+    if stored.kind != "model":
+        raise InvalidInput("model.uri", f"is a {stored.kind!r} artifact, not a model")
+    folder = store.path(stored.uri)
+    try:
+        StudentSpec.load(folder)
+    except FailedPrecondition as exc:
+        raise InvalidInput("model.uri", f"is not a student model: {exc}") from exc
+    return stored, folder
 
 
 def check_name(name: str, field_path: str = "name") -> str:

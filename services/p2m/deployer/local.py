@@ -36,8 +36,7 @@ from typing import Any
 import httpx
 
 from p2m.common.artifacts import ArtifactRef, ArtifactStore
-from p2m.common.errors import FailedPrecondition, InvalidInput, NotFound, P2MError
-from p2m.common.student import StudentSpec
+from p2m.common.errors import InvalidInput, NotFound, P2MError
 from p2m.deployer.core import (
     DEFAULT_PAGE_SIZE,
     KIND_LOCAL,
@@ -48,6 +47,7 @@ from p2m.deployer.core import (
     Endpoint,
     Page,
     is_valid_name,
+    student_model,
 )
 
 log = logging.getLogger(__name__)
@@ -246,7 +246,7 @@ class LocalDeployments:
     # -- deploy and undeploy ----------------------------------------------------------------
 
     async def _deploy(self, spec: DeploySpec) -> DeployOutcome:
-        model, folder = self._model_folder(spec.model)
+        model, folder = student_model(self._store, spec.model)
         served_as = _served_as(spec, model.sha256)
         timeout_s = spec.options.ready_timeout_s
         async with self._lock(spec.name):
@@ -293,18 +293,6 @@ class LocalDeployments:
             log.info("undeployed", extra=_log_fields(record))
             return self._endpoint(record, status)
 
-    def _model_folder(self, ref: ArtifactRef) -> tuple[ArtifactRef, Path]:
-        """The stored artifact ``ref`` names and its folder, checked to be a student model."""
-        stored = self._store.ref(ref.uri)  # NotFound when missing
-        if stored.kind != "model":
-            raise InvalidInput("model.uri", f"is a {stored.kind!r} artifact, not a model")
-        folder = self._store.path(stored.uri)
-        try:
-            StudentSpec.load(folder)
-        except FailedPrecondition as exc:
-            raise InvalidInput("model.uri", f"is not a student model: {exc}") from exc
-        return stored, folder
-
     def _launch(
         self,
         spec: DeploySpec,
@@ -350,7 +338,7 @@ class LocalDeployments:
 
     def _revive(self, record: _Record) -> _Record:
         """Restart the record's dead processes (same ports when free); write and return it."""
-        _, folder = self._model_folder(record.model)
+        _, folder = student_model(self._store, record.model)
         record = replace(record, model_path=str(folder))
         if not self._alive(record.server, _server_marker(record.name)):
             ports = record.server.ports
