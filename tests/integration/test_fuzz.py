@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -87,8 +87,17 @@ class Services:
     before: dict[str, float]
     processes: dict[str, ServiceProcess]
 
+    channels: dict[str, grpc.Channel] = field(default_factory=dict)
+
     def channel(self, name: str) -> grpc.Channel:
-        return grpc.insecure_channel(self.processes[name].address)
+        """One channel per service for the whole module, closed at its end.
+
+        (A channel per call would leave hundreds for the garbage collector, whose finalising
+        of gRPC channels can stall the test thread.)
+        """
+        if name not in self.channels:
+            self.channels[name] = grpc.insecure_channel(self.processes[name].address)
+        return self.channels[name]
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +117,10 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
             ).start(timeout_s=300)
         addresses = {f"P2M_{n.upper()}_ADDR": p.address for n, p in processes.items()}
         processes["gateway"] = ServiceProcess("gateway", data_dir, env={**env, **addresses}).start()
-        yield Services(data_dir, watched, before, processes)
+        services = Services(data_dir, watched, before, processes)
+        yield services
+        for channel in services.channels.values():
+            channel.close()
     finally:
         for process in processes.values():
             process.stop()
