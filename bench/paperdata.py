@@ -7,6 +7,7 @@ real test sets, each turned into input/output pairs the way the paper's test scr
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,3 +87,38 @@ def write_jsonl(examples: list[Example], path: Path) -> Path:
         for e in examples:
             fh.write(json.dumps({"input": e.input, "output": e.output}, ensure_ascii=False) + "\n")
     return path
+
+
+NEAR_DUPLICATE_JACCARD = 0.5
+
+
+def holdout_overlap(train: list[Example], holdout: list[Example]) -> dict[str, float]:
+    """How much of the holdout the training set already shows.
+
+    ``near_duplicate_inputs``: the share of holdout inputs whose word trigrams overlap some
+    training input's by a Jaccard index of at least 0.5 (the same question with a reworded
+    context, say); ``outputs_seen``: the share of holdout outputs that are, verbatim, the output
+    of some training example. Generated sets repeat themselves, and a holdout that does flatters
+    the student trained on the rest.
+    """
+    if not holdout:
+        return {"near_duplicate_inputs": 0.0, "outputs_seen": 0.0}
+    train_grams = [_trigrams(e.input) for e in train]
+    train_outputs = {e.output.strip() for e in train}
+    near = seen = 0
+    for example in holdout:
+        grams = _trigrams(example.input)
+        near += any(
+            len(grams & other) >= NEAR_DUPLICATE_JACCARD * len(grams | other) > 0
+            for other in train_grams
+        )
+        seen += example.output.strip() in train_outputs
+    return {
+        "near_duplicate_inputs": round(near / len(holdout), 3),
+        "outputs_seen": round(seen / len(holdout), 3),
+    }
+
+
+def _trigrams(text: str) -> set[tuple[str, ...]]:
+    words = re.findall(r"\w+", text.lower())
+    return {tuple(words[i : i + 3]) for i in range(max(len(words) - 2, 1))}

@@ -11,7 +11,10 @@ time on the machine, from /proc/stat, less the bench's own), since on a shared m
 what makes a figure noisy.
 
     .venv/bin/python bench/report.py [--quick] [--only paper,serving] [--tasks squad,temporal]
-        [--out RESULTS.md]
+        [--out RESULTS.md] [--render-from LOG_DIR/outcomes.json]
+
+Each run keeps its outcomes in ``LOG_DIR/outcomes.json``; ``--render-from`` writes RESULTS.md
+again from them, running nothing.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -91,11 +94,21 @@ def main() -> None:
     parser.add_argument("--timeout-scale", type=float, default=1.0, help="multiply every limit")
     parser.add_argument("--log-dir", type=Path, help="keep each bench's stderr here")
     parser.add_argument(
+        "--render-from",
+        type=Path,
+        help="run nothing: write --out again from a run's outcomes.json (kept in its log dir)",
+    )
+    parser.add_argument(
         "--shared-data",
         type=Path,
         default=Path(os.environ.get("P2M_SHARED_DATA", ROOT.parent / "shared" / "data")),
     )
     args = parser.parse_args()
+    if args.render_from is not None:
+        context, outcomes = load_outcomes(args.render_from)
+        write(args.out, context, outcomes)
+        print(f"wrote {args.out} from {args.render_from}", file=sys.stderr)
+        return
     only = [name.strip() for name in args.only.split(",") if name.strip()] or list(BENCHES)
     unknown = sorted(set(only) - set(BENCHES))
     tasks = [task.strip() for task in args.tasks.split(",") if task.strip()]
@@ -118,6 +131,7 @@ def main() -> None:
         "quick": args.quick,
         "log_dir": str(log_dir),
         "tasks": tasks,
+        "shared": str(shared),
     }
     print(f"logs in {log_dir}; writing {args.out}", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="p2m-bench-models-", ignore_cleanup_errors=True) as t:
@@ -132,9 +146,11 @@ def main() -> None:
             run_bench(outcome, env, log_dir, limit * args.timeout_scale)
             print(f"  {outcome.status} in {outcome.wall_s:.0f} s", file=sys.stderr)
             write(args.out, context, outcomes)
+            save_outcomes(log_dir / "outcomes.json", context, outcomes)
     context["load_end"] = benchkit.load_average()
     context["finished"] = dt.datetime.now(dt.UTC)
     write(args.out, context, outcomes)
+    save_outcomes(log_dir / "outcomes.json", context, outcomes)
     print(f"wrote {args.out}", file=sys.stderr)
 
 
@@ -262,6 +278,29 @@ def git_commit() -> str:
     except OSError:
         return "unknown"
     return f"{head} + uncommitted changes" if dirty else head
+
+
+def save_outcomes(path: Path, context: dict[str, Any], outcomes: list[Outcome]) -> None:
+    """Keep what the run gave, so RESULTS.md can be written again without running anything."""
+    data = {
+        "context": {
+            k: v.isoformat() if isinstance(v, dt.datetime) else v for k, v in context.items()
+        },
+        "outcomes": [asdict(o) for o in outcomes],
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
+    tmp.replace(path)
+
+
+def load_outcomes(path: Path) -> tuple[dict[str, Any], list[Outcome]]:
+    """The context and outcomes ``save_outcomes`` kept."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    context = dict(data["context"])
+    for key in ("started", "finished"):
+        if context.get(key):
+            context[key] = dt.datetime.fromisoformat(context[key])
+    return context, [Outcome(**o) for o in data["outcomes"]]
 
 
 # -- RESULTS.md ---------------------------------------------------------------------------------
@@ -467,6 +506,7 @@ def agreement_section(papers: list[Outcome], context: dict[str, Any]) -> list[st
             "n_holdout": student["holdout"]["examples"],
             "teacher_dev": score_of(teacher.get("dev")),
             "teacher_holdout": score_of(teacher.get("holdout")),
+            "overlap": overlap_of(f, context),
         }
         rows.append(row)
     lines = [
@@ -475,23 +515,30 @@ def agreement_section(papers: list[Outcome], context: dict[str, Any]) -> list[st
         "The paper's claim: a held-out slice of the generated data gives a usable estimate of "
         "the student's quality before deployment. Per task, the student's score on the "
         "generated holdout beside its score on the real dev half; and whether the holdout picks "
-        "the same winner between student and teacher as the dev half does.",
+        "the same winner between student and teacher as the dev half does. The last two "
+        "columns say how much of the holdout the training set already shows: holdout inputs "
+        "whose word trigrams overlap a training input's by a Jaccard index of 0.5 or more, and "
+        "holdout outputs found verbatim among the training outputs.",
         "",
     ]
     if not rows:
         return [*lines, "No paper task finished, so there is nothing to compare.", ""]
     lines += [
         "| task | metric | student holdout | student dev | holdout - dev | teacher holdout | "
-        "teacher dev | winner on holdout | winner on dev |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "teacher dev | winner on holdout | winner on dev | holdout inputs near a training "
+        "input | holdout outputs seen in training |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        overlap = r["overlap"]
         lines.append(
             f"| {r['task']} | {r['metric']} | {r['holdout']:.1f} | {r['dev']:.1f} | "
             f"{r['holdout'] - r['dev']:+.1f} | {fmt_score(r['teacher_holdout'])} | "
             f"{fmt_score(r['teacher_dev'])} | {winner(r['holdout'], r['teacher_holdout'])} | "
-            f"{winner(r['dev'], r['teacher_dev'])} |"
-        )
+            f"{winner(r['dev'], r['teacher_dev'])} | "
+            + (f"{overlap['near_duplicate_inputs']:.0%} | {overlap['outputs_seen']:.0%} |"
+               if overlap else "- | - |")
+        )  # fmt: skip
     lines.append("")
     lines += agreement_summary(rows, context)
     return [*lines, ""]
@@ -527,6 +574,20 @@ def agreement_summary(rows: list[dict[str, Any]], context: dict[str, Any]) -> li
             "output, so a teacher that imitates gpt-3.5-turbo well gains there without being "
             "right.)"
         )
+    overlaps = [r["overlap"] for r in rows if r["overlap"]]
+    if overlaps:
+        near = sum(o["near_duplicate_inputs"] for o in overlaps) / len(overlaps)
+        seen = sum(o["outputs_seen"] for o in overlaps) / len(overlaps)
+        out.append(
+            f"- Overlap: on average {near:.0%} of the holdout inputs are near-duplicates of a "
+            f"training input and {seen:.0%} of the holdout outputs occur verbatim in training"
+            + (
+                ": the generated sets repeat themselves (the same question over reworded "
+                "contexts), so a slice of them held out is partly seen data."
+                if near >= 0.25
+                else "."
+            )
+        )
     smallest = min(min(r["n_dev"], r["n_holdout"]) for r in rows)
     if context["quick"] or smallest < 50:
         out.append(
@@ -549,6 +610,19 @@ def agreement_summary(rows: list[dict[str, Any]], context: dict[str, Any]) -> li
             "errors, so a gap that is mostly positive means it flatters the student."
         )
     return out
+
+
+def overlap_of(figures: dict[str, Any], context: dict[str, Any]) -> dict[str, float] | None:
+    """``paperdata.holdout_overlap`` of the split this paper run used (None without the data)."""
+    shared = context.get("shared")
+    sizes = figures["sizes"]
+    if not shared or not sizes["holdout"]:
+        return None
+    try:
+        rows = paperdata.generated(Path(shared), figures["task"], sizes["train"] + sizes["holdout"])
+    except OSError:
+        return None
+    return paperdata.holdout_overlap(rows[: sizes["train"]], rows[sizes["train"] :])
 
 
 def score_of(entry: dict[str, Any] | None) -> float | None:
