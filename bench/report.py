@@ -29,6 +29,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -199,6 +200,8 @@ def run_bench(outcome: Outcome, env: dict[str, str], log_dir: Path, limit_s: flo
             stderr=log_file,
             start_new_session=True,  # its own process group: a timeout stops all of it
         )
+        session = SessionCpu(proc.pid)
+        session.start()
         try:
             stdout, _ = proc.communicate(timeout=limit_s)
             timed_out = False
@@ -206,8 +209,12 @@ def run_bench(outcome: Outcome, env: dict[str, str], log_dir: Path, limit_s: flo
             stop_group(proc)
             stdout, _ = proc.communicate()
             timed_out = True
+        finally:
+            session.stop()
     outcome.wall_s = time.perf_counter() - started
-    outcome.own_cpu_s = children_cpu_s() - own_before
+    # Reaped children roll up into RUSAGE_CHILDREN; daemons the bench starts (Ray's raylet and
+    # workers) are orphaned when it stops them, so only sampling its session sees their CPU.
+    outcome.own_cpu_s = max(children_cpu_s() - own_before, session.cpu_s)
     busy = machine_cpu_s() - cpu_before
     outcome.foreign_cores = max(0.0, (busy - outcome.own_cpu_s) / max(outcome.wall_s, 1e-9))
     outcome.load_end = benchkit.load_average()
@@ -258,6 +265,43 @@ def machine_cpu_s() -> float:
     ticks = [int(v) for v in fields]
     busy = sum(ticks[:8]) - ticks[3] - ticks[4]  # less idle and iowait
     return busy / CLK_TCK
+
+
+class SessionCpu(threading.Thread):
+    """Samples, every second, the CPU time of every process in one session (a bench's)."""
+
+    def __init__(self, sid: int) -> None:
+        super().__init__(daemon=True)
+        self._sid = sid
+        self._seen: dict[tuple[int, str], float] = {}  # (pid, start time) -> CPU seconds
+        self._done = threading.Event()
+
+    @property
+    def cpu_s(self) -> float:
+        """CPU seconds of the session's processes, each as last sampled."""
+        return sum(self._seen.values())
+
+    def run(self) -> None:
+        while not self._done.is_set():
+            self.sample()
+            self._done.wait(1.0)
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join(timeout=5)
+
+    def sample(self) -> None:
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = Path(entry.path, "stat").read_text(encoding="utf-8")
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()  # state is fields[0]
+            if int(fields[3]) == self._sid:
+                cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+                self._seen[(int(entry.name), fields[19])] = cpu
 
 
 def children_cpu_s() -> float:
@@ -782,8 +826,9 @@ def runs_section(outcomes: list[Outcome]) -> list[str]:
         "## Runs",
         "",
         "Each bench ran as its own process. *Other CPU* is the CPU time every other process on "
-        "the machine used while it ran, in cores on average (from /proc/stat, less the bench's "
-        "own CPU time, approximate: a process the bench leaves unreaped counts as other); above "
+        "the machine used while it ran, in cores on average: /proc/stat less the bench's own "
+        "CPU time, which is the larger of its reaped children's and that of its session's "
+        "processes (Ray's daemons included) sampled every second, so approximate; above "
         f"{FOREIGN_NOISY_CORES} the bench's figures are marked noisy.",
         "",
         "| bench | status | wall s | own CPU s | other CPU (cores) | load start | load end | "
