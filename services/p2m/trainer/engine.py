@@ -29,6 +29,7 @@ from p2m.common.errors import Aborted, Cancelled, FailedPrecondition, InvalidInp
 from p2m.common.types import TaskSpec
 from p2m.retriever.model_store import ModelStore
 from p2m.trainer.base_model import BaseModel, resolve_base_model
+from p2m.trainer.checkpoints import latest_complete
 from p2m.trainer.data import load_training_data
 from p2m.trainer.finalize import TRAINING_FILE, build_model_folder
 from p2m.trainer.options import TrainOptions, training_key
@@ -283,6 +284,7 @@ class _RayRun:
             "validation": [[e.input, e.output] for e in self.data.validation],
             "control": control,
             "threads": max(1, math.floor(cpus_per_worker)),
+            "resume_from": str(found) if (found := latest_complete(self.run_dir)) else None,
         }
         self.work_root.mkdir(parents=True, exist_ok=True)
         trainer = TorchTrainer(

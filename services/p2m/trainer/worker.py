@@ -8,6 +8,7 @@ and reads its stop flag, which it shares with the other ranks so that all stop a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
@@ -18,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from p2m.common.types import Example
+from p2m.trainer.checkpoints import STATE_FILE, step_of, write_manifest
 from p2m.trainer.encode import collate, encode_examples
 from p2m.trainer.options import TrainOptions
 
 MODEL_DIR = "model"
-STATE_FILE = "state.json"
 OPTIMIZER_FILE = "optimizer.pt"
 SCHEDULER_FILE = "scheduler.pt"
 _LOSS_WINDOW = 10
@@ -101,15 +102,16 @@ def train_worker(config: dict[str, Any]) -> None:
     checkpoint = ray.train.get_checkpoint()
     position = _Position()
     optimizer_state = scheduler_state = None
-    if checkpoint:
-        with checkpoint.as_directory() as folder:
-            resume_dir = Path(folder)
+    with contextlib.ExitStack() as stack:
+        resume_dir = Path(stack.enter_context(checkpoint.as_directory())) if checkpoint else None
+        found = config.get("resume_from")  # complete on storage, maybe unknown to Ray yet
+        if found and (resume_dir is None or step_of(Path(found)) > step_of(resume_dir)):
+            resume_dir = Path(found)
+        if resume_dir is not None:
             position = _Position(json.loads((resume_dir / STATE_FILE).read_text()))
-            model = load_base_model(config["base_path"], architecture, options, resume_dir)
             optimizer_state = torch.load(resume_dir / OPTIMIZER_FILE, weights_only=True)
             scheduler_state = torch.load(resume_dir / SCHEDULER_FILE, weights_only=True)
-    else:
-        model = load_base_model(config["base_path"], architecture, options, None)
+        model = load_base_model(config["base_path"], architecture, options, resume_dir)
     model = ray.train.torch.prepare_model(model)
     loader = ray.train.torch.prepare_data_loader(
         DataLoader(
@@ -241,6 +243,7 @@ def _report(model: Any, optimizer: Any, scheduler: Any, position: _Position,
         state = {"epoch": position.epoch, "step": position.step, "loss": position.last_loss,
                  "eval_loss": position.last_eval_loss}  # fmt: skip
         (folder / STATE_FILE).write_text(json.dumps(state))
+        write_manifest(folder)
         ray.train.report(
             metrics,
             checkpoint=ray.train.Checkpoint.from_directory(str(folder)),
