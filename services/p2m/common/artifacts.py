@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from p2m.common.atomic import atomic_write_text
 from p2m.common.errors import InvalidInput, NotFound
 
 URI_PREFIX = "p2m-artifact://sha256/"
@@ -147,7 +148,7 @@ class ArtifactStore:
         """Record that the inputs hashing to ``key`` produced ``ref``."""
         _check_sha(key)
         target = self.root / "keys" / f"{key}.json"
-        _atomic_write_text(target, json.dumps(asdict(ref)), self.root / "tmp")
+        atomic_write_text(target, json.dumps(asdict(ref)), self.root / "tmp")
 
     def recall(self, key: str) -> ArtifactRef | None:
         """The artifact that inputs hashing to ``key`` produced before, if it is still stored."""
@@ -167,7 +168,7 @@ class ArtifactStore:
                 raise
             shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink()
         meta = {"kind": kind, "size_bytes": size, "is_dir": final.is_dir()}
-        _atomic_write_text(self._meta_path(sha), json.dumps(meta), self.root / "tmp")
+        atomic_write_text(self._meta_path(sha), json.dumps(meta), self.root / "tmp")
 
     def _object_path(self, sha: str) -> Path:
         return self.root / "objects" / sha[:2] / sha
@@ -207,16 +208,3 @@ def _check_sha(sha: str) -> str:
 def _check_kind(kind: str) -> None:
     if not _KIND.match(kind):
         raise InvalidInput("kind", f"must match {_KIND.pattern}, got {kind[:40]!r}")
-
-
-def _atomic_write_text(target: Path, text: str, tmp_dir: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=tmp_dir, delete=False, encoding="utf-8") as tmp:
-        try:
-            tmp.write(text)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        except BaseException:
-            os.unlink(tmp.name)
-            raise
-    os.replace(tmp.name, target)

@@ -26,7 +26,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
@@ -36,6 +35,7 @@ from typing import Any
 import httpx
 
 from p2m.common.artifacts import ArtifactRef, ArtifactStore
+from p2m.common.atomic import atomic_write_text
 from p2m.common.errors import InvalidInput, NotFound, P2MError
 from p2m.deployer.core import (
     DEFAULT_PAGE_SIZE,
@@ -308,10 +308,10 @@ class LocalDeployments:
         task_file = metrics_file = ""
         if spec.task is not None and spec.task.instruction.strip():
             task_file = str(files / f"task-{tag}.json")
-            _atomic_write(Path(task_file), json.dumps(spec.task.to_json(), ensure_ascii=False))
+            atomic_write_text(Path(task_file), json.dumps(spec.task.to_json(), ensure_ascii=False))
         if spec.metrics:
             metrics_file = str(files / f"metrics-{tag}.json")
-            _atomic_write(Path(metrics_file), json.dumps({"metrics": spec.metrics}))
+            atomic_write_text(Path(metrics_file), json.dumps({"metrics": spec.metrics}))
         ports = _free_ports(2 if spec.options.skip_demo else 3)
         demo = None
         if not spec.options.skip_demo:
@@ -516,7 +516,7 @@ class LocalDeployments:
     def _write(self, record: _Record) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         text = json.dumps(record.to_json(), indent=2, ensure_ascii=False) + "\n"
-        _atomic_write(self._registry_path(record.name), text)
+        atomic_write_text(self._registry_path(record.name), text)
 
     def _remove_files(self, record: _Record, keep: _Record, logs: bool = True) -> None:
         """Delete ``record``'s task and metrics (and log) files that ``keep`` does not use."""
@@ -646,18 +646,6 @@ def _log_tail(path: Path) -> str:
     except OSError:
         return ""
     return " | ".join(line.strip() for line in lines[-LOG_TAIL_LINES:])[-800:]
-
-
-def _atomic_write(target: Path, text: str) -> None:
-    """Write ``text`` to ``target`` via a synced temporary file and a rename."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(
-        "w", dir=target.parent, prefix=f".{target.name}.", delete=False, encoding="utf-8"
-    ) as tmp:
-        tmp.write(text)
-        tmp.flush()
-        os.fsync(tmp.fileno())
-    os.replace(tmp.name, target)
 
 
 def _now() -> str:

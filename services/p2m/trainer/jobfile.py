@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from p2m.common.artifacts import ArtifactRef
+from p2m.common.atomic import atomic_write_text
 from p2m.common.errors import InvalidInput
 from p2m.common.types import Example, ParseMethod, TaskSpec
 from p2m.trainer.engine import TrainEvent, TrainJob
@@ -69,15 +69,7 @@ class JobFile:
 
     def write(self, path: Path) -> None:
         """Write the file atomically (temporary file, fsync, rename)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(self.to_json(), indent=2, ensure_ascii=False) + "\n"
-        with tempfile.NamedTemporaryFile(
-            "w", dir=path.parent, prefix=f".{path.name}.", delete=False, encoding="utf-8"
-        ) as tmp:
-            tmp.write(text)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.replace(tmp.name, path)
+        atomic_write_text(path, json.dumps(self.to_json(), indent=2, ensure_ascii=False) + "\n")
 
     @classmethod
     def read(cls, path: Path) -> JobFile:
