@@ -146,7 +146,8 @@ def _options(num_examples: int, epochs: int, max_steps: int, max_llm_requests: i
     if seed is not None:
         options.seed = seed
     if base_model:
-        options.base_model_name = base_model
+        local = Path(base_model).expanduser()
+        options.base_model_name = str(local.resolve()) if local.is_dir() else base_model
     if dataset:
         if Path(dataset).exists():
             options.dataset_path = str(Path(dataset).resolve())

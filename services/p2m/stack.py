@@ -94,7 +94,8 @@ def up(settings: Settings, say: Callable[[str], None] = lambda line: None) -> St
     (data_dir / "logs").mkdir(exist_ok=True)
     say("checking the local model store (the default student)")
     ModelStore(data_dir / "models").import_shipped("smollm2")
-    env = {**os.environ, "P2M_DATA_DIR": str(data_dir)}
+    env = {**os.environ, "P2M_DATA_DIR": str(data_dir),
+           "P2M_PATH_ROOTS": settings.path_roots or _own_folders()}  # fmt: skip
     started: list[StackProcess] = []
     try:
         llm_base_url = settings.llm_base_url
@@ -144,6 +145,11 @@ def down(settings: Settings, say: Callable[[str], None] = lambda line: None) -> 
         _stop(process)
     (data_dir / STACK_FILE).unlink(missing_ok=True)
     return True
+
+
+def _own_folders() -> str:
+    """The home and working folders: files a person names in ``p2m run`` on their own stack."""
+    return os.pathsep.join(str(folder) for folder in (Path.home(), Path.cwd().resolve()))
 
 
 def _start(name: str, data_dir: Path, env: dict[str, str], extra: list[str]) -> StackProcess:

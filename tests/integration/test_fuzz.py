@@ -105,7 +105,9 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     base = tmp_path_factory.mktemp("fuzz")
     data_dir = base / "data"
     watched = [REPO, base / "outside"]
-    (base / "outside").mkdir()
+    (base / "outside" / "model").mkdir(parents=True)
+    (base / "outside" / "model" / "config.json").write_text('{"model_type": "llama"}')
+    (base / "outside" / "rows.jsonl").write_text('{"input": "a", "output": "b"}\n')
     before = snapshot(watched)
     no_llm = f"http://127.0.0.1:{free_port()}/v1"
     env = {"P2M_LLM_MAX_RETRIES": "0", "P2M_LLM_TIMEOUT_S": "2", "P2M_STAGE_PATIENCE_S": "0"}
@@ -223,6 +225,45 @@ def test_retriever_is_clear(
         input_columns=columns, output_column=output, max_rows=rows))  # fmt: skip
     clear_or_ok(stub.SearchModels, retriever_pb2.SearchModelsRequest(
         task=task, top_k=top_k, catalog_path=catalog))  # fmt: skip
+
+
+def test_paths_outside_the_data_dir_are_refused(services: Services) -> None:
+    """A request may name files only in the folders its service may read; others, and files
+    that are no table, are refused naming the field (never read, never INTERNAL)."""
+    outside = services.watched[1]
+    not_a_table = services.data_dir / "notes.bin"
+    not_a_table.write_bytes(b"\xff\xfe not json")
+    retriever = retriever_pb2_grpc.RetrieverStub(services.channel("retriever"))
+    trainer = trainer_pb2_grpc.TrainerStub(services.channel("trainer"))
+    task = common_pb2.TaskSpec(instruction="Do it.")
+    refused = [
+        ("dataset.name", retriever.PrepareDataset, retriever_pb2.PrepareDatasetRequest(
+            dataset=common_pb2.DatasetRef(name=path), task=task))
+        for path in ("/etc/passwd", str(outside / "rows.jsonl"), str(not_a_table),
+                     str(services.data_dir / ".." / "outside" / "rows.jsonl"))
+    ] + [
+        ("catalog_path", retriever.SearchDatasets, retriever_pb2.SearchDatasetsRequest(
+            text="sentiment", catalog_path="/etc/passwd")),
+        ("catalog_path", retriever.SearchModels, retriever_pb2.SearchModelsRequest(
+            task=task, catalog_path=str(outside / "rows.jsonl"))),
+        ("base_model.name", trainer.Train, trainer_pb2.TrainRequest(
+            datasets=[common_pb2.ArtifactRef(uri="p2m-artifact://sha256/" + "0" * 64)],
+            base_model=common_pb2.ModelRef(name=str(outside / "model")), task=task)),
+    ]  # fmt: skip
+    link = services.data_dir / "escape"
+    link.symlink_to(outside)
+    refused.append(("dataset.name", retriever.PrepareDataset, retriever_pb2.PrepareDatasetRequest(
+        dataset=common_pb2.DatasetRef(name=str(link / "rows.jsonl")), task=task)))  # fmt: skip
+    for field_name, call, request in refused:
+        with pytest.raises(grpc.RpcError) as caught:
+            response = call(request, timeout=CALL_TIMEOUT_S)
+            for _ in response if not hasattr(response, "ListFields") else ():
+                pass
+        error = caught.value
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, (request, error.details())
+        assert field_name in (error.details() or ""), error.details()
+    link.unlink()
+    not_a_table.unlink()
 
 
 @FUZZ

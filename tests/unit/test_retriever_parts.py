@@ -101,6 +101,19 @@ def test_local_loaders(tmp_path: Path):
         load_local(empty)
 
 
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [("rows.json", b"not json"), ("rows.jsonl", b'{"a": 1}\n{oops\n'), ("rows.csv", b"\xff\xfe")],
+)
+def test_files_that_are_no_table_are_refused_naming_the_field(
+    tmp_path: Path, name: str, content: bytes
+):
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(InvalidInput) as caught:
+        load_local(tmp_path / name)
+    assert caught.value.field == "dataset.name" and name in caught.value.problem
+
+
 @pytest.mark.parametrize("name", ["../etc", "/abs", "a/../b", "a\\b", "x\x00y", "", "a//b"])
 def test_dataset_names_cannot_escape(name: str):
     with pytest.raises(InvalidInput):

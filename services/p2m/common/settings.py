@@ -51,6 +51,9 @@ class Settings:
         catalog_dir: Folder holding ``hf_datasets.jsonl[.gz]`` and ``hf_models.jsonl[.gz]``;
             empty: no catalog (retrieval says so and the run goes on without it).
         datasets_dir: Folder of local dataset copies, one subfolder per catalog name.
+        path_roots: More folders (separated by ``os.pathsep``) whose files a request may name
+            by path (a dataset file, a base model folder, a catalog); the data dir and the
+            datasets and catalog folders always may be.
         hub_offline: Treat the Hugging Face hub as unreachable (also when HF_HUB_OFFLINE=1).
         parser_addr, retriever_addr, generator_addr, trainer_addr, evaluator_addr,
             deployer_addr: HOST:PORT of each stage's service, for the gateway.
@@ -98,6 +101,7 @@ class Settings:
     local_llm_threads: int = 0
     catalog_dir: str = ""
     datasets_dir: str = ""
+    path_roots: str = ""
     hub_offline: bool = False
     parser_addr: str = ""
     retriever_addr: str = ""
@@ -146,6 +150,12 @@ class Settings:
         settings = cls(**values)
         settings.validate()
         return settings
+
+    def readable_roots(self) -> tuple[Path, ...]:
+        """The folders a request may name paths in (data dir, datasets, catalog, path_roots)."""
+        extra = [root for root in self.path_roots.split(os.pathsep) if root.strip()]
+        named = [self.datasets_dir, self.catalog_dir, *extra]
+        return (Path(self.data_dir), *(Path(root) for root in named if root))
 
     def validate(self) -> None:
         """Check ranges and formats, naming the offending field.

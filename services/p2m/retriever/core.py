@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 from p2m.common.artifacts import ArtifactStore
 from p2m.common.errors import InvalidInput, NotFound
 from p2m.common.hub import hub_offline_by_env
+from p2m.common.paths import readable_path
 from p2m.common.settings import Settings
 from p2m.llm.provider import LLMProvider
 from p2m.retriever.catalog import Catalog, load_datasets, load_models
@@ -42,9 +44,15 @@ def hub_reachable(settings: Settings) -> bool:
 class Retriever:
     """Core of the retriever: catalogs and indexes loaded once and kept."""
 
-    def __init__(self, settings: Settings, provider: LLMProvider, store: ArtifactStore) -> None:
-        """Read paths from ``settings``; load nothing until first asked."""
+    def __init__(self, settings: Settings, provider: LLMProvider, store: ArtifactStore,
+                 path_roots: Sequence[Path] | None = None) -> None:  # fmt: skip
+        """Read paths from ``settings``; load nothing until first asked.
+
+        ``path_roots``: the folders a request may name files in (a dataset, a catalog); None
+        (a person's own CLI) lets any path through.
+        """
         self.settings = settings
+        self.path_roots = path_roots
         self.provider = provider
         self.store = store
         self.encoder = SentenceEncoder(shipped_encoder_path(), SHIPPED_ENCODER_NAME)
@@ -56,7 +64,7 @@ class Retriever:
         """The requested catalog file (it must be readable), else the configured one, else None."""
         if not catalog_path:
             return find_catalog(self.settings.catalog_dir, names)
-        path = Path(catalog_path)
+        path = readable_path(catalog_path, self.path_roots, "catalog_path")
         if not path.is_file():
             raise InvalidInput("catalog_path", f"cannot read {catalog_path}")
         return path
@@ -106,8 +114,12 @@ class Retriever:
     async def load_dataset(self, name: str, config: str) -> LoadedDataset:
         """Find ``name`` locally (a path, or the datasets folder), else on the hub."""
         datasets_dir = Path(self.settings.datasets_dir) if self.settings.datasets_dir else None
-        local = Path(name) if Path(name).is_absolute() and Path(name).exists() else None
-        local = local or locate(name, datasets_dir)
+        if Path(name).is_absolute():
+            path = readable_path(name, self.path_roots, "dataset.name")
+            if not path.exists():
+                raise NotFound(f"no dataset file or folder at {name}")
+            return await asyncio.to_thread(load_local, path, name)
+        local = locate(name, datasets_dir)
         if local is not None:
             return await asyncio.to_thread(load_local, local, name)
         if not hub_reachable(self.settings):

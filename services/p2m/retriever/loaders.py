@@ -67,8 +67,15 @@ def load_local(path: Path, name: str | None = None) -> LoadedDataset:
 
     Raises:
         NotFound: Nothing readable is there.
+        InvalidInput: A file there is not a table (CSV, JSON lines, JSON) or not UTF-8.
     """
-    label = name or path.name
+    try:
+        return _load_local(path, name or path.name)
+    except (ValueError, OSError, csv.Error) as error:
+        raise InvalidInput("dataset.name", f"cannot read {path} as a dataset: {error}") from None
+
+
+def _load_local(path: Path, label: str) -> LoadedDataset:
     if path.is_file():
         return _finish(label, {"train": _read_table(path)})
     if (path / "dataset_dict.json").exists() or (path / "dataset_info.json").exists():

@@ -169,7 +169,8 @@ def _model_pb(c: ModelCandidate) -> common_pb2.ModelRef:
 def build(settings: Settings) -> ServiceBinding:
     """The retriever's binding."""
     provider = LLMProvider(settings)
-    core = Retriever(settings, provider, ArtifactStore(settings.data_dir / "artifacts"))
+    core = Retriever(settings, provider, ArtifactStore(settings.data_dir / "artifacts"),
+                     path_roots=settings.readable_roots())  # fmt: skip
 
     async def start() -> None:
         await provider.probe()

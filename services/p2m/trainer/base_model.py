@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from p2m.common.artifacts import ArtifactStore, sha256_file, sha256_tree
 from p2m.common.errors import FailedPrecondition, InvalidInput, NotFound
+from p2m.common.paths import readable_path
 from p2m.common.student import ARCHITECTURES
 from p2m.retriever.model_store import MANIFEST, ModelStore
 
@@ -42,11 +44,12 @@ def resolve_base_model(
     store: ArtifactStore,
     models: ModelStore,
     hub_offline: bool,
+    path_roots: Sequence[Path] | None = None,
 ) -> BaseModel:
     """Find ``name`` (or the artifact ``artifact_uri``) and check its architecture.
 
     Order: the artifact when given; the local model store; a local folder; the hub when
-    reachable.
+    reachable. A folder must lie in ``path_roots`` (None: anywhere, for a person's own CLI).
 
     Raises:
         InvalidInput: Empty name, unknown architecture, or one that differs from the model's.
@@ -60,7 +63,11 @@ def resolve_base_model(
         ref = store.ref(artifact_uri)
         found = BaseModel(name, store.path(ref.uri), "", ref.sha256, "artifact")
     else:
-        found = _from_store(name, models) or _from_folder(name) or _from_hub(name, hub_offline)
+        found = (
+            _from_store(name, models)
+            or _from_folder(name, path_roots)
+            or _from_hub(name, hub_offline)
+        )
     actual = _architecture(found.path)
     if architecture and architecture != actual:
         raise InvalidInput("base_model.architecture", f"{name} is {actual}, not {architecture}")
@@ -75,8 +82,13 @@ def _from_store(name: str, models: ModelStore) -> BaseModel | None:
     return BaseModel(name, entry.path, "", sha256_file(entry.path / MANIFEST), "store")
 
 
-def _from_folder(name: str) -> BaseModel | None:
-    folder = Path(name).expanduser()
+def _from_folder(name: str, path_roots: Sequence[Path] | None) -> BaseModel | None:
+    if path_roots is None:
+        folder = Path(name).expanduser()
+    elif Path(name).is_absolute():
+        folder = readable_path(name, path_roots, "base_model.name")
+    else:
+        return None
     if not (folder / "config.json").is_file():
         return None
     sha, _ = sha256_tree(folder)

@@ -19,7 +19,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -125,7 +125,8 @@ class ModelTrainer:
 
     def __init__(self, store: ArtifactStore, models: ModelStore, work_root: Path,
                  hub_offline: bool = True, *, runner: TrainRunner | None = None,
-                 ray_job_name: str = "") -> None:  # fmt: skip
+                 ray_job_name: str = "", path_roots: Sequence[Path] | None = None,
+                 ) -> None:  # fmt: skip
         """Store models in ``store``; keep Ray runs (checkpoints) under ``work_root``.
 
         Args:
@@ -136,6 +137,7 @@ class ModelTrainer:
             runner: Run trainings there instead of on this process's Ray (several at once).
             ray_job_name: Set when this process is the entrypoint of that KubeRay RayJob; the
                 stored report then says ``backend="rayjob"`` and names it.
+            path_roots: The folders a base model folder may lie in; None: anywhere.
         """
         self._store = store
         self._models = models
@@ -143,6 +145,7 @@ class ModelTrainer:
         self._hub_offline = hub_offline
         self._runner = runner
         self._ray_job_name = ray_job_name
+        self._path_roots = path_roots
         self._one_at_a_time = threading.Lock()
         self._key_locks: dict[str, threading.Lock] = {}
 
@@ -168,12 +171,12 @@ class ModelTrainer:
         if not options.omit_instruction and not job.task.instruction.strip():
             raise InvalidInput("task.instruction", "is empty (set omit_instruction to train "
                                "on bare inputs)")  # fmt: skip
-        datasets = tuple(self._dataset(i, ref) for i, ref in enumerate(job.datasets))
-        data = load_training_data(self._store, datasets, options.seed)
         base = resolve_base_model(
             job.base_model, job.base_model_architecture, job.base_model_artifact,
-            self._store, self._models, self._hub_offline,
+            self._store, self._models, self._hub_offline, self._path_roots,
         )  # fmt: skip
+        datasets = tuple(self._dataset(i, ref) for i, ref in enumerate(job.datasets))
+        data = load_training_data(self._store, datasets, options.seed)
         key = training_key(base.sha256, [d.sha256 for d in datasets], job.task.instruction,
                            options)  # fmt: skip
         with self._exclusive(key):

@@ -210,6 +210,7 @@ def build(settings: Settings) -> ServiceBinding:
         settings.data_dir / "cache" / "train",
         hub_offline=settings.hub_offline or hub_offline_by_env(),
         runner=runner,
+        path_roots=settings.readable_roots(),
     )
     servicer = TrainerServicer(trainer)
 
