@@ -49,10 +49,20 @@ class ServiceProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout_s: float = 120.0) -> ServiceProcess:
+        """Launch the process and wait until it serves."""
+        return self.launch().wait_ready(timeout_s)
+
+    def launch(self) -> ServiceProcess:
+        """Start the process without waiting for it."""
         log = self.log_path.open("ab")  # a restart on the same port keeps the earlier log
         self.proc = subprocess.Popen(
             self._cmd, stdout=log, stderr=subprocess.STDOUT, env=self._env, start_new_session=True
         )
+        return self
+
+    def wait_ready(self, timeout_s: float = 120.0) -> ServiceProcess:
+        """Wait until the launched process serves; stop it and raise when it cannot."""
+        assert self.proc is not None
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -108,6 +118,24 @@ class ServiceProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def start_together(processes: list[ServiceProcess], timeout_s: float = 300.0) -> None:
+    """Launch every process at once (their imports overlap), then wait for each to serve.
+
+    Raises:
+        RuntimeError, TimeoutError: One did not come up; every one launched is stopped.
+    """
+    try:
+        for process in processes:
+            process.launch()
+        for process in processes:
+            process.wait_ready(timeout_s)
+    except BaseException:
+        for process in processes:
+            if process.proc is not None:
+                process.stop()
+        raise
 
 
 def grpc_health_status(address: str, service: str = "") -> int | None:

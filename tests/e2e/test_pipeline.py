@@ -19,7 +19,7 @@ import pytest
 
 from p2m.stack import undeploy_all
 from prompt2model.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
-from tests.support import REPO, ServiceProcess
+from tests.support import REPO, ServiceProcess, start_together
 
 # The whole pipeline, twice: far longer than the suite's default per-test timeout.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -65,7 +65,8 @@ def stack(retriever_data_dir: Path, local_llm: ServiceProcess) -> Iterator[Stack
     try:
         for name in STAGE_SERVICES:
             args = ("--llm-base-url", local_llm.base_url) if name in LLM_USERS else ()
-            services[name] = ServiceProcess(name, data_dir, *args, env=env).start(timeout_s=300)
+            services[name] = ServiceProcess(name, data_dir, *args, env=env)
+        start_together(list(services.values()))
         addresses = {f"P2M_{n.upper()}_ADDR": s.address for n, s in services.items()}
         gateway = ServiceProcess("gateway", data_dir, env={**env, **addresses}).start()
         stack = Stack(data_dir, services, gateway, logs=list(services.values()))

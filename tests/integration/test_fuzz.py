@@ -35,7 +35,7 @@ from prompt2model.v1 import (
     trainer_pb2,
     trainer_pb2_grpc,
 )
-from tests.support import REPO, ServiceProcess, free_port
+from tests.support import REPO, ServiceProcess, free_port, start_together
 
 # Codes a service may answer bad input with; INTERNAL and UNKNOWN mean a bug.
 CLEAR = {
@@ -114,9 +114,8 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     processes: dict[str, ServiceProcess] = {}
     try:
         for name in ("parser", "retriever", "generator", "trainer", "evaluator", "deployer"):
-            processes[name] = ServiceProcess(
-                name, data_dir, "--llm-base-url", no_llm, env=env
-            ).start(timeout_s=300)
+            processes[name] = ServiceProcess(name, data_dir, "--llm-base-url", no_llm, env=env)
+        start_together(list(processes.values()))
         addresses = {f"P2M_{n.upper()}_ADDR": p.address for n, p in processes.items()}
         processes["gateway"] = ServiceProcess("gateway", data_dir, env={**env, **addresses}).start()
         services = Services(data_dir, watched, before, processes)

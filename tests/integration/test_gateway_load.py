@@ -19,7 +19,7 @@ import pytest
 
 from p2m.trainer.tiny_models import build_tiny_t5
 from prompt2model.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
-from tests.support import REPO, ServiceProcess
+from tests.support import REPO, ServiceProcess, start_together
 
 G = gateway_pb2
 RUNS = 50
@@ -40,8 +40,8 @@ def gateway(retriever_data_dir: Path, tmp_path_factory: pytest.TempPathFactory
         json.dumps({"input": f"review {i}: {'great' if i % 2 else 'awful'} film",
                     "output": "positive" if i % 2 else "negative"}) + "\n" for i in range(40)
     ))  # fmt: skip
-    services = {name: ServiceProcess(name, data_dir).start(timeout_s=300)
-                for name in ("parser", "retriever", "trainer")}  # fmt: skip
+    services = {name: ServiceProcess(name, data_dir) for name in ("parser", "retriever", "trainer")}
+    start_together(list(services.values()))
     env = {f"P2M_{n.upper()}_ADDR": s.address for n, s in services.items()}
     env["P2M_MAX_RUNNING_RUNS"] = str(MAX_RUNNING)
     gateway = ServiceProcess("gateway", data_dir, env=env).start()

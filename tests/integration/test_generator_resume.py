@@ -24,7 +24,7 @@ from aiohttp import web
 
 from tests.support import REPO, ServiceProcess, free_port
 
-NUM = 12
+NUM = 8
 
 
 class RecordingProxy:
@@ -88,7 +88,7 @@ def _command(prompt: Path, data_dir: Path, base_url: str) -> list[str]:
         sys.executable, "-m", "p2m", "generate", "--prompt-file", str(prompt),
         "--num-examples", str(NUM), "--data-dir", str(data_dir), "--llm-base-url", base_url,
         "--llm-model", "smollm2", "--self-consistency", "2", "--concurrency", "2",
-        "--seed", "11", "--json",
+        "--batch-size", "4", "--seed", "11", "--json",
     ]  # fmt: skip
 
 
