@@ -67,6 +67,10 @@ def error_of(call: object, *args: object, **kwargs: object) -> grpc.RpcError:
             G.CreateRunRequest(prompt=PROMPT, options=G.RunOptions(base_model_name=" ")),
             "options.base_model_name",
         ),
+        (
+            G.CreateRunRequest(prompt=PROMPT, options=G.RunOptions(dataset_path="rows.jsonl")),
+            "options.dataset_path",
+        ),
         (G.CreateRunRequest(prompt=PROMPT, request_id="é" * 3), "request_id"),
     ],
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,16 @@ def test_the_roots_are_the_data_dir_the_datasets_and_catalog_folders_and_path_ro
     assert Settings.load(environ={"P2M_DATA_DIR": "/srv/p2m"}).readable_roots() == (
         Path("/srv/p2m"),
     )
+
+
+def test_the_local_stack_lets_requests_name_files_in_the_home_and_working_folders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from p2m.stack import service_env
+
+    monkeypatch.chdir(tmp_path)
+    env = service_env(Settings.load(environ={}), tmp_path / "data")
+    assert env["P2M_DATA_DIR"] == str(tmp_path / "data")
+    assert env["P2M_PATH_ROOTS"].split(os.pathsep) == [str(Path.home()), str(tmp_path.resolve())]
+    chosen = service_env(Settings.load(environ={"P2M_PATH_ROOTS": "/mnt/rows"}), tmp_path)
+    assert chosen["P2M_PATH_ROOTS"] == "/mnt/rows"

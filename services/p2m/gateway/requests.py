@@ -60,6 +60,10 @@ def checked_options(options: gateway_pb2.RunOptions) -> gateway_pb2.RunOptions:
         raise InvalidInput("options.dataset.name", "is empty")
     if own == "dataset_path" and not 0 < len(options.dataset_path) <= MAX_DATASET_PATH:
         raise InvalidInput("options.dataset_path", f"must be 1..{MAX_DATASET_PATH} characters")
+    if own == "dataset_path" and not options.dataset_path.startswith("/"):
+        raise InvalidInput(
+            "options.dataset_path", "must be an absolute path on the services' machine"
+        )
     model = options.WhichOneof("own_base_model")
     if model == "base_model" and not options.base_model.name.strip():
         raise InvalidInput("options.base_model.name", "is empty")
