@@ -69,3 +69,25 @@ def retriever_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data_dir = tmp_path_factory.mktemp("retriever-data")
     ModelStore(data_dir / "models").import_shipped("smollm2")
     return data_dir
+
+
+@pytest.fixture(scope="session")
+def catalog_index(retriever_data_dir: Path) -> Path | None:
+    """The dataset catalog's index cache, built once per session in ``retriever_data_dir``.
+
+    A retriever builds (or loads) this index before it serves; a fresh data dir seeded with a
+    copy (``tests.support.seed_catalog_index``) spares each new retriever that half-minute on
+    2 cores. None when no catalog is configured (P2M_CATALOG_DIR).
+    """
+    from p2m.retriever.catalog import load_datasets
+    from p2m.retriever.core import DATASET_CATALOG_NAMES, find_catalog
+    from p2m.retriever.dataset_search import DatasetSearch
+    from p2m.retriever.encoder import SHIPPED_ENCODER_NAME, SentenceEncoder, shipped_encoder_path
+
+    catalog = find_catalog(os.environ.get("P2M_CATALOG_DIR", ""), DATASET_CATALOG_NAMES)
+    if catalog is None:
+        return None
+    cache = retriever_data_dir / "cache" / "retriever"
+    encoder = SentenceEncoder(shipped_encoder_path(), SHIPPED_ENCODER_NAME)
+    DatasetSearch(load_datasets(catalog), encoder, cache)
+    return cache

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -161,3 +162,9 @@ def run_p2m(
         cwd=REPO,
         input=stdin if stdin is not None else "",
     )
+
+
+def seed_catalog_index(index: Path | None, data_dir: Path) -> None:
+    """Copy the session's catalog index (the ``catalog_index`` fixture) into ``data_dir``."""
+    if index is not None:
+        shutil.copytree(index, data_dir / "cache" / "retriever", dirs_exist_ok=True)

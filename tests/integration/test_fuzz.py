@@ -35,7 +35,7 @@ from prompt2model.v1 import (
     trainer_pb2,
     trainer_pb2_grpc,
 )
-from tests.support import REPO, ServiceProcess, free_port, start_together
+from tests.support import REPO, ServiceProcess, free_port, seed_catalog_index, start_together
 
 # Codes a service may answer bad input with; INTERNAL and UNKNOWN mean a bug.
 CLEAR = {
@@ -101,9 +101,11 @@ class Services:
 
 
 @pytest.fixture(scope="module")
-def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+def services(tmp_path_factory: pytest.TempPathFactory, catalog_index: Path | None
+             ) -> Iterator[Services]:  # fmt: skip
     base = tmp_path_factory.mktemp("fuzz")
     data_dir = base / "data"
+    seed_catalog_index(catalog_index, data_dir)
     watched = [REPO, base / "outside"]
     (base / "outside" / "model").mkdir(parents=True)
     (base / "outside" / "model" / "config.json").write_text('{"model_type": "llama"}')

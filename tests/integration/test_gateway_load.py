@@ -40,7 +40,9 @@ def gateway(retriever_data_dir: Path, tmp_path_factory: pytest.TempPathFactory
         json.dumps({"input": f"review {i}: {'great' if i % 2 else 'awful'} film",
                     "output": "positive" if i % 2 else "negative"}) + "\n" for i in range(40)
     ))  # fmt: skip
-    services = {name: ServiceProcess(name, data_dir) for name in ("parser", "retriever", "trainer")}
+    no_catalog = {"P2M_CATALOG_DIR": ""}  # the runs bring their dataset and base model
+    services = {name: ServiceProcess(name, data_dir, env=no_catalog)
+                for name in ("parser", "retriever", "trainer")}  # fmt: skip
     start_together(list(services.values()))
     env = {f"P2M_{n.upper()}_ADDR": s.address for n, s in services.items()}
     env["P2M_MAX_RUNNING_RUNS"] = str(MAX_RUNNING)
