@@ -17,6 +17,11 @@ STATE_FILE = "state.json"
 FOLDER_GLOB = "checkpoint-step-*"
 
 
+def folder_name(step: int) -> str:
+    """The name of the checkpoint folder of ``step`` (names sort by step)."""
+    return f"checkpoint-step-{step:07d}"
+
+
 def write_manifest(folder: Path) -> None:
     """Record the size of every file under ``folder`` (call it last, before reporting)."""
     sizes = {

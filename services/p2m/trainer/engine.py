@@ -29,7 +29,7 @@ from p2m.common.errors import Aborted, Cancelled, FailedPrecondition, InvalidInp
 from p2m.common.types import TaskSpec
 from p2m.retriever.model_store import ModelStore
 from p2m.trainer.base_model import BaseModel, resolve_base_model
-from p2m.trainer.checkpoints import latest_complete
+from p2m.trainer.checkpoints import FOLDER_GLOB, latest_complete
 from p2m.trainer.data import load_training_data
 from p2m.trainer.finalize import TRAINING_FILE, build_model_folder
 from p2m.trainer.options import TrainOptions, training_key
@@ -376,7 +376,7 @@ class _RayRun:
             self.last = {**self.last, **event}
 
     def _latest_checkpoint(self) -> Path | None:
-        found = sorted(self.run_dir.glob("checkpoint-step-*"))
+        found = sorted(self.run_dir.glob(FOLDER_GLOB))
         return found[-1] if found else None
 
     def _report(self, metrics: dict[str, Any], seconds: float) -> TrainReport:

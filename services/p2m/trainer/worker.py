@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from p2m.common.types import Example
-from p2m.trainer.checkpoints import STATE_FILE, step_of, write_manifest
+from p2m.trainer.checkpoints import STATE_FILE, folder_name, step_of, write_manifest
 from p2m.trainer.encode import collate, encode_examples
 from p2m.trainer.options import TrainOptions
 
@@ -247,7 +247,7 @@ def _report(model: Any, optimizer: Any, scheduler: Any, position: _Position,
         ray.train.report(
             metrics,
             checkpoint=ray.train.Checkpoint.from_directory(str(folder)),
-            checkpoint_dir_name=f"checkpoint-step-{position.step:07d}",
+            checkpoint_dir_name=folder_name(position.step),
         )
     finally:
         shutil.rmtree(folder, ignore_errors=True)
