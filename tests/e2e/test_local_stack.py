@@ -1,8 +1,9 @@
 """`p2m run` on one machine, as a newcomer runs it: it starts its own stack (the embedded
 llama.cpp endpoint and every service), trains and serves a student, and `p2m down` stops it all.
 
-A small budget: the person's own dataset file (named relative to the working folder), no
-generation, two training steps, no teacher evaluation.
+No ``P2M_*`` setting but the embedded model (SmolLM2, for speed): the data dir is the default,
+relative ``.p2m`` of the working folder. A small budget: the person's own dataset file (named
+relative to the working folder), no generation, two training steps, no teacher evaluation.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ PROMPT = REPO / "examples" / "sentiment.txt"
 def p2m(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     """The `p2m` command line run from ``cwd``."""
     return subprocess.run(
-        [sys.executable, "-m", "p2m", *args], cwd=cwd, env={**os.environ, **env},
+        [sys.executable, "-m", "p2m", *args], cwd=cwd,
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("P2M_")}, **env},
         capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
     )  # fmt: skip
 
@@ -53,13 +55,13 @@ def predict(url: str, text: str) -> list[str]:
 def test_p2m_run_starts_its_own_stack_serves_a_student_and_p2m_down_stops_everything(
     retriever_data_dir: Path, tmp_path: Path
 ) -> None:
-    data_dir = tmp_path / "p2m"
+    data_dir = tmp_path / ".p2m"  # the default
     shutil.copytree(retriever_data_dir / "models", data_dir / "models")  # skips the import
     (tmp_path / "rows.jsonl").write_text("".join(
         json.dumps({"input": f"review {i}: {'great' if i % 2 else 'awful'} film",
                     "output": "positive" if i % 2 else "negative"}) + "\n" for i in range(40)
     ))  # fmt: skip
-    env = {"P2M_DATA_DIR": str(data_dir), "P2M_LOCAL_LLM": "smollm2", "P2M_CATALOG_DIR": ""}
+    env = {"P2M_LOCAL_LLM": "smollm2"}
     budget = ["--skip", "generate", "--epochs", "1", "--max-steps", "2", "--no-teacher", "--json"]
     try:
         first = p2m(tmp_path, env, "run", "--prompt-file", str(PROMPT),

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,38 @@ def test_defaults_env_then_flags():
     assert settings.port == 9000
     assert settings.llm_model == "from-flag"
     assert settings.grace_s == 1.5
-    assert settings.data_dir == Path(".p2m")
+    assert settings.data_dir == Path.cwd() / ".p2m"
+
+
+def test_every_path_setting_is_absolute_against_the_working_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    env = {
+        "P2M_DATA_DIR": "rel data/p2m",
+        "P2M_CATALOG_DIR": "../catalogs",
+        "P2M_DATASETS_DIR": "~/datasets",
+        "P2M_PATH_ROOTS": f"a{os.pathsep}{os.pathsep}/abs/b",
+        "P2M_RAYJOB_TEMPLATE": "t/rayjob.yaml",
+        "P2M_LOCAL_LLM": "models/my.gguf",
+    }
+    settings = Settings.load({"inferenceservice_template": Path("isvc.yaml")}, environ=env)
+    assert settings.data_dir == tmp_path / "rel data" / "p2m"
+    assert settings.catalog_dir == str(tmp_path.parent / "catalogs")
+    assert settings.datasets_dir == str(tmp_path / "home" / "datasets")
+    assert settings.path_roots == os.pathsep.join([str(tmp_path / "a"), "/abs/b"])
+    assert settings.rayjob_template == tmp_path / "t" / "rayjob.yaml"
+    assert settings.inferenceservice_template == tmp_path / "isvc.yaml"
+    assert settings.local_llm == str(tmp_path / "models" / "my.gguf")
+    assert settings.readable_roots()[0] == settings.data_dir
+
+
+def test_unset_paths_and_model_names_stay_as_they_are():
+    settings = Settings.load(environ={"P2M_LOCAL_LLM": "smollm2"})
+    assert settings.catalog_dir == "" and settings.datasets_dir == ""
+    assert settings.path_roots == "" and settings.local_llm == "smollm2"
+    assert Settings(**{**settings.__dict__}) == settings  # building again changes nothing
 
 
 @pytest.mark.parametrize(

@@ -123,6 +123,23 @@ class Settings:
     image: str = ""
     k8s_poll_s: float = 2.0
 
+    def __post_init__(self) -> None:
+        """Make every path setting absolute, once, against the working folder of the start.
+
+        Ray Train's storage, the subprocesses ``p2m up`` starts (with their own working
+        folder) and the paths shown to a person all need one; a relative setting ("~" too)
+        is resolved here so that no component ever sees it.
+        """
+        for name in _PATH_SETTINGS:
+            object.__setattr__(self, name, Path(_absolute(str(getattr(self, name)))))
+        for name in _OPTIONAL_PATH_SETTINGS:
+            value = getattr(self, name)
+            object.__setattr__(self, name, _absolute(value) if value.strip() else "")
+        if self.local_llm.endswith(".gguf") or os.sep in self.local_llm:  # a file, not a name
+            object.__setattr__(self, "local_llm", _absolute(self.local_llm))
+        roots = [_absolute(root) for root in self.path_roots.split(os.pathsep) if root.strip()]
+        object.__setattr__(self, "path_roots", os.pathsep.join(roots))
+
     @classmethod
     def load(
         cls,
@@ -197,6 +214,16 @@ class Settings:
             raise InvalidInput("image", f"not an image reference: {self.image!r}")
         if not 0 < self.k8s_poll_s <= 300:
             raise InvalidInput("k8s_poll_s", f"must be within (0, 300], got {self.k8s_poll_s}")
+
+
+# Path settings made absolute when settings are built (Path fields; strings where "" = none).
+_PATH_SETTINGS = ("data_dir", "rayjob_template", "inferenceservice_template")
+_OPTIONAL_PATH_SETTINGS = ("catalog_dir", "datasets_dir")
+
+
+def _absolute(path: str) -> str:
+    """``path`` with "~" expanded, made absolute against the working folder and normalised."""
+    return os.path.abspath(os.path.expanduser(path))
 
 
 def _field_type(cls: type, name: str) -> Any:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from p2m.cliutil import LogLevel, fail, load_settings
+from p2m.cliutil import LogLevel, fail, load_settings, out
 from p2m.common.log import setup_logging
 from p2m.deployer.core import MAX_BATCH_SIZE, MAX_LATENCY_MS, is_valid_name
 
@@ -28,13 +29,29 @@ OFFLINE_ENV = {
     "DO_NOT_TRACK": "1",
 }
 STOP_GRACE_S = 5
+# KServe's own default ports.
+DEFAULT_HTTP_PORT = 8080
+DEFAULT_GRPC_PORT = 8081
+FALLBACK_NAME = "student"
+
+
+def name_from_folder(folder: Path) -> str:
+    """A model name made from the folder's name ("My Model_2" -> "my-model-2"), else "student"."""
+    name = re.sub(r"[^a-z0-9]+", "-", folder.name.lower()).strip("-")
+    name = re.sub(r"^[^a-z]+", "", name)[:45].rstrip("-")
+    return name if is_valid_name(name) else FALLBACK_NAME
 
 
 def serve_model(
     model: Annotated[Path, typer.Option(help="Student model folder (with p2m_student.json).")],
-    name: Annotated[str, typer.Option(help="Model name in the inference URLs.")],
-    http_port: Annotated[int, typer.Option(help="REST port (v1 and v2).")],
-    grpc_port: Annotated[int, typer.Option(help="Open Inference Protocol gRPC port; 0: none.")],
+    name: Annotated[
+        str | None,
+        typer.Option(help="Model name in the inference URLs (default: from the folder's name)."),
+    ] = None,
+    http_port: Annotated[int, typer.Option(help="REST port (v1 and v2).")] = DEFAULT_HTTP_PORT,
+    grpc_port: Annotated[
+        int, typer.Option(help="Open Inference Protocol gRPC port; 0: none.")
+    ] = DEFAULT_GRPC_PORT,
     host: Annotated[str, typer.Option(help="Address both servers bind to.")] = "127.0.0.1",
     max_batch_size: Annotated[
         int, typer.Option(help="Most requests per batch; 0 or 1: no batching.")
@@ -45,6 +62,7 @@ def serve_model(
     log_level: LogLevel = None,
 ) -> None:
     """Serve a student model with KServe (v1 and v2 REST, v2 gRPC) until SIGTERM."""
+    name = name if name is not None else name_from_folder(model.resolve())
     if not is_valid_name(name):
         fail(f"--name must be a DNS-1123 label of 1 to 45 characters, got {name!r}")
     if not 1 <= http_port <= 65535 or not 0 <= grpc_port <= 65535 or http_port == grpc_port:
@@ -82,4 +100,6 @@ def serve_model(
         enable_grpc=grpc_port != 0,
         grace_period=STOP_GRACE_S,
     )
+    url = f"http://{host}:{http_port}/v1/models/{name}:predict"
+    out.print(f"serving {name} at {url}", highlight=False)
     server.start([student])

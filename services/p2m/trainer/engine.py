@@ -141,7 +141,7 @@ class ModelTrainer:
         """
         self._store = store
         self._models = models
-        self._work_root = work_root
+        self._work_root = work_root.absolute()  # Ray Train takes no relative storage path
         self._hub_offline = hub_offline
         self._runner = runner
         self._ray_job_name = ray_job_name
