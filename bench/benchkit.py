@@ -7,6 +7,7 @@ high for the machine's cores.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -119,3 +120,15 @@ def stop_ray() -> None:
 
     if ray.is_initialized():
         ray.shutdown()
+
+
+def common_arguments(parser: argparse.ArgumentParser, quick_help: str, shared: bool = True) -> None:
+    """The flags every bench has: --quick, --json and (with ``shared``) --shared-data."""
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead")
+    if shared:
+        parser.add_argument(
+            "--shared-data",
+            type=Path,
+            default=Path(os.environ.get("P2M_SHARED_DATA", "../shared/data")),
+        )

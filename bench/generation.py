@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -61,13 +60,7 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=20)
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--concurrency", type=int, default=GenerateOptions().max_concurrency)
-    parser.add_argument("--quick", action="store_true", help=f"{QUICK_EXAMPLES} examples per run")
-    parser.add_argument(
-        "--shared-data",
-        type=Path,
-        default=Path(os.environ.get("P2M_SHARED_DATA", "../shared/data")),
-    )
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead")
+    benchkit.common_arguments(parser, f"{QUICK_EXAMPLES} examples per run")
     args = parser.parse_args()
     load_start = benchkit.load_average()
     examples = QUICK_EXAMPLES if args.quick else args.examples

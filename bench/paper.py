@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -93,15 +92,9 @@ def main() -> None:
         "--teacher", default="qwen", help="qwen, smollm2, a .gguf path, or none (no teacher)"
     )
     parser.add_argument("--teacher-parallel", type=int, default=4, help="teacher requests at once")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes: " + str(QUICK))
     parser.add_argument("--data-dir", type=Path, help="keep models here (default: a temp dir)")
     parser.add_argument("--models-dir", type=Path, help="model store to reuse (default: data dir)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead")
-    parser.add_argument(
-        "--shared-data",
-        type=Path,
-        default=Path(os.environ.get("P2M_SHARED_DATA", "../shared/data")),
-    )
+    benchkit.common_arguments(parser, "tiny sizes: " + str(QUICK))
     args = parser.parse_args()
     if args.quick:
         for name, value in QUICK.items():

@@ -14,7 +14,6 @@ import argparse
 import ast
 import gzip
 import json
-import os
 import statistics
 import tempfile
 import time
@@ -22,9 +21,9 @@ from pathlib import Path
 
 import benchkit
 
+from p2m.common.encoder import SHIPPED_ENCODER_NAME, SentenceEncoder, shipped_encoder_path
 from p2m.retriever.catalog import load_datasets
 from p2m.retriever.dataset_search import METHODS, DatasetSearch
-from p2m.retriever.encoder import SHIPPED_ENCODER_NAME, SentenceEncoder, shipped_encoder_path
 
 
 def to_catalog(documents: Path, target: Path) -> None:
@@ -56,14 +55,8 @@ def scores(ranked: list[str], gold: set[str]) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument(
-        "--shared-data",
-        type=Path,
-        default=Path(os.environ.get("P2M_SHARED_DATA", "../shared/data")),
-    )
-    parser.add_argument("--quick", action="store_true", help="the first 50 queries only")
     parser.add_argument("--depth", type=int, default=100, help="ranks scored for MAP")
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead")
+    benchkit.common_arguments(parser, "the first 50 queries only")
     args = parser.parse_args()
     load_start = benchkit.load_average()
     folder = args.shared_data / "retrieval"

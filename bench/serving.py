@@ -57,8 +57,7 @@ def main() -> None:
     parser.add_argument("--max-latency-ms", type=float, default=20.0, help="when batching is on")
     parser.add_argument("--max-output-tokens", type=int, default=8)
     parser.add_argument("--models-dir", type=Path, help="model store to reuse (default: temp)")
-    parser.add_argument("--quick", action="store_true", help="5 s per measurement")
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead")
+    benchkit.common_arguments(parser, "5 s per measurement", shared=False)
     args = parser.parse_args()
     if args.quick:
         args.duration = min(args.duration, 5.0)

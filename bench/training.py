@@ -76,13 +76,7 @@ def main() -> None:
     parser.add_argument("--model", choices=("smollm2", "tiny-t5"), default="smollm2")
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--quick", action="store_true", help="tiny T5, 6 steps")
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead")
-    parser.add_argument(
-        "--shared-data",
-        type=Path,
-        default=Path(os.environ.get("P2M_SHARED_DATA", "../shared/data")),
-    )
+    benchkit.common_arguments(parser, "tiny T5, 6 steps")
     args = parser.parse_args()
     if args.quick:
         args.model, args.steps = "tiny-t5", 6

@@ -79,10 +79,10 @@ def catalog_index(retriever_data_dir: Path) -> Path | None:
     copy (``tests.support.seed_catalog_index``) spares each new retriever that half-minute on
     2 cores. None when no catalog is configured (P2M_CATALOG_DIR).
     """
+    from p2m.common.encoder import SHIPPED_ENCODER_NAME, SentenceEncoder, shipped_encoder_path
     from p2m.retriever.catalog import load_datasets
     from p2m.retriever.core import DATASET_CATALOG_NAMES, find_catalog
     from p2m.retriever.dataset_search import DatasetSearch
-    from p2m.retriever.encoder import SHIPPED_ENCODER_NAME, SentenceEncoder, shipped_encoder_path
 
     catalog = find_catalog(os.environ.get("P2M_CATALOG_DIR", ""), DATASET_CATALOG_NAMES)
     if catalog is None:

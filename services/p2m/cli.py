@@ -153,6 +153,26 @@ def generate(
     annealing: Annotated[bool, typer.Option(help="Raise the temperature as the set fills.")] = True,
     vote: Annotated[bool, typer.Option(help="Self-consistency vote on outputs.")] = True,
     dedup: Annotated[bool, typer.Option(help="Drop exact and near duplicates.")] = True,
+    meaning_threshold: Annotated[
+        float,
+        typer.Option(
+            help="Drop an input this close in meaning (cosine) to an accepted one; 1: off."
+        ),
+    ] = 0.95,
+    check_invariants: Annotated[
+        bool, typer.Option(help="Drop examples that break the demonstrations' invariants.")
+    ] = True,
+    invariants_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--invariants",
+            help="The invariants as JSON (the form --show-invariants prints) instead of the "
+            "learned ones; {} for none.",
+        ),
+    ] = None,
+    show_invariants: Annotated[
+        bool, typer.Option(help="Print the invariants learned from the prompt and exit.")
+    ] = False,
     data_dir: DataDir = None,
     log_level: LogLevel = None,
     llm_base_url: LlmUrl = None,
@@ -163,18 +183,24 @@ def generate(
     from p2m.generator.options import GenerateOptions
 
     settings = client_settings(data_dir, log_level, llm_base_url, llm_model, local_llm)
+    prompt = read_prompt(prompt_file)
+    if show_invariants:
+        _show_invariants(run_async(lambda: _learned_invariants(settings, prompt)), as_json)
+        return
+    invariants = _read_invariants(invariants_file) if invariants_file else None
     options = GenerateOptions(
         num_examples=num_examples, seed=seed, max_requests=max_requests, max_tokens=max_tokens,
         max_concurrency=concurrency, batch_size=batch_size,
         self_consistency_samples=self_consistency, temperature_start=temperature[0],
         temperature_end=temperature[1], diverse_prompts=diverse, annealing=annealing,
-        self_consistency=vote, dedup=dedup,
+        self_consistency=vote, dedup=dedup, check_invariants=check_invariants,
+        meaning_dedup_threshold=meaning_threshold,
+        invariants=invariants,
     )  # fmt: skip
     try:
         options.validate()
     except InvalidInput as exc:
         fail(f"invalid generation option {exc.field.removeprefix('options.')}: {exc.problem}")
-    prompt = read_prompt(prompt_file)
     report = run_async(lambda: _generate_local(settings, prompt, options, out, not as_json))
     if as_json:
         out_json = json.dumps(report, ensure_ascii=False)
@@ -191,6 +217,7 @@ async def _generate_local(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from p2m.common.artifacts import ArtifactStore
+    from p2m.common.encoder import shipped_encoder
     from p2m.generator.engine import DatasetGenerator, GenerationProgress
     from p2m.llm.provider import LLMProvider
 
@@ -204,7 +231,11 @@ async def _generate_local(
         store = ArtifactStore(settings.data_dir / "artifacts")
         model = settings.llm_model if settings.llm_base_url else settings.local_llm
         generator = DatasetGenerator(
-            await provider.client(), store, settings.data_dir / "cache" / "generate", model
+            await provider.client(),
+            store,
+            settings.data_dir / "cache" / "generate",
+            model,
+            shipped_encoder(),
         )
         with bar:
             bar_id = bar.add_task("generate", total=options.num_examples, status="")
@@ -231,6 +262,43 @@ async def _generate_local(
         await provider.aclose()
 
 
+def _read_invariants(path: Path) -> Any:
+    """The invariants in a JSON file; exit 2 naming the problem."""
+    from p2m.generator.invariants import Invariants
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        fail(f"cannot read --invariants {path}: {exc.strerror}")
+    except json.JSONDecodeError as exc:
+        fail(f"--invariants {path} is not JSON: {exc}")
+    try:
+        return Invariants.from_json(data, "--invariants")
+    except InvalidInput as exc:
+        fail(str(exc))
+
+
+async def _learned_invariants(settings: Settings, prompt: bytes) -> Any:
+    from p2m.generator.invariants import infer
+    from p2m.llm.provider import LLMProvider
+
+    provider = LLMProvider(settings)
+    try:
+        return infer(await parse_prompt(provider, settings, prompt))
+    finally:
+        await provider.aclose()
+
+
+def _show_invariants(invariants: Any, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(invariants.to_json(), ensure_ascii=False))
+        return
+    lines = invariants.describe() or ["none (fewer than two demonstrations, or nothing shared)"]
+    out.print("invariants learned from the demonstrations:", highlight=False)
+    for line in lines:
+        out.print(f"  - {line}", highlight=False)
+
+
 def _show_generation(report: dict[str, Any]) -> None:
     out.print(
         f"[bold]{report['accepted']}/{report['requested']} examples[/] "
@@ -240,7 +308,16 @@ def _show_generation(report: dict[str, Any]) -> None:
     table = Table("filter", "dropped", title="quality filters")
     for name, count in report["dropped"].items():
         table.add_row(name, str(count))
+    for rule, count in report["invariant_drops"].items():
+        table.add_row(f"  invariant {rule}", str(count))
     out.print(table)
+    out.print(
+        f"duplicates: {report['duplicate_share']:.0%} of the candidates dropped; "
+        f"{report['near_duplicate_share']:.0%} of the kept inputs near another (word trigrams)"
+    )
+    if report["label_counts"]:
+        labels = ", ".join(f"{label} {n}" for label, n in report["label_counts"].items())
+        out.print(f"labels: {labels}", highlight=False)
     usage = report["usage"]
     out.print(
         f"LLM: {usage['requests']} requests ({usage['retries']} retries), "

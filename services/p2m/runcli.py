@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import grpc
 import typer
+from google.protobuf.json_format import MessageToDict
 from rich.console import Console
 from rich.live import Live
 from rich.prompt import Prompt
@@ -255,6 +256,8 @@ def report_json(run: G.Run) -> dict[str, Any]:
     metrics: dict[str, Any] = {"student": dict(report.student_metrics.values)}
     if report.HasField("teacher_metrics"):
         metrics["teacher"] = dict(report.teacher_metrics.values)
+    if report.HasField("student_demonstration_metrics"):
+        metrics["student_on_demonstrations"] = dict(report.student_demonstration_metrics.values)
     return {
         "run_id": run.run_id,
         "state": G.RunState.Name(run.state).removeprefix("RUN_STATE_").lower(),
@@ -265,6 +268,8 @@ def report_json(run: G.Run) -> dict[str, Any]:
         "grpc_address": report.endpoint.grpc_address,
         "demo": report.demo_url,
         "metrics": metrics,
+        "metrics_source": report.metrics_source,
+        "estimate_notes": list(report.estimate_notes),
         "num_examples": report.student_metrics.num_examples,
         "datasets": [d.name for d in run.datasets],
         "base_model": run.base_model.name,
@@ -275,6 +280,14 @@ def report_json(run: G.Run) -> dict[str, Any]:
             "requested": report.generation.requested,
             "accepted": report.generation.accepted,
             "cached": report.generation.cached,
+            "dropped": {f.name: v for f, v in report.generation.dropped.ListFields()},
+            "invariant_drops": dict(report.generation.invariant_drops),
+            "label_counts": dict(report.generation.label_counts),
+            "duplicate_share": report.generation.duplicate_share,
+            "near_duplicate_share": report.generation.near_duplicate_share,
+            "invariants": MessageToDict(
+                report.generation.invariants, preserving_proto_field_name=True
+            ),
         },
         "training": {
             "steps": report.training.steps,
@@ -303,6 +316,10 @@ def report_json(run: G.Run) -> dict[str, Any]:
     }
 
 
+def _cell(value: float | None) -> str:
+    return f"{value:.4f}" if value is not None else "-"
+
+
 def _show_report(run: G.Run, report: dict[str, Any]) -> None:
     state = report["state"]
     colour = "green" if state == "succeeded" else "red"
@@ -315,17 +332,27 @@ def _show_report(run: G.Run, report: dict[str, Any]) -> None:
     generation = report["generation"]
     out.print(f"generated: {generation['accepted']}/{generation['requested']} examples"
               f"{' (cached)' if generation['cached'] else ''}")  # fmt: skip
+    dropped = ", ".join(f"{k} {v}" for k, v in generation["dropped"].items())
+    if dropped:
+        by_rule = ", ".join(f"{k} {v}" for k, v in generation["invariant_drops"].items())
+        out.print(f"  dropped: {dropped}" + (f" (invariants: {by_rule})" if by_rule else ""))
     training = report["training"]
     out.print(f"training: {training['steps']} steps, {training['epochs']:.2f} epochs, final loss "
               f"{training['final_loss']:.4f}, {training['train_seconds']:.0f} s"
               f"{' (cached)' if training['cached'] else ''}")  # fmt: skip
     metrics = report["metrics"]
     if metrics["student"]:
-        table = Table("metric", "student", "teacher", title="student vs teacher")
+        on_demos = metrics.get("student_on_demonstrations", {})
+        table = Table(
+            "metric", "student", "teacher", "student on the demonstrations",
+            title=f"student vs teacher, on {report['metrics_source']}",
+        )  # fmt: skip
         for name, value in metrics["student"].items():
-            teacher = metrics.get("teacher", {}).get(name)
-            table.add_row(name, f"{value:.4f}", f"{teacher:.4f}" if teacher is not None else "-")
+            teacher, demos = metrics.get("teacher", {}).get(name), on_demos.get(name)
+            table.add_row(name, f"{value:.4f}", _cell(teacher), _cell(demos))
         out.print(table)
+    for note in report["estimate_notes"]:
+        out.print(f"[yellow]note:[/] {note}", highlight=False)
     if report["endpoint"]:
         out.print(f"endpoint: {report['endpoint']}  (v1: {report['v1_predict_url']})",
                   highlight=False, soft_wrap=True)  # fmt: skip

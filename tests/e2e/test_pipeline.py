@@ -182,6 +182,12 @@ def test_every_stage_service_killed_mid_run_then_a_deployed_student_then_all_cac
     assert 1 <= training.resumed_from_step < training.steps and report.model.uri
     assert set(report.student_metrics.values) == {"exact_match", "chrf"}
     assert set(report.teacher_metrics.values) == {"exact_match", "chrf"}
+    # Scored on the person's own demonstrations too, and said what the main scores rest on.
+    assert set(report.student_demonstration_metrics.values) == {"exact_match", "chrf"}
+    assert report.student_demonstration_metrics.num_examples == len(run.task.demonstrations)
+    assert report.metrics_source
+    if report.metrics_source == "held-out generated examples":
+        assert any("generated data alone" in note for note in report.estimate_notes)
     assert report.student_size_bytes > 100_000_000
     assert report.endpoint.ready and report.demo_url
 

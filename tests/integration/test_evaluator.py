@@ -132,6 +132,18 @@ def test_smollm2_student_scores_and_is_cached(setup: Setup):
     assert list(again.metrics.worst_examples) == list(metrics.worst_examples)
 
 
+def test_examples_given_in_the_request_are_scored_instead_of_a_dataset(setup: Setup):
+    request = evaluator_pb2.EvaluateRequest(
+        model=setup.tiny_t5, options=_options("exact_match", "chrf"), run_id="eval-inline"
+    )
+    request.examples.extend(common_pb2.Example(input=e.input, output=e.output) for e in TEST[:2])
+    reply = setup.stub.Evaluate(request, timeout=300)
+    assert reply.metrics.num_examples == 2
+    assert {w.example.input for w in reply.metrics.worst_examples} <= {e.input for e in TEST[:2]}
+    request.examples.add(input="one more", output="example")
+    assert setup.stub.Evaluate(request, timeout=300).metrics.num_examples == 3  # not cached
+
+
 def test_encoder_decoder_student_streams_progress(setup: Setup):
     request = evaluator_pb2.EvaluateRequest(
         model=setup.tiny_t5,
@@ -191,6 +203,10 @@ def test_teacher_through_the_local_llm(setup: Setup):
         (lambda r: r.teacher.CopyFrom(evaluator_pb2.TeacherModel()),
          grpc.StatusCode.INVALID_ARGUMENT, "task.instruction"),
         (lambda r: setattr(r, "run_id", "x" * 65), grpc.StatusCode.INVALID_ARGUMENT, "run_id"),
+        (lambda r: r.examples.add(input="a", output="b"), grpc.StatusCode.INVALID_ARGUMENT,
+         "not both"),
+        (lambda r: (r.ClearField("dataset"), r.examples.add(input="a", output=" ")),
+         grpc.StatusCode.INVALID_ARGUMENT, "examples[0]"),
     ],
 )  # fmt: skip
 def test_bad_requests(setup: Setup, change, code, text):

@@ -10,51 +10,77 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import pytest_asyncio
 from aiohttp import web
 
 from p2m.common.artifacts import ArtifactStore
+from p2m.common.encoder import shipped_encoder
 from p2m.common.errors import BudgetExhausted, Unavailable
 from p2m.common.llm import LLMClient, LLMConfig
 from p2m.common.types import Example, TaskSpec
-from p2m.generator.engine import DatasetGenerator
+from p2m.generator.engine import DatasetGenerator, GenerationResult
+from p2m.generator.invariants import Invariants
+from p2m.generator.journal import Journal
 from p2m.generator.options import GenerateOptions
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 TASK = TaskSpec("Name a colour.", (Example("sky", "blue"), Example("grass", "green")))
+SENTIMENT_TASK = TaskSpec(
+    'Answer "positive", "neutral" or "negative".',
+    (Example("great", "positive"), Example("awful", "negative")),
+)
+# Inputs with "Question:" then "Context:", outputs a span of the context.
+SPAN_TASK = TaskSpec(
+    "Answer from the context.",
+    (
+        Example("Question: sky? Context: the sky is blue", "blue"),
+        Example("Question: grass? Context: grass is green", "green"),
+    ),
+)
 
 
 class FaultyTeacher:
-    """Scripted by ``mix``: shares of "error", "slow", "garbage" and "good" answers."""
+    """Scripted by ``mix``: shares of "error", "slow", "garbage" and "good" answers.
+
+    Besides "good" (inputs "thing number N <random>"), "span" writes inputs in SPAN_TASK's form
+    and "biased" writes SENTIMENT_TASK reviews, preferring "positive". Answers name the colour or
+    label their input names. A request for topics gets a list of them.
+    """
 
     def __init__(self) -> None:
         self.mix = {"good": 1.0}
         self.requests = 0
         self.rng = random.Random(0)
+        self.prompts: list[str] = []
 
     async def chat(self, request: web.Request) -> web.Response:
         self.requests += 1
         body = await request.json()
+        self.prompts.append(body["messages"][-1]["content"])
         kind = self.rng.choices(list(self.mix), weights=list(self.mix.values()))[0]
         if kind == "error":
             return web.json_response({"error": "boom"}, status=500)
         if kind == "slow":
             await asyncio.sleep(1.0)
+        wanted = body.get("response_format", {}).get("json_schema", {}).get("schema", {})
         if kind == "garbage":
             content = "I am sorry, I cannot help with that."
-        elif "output" in json.dumps(body["response_format"]["json_schema"]["schema"]["required"]):
-            required = body["response_format"]["json_schema"]["schema"]["required"]
-            n = self.requests
-            content = json.dumps(
-                {"output": f"colour {n % 3}"}
-                if required == ["output"]
-                else {"input": f"thing number {n} {self.rng.random()}", "output": f"colour {n % 3}"}
+        elif "topics" in wanted.get("required", []):
+            content = json.dumps({"topics": [f"topic {i}" for i in range(5)]})
+        elif "input" in wanted.get("required", []):
+            content = json.dumps({"input": self._input(kind, body["messages"][-1]["content"])})
+        else:  # an answer, as plain text: what the input names
+            named = re.search(
+                r"(colour \d|positive|neutral|negative)$", body["messages"][-1]["content"]
             )
+            content = named.group(1) if named else f"colour {self.requests % 3}"
         usage = {"prompt_tokens": 50, "completion_tokens": 10, "total_tokens": 60}
         return web.json_response(
             {
@@ -64,6 +90,17 @@ class FaultyTeacher:
                 "usage": usage,
             }
         )  # fmt: skip
+
+    def _input(self, kind: str, prompt: str) -> str:
+        n, noise = self.requests, self.rng.random()
+        if kind == "span":  # SPAN_TASK's form: the answer is a span of the context
+            return f"Question: thing {n}? Context: thing {n} {noise} is colour {n % 3}"
+        if kind in ("biased", "stubborn"):  # asked for another label than "positive", it obeys
+            asked = re.search(r'its correct output must be "(\w+)"', prompt)  # half the time
+            obeys = kind == "biased" and self.rng.random() < 0.5  # or never
+            label = asked.group(1) if asked and obeys else "positive"
+            return f"review {n} {noise} feels {label}"
+        return f"thing number {n} {noise}"
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
@@ -88,6 +125,21 @@ def _generator(base_url: str, tmp_path: Path) -> tuple[DatasetGenerator, LLMClie
     client = LLMClient(config)
     store = ArtifactStore(tmp_path / "artifacts")
     return DatasetGenerator(client, store, tmp_path / "work", "faulty"), client
+
+
+async def _generate_with(
+    teacher: tuple[FaultyTeacher, str],
+    tmp_path: Path,
+    mix: dict[str, float],
+    task: TaskSpec,
+    options: GenerateOptions,
+) -> GenerationResult:
+    """One generation of ``task`` against the scripted teacher answering with ``mix``."""
+    faulty, base_url = teacher
+    faulty.mix = mix
+    generator, client = _generator(base_url, tmp_path)
+    async with client:
+        return await generator.generate(task, options)
 
 
 async def test_mixed_faults_finish_within_the_request_budget(teacher, tmp_path: Path):
@@ -143,3 +195,96 @@ async def test_budget_too_small_for_any_example(teacher, tmp_path: Path):
     async with client:
         with pytest.raises(BudgetExhausted):
             await generator.generate(TASK, GenerateOptions(num_examples=5, max_tokens=10))
+
+
+async def test_examples_that_break_the_demonstrations_invariants_are_dropped_and_counted(
+    teacher, tmp_path: Path
+):
+    mix = {"good": 0.5, "span": 0.5}  # half without the markers
+    result = await _generate_with(
+        teacher, tmp_path, mix, SPAN_TASK, GenerateOptions(num_examples=6, seed=3)
+    )
+    report = result.report
+    assert report.invariants.input_markers == ("Question:", "Context:")
+    assert report.invariants.output_in_input
+    assert report.accepted == 6
+    assert report.dropped["invariant"] == sum(report.invariant_drops.values()) > 0
+    assert report.invariant_drops.get("input_prefix", 0) > 0
+    folder = ArtifactStore(tmp_path / "artifacts").path(result.dataset.sha256)
+    rows = [json.loads(line) for name in ("train", "validation")
+            for line in (folder / f"{name}.jsonl").read_text().splitlines()]  # fmt: skip
+    assert len(rows) == 6
+    for row in rows:
+        assert report.invariants.violation(Example(row["input"], row["output"])) is None
+
+
+async def test_given_invariants_replace_the_learned_ones(teacher, tmp_path: Path):
+    faulty, base_url = teacher
+    faulty.mix = {"good": 1.0}  # no markers at all
+    generator, client = _generator(base_url, tmp_path)
+    none = GenerateOptions(num_examples=4, seed=4, invariants=Invariants())
+    off = GenerateOptions(num_examples=4, seed=4, check_invariants=False)
+    async with client:
+        for options in (none, off):
+            report = (await generator.generate(SPAN_TASK, options)).report
+            assert report.accepted == 4 and report.dropped["invariant"] == 0
+            assert report.invariants.empty
+
+
+async def test_inputs_that_mean_what_an_accepted_one_means_are_dropped(teacher, tmp_path: Path):
+    faulty, base_url = teacher
+    faulty.mix = {"good": 1.0}  # "thing number N <random>": the same input, reworded
+    encoder = shipped_encoder()
+    assert encoder is not None
+    config = LLMConfig(base_url=base_url, timeout_s=5, max_concurrency=8)
+    async with LLMClient(config) as client:
+        generator = DatasetGenerator(
+            client, ArtifactStore(tmp_path / "artifacts"), tmp_path / "work", "faulty", encoder
+        )
+        options = GenerateOptions(num_examples=20, batch_size=8, seed=5, max_requests=60,
+                                  meaning_dedup_threshold=0.85)  # fmt: skip
+        result = await generator.generate(TASK, options)
+    report = result.report
+    assert report.dropped["same_meaning"] > 0
+    assert report.accepted < 20 and report.stop_reason in ("no_progress", "budget_exhausted")
+    folder = ArtifactStore(tmp_path / "artifacts").path(result.dataset.sha256)
+    inputs = [json.loads(line)["input"] for name in ("train", "validation")
+              for line in (folder / f"{name}.jsonl").read_text().splitlines()]  # fmt: skip
+    vectors = encoder.encode(inputs)
+    similarity = vectors @ vectors.T
+    assert (similarity[~np.eye(len(inputs), dtype=bool)] < 0.85).all()
+
+
+async def test_a_closed_set_is_balanced_by_asking_for_the_scarcest_label(teacher, tmp_path: Path):
+    options = GenerateOptions(num_examples=12, batch_size=6, seed=6, self_consistency_samples=1)
+    result = await _generate_with(teacher, tmp_path, {"biased": 1.0}, SENTIMENT_TASK, options)
+    report = result.report
+    assert report.invariants.output_choices == ("positive", "neutral", "negative")
+    assert report.accepted == 12
+    assert sum(report.label_counts.values()) == 12
+    assert max(report.label_counts.values()) <= 1.5 * 12 / 3  # at most 1.5x the fair share
+    assert min(report.label_counts.values()) > 0
+
+
+async def test_a_label_that_reached_its_quota_takes_no_more(teacher, tmp_path: Path):
+    options = GenerateOptions(num_examples=12, batch_size=6, seed=7, self_consistency_samples=1)
+    stubborn = {"stubborn": 1.0}  # "positive", whatever it is asked for
+    report = (await _generate_with(teacher, tmp_path, stubborn, SENTIMENT_TASK, options)).report
+    assert report.label_counts == {"positive": 6, "neutral": 0, "negative": 0}  # 1.5 x 12 / 3
+    assert report.dropped["over_quota"] > 0
+    assert report.stop_reason == "no_progress"
+
+
+async def test_the_teacher_plans_topics_once_and_each_new_input_request_gets_one(
+    teacher, tmp_path: Path
+):
+    faulty, base_url = teacher
+    faulty.mix, faulty.prompts = {"good": 1.0}, []
+    generator, client = _generator(base_url, tmp_path)
+    async with client:
+        await generator.generate(TASK, GenerateOptions(num_examples=4, batch_size=4, seed=8))
+        journal = Journal(next((tmp_path / "work").iterdir())).replay()
+    assert journal.hints == [f"topic {i}" for i in range(5)]
+    assert sum("different topics" in prompt for prompt in faulty.prompts) == 1
+    new_inputs = [p for p in faulty.prompts if "Write one new input" in p]
+    assert new_inputs and all(re.search(r"about: topic \d", p) for p in new_inputs)

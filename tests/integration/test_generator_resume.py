@@ -89,6 +89,7 @@ def _command(prompt: Path, data_dir: Path, base_url: str) -> list[str]:
         "--num-examples", str(NUM), "--data-dir", str(data_dir), "--llm-base-url", base_url,
         "--llm-model", "smollm2", "--self-consistency", "2", "--concurrency", "2",
         "--batch-size", "4", "--seed", "11", "--json",
+        "--no-check-invariants",  # SmolLM2 rarely keeps the Temporal demonstrations' form
     ]  # fmt: skip
 
 

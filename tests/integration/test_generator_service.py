@@ -13,7 +13,11 @@ import pytest
 from prompt2model.v1 import common_pb2, generator_pb2, generator_pb2_grpc
 from tests.support import ServiceProcess
 
+# SmolLM2 (135M) rarely writes a Temporal input that keeps the demonstrations' invariants (it
+# writes "Tale of the World" without the "[Posted: ...]" date): this test is about the service,
+# so the invariants are off here; they are tested on a scripted teacher (test_generator_faults).
 OPTIONS = generator_pb2.GenerateOptions(
+    disable_invariants=True,
     num_examples=30,
     batch_size=16,
     self_consistency_samples=2,

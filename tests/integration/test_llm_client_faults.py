@@ -612,3 +612,27 @@ async def test_throttling_lowers_the_requests_in_flight_then_recovers(
     assert len(endpoint.seen) >= 8
     assert throttled < 4
     assert recovered == 4
+
+
+async def test_slow_answers_and_timeouts_lower_the_requests_in_flight(
+    endpoint: FaultyEndpoint,
+) -> None:
+    # A CPU endpoint answers each request more slowly the more it serves at once: an answer
+    # past half the timeout takes a place away, a timeout halves them.
+    async def wave(llm: LLMClient, tag: str, n: int) -> int:
+        endpoint.max_in_flight = 0
+        await asyncio.gather(
+            *(llm.chat([{"role": "user", "content": f"{tag}{i}"}]) for i in range(n)),
+            return_exceptions=True,
+        )
+        return endpoint.max_in_flight
+
+    config = make_config(endpoint, max_concurrency=4, max_retries=0, timeout_s=0.6)
+    for hold_s in (0.35, 1.0):  # slow answers, then timeouts
+        endpoint.hold_s = hold_s
+        async with LLMClient(config) as llm:
+            first = await wave(llm, "a", 4)
+            endpoint.hold_s = 0.05
+            after = await wave(llm, "b", 4)
+        assert first == 4
+        assert after <= 2, hold_s  # down to one, then one more after a quick answer

@@ -11,6 +11,12 @@ import pytest
 from p2m.common.budget import Budget
 from p2m.common.errors import InvalidInput, LLMError, Unavailable
 from p2m.common.llm import ChatResult, UsageCounters
+from p2m.common.teacher_prompt import (
+    answer_messages,
+    clean_answer,
+    stop_sequences,
+    teacher_instruction,
+)
 from p2m.common.types import Example, TaskSpec
 from p2m.evaluator.engine import (
     EvalData,
@@ -26,7 +32,7 @@ from p2m.evaluator.engine import (
     worst_examples,
 )
 from p2m.evaluator.service import options_from_pb
-from p2m.evaluator.teacher import TeacherPredictor, clean_answer, teacher_prompt
+from p2m.evaluator.teacher import TeacherPredictor
 from prompt2model.v1 import evaluator_pb2
 
 TASK = TaskSpec(
@@ -35,13 +41,34 @@ TASK = TaskSpec(
 )
 
 
-def test_teacher_prompt_is_instruction_then_pairs_then_input():
-    assert teacher_prompt(TASK, " Italy ") == (
-        "Answer with the capital city of the country.\n\n"
-        "Input: France\nOutput: Paris\n\n"
-        "Input: Japan\nOutput: Tokyo\n\n"
-        "Input: Italy\nOutput:"
+def test_teacher_request_is_the_instruction_then_each_example_as_a_chat_turn():
+    messages = answer_messages(TASK.instruction, TASK.demonstrations, " Italy ")
+    assert [m["role"] for m in messages] == [
+        "system",
+        "user",
+        "assistant",
+        "user",
+        "assistant",
+        "user",
+    ]
+    assert messages[0]["content"].startswith("Answer with the capital city of the country.\n\n")
+    assert "output only" in messages[0]["content"]
+    assert [m["content"] for m in messages[1:]] == ["France", "Paris", "Japan", "Tokyo", "Italy"]
+
+
+def test_the_teacher_sees_the_persons_own_instruction_not_its_translation():
+    task = TaskSpec(
+        "Write one line of Python.",
+        language="ja",
+        original_instruction="Pythonで1行のコードを生成してください。",
     )
+    assert teacher_instruction(task) == "Pythonで1行のコードを生成してください。"
+    assert teacher_instruction(TASK) == TASK.instruction
+
+
+def test_one_line_outputs_stop_at_a_blank_line_not_at_the_first_line_break():
+    assert stop_sequences(TASK.demonstrations) == ("\n\n", "\nInput:", "\ninput:")
+    assert "\n\n" not in stop_sequences([Example("a", "two\nlines")])
 
 
 @pytest.mark.parametrize(
@@ -49,8 +76,11 @@ def test_teacher_prompt_is_instruction_then_pairs_then_input():
     [
         (" Rome ", True, "Rome"),
         ("Output: Rome", True, "Rome"),
+        ("Answer: Rome", True, "Rome"),
         ("Rome\nInput: Spain\nOutput: Madrid", True, "Rome"),
         ("\nRome\nThe capital of Italy is Rome.", True, "Rome"),
+        ("```python\nprint(x)\n```\nThis prints x.", True, "print(x)"),
+        ("```\nprint(x)", True, "print(x)"),
         ("line one\nline two\nInput: x", False, "line one\nline two"),
         ("", True, ""),
     ],
@@ -72,10 +102,9 @@ class _FakeLLM:
         self.prompts.append(prompt)
         await asyncio.sleep(0)
         budget.settle(reservation, 3)
-        if self.fail_on and prompt.endswith(f"Input: {self.fail_on}\nOutput:"):
+        if self.fail_on and prompt == self.fail_on:
             raise LLMError("endpoint down", attempts=2)
-        text = prompt.rsplit("Input: ", 1)[1].split("\n")[0] + "!\nInput: more"
-        return ChatResult(text, "stop", 10, 2, 0.05, 1)
+        return ChatResult(prompt + "!\nInput: more", "stop", 10, 2, 0.05, 1)
 
 
 async def test_teacher_answers_in_order_within_the_budget():
@@ -111,8 +140,12 @@ def test_latency_percentiles():
 def test_worst_examples_rank_by_first_metric_then_chrf():
     examples = [Example(f"in{i}", ref) for i, ref in enumerate(["Paris", "Rome", "Oslo", "Bern"])]
     predictions = ["Paris", "Roma", "Xyz", "Bern"]
-    per_example = [{"exact_match": 1.0}, {"exact_match": 0.0}, {"exact_match": 0.0},
-                   {"exact_match": 1.0}]  # fmt: skip
+    per_example = [
+        {"exact_match": 1.0},
+        {"exact_match": 0.0},
+        {"exact_match": 0.0},
+        {"exact_match": 1.0},
+    ]
     worst = worst_examples(examples, predictions, per_example, ["exact_match"], 3)
     # Both misses score 0: "Xyz" shares nothing with "Oslo", "Roma" some of "Rome".
     assert [w.prediction for w in worst] == ["Xyz", "Roma", "Paris"]
@@ -177,5 +210,12 @@ def test_result_json_round_trip():
     )
     data = json.loads(json.dumps(result.to_json()))
     assert EvaluationResult.from_json(data) == result
-    assert set(data) >= {"metrics", "num_examples", "latency", "model_size_bytes",
-                         "num_parameters", "notes", "worst_examples"}  # fmt: skip
+    assert set(data) >= {
+        "metrics",
+        "num_examples",
+        "latency",
+        "model_size_bytes",
+        "num_parameters",
+        "notes",
+        "worst_examples",
+    }

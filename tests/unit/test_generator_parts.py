@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from p2m.common.encoder import SHIPPED_ENCODER_NAME, SentenceEncoder, shipped_encoder_path
 from p2m.common.errors import InvalidInput
 from p2m.common.types import Example, TaskSpec
 from p2m.generator.dataset import split_examples
@@ -14,11 +15,18 @@ from p2m.generator.filters import (
     copies_input,
     field_problem,
     majority_vote,
+    near_duplicate_share,
     normalise,
 )
+from p2m.generator.hints import clean_hints, hint_for, hints_messages
+from p2m.generator.invariants import Invariants
 from p2m.generator.journal import Journal
+from p2m.generator.limits import ANSWER_FLOOR, answer_tokens, estimated_tokens, example_tokens
+from p2m.generator.meaning import MeaningIndex
 from p2m.generator.options import GenerateOptions, generation_key
-from p2m.generator.prompts import new_example_messages, pick_examples
+from p2m.generator.prompts import new_input_messages, pick_examples
+from p2m.generator.service import options_from_pb
+from prompt2model.v1 import generator_pb2
 
 DEMOS = tuple(Example(f"in {i}", f"out {i}") for i in range(6))
 
@@ -83,6 +91,7 @@ def test_request_seeds_are_stable_and_distinct():
         ({"self_consistency_samples": 17}, "options.self_consistency_samples"),
         ({"validation_fraction": 0.9}, "options.validation_fraction"),
         ({"dedup_similarity_threshold": 0.0}, "options.dedup_similarity_threshold"),
+        ({"meaning_dedup_threshold": 1.5}, "options.meaning_dedup_threshold"),
     ],
 )
 def test_bad_options_name_the_field(change: dict[str, object], field: str):
@@ -98,6 +107,10 @@ def test_generation_key_ignores_concurrency_only():
     assert generation_key(task, GenerateOptions(seed=1), "m") != base
     assert generation_key(task, GenerateOptions(), "other-model") != base
     assert generation_key(TaskSpec("Do it!", DEMOS), GenerateOptions(), "m") != base
+    given = GenerateOptions(invariants=Invariants(output_one_line=True))
+    assert generation_key(task, given, "m") != base
+    translated = TaskSpec("Do it.", DEMOS, original_instruction="Fais-le.")
+    assert generation_key(translated, GenerateOptions(), "m") != base
 
 
 def test_diverse_prompts_vary_their_tail_and_fixed_prompts_do_not():
@@ -124,10 +137,22 @@ def test_diverse_prompts_vary_their_tail_and_fixed_prompts_do_not():
     assert fixed == {DEMOS[:3]}
 
 
-def test_prompt_holds_instruction_and_examples():
-    messages = new_example_messages("Label the review.", DEMOS[:2])
+def test_new_input_request_holds_instruction_examples_topic_and_label():
+    messages = new_input_messages("Label the review.", DEMOS[:2])
     text = messages[-1]["content"]
     assert "Label the review." in text and "input: in 1\noutput: out 1" in text
+    assert "the input only" in text and '"input"' in messages[0]["content"]
+    aimed = new_input_messages("Label the review.", DEMOS[:2], (), "negative", "a hotel stay")
+    assert 'about: a hotel stay; its correct output must be "negative"' in aimed[-1]["content"]
+
+
+def test_topics_are_cleaned_and_each_request_gets_one_fixed_by_its_id():
+    topics = clean_hints({"topics": ["Cooking", " cooking!", "", "x " * 20, "Space travel"]})
+    assert topics == ["Cooking", "Space travel"]
+    assert clean_hints("not an object") == [] and hint_for([], "g1") is None
+    assert hint_for(topics, "g1") == hint_for(topics, "g1")
+    assert {hint_for(topics, f"g{i}") for i in range(40)} == set(topics)
+    assert "Example inputs:" in hints_messages("Label.", DEMOS[:2])[-1]["content"]
 
 
 def test_split_is_seeded_and_keeps_a_validation_example():
@@ -140,6 +165,9 @@ def test_split_is_seeded_and_keeps_a_validation_example():
 
 def test_journal_replay_restores_state_and_never_reuses_ids(tmp_path: Path):
     journal = Journal(tmp_path)
+    journal.record("req", "h0")
+    journal.record("res", "h0", attempts=1, tokens=0)
+    journal.record("hints", "h0", topics=["cooking", "space"])
     journal.record("req", "g0")
     journal.record("res", "g0", attempts=2, tokens=30)
     journal.record("gen", "g0", input="a", output="b")
@@ -165,9 +193,77 @@ def test_journal_replay_restores_state_and_never_reuses_ids(tmp_path: Path):
     assert state.pending["g2"].samples == ["d"]
     assert state.pending["g2"].next_sample == 2
     assert state.next_gen == 4
-    assert state.requests == 2 + 1 + 1 + 1 + 2  # attempts + two sent without an answer
+    assert state.requests == 1 + 2 + 1 + 1 + 1 + 2  # attempts + two sent without an answer
+    assert state.hints == ["cooking", "space"] and state.hint_requests == 1
     assert state.tokens == 55
     again = Journal(tmp_path)
     again.record("round", "r1")
     again.close()
     assert Journal(tmp_path).replay().rounds == 1  # the torn line did not swallow it
+
+
+def test_invariants_in_a_request_are_given_rules_unset_are_learned():
+    learned = options_from_pb(generator_pb2.GenerateOptions())
+    assert learned.invariants is None and learned.check_invariants
+    rules = generator_pb2.Invariants(input_markers=["Question:"], output_in_input=True)
+    given = options_from_pb(generator_pb2.GenerateOptions(invariants=rules))
+    assert given.invariants == Invariants(input_markers=("Question:",), output_in_input=True)
+    empty = options_from_pb(generator_pb2.GenerateOptions(invariants=generator_pb2.Invariants()))
+    assert empty.invariants == Invariants()
+    off = options_from_pb(generator_pb2.GenerateOptions(disable_invariants=True))
+    assert not off.check_invariants
+
+
+@pytest.mark.parametrize(
+    ("rules", "field"),
+    [
+        ({"input_prefix": "(unclosed"}, "options.invariants.input_prefix"),
+        ({"output_language": "cobol"}, "options.invariants.output_language"),
+    ],
+)
+def test_bad_invariants_in_a_request_name_the_field(rules: dict[str, str], field: str):
+    message = generator_pb2.GenerateOptions(invariants=generator_pb2.Invariants(**rules))
+    with pytest.raises(InvalidInput) as info:
+        options_from_pb(message)
+    assert info.value.field == field
+
+
+@pytest.fixture(scope="module")
+def minilm() -> SentenceEncoder:
+    return SentenceEncoder(shipped_encoder_path(), SHIPPED_ENCODER_NAME)
+
+
+def test_a_reworded_input_is_a_duplicate_by_meaning_an_unrelated_one_is_not(minilm):
+    index = MeaningIndex(minilm, 0.8)
+    assert not index.similar("What is the capital of France?")  # nothing seen yet
+    index.add("What is the capital of France?")
+    index.add_all(["The battery died after a week.", "How do I sort a list in Python?"])
+    assert len(index) == 3
+    assert index.similar("What's the capital city of France?")
+    assert not index.similar("Who painted the Mona Lisa?")
+    assert not MeaningIndex(minilm, 0.999).similar("Which city is the capital of France?")
+
+
+def test_token_limits_follow_the_demonstrations_lengths():
+    short = [Example("Great battery.", "positive"), Example("Broke.", "negative")]
+    long_input = [Example("Question: who? Context: " + "word " * 400, "a span")]
+    assert answer_tokens(short) == ANSWER_FLOOR
+    assert (
+        example_tokens(long_input) > 2 * example_tokens(short) and example_tokens(long_input) > 256
+    )
+    japanese = [Example("リスト内の単語を数える", "Counter(word_list)")]
+    assert estimated_tokens("単語") >= 2  # about one token a character
+    assert answer_tokens(japanese, explicit=100) == 100
+    assert answer_tokens([]) == 256 and example_tokens([]) == 512
+
+
+def test_near_duplicate_share_counts_inputs_close_to_another_by_word_trigrams():
+    texts = [
+        "the cat sat on the mat today",
+        "the cat sat on the mat yesterday",  # 4 of 6 trigrams shared with the first
+        "a completely different sentence about dogs",
+        "short",
+    ]
+    assert near_duplicate_share(texts) == 0.5
+    assert near_duplicate_share(texts, threshold=0.9) == 0.0
+    assert near_duplicate_share([]) == 0.0

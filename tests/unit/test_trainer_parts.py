@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from p2m.common.artifacts import ArtifactStore
+from p2m.common.encoder import shipped_encoder_path
 from p2m.common.errors import InvalidInput, NotFound
 from p2m.common.student import format_input
 from p2m.common.types import Example, TaskSpec
-from p2m.retriever.encoder import shipped_encoder_path
 from p2m.trainer.base_model import BaseModel
 from p2m.trainer.data import load_training_data, store_dataset
 from p2m.trainer.encode import IGNORE_INDEX, collate, encode_examples

@@ -41,6 +41,8 @@ logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 #: Statuses after which the same request may succeed later.
+# An answer slower than this share of the timeout lowers the concurrency by one.
+SLOW_SHARE = 0.5
 _RETRYABLE_STATUSES = frozenset({408, 429})
 #: Statuses whose ``Retry-After`` header is honoured.
 _RETRY_AFTER_STATUSES = frozenset({429, 503})
@@ -149,10 +151,12 @@ class _MalformedResponseError(Exception):
 
 
 class AdaptiveLimit:
-    """A concurrency limit that halves when the endpoint throttles (429) and grows back.
+    """A concurrency limit that shrinks when the endpoint is overloaded and grows back.
 
-    It starts at ``ceiling``; each 429 halves it (never below 1); after as many successes in
-    a row as the current limit it grows by one, up to ``ceiling`` again.
+    It starts at ``ceiling``. A 429 or a timeout halves it (never below 1); an answer that took
+    more than half the timeout lowers it by one (a CPU endpoint serving more requests at once
+    only answers each more slowly, until they time out together); after as many quick answers
+    in a row as the current limit it grows by one, up to ``ceiling`` again.
     """
 
     def __init__(self, ceiling: int) -> None:
@@ -176,8 +180,13 @@ class AdaptiveLimit:
             self._changed.notify_all()
 
     def throttled(self) -> None:
-        """The endpoint said 429: halve the limit."""
+        """The endpoint said 429, or timed out: halve the limit."""
         self.limit = max(1, self.limit // 2)
+        self._streak = 0
+
+    def slowed(self) -> None:
+        """An answer came, but slowly: lower the limit by one."""
+        self.limit = max(1, self.limit - 1)
         self._streak = 0
 
     def succeeded(self) -> None:
@@ -714,11 +723,15 @@ class LLMClient:
             used = 0
             async with self._semaphore:
                 try:
+                    sent = time.monotonic()
                     async with asyncio.timeout(cfg.timeout_s):
                         body = await send()
                     value = parse(body)
                     used = used_tokens(value)
-                    self._semaphore.succeeded()
+                    if time.monotonic() - sent > SLOW_SHARE * cfg.timeout_s:
+                        self._semaphore.slowed()
+                    else:
+                        self._semaphore.succeeded()
                     return value, attempt
                 except openai.APIStatusError as exc:
                     self._counters.failed_requests += 1
@@ -752,7 +765,7 @@ class LLMClient:
                 finally:
                     if reservation is not None and budget is not None:
                         budget.settle(reservation, used)
-            if last_status == 429:
+            if last_status == 429 or reason.startswith("timeout"):
                 self._semaphore.throttled()
             if attempt == max_attempts:
                 break

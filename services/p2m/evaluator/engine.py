@@ -25,6 +25,7 @@ from p2m.common.errors import BudgetExhausted, FailedPrecondition, InvalidInput,
 from p2m.common.llm import LLMClient, UsageCounters
 from p2m.common.splits import read_examples
 from p2m.common.student import Decoding, Student
+from p2m.common.teacher_prompt import PROMPT_VERSION, teacher_instruction
 from p2m.common.types import Example, TaskSpec
 from p2m.evaluator.metrics import (
     CHRF,
@@ -276,6 +277,12 @@ def read_split(store: ArtifactStore, dataset_uri: str, split: str = DEFAULT_SPLI
     return EvalData(examples, key, f"{ref.uri} ({split})")
 
 
+def inline_data(examples: Sequence[Example], source: str) -> EvalData:
+    """Examples given in a request, keyed by their content."""
+    key = _sha({"examples": [[e.input, e.output] for e in examples]})
+    return EvalData(tuple(examples), key, source)
+
+
 def read_jsonl(path: Path, input_field: str = "input", output_field: str = "output") -> EvalData:
     """A person's JSONL file: one object per line with ``input_field`` and ``output_field``.
 
@@ -369,8 +376,9 @@ def evaluation_key(
         payload["teacher"] = {
             "model": teacher_model,
             "max_requests": subject.max_requests,
-            "instruction": task.instruction,
+            "instruction": teacher_instruction(task),
             "demonstrations": [[d.input, d.output] for d in task.demonstrations],
+            "prompt": PROMPT_VERSION,
         }
     return _sha(payload)
 

@@ -124,7 +124,7 @@ def shipped_bertscore_encoder() -> BertScoreEncoder:
     Raises:
         FailedPrecondition: The package is not installed.
     """
-    from p2m.retriever.encoder import SHIPPED_ENCODER_NAME, shipped_encoder_path
+    from p2m.common.encoder import SHIPPED_ENCODER_NAME, shipped_encoder_path
 
     path = shipped_encoder_path()
     config = json.loads((path / "config.json").read_text(encoding="utf-8"))

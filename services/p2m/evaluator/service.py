@@ -15,7 +15,7 @@ from p2m.common.hub import hub_offline_by_env
 from p2m.common.log import run_id_var
 from p2m.common.server import ServiceBinding
 from p2m.common.settings import Settings
-from p2m.common.types import TaskSpec
+from p2m.common.types import Example, TaskSpec
 from p2m.evaluator.engine import (
     DEFAULT_NUM_WORST,
     DEFAULT_SPLIT,
@@ -27,6 +27,7 @@ from p2m.evaluator.engine import (
     StudentSubject,
     Subject,
     TeacherSubject,
+    inline_data,
     read_split,
 )
 from p2m.evaluator.metrics import BertScore, check_metrics, choose_bertscore_encoder
@@ -34,6 +35,7 @@ from p2m.llm.provider import LLMProvider
 from prompt2model.v1 import common_pb2, evaluator_pb2, evaluator_pb2_grpc
 
 MAX_RUN_ID_CHARS = 64
+MAX_INLINE_EXAMPLES = 10_000
 # Proto field -> (lowest, highest) allowed; 0 means the default (see evaluator.proto).
 _RANGES = {
     "options.max_examples": (0, 100_000),
@@ -194,9 +196,22 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServicer):
             subject = TeacherSubject(request.teacher.model, request.teacher.max_requests)
         else:
             raise InvalidInput("subject", "set exactly one of model or teacher")
-        artifact_ref_from_pb(request.dataset, "dataset")
-        data = read_split(self._store, request.dataset.uri, request.split or DEFAULT_SPLIT)
-        return _Job(subject, data, options, task)
+        return _Job(subject, self._data(request), options, task)
+
+    def _data(self, request: evaluator_pb2.EvaluateRequest) -> EvalData:
+        """The examples: a dataset artifact's split, or the request's own examples."""
+        if not request.examples:
+            artifact_ref_from_pb(request.dataset, "dataset")
+            return read_split(self._store, request.dataset.uri, request.split or DEFAULT_SPLIT)
+        if request.dataset.uri:
+            raise InvalidInput("examples", "give a dataset or examples, not both")
+        if len(request.examples) > MAX_INLINE_EXAMPLES:
+            raise InvalidInput("examples", f"at most {MAX_INLINE_EXAMPLES}")
+        for index, example in enumerate(request.examples):
+            if not example.input.strip() or not example.output.strip():
+                raise InvalidInput(f"examples[{index}]", "needs a non-empty input and output")
+        examples = [Example(e.input, e.output) for e in request.examples]
+        return inline_data(examples, f"{len(examples)} examples given in the request")
 
 
 def build(settings: Settings) -> ServiceBinding:

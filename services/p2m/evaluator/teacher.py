@@ -1,4 +1,8 @@
-"""The teacher as a predictor: the task's few-shot prompt sent to the LLM endpoint per input."""
+"""The teacher as a predictor: the task's few-shot request sent to the LLM endpoint per input.
+
+The request is the generator's (``p2m.common.teacher_prompt``): the teacher scored here is
+the teacher that wrote the training data.
+"""
 
 from __future__ import annotations
 
@@ -11,44 +15,16 @@ from dataclasses import dataclass
 from p2m.common.budget import Budget
 from p2m.common.errors import BudgetExhausted, LLMError, Unavailable
 from p2m.common.llm import LLMClient, UsageCounters
+from p2m.common.teacher_prompt import (
+    answer_messages,
+    clean_answer,
+    single_line_outputs,
+    stop_sequences,
+    teacher_instruction,
+)
 from p2m.common.types import TaskSpec
 
 log = logging.getLogger(__name__)
-
-#: Where the model has started a new example of its own: the answer ends there.
-STOP_SEQUENCES = ("\nInput:",)
-_OUTPUT_PREFIX = "output:"
-
-
-def teacher_prompt(task: TaskSpec, text: str) -> str:
-    """The instruction, each demonstration as "Input:" and "Output:" lines, then the input."""
-    parts = [task.instruction.strip()]
-    for demo in task.demonstrations:
-        parts.append(f"Input: {demo.input.strip()}\nOutput: {demo.output.strip()}")
-    parts.append(f"Input: {text.strip()}\nOutput:")
-    return "\n\n".join(parts)
-
-
-def teacher_messages(task: TaskSpec, text: str) -> list[dict[str, str]]:
-    """One user message holding ``teacher_prompt``."""
-    return [{"role": "user", "content": teacher_prompt(task, text)}]
-
-
-def clean_answer(text: str, single_line: bool) -> str:
-    """The answer without what a chatty model adds around it.
-
-    Cuts at the first "Input:" line (the model inventing the next example), drops a leading
-    "Output:" (the model repeating the prompt's label), strips whitespace, and with
-    ``single_line`` (every demonstration's output is one line) keeps the first non-empty line.
-    """
-    for stop in STOP_SEQUENCES:
-        text = text.split(stop, 1)[0]
-    text = text.strip()
-    if text.lower().startswith(_OUTPUT_PREFIX):
-        text = text[len(_OUTPUT_PREFIX) :].strip()
-    if single_line:
-        text = next((line.strip() for line in text.splitlines() if line.strip()), "")
-    return text
 
 
 @dataclass(frozen=True)
@@ -86,9 +62,9 @@ class TeacherPredictor:
         self._max_new_tokens = max_new_tokens
         self._concurrency = max(1, concurrency)
         self._budget = budget
-        self._single_line = bool(task.demonstrations) and all(
-            "\n" not in d.output.strip() for d in task.demonstrations
-        )
+        self._instruction = teacher_instruction(task)
+        self._single_line = single_line_outputs(task.demonstrations)
+        self._stop = stop_sequences(task.demonstrations)
 
     async def predict(
         self, inputs: Sequence[str], on_done: Callable[[int], None] | None = None
@@ -115,10 +91,12 @@ class TeacherPredictor:
                     return
                 try:
                     result = await self._llm.chat(
-                        teacher_messages(self._task, inputs[index]),
+                        answer_messages(
+                            self._instruction, self._task.demonstrations, inputs[index]
+                        ),
                         temperature=0.0,
                         max_tokens=self._max_new_tokens,
-                        stop=STOP_SEQUENCES,
+                        stop=self._stop,
                         budget=self._budget,
                     )
                 except BudgetExhausted:

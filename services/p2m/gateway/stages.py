@@ -28,6 +28,12 @@ S = common_pb2
 DEFAULT_STUDENT = "HuggingFaceTB/SmolLM2-135M-Instruct"
 DATASET_CANDIDATES = 5
 MODEL_CANDIDATES = 5
+GENERATED_ONLY_NOTE = (
+    "the scores rest on generated data alone: the held-out examples were written by the "
+    "teacher, which shares its style and its errors with the training data, so they flatter the "
+    "student; the scores on the demonstrations are the only human-made check"
+)
+NO_DEMONSTRATIONS_NOTE = "the prompt has no demonstrations, so no human-made example checks them"
 
 
 class Skip(Exception):
@@ -336,12 +342,15 @@ async def evaluate(ctx: StageContext) -> StageOutcome:
     _skip_if_asked(ctx, S.STAGE_EVALUATE)
     prepared = _artifact(ctx.run, S.STAGE_PREPARE_DATASET, "dataset")
     generated = _artifact(ctx.run, S.STAGE_GENERATE, "dataset")
+    del ctx.run.report.estimate_notes[:]  # a stage run again writes them again
     if prepared is not None:
         dataset, split, note = prepared, "test", "on the retrieved dataset's test split"
     elif generated is not None and _result(ctx.run, S.STAGE_GENERATE).figures["validation"] > 0:
         dataset, split, note = generated, "validation", "on held-out generated examples"
+        ctx.run.report.estimate_notes.append(GENERATED_ONLY_NOTE)
     else:
         raise Skip("no held-out data to score on")
+    ctx.run.report.metrics_source = note.removeprefix("on ")
     request = evaluator_pb2.EvaluateRequest(
         model=ctx.run.report.model, dataset=dataset, split=split, task=ctx.run.task,
         options=ctx.run.options.evaluate, run_id=ctx.run.run_id,
@@ -351,6 +360,7 @@ async def evaluate(ctx: StageContext) -> StageOutcome:
     ctx.run.report.student_latency.CopyFrom(student.latency)
     ctx.run.report.student_size_bytes = student.model_size_bytes
     figures = {f"student_{k}": v for k, v in student.metrics.values.items()}
+    figures.update(await _score_on_demonstrations(ctx, request))
     usage = common_pb2.LLMUsage()
     if not ctx.run.options.skip_teacher_evaluation:
         request.ClearField("model")
@@ -364,6 +374,23 @@ async def evaluate(ctx: StageContext) -> StageOutcome:
             figures.update({f"teacher_{k}": v for k, v in teacher.metrics.values.items()})
             usage = teacher.llm_usage
     return StageOutcome(cached=student.cached, figures=figures, note=f"scored {note}", usage=usage)
+
+
+async def _score_on_demonstrations(
+    ctx: StageContext, request: evaluator_pb2.EvaluateRequest
+) -> dict[str, float]:
+    """The student on the person's own demonstrations (never trained on); figures by metric."""
+    demonstrations = ctx.run.task.demonstrations
+    if not demonstrations:
+        ctx.run.report.estimate_notes.append(NO_DEMONSTRATIONS_NOTE)
+        return {}
+    on_demos = evaluator_pb2.EvaluateRequest()
+    on_demos.CopyFrom(request)
+    on_demos.ClearField("dataset")
+    on_demos.examples.extend(demonstrations)
+    result = await _evaluate(ctx, on_demos)
+    ctx.run.report.student_demonstration_metrics.CopyFrom(result.metrics)
+    return {f"student_demonstrations_{k}": v for k, v in result.metrics.values.items()}
 
 
 async def _evaluate(

@@ -10,8 +10,9 @@ import math
 import random
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -20,17 +21,34 @@ from p2m.common.budget import Budget
 from p2m.common.errors import BudgetExhausted, LLMError, LLMOutputError, Unavailable
 from p2m.common.llm import ChatResult, LLMClient, UsageCounters
 from p2m.common.splits import read_rows
+from p2m.common.teacher_prompt import (
+    answer_messages,
+    clean_answer,
+    single_line_outputs,
+    stop_sequences,
+    teacher_instruction,
+)
 from p2m.common.types import Example, TaskSpec
+from p2m.generator import labels
 from p2m.generator.dataset import REPORT_FILE, write_dataset
-from p2m.generator.filters import DuplicateIndex, copies_input, field_problem, majority_vote
+from p2m.generator.filters import (
+    DuplicateIndex,
+    copies_input,
+    field_problem,
+    majority_vote,
+    near_duplicate_share,
+)
+from p2m.generator.hints import HINTS_SCHEMA, clean_hints, hint_for, hints_messages
+from p2m.generator.invariants import Invariants, infer
 from p2m.generator.journal import Candidate, Journal
+from p2m.generator.limits import answer_tokens, example_tokens
+from p2m.generator.meaning import Encoder, MeaningIndex
 from p2m.generator.options import GenerateOptions, generation_key
 from p2m.generator.prompts import (
-    EXAMPLE_SCHEMA,
-    OUTPUT_SCHEMA,
-    answer_messages,
-    new_example_messages,
+    INPUT_SCHEMA,
+    new_input_messages,
     pick_examples,
+    rule_lines,
 )
 
 log = logging.getLogger(__name__)
@@ -42,12 +60,28 @@ DROP_REASONS = (
     "too_long",
     "copies_input",
     "unparseable",
+    "invariant",
+    "same_meaning",
+    "over_quota",
 )
+DUPLICATE_REASONS = ("exact_duplicate", "near_duplicate", "same_meaning")
+# A drop by an invariant is journalled as "invariant:<rule>".
+INVARIANT_PREFIX = "invariant:"
 NO_PROGRESS_ROUNDS = 4
+HINT_TOKENS = 512  # room for the list of topics
 # Each round in a row without a new example raises the temperature by this share of its span.
 STALL_STEP = 0.25
-# Why a request gave no value.
-UNPARSEABLE, FAILED, UNSENT = "unparseable", "failed", "unsent"
+
+
+class NoValue(Enum):
+    """Why a request gave no value (an answer may be any text, so these are no strings)."""
+
+    UNPARSEABLE = "unparseable"
+    FAILED = "failed"
+    UNSENT = "unsent"
+
+
+UNPARSEABLE, FAILED, UNSENT = NoValue.UNPARSEABLE, NoValue.FAILED, NoValue.UNSENT
 
 
 @dataclass(frozen=True)
@@ -57,6 +91,11 @@ class GenerationReport:
     requested: int
     accepted: int
     dropped: dict[str, int]
+    invariant_drops: dict[str, int]
+    invariants: Invariants
+    label_counts: dict[str, int]
+    duplicate_share: float
+    near_duplicate_share: float
     self_consistency_agreement: float
     usage: UsageCounters
     resumed_from: int
@@ -67,12 +106,18 @@ class GenerationReport:
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON."""
-        return asdict(self)
+        return {**asdict(self), "invariants": self.invariants.to_json()}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> GenerationReport:
         """Inverse of ``to_json``."""
-        return cls(**{**data, "usage": UsageCounters(**data["usage"])})
+        return cls(
+            **{
+                **data,
+                "usage": UsageCounters(**data["usage"]),
+                "invariants": Invariants.from_json(data["invariants"]),
+            }
+        )
 
 
 @dataclass(frozen=True)
@@ -124,9 +169,11 @@ class _Run:
 
     task: TaskSpec
     options: GenerateOptions
+    invariants: Invariants
     journal: Journal
     budget: Budget
     duplicates: DuplicateIndex
+    meaning: MeaningIndex | None
     accepted: list[tuple[str, Example, float]]
     dropped: Counter[str]
     pending: dict[str, Candidate]
@@ -135,6 +182,8 @@ class _Run:
     usage: UsageCounters = field(default_factory=UsageCounters)
     budget_spent: bool = False
     failures: int = 0
+    hints: list[str] | None = None
+    hint_requests: int = 0
 
     @property
     def examples(self) -> list[Example]:
@@ -145,13 +194,23 @@ class DatasetGenerator:
     """Writes datasets with the teacher LLM, one work folder per generation key."""
 
     def __init__(
-        self, llm: LLMClient, store: ArtifactStore, work_root: Path, model_name: str
+        self,
+        llm: LLMClient,
+        store: ArtifactStore,
+        work_root: Path,
+        model_name: str,
+        encoder: Encoder | None = None,
     ) -> None:
-        """Use ``llm`` (named ``model_name`` in cache keys), ``store`` and ``work_root``."""
+        """Use ``llm`` (named ``model_name`` in cache keys), ``store`` and ``work_root``.
+
+        With an ``encoder``, inputs that mean what an earlier one means are dropped too
+        (``options.meaning_dedup_threshold``).
+        """
         self._llm = llm
         self._store = store
         self._work_root = work_root
         self._model_name = model_name
+        self._encoder = encoder
 
     async def generate(
         self,
@@ -177,6 +236,8 @@ class DatasetGenerator:
         stop_reason = "target_reached"
         stalled = 0
         try:
+            if run.hints is None and options.diverse_prompts:
+                await self._plan_hints(run)
             while len(run.accepted) < options.num_examples:
                 before = len(run.accepted)
                 progress = before / options.num_examples + stalled * STALL_STEP
@@ -211,7 +272,12 @@ class DatasetGenerator:
         report = GenerationReport(
             requested=options.num_examples,
             accepted=len(run.accepted),
-            dropped={reason: run.dropped.get(reason, 0) for reason in DROP_REASONS},
+            dropped=drop_counts(run.dropped),
+            invariant_drops=invariant_drops(run.dropped),
+            invariants=run.invariants,
+            label_counts=_label_counts(run),
+            duplicate_share=_duplicate_share(run.dropped, len(run.accepted)),
+            near_duplicate_share=round(near_duplicate_share([e.input for e in run.examples]), 4),
             self_consistency_agreement=(
                 sum(agreements) / len(agreements) if options.self_consistency else 0.0
             ),
@@ -230,12 +296,17 @@ class DatasetGenerator:
         budget = Budget(options.max_requests, options.max_tokens)
         budget.requests, budget.tokens = state.requests, state.tokens
         duplicates = DuplicateIndex(options.dedup_similarity_threshold)
-        for demonstration in task.demonstrations:  # a copy of a demonstration adds nothing
-            duplicates.add(demonstration.input)
-        for _, example, _ in state.accepted:
-            duplicates.add(example.input)
-        for candidate in state.pending.values():
-            duplicates.add(candidate.input)
+        seen = [  # a copy of a demonstration adds nothing either
+            *(demonstration.input for demonstration in task.demonstrations),
+            *(example.input for _, example, _ in state.accepted),
+            *(candidate.input for candidate in state.pending.values()),
+        ]
+        for text in seen:
+            duplicates.add(text)
+        meaning = None
+        if self._encoder is not None and options.dedup and options.meaning_dedup_threshold < 1:
+            meaning = MeaningIndex(self._encoder, options.meaning_dedup_threshold)
+            meaning.add_all(seen)
         if state.accepted or state.pending:
             log.info(
                 "resuming generation",
@@ -244,14 +315,18 @@ class DatasetGenerator:
         return _Run(
             task=task,
             options=options,
+            invariants=applied_invariants(task, options),
             journal=journal,
             budget=budget,
             duplicates=duplicates,
+            meaning=meaning,
             accepted=state.accepted,
             dropped=state.dropped,
             pending=state.pending,
             next_gen=state.next_gen,
             rounds=state.rounds,
+            hints=state.hints,
+            hint_requests=state.hint_requests,
         )
 
     async def _round(self, run: _Run, temperature: float) -> None:
@@ -263,8 +338,15 @@ class DatasetGenerator:
         gen_ids = [f"g{run.next_gen + k}" for k in range(batch)]
         run.next_gen += batch
         limit = asyncio.Semaphore(options.max_concurrency)
+        wanted: list[str | None] = [None] * len(gen_ids)
+        if choices := run.invariants.output_choices:
+            so_far = [e.output for e in run.examples] + [c.output for c in run.pending.values()]
+            wanted = list(labels.targets(choices, labels.label_counts(so_far, choices), gen_ids))
         answers = await asyncio.gather(
-            *(self._new_example(run, rid, temperature, limit) for rid in gen_ids)
+            *(
+                self._new_example(run, rid, label, temperature, limit)
+                for rid, label in zip(gen_ids, wanted, strict=True)
+            )
         )
         for rid, answer in zip(gen_ids, answers, strict=True):
             if isinstance(answer, Example):
@@ -275,42 +357,107 @@ class DatasetGenerator:
         for rid in sorted(run.pending, key=lambda r: int(r[1:])):
             self._decide(run, run.pending[rid])
         run.pending.clear()
-        if gen_ids and all(answer == FAILED for answer in answers):
+        if gen_ids and all(answer is FAILED for answer in answers):
             raise Unavailable(
                 f"every request of the round failed ({len(gen_ids)} requests); "
                 f"{len(run.accepted)} examples are kept and a re-run resumes from them"
             )
 
+    async def _plan_hints(self, run: _Run) -> None:
+        """Ask the teacher once for topics that vary the inputs (none if nothing usable comes)."""
+        rid = f"h{run.hint_requests}"
+        run.hint_requests += 1
+        messages = hints_messages(teacher_instruction(run.task), run.task.demonstrations)
+
+        def ask() -> Awaitable[tuple[Any, ChatResult]]:
+            return self._llm.chat_json(
+                messages,
+                HINTS_SCHEMA,
+                name="topics",
+                temperature=run.options.temperature_end,
+                max_tokens=HINT_TOKENS,
+                seed=request_seed(run.options.seed, rid),
+                budget=run.budget,
+            )
+
+        value = await self._ask(run, rid, ask, asyncio.Semaphore(1))
+        if value is UNSENT or value is FAILED:
+            return  # asked again by a resumed run; meanwhile, inputs without topics
+        run.hints = [] if isinstance(value, NoValue) else clean_hints(value)
+        run.journal.record("hints", rid, topics=run.hints)
+        log.info("input topics planned", extra={"topics": len(run.hints)})
+
     async def _new_example(
-        self, run: _Run, rid: str, temperature: float, limit: asyncio.Semaphore
-    ) -> Example | str:
-        """A new example, or why there is none (FAILED, UNSENT or "unparseable")."""
-        messages = new_example_messages(run.task.instruction, _shown(run, rid))
-        value = await self._ask(run, rid, messages, EXAMPLE_SCHEMA, temperature, limit)
-        if isinstance(value, str):
-            if value == UNPARSEABLE:
-                self._drop(run, rid, UNPARSEABLE)
+        self,
+        run: _Run,
+        rid: str,
+        label: str | None,
+        temperature: float,
+        limit: asyncio.Semaphore,
+    ) -> Example | NoValue:
+        """A new input (meant to have output ``label``, when given), or why there is none.
+
+        Its output is left to the answer requests (``_samples``).
+        """
+        rules = rule_lines(run.invariants, run.task.demonstrations)
+        hint = hint_for(run.hints or (), rid)
+        messages = new_input_messages(
+            teacher_instruction(run.task), _shown(run, rid), rules, label, hint
+        )
+
+        def ask() -> Awaitable[tuple[Any, ChatResult]]:
+            return self._llm.chat_json(
+                messages,
+                INPUT_SCHEMA,
+                name="input",
+                temperature=temperature,
+                max_tokens=example_tokens(run.task.demonstrations, run.options.max_new_tokens),
+                seed=request_seed(run.options.seed, rid),
+                budget=run.budget,
+            )
+
+        value = await self._ask(run, rid, ask, limit)
+        if isinstance(value, NoValue):
+            if value is UNPARSEABLE:
+                self._drop(run, rid, UNPARSEABLE.value)
             return value
-        example = Example(str(value["input"]).strip(), str(value["output"]).strip())
-        run.journal.record("gen", rid, input=example.input, output=example.output)
+        example = Example(str(value["input"]).strip(), "")
+        run.journal.record("gen", rid, input=example.input, output="")
         return example
 
     async def _samples(
         self, run: _Run, candidate: Candidate, temperature: float, limit: asyncio.Semaphore
     ) -> None:
-        wanted = run.options.samples_per_input - 1 - len(candidate.samples)
+        wanted = run.options.samples_per_input - len(candidate.samples)
         ids = []
         for _ in range(max(0, wanted)):
             ids.append(f"s{candidate.gen_id[1:]}.{candidate.next_sample}")
             candidate.next_sample += 1
 
         async def one(sid: str) -> None:
-            messages = answer_messages(run.task.instruction, _shown(run, sid), candidate.input)
-            value = await self._ask(run, sid, messages, OUTPUT_SCHEMA, temperature, limit)
-            if isinstance(value, dict):
-                output = str(value["output"]).strip()
-                run.journal.record("sc", sid, output=output)
-                candidate.samples.append(output)
+            shown = _shown(run, sid)
+            messages = answer_messages(teacher_instruction(run.task), shown, candidate.input)
+
+            async def ask() -> tuple[str, ChatResult]:
+                result = await self._llm.chat(
+                    messages,
+                    temperature=temperature,
+                    max_tokens=answer_tokens(run.task.demonstrations, run.options.max_new_tokens),
+                    seed=request_seed(run.options.seed, sid),
+                    stop=stop_sequences(shown),
+                    budget=run.budget,
+                )
+                output = clean_answer(result.text, single_line_outputs(shown))
+                if not output:
+                    error = LLMOutputError("the teacher answered nothing usable")
+                    error.result = result
+                    raise error
+                return output, result
+
+            value = await self._ask(run, sid, ask, limit)
+            if not isinstance(value, NoValue):
+                run.journal.record("sc", sid, output=value)
+                candidate.samples.append(value)
 
         await asyncio.gather(*(one(sid) for sid in ids))
 
@@ -318,12 +465,10 @@ class DatasetGenerator:
         self,
         run: _Run,
         rid: str,
-        messages: list[dict[str, str]],
-        schema: dict[str, Any],
-        temperature: float,
+        send: Callable[[], Awaitable[tuple[Any, ChatResult]]],
         limit: asyncio.Semaphore,
-    ) -> dict[str, Any] | str:
-        """One LLM call: the parsed value, or UNPARSEABLE, FAILED or UNSENT (out of budget)."""
+    ) -> Any:
+        """One LLM call: its value, or UNPARSEABLE, FAILED or UNSENT (out of budget)."""
         if run.budget_spent:
             return UNSENT
         async with limit:
@@ -331,15 +476,7 @@ class DatasetGenerator:
                 return UNSENT
             run.journal.record("req", rid)
             try:
-                value, result = await self._llm.chat_json(
-                    messages,
-                    schema,
-                    name="example",
-                    temperature=temperature,
-                    max_tokens=run.options.max_new_tokens,
-                    seed=request_seed(run.options.seed, rid),
-                    budget=run.budget,
-                )
+                value, result = await send()
             except BudgetExhausted:
                 run.budget_spent = True
                 run.journal.record("unsent", rid)
@@ -358,23 +495,39 @@ class DatasetGenerator:
                 return FAILED
         run.usage.add(result, result.attempts, ok=True)
         run.journal.record("res", rid, attempts=result.attempts, tokens=_tokens(result))
-        return dict(value)
+        return value
 
     def _screen(self, run: _Run, rid: str, example: Example) -> None:
         """Input-side filters; a survivor becomes a candidate awaiting its vote."""
         max_chars = run.options.max_field_chars
-        reason = field_problem(example.input, max_chars) or field_problem(example.output, max_chars)
+        reason = field_problem(example.input, max_chars)
+        if reason is None and (rule := run.invariants.input_violation(example.input)):
+            reason = INVARIANT_PREFIX + rule
         if reason is None and run.options.dedup:
             reason = run.duplicates.check(example.input)
+        if reason is None and run.meaning is not None and run.meaning.similar(example.input):
+            reason = "same_meaning"
         if reason is not None:
             self._drop(run, rid, reason)
             return
         run.duplicates.add(example.input)
+        if run.meaning is not None:
+            run.meaning.add(example.input)
         run.pending[rid] = Candidate(rid, example.input, example.output)
 
     def _decide(self, run: _Run, candidate: Candidate) -> None:
-        """Vote on the outputs, apply the output filters, accept or drop."""
-        output, agreement = majority_vote([candidate.output, *candidate.samples])
+        """Vote among the outputs that keep the invariants, filter, then accept or drop."""
+        votes = [vote for vote in (candidate.output, *candidate.samples) if vote]
+        if not votes:
+            self._drop(run, candidate.gen_id, "unparseable")  # no answer came back
+            return
+        broken = [run.invariants.output_violation(candidate.input, vote) for vote in votes]
+        kept = [vote for vote, rule in zip(votes, broken, strict=True) if rule is None]
+        if not kept:
+            self._drop(run, candidate.gen_id, INVARIANT_PREFIX + str(broken[0]))
+            return
+        output, share = majority_vote(kept)
+        agreement = share * len(kept) / len(votes)
         reason = field_problem(output, run.options.max_field_chars)
         if reason is None and copies_input(candidate.input, output):
             reason = "copies_input"
@@ -384,6 +537,11 @@ class DatasetGenerator:
         if len(run.accepted) >= run.options.num_examples:
             self._drop(run, candidate.gen_id, "surplus")
             return
+        if choices := run.invariants.output_choices:
+            output = labels.label_of(output, choices) or output  # the label as the set spells it
+            if _label_counts(run)[output] >= labels.quota(run.options.num_examples, choices):
+                self._drop(run, candidate.gen_id, "over_quota")
+                return
         example = Example(candidate.input, output)
         run.journal.accept(candidate.gen_id, example, agreement)
         run.accepted.append((candidate.gen_id, example, agreement))
@@ -397,7 +555,7 @@ class DatasetGenerator:
         return GenerationProgress(
             accepted=len(run.accepted),
             requested=run.options.num_examples,
-            dropped={reason: run.dropped.get(reason, 0) for reason in DROP_REASONS},
+            dropped=drop_counts(run.dropped),
             requests=run.budget.requests,
             tokens=run.budget.tokens,
             temperature=temperature,
@@ -439,3 +597,41 @@ def _shown(run: _Run, request_id: str) -> list[Example]:
 
 def _tokens(result: ChatResult | None) -> int:
     return 0 if result is None else result.prompt_tokens + result.completion_tokens
+
+
+def _duplicate_share(dropped: Counter[str], accepted: int) -> float:
+    """Share of the candidate inputs dropped as duplicates (exact, near or by meaning)."""
+    duplicates = sum(
+        dropped.get(r, 0) for r in ("exact_duplicate", "near_duplicate", "same_meaning")
+    )
+    candidates = accepted + sum(dropped.values())
+    return round(duplicates / candidates, 4) if candidates else 0.0
+
+
+def _label_counts(run: _Run) -> dict[str, int]:
+    """Accepted examples per label of a closed set (empty without one)."""
+    choices = run.invariants.output_choices
+    return dict(labels.label_counts([e.output for e in run.examples], choices))
+
+
+def applied_invariants(task: TaskSpec, options: GenerateOptions) -> Invariants:
+    """The rules a generation holds examples to: the options' own, else the inferred ones."""
+    if not options.check_invariants:
+        return Invariants()
+    return options.invariants if options.invariants is not None else infer(task)
+
+
+def drop_counts(dropped: Counter[str]) -> dict[str, int]:
+    """Drops by reason (every rule of the invariants under "invariant")."""
+    counts = {reason: dropped.get(reason, 0) for reason in DROP_REASONS}
+    counts["invariant"] = sum(invariant_drops(dropped).values())
+    return counts
+
+
+def invariant_drops(dropped: Counter[str]) -> dict[str, int]:
+    """Drops by invariant rule."""
+    return {
+        reason.removeprefix(INVARIANT_PREFIX): count
+        for reason, count in sorted(dropped.items())
+        if reason.startswith(INVARIANT_PREFIX)
+    }

@@ -89,3 +89,28 @@ def majority_vote(outputs: Sequence[str]) -> tuple[str, float]:
         first_written.setdefault(normalise(output), output)
     best = max(counts, key=lambda k: (counts[k], -len(first_written[k])))
     return first_written[best], counts[best] / len(outputs)
+
+
+def word_trigrams(text: str) -> frozenset[tuple[str, ...]]:
+    """Word 3-grams of the normalised text (the whole text as one gram when shorter)."""
+    words = normalise(text).split()
+    if len(words) < 3:
+        return frozenset([tuple(words)])
+    return frozenset(tuple(words[i : i + 3]) for i in range(len(words) - 2))
+
+
+def near_duplicate_share(texts: Sequence[str], threshold: float = 0.5) -> float:
+    """Share of ``texts`` whose word-trigram Jaccard with another of them is >= ``threshold``."""
+    grams = [word_trigrams(text) for text in texts]
+    postings: dict[tuple[str, ...], list[int]] = {}
+    for index, own in enumerate(grams):
+        for gram in own:
+            postings.setdefault(gram, []).append(index)
+    near = 0
+    for index, own in enumerate(grams):
+        shared: Counter[int] = Counter()
+        for gram in own:
+            shared.update(other for other in postings[gram] if other != index)
+        if any(n / (len(own) + len(grams[o]) - n) >= threshold for o, n in shared.items()):
+            near += 1
+    return near / len(texts) if texts else 0.0

@@ -3,9 +3,9 @@
 Two JSONL files in the generation's work folder, each line flushed and fsynced as written:
 ``examples.jsonl`` holds every accepted example ``{id, input, output, agreement}`` and
 ``journal.jsonl`` every request before it is sent (``req``), how it ended (``res``, ``bad``,
-``fail``, ``unsent``, with attempts and tokens), what it gave (``gen``, ``sc``), every drop
-(``drop``) and round (``round``). Request ids are never reused, so no request is sent twice
-across restarts, and the budget counts what earlier attempts spent.
+``fail``, ``unsent``, with attempts and tokens), what it gave (``gen``, ``sc``, ``hints``),
+every drop (``drop``) and round (``round``). Request ids are never reused, so no request is sent
+twice across restarts, and the budget counts what earlier attempts spent.
 """
 
 from __future__ import annotations
@@ -46,6 +46,8 @@ class JournalState:
     requests: int = 0
     tokens: int = 0
     rounds: int = 0
+    hints: list[str] | None = None
+    hint_requests: int = 0
 
 
 class Journal:
@@ -72,7 +74,9 @@ class Journal:
             kind, rid = record.get("e"), str(record.get("id", ""))
             if kind == "req":
                 unanswered.add(rid)
-                if match := _GEN_ID.match(rid):
+                if rid.startswith("h"):
+                    state.hint_requests += 1
+                elif match := _GEN_ID.match(rid):
                     state.next_gen = max(state.next_gen, int(match.group(1)) + 1)
                 elif (match := _SC_ID.match(rid)) and f"g{match.group(1)}" in state.pending:
                     candidate = state.pending[f"g{match.group(1)}"]
@@ -92,6 +96,8 @@ class Journal:
                 decided.add(rid)
             elif kind == "round":
                 state.rounds += 1
+            elif kind == "hints":
+                state.hints = [str(topic) for topic in record.get("topics", [])]
         # Sent but never answered (the process died meanwhile): assume each cost one request.
         state.requests += len(unanswered)
         for rid in decided:

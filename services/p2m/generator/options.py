@@ -7,10 +7,13 @@ import json
 from dataclasses import asdict, dataclass
 
 from p2m.common.errors import InvalidInput
+from p2m.common.teacher_prompt import teacher_instruction
 from p2m.common.types import TaskSpec
+from p2m.generator.invariants import Invariants
+from p2m.generator.meaning import DEFAULT_THRESHOLD
 
 # Changing how results are produced changes this, so old cache entries are not reused.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -29,13 +32,16 @@ class GenerateOptions:
     max_tokens: int = 0
     seed: int = 0
     dedup_similarity_threshold: float = 0.8
+    meaning_dedup_threshold: float = DEFAULT_THRESHOLD
     max_field_chars: int = 2000
     validation_fraction: float = 0.1
-    max_new_tokens: int = 256
+    max_new_tokens: int = 0
     diverse_prompts: bool = True
     annealing: bool = True
     self_consistency: bool = True
     dedup: bool = True
+    check_invariants: bool = True
+    invariants: Invariants | None = None
 
     def validate(self) -> None:
         """Raise InvalidInput naming the first field out of range."""
@@ -51,13 +57,16 @@ class GenerateOptions:
             ("max_requests", self.max_requests >= 0),
             ("max_tokens", self.max_tokens >= 0),
             ("dedup_similarity_threshold", 0.0 < self.dedup_similarity_threshold <= 1.0),
+            ("meaning_dedup_threshold", 0.0 < self.meaning_dedup_threshold <= 1.0),
             ("max_field_chars", 1 <= self.max_field_chars <= 1_000_000),
             ("validation_fraction", 0.0 <= self.validation_fraction <= 0.5),
-            ("max_new_tokens", 16 <= self.max_new_tokens <= 8192),
+            ("max_new_tokens", self.max_new_tokens == 0 or 16 <= self.max_new_tokens <= 8192),
         ]
         for name, ok in checks:
             if not ok:
                 raise InvalidInput(f"options.{name}", f"out of range: {getattr(self, name)!r}")
+        if self.invariants is not None:
+            self.invariants.validate("options.invariants")
 
     @property
     def samples_per_input(self) -> int:
@@ -74,7 +83,7 @@ def generation_key(task: TaskSpec, options: GenerateOptions, model: str) -> str:
     settings = {k: v for k, v in asdict(options).items() if k not in _SPEED_ONLY}
     payload = {
         "version": GENERATOR_VERSION,
-        "instruction": task.instruction,
+        "instruction": teacher_instruction(task),
         "demonstrations": [[d.input, d.output] for d in task.demonstrations],
         "options": settings,
         "model": model,

@@ -1,29 +1,26 @@
-"""The few-shot prompts sent to the teacher: one asks for a new example, one for an output."""
+"""The few-shot prompt that asks the teacher for a new input (its answers: common.teacher_prompt).
+
+The input is asked for alone; its output then comes from the answer requests, all alike, and
+the most frequent answer wins (self-consistency).
+"""
 
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Sequence
 
 from p2m.common.types import Example
+from p2m.generator.invariants import Invariants
 
-EXAMPLE_SCHEMA = {
+INPUT_SCHEMA = {
     "type": "object",
-    "properties": {"input": {"type": "string"}, "output": {"type": "string"}},
-    "required": ["input", "output"],
+    "properties": {"input": {"type": "string"}},
+    "required": ["input"],
 }
-OUTPUT_SCHEMA = {
-    "type": "object",
-    "properties": {"output": {"type": "string"}},
-    "required": ["output"],
-}
-NEW_EXAMPLE_SYSTEM = (
-    'You write training data for a task. Reply with one JSON object with the keys "input" and '
-    '"output": a new input, different from every example shown, and the correct output for it.'
-)
-ANSWER_SYSTEM = (
-    'You carry out a task. Reply with one JSON object with the key "output": the correct '
-    "output for the input given."
+NEW_INPUT_SYSTEM = (
+    'You write training data for a task. Reply with one JSON object with the key "input": a new '
+    "input of the task, in the form of the examples' inputs and different from every one of them."
 )
 
 
@@ -53,27 +50,59 @@ def pick_examples(
     return shown
 
 
-def new_example_messages(instruction: str, shown: Sequence[Example]) -> list[dict[str, str]]:
-    """Ask for one new example of the task."""
-    parts = [f"Task: {instruction}"]
-    if shown:
-        parts.append(f"Examples:\n\n{_render(shown)}")
-    parts.append("Write one new example: a new, different input and its correct output.")
-    return [
-        {"role": "system", "content": NEW_EXAMPLE_SYSTEM},
-        {"role": "user", "content": "\n\n".join(parts)},
-    ]
+def rule_lines(invariants: Invariants, demonstrations: Sequence[Example]) -> list[str]:
+    """The invariants as a teacher reads them best: in words, with a demonstration's own text."""
+    lines = []
+    start = next(
+        (m.group(0) for d in demonstrations if (m := re.match(invariants.input_prefix, d.input))),
+        "",
+    )
+    if invariants.input_prefix and start:
+        own = " (with its own numbers)" if r"\d" in invariants.input_prefix else ""
+        lines.append(f'The input starts with "{start}"{own}.')
+    markers = [f'"{m}"' for m in invariants.input_markers if m not in start]
+    if markers:
+        lines.append(f"The input holds {', then '.join(markers)}.")
+    if invariants.output_in_input:
+        lines.append("The output is copied word for word from the input.")
+    if invariants.output_choices:
+        choices = ", ".join(f'"{c}"' for c in invariants.output_choices)
+        lines.append(f"The output is one of: {choices}.")
+    if invariants.output_literals:
+        symbols = ", ".join(f'"{symbol}"' for symbol in invariants.output_literals)
+        fixed = "".join(f' or is "{f}"' for f in invariants.output_fixed)
+        lines.append(f"The output uses {symbols} as the examples do{fixed}.")
+    if invariants.output_language:
+        lines.append(f"The output is valid {invariants.output_language} code.")
+    if invariants.output_one_line:
+        lines.append("The output is one line.")
+    return lines
 
 
-def answer_messages(
-    instruction: str, shown: Sequence[Example], input_text: str
+def new_input_messages(
+    instruction: str,
+    shown: Sequence[Example],
+    rules: Sequence[str] = (),
+    label: str | None = None,
+    hint: str | None = None,
 ) -> list[dict[str, str]]:
-    """Ask for the output of one given input (a self-consistency sample)."""
+    """Ask for one new input of the task that keeps ``rules`` (see ``rule_lines``).
+
+    With ``label``, an input whose correct output is that label (balancing a closed set); with
+    ``hint``, an input about that topic (varying the inputs).
+    """
     parts = [f"Task: {instruction}"]
     if shown:
         parts.append(f"Examples:\n\n{_render(shown)}")
-    parts.append(f"input: {input_text}")
+    if rules:
+        parts.append("Every example keeps these rules:\n" + "\n".join(f"- {r}" for r in rules))
+    ask = "Write one new input for this task"
+    if hint:
+        ask += f", about: {hint}"
+    if label is not None:
+        ask += f'; its correct output must be "{label}"'
+    parts.append(ask + ". Reply with the input only, not its output.")
     return [
-        {"role": "system", "content": ANSWER_SYSTEM},
+        {"role": "system", "content": NEW_INPUT_SYSTEM},
         {"role": "user", "content": "\n\n".join(parts)},
     ]

@@ -10,6 +10,7 @@ from grpc import aio
 
 from p2m.common.artifacts import ArtifactStore
 from p2m.common.convert import artifact_ref_to_pb, progress_pb, task_spec_from_pb, usage_to_pb
+from p2m.common.encoder import shipped_encoder
 from p2m.common.errors import InvalidInput
 from p2m.common.server import ServiceBinding
 from p2m.common.settings import Settings
@@ -19,6 +20,7 @@ from p2m.generator.engine import (
     GenerationReport,
     GenerationResult,
 )
+from p2m.generator.invariants import Invariants
 from p2m.generator.options import GenerateOptions
 from p2m.llm.provider import LLMProvider
 from prompt2model.v1 import common_pb2, generator_pb2, generator_pb2_grpc
@@ -40,7 +42,7 @@ def options_from_pb(message: generator_pb2.GenerateOptions) -> GenerateOptions:
             values[name] = getattr(message, name)
     for name in ("temperature_start", "temperature_end", "few_shot_demonstrations",
                  "few_shot_generated", "seed", "dedup_similarity_threshold",
-                 "validation_fraction"):  # fmt: skip
+                 "validation_fraction", "meaning_dedup_threshold"):  # fmt: skip
         if message.HasField(name):
             values[name] = getattr(message, name)
     if message.HasField("temperature_start") and not message.HasField("temperature_end"):
@@ -49,9 +51,31 @@ def options_from_pb(message: generator_pb2.GenerateOptions) -> GenerateOptions:
     values["annealing"] = not message.disable_annealing
     values["self_consistency"] = not message.disable_self_consistency
     values["dedup"] = not message.disable_dedup
+    values["check_invariants"] = not message.disable_invariants
+    if message.HasField("invariants"):
+        values["invariants"] = invariants_from_pb(message.invariants)
     options = GenerateOptions(**values)  # type: ignore[arg-type]
     options.validate()
     return options
+
+
+def invariants_from_pb(message: generator_pb2.Invariants) -> Invariants:
+    """Proto rules -> dataclass (validated by the options)."""
+    return Invariants(
+        input_prefix=message.input_prefix,
+        input_markers=tuple(message.input_markers),
+        output_one_line=message.output_one_line,
+        output_in_input=message.output_in_input,
+        output_choices=tuple(message.output_choices),
+        output_literals=tuple(message.output_literals),
+        output_fixed=tuple(message.output_fixed),
+        output_language=message.output_language,
+    )
+
+
+def invariants_to_pb(invariants: Invariants) -> generator_pb2.Invariants:
+    """Dataclass rules -> proto."""
+    return generator_pb2.Invariants(**invariants.to_json())
 
 
 def progress_to_pb(progress: GenerationProgress) -> common_pb2.Progress:
@@ -85,6 +109,11 @@ def report_to_pb(report: GenerationReport) -> generator_pb2.GenerationReport:
         stop_reason=_STOP_REASONS[report.stop_reason],
         rounds=report.rounds,
         elapsed=duration_pb2.Duration(seconds=int(report.elapsed_s)),
+        invariants=invariants_to_pb(report.invariants),
+        invariant_drops=report.invariant_drops,
+        label_counts=report.label_counts,
+        duplicate_share=report.duplicate_share,
+        near_duplicate_share=report.near_duplicate_share,
     )
 
 
@@ -108,6 +137,7 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServicer):
         self._store = store
         self._work_root = settings.data_dir / "cache" / "generate"
         self._model_name = settings.llm_model if settings.llm_base_url else settings.local_llm
+        self._encoder = shipped_encoder()
 
     async def Generate(  # noqa: N802 (gRPC method name)
         self, request: generator_pb2.GenerateRequest, context: aio.ServicerContext
@@ -118,7 +148,11 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServicer):
             raise InvalidInput("task.instruction", "is empty")
         options = options_from_pb(request.options)
         generator = DatasetGenerator(
-            await self._provider.client(), self._store, self._work_root, self._model_name
+            await self._provider.client(),
+            self._store,
+            self._work_root,
+            self._model_name,
+            self._encoder,
         )
         updates: asyncio.Queue[GenerationProgress] = asyncio.Queue()
         job = asyncio.create_task(generator.generate(task, options, updates.put_nowait))

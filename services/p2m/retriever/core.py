@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from p2m.common.artifacts import ArtifactStore
+from p2m.common.encoder import SHIPPED_ENCODER_NAME, SentenceEncoder, shipped_encoder_path
 from p2m.common.errors import InvalidInput, NotFound
 from p2m.common.hub import hub_offline_by_env
 from p2m.common.paths import readable_path
@@ -15,7 +16,6 @@ from p2m.common.settings import Settings
 from p2m.llm.provider import LLMProvider
 from p2m.retriever.catalog import Catalog, load_datasets, load_models
 from p2m.retriever.dataset_search import DatasetSearch
-from p2m.retriever.encoder import SHIPPED_ENCODER_NAME, SentenceEncoder, shipped_encoder_path
 from p2m.retriever.loaders import LoadedDataset, load_hub, load_local, locate
 from p2m.retriever.model_search import LocalModel
 

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
+from p2m.common.encoder import SentenceEncoder
 from p2m.common.types import TaskSpec
 from p2m.retriever.bm25 import BM25, tokenize
 from p2m.retriever.catalog import Catalog, DatasetEntry
-from p2m.retriever.encoder import SentenceEncoder, cached_embeddings
+from p2m.retriever.encoder import cached_embeddings
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,197 @@
+"""The teacher on the paper's three dev halves: today's request beside the one it replaced.
+
+Each embedded model (``--models``, default the default teacher and SmolLM2) answers the first
+``--eval-limit`` dev examples of each task, at temperature 0, twice:
+
+- ``chat``: the product's request (``p2m.common.teacher_prompt``, what the generator and the
+  evaluator send): the instruction as the system message, each demonstration as a user turn
+  answered by an assistant turn, the input as the last user turn;
+- ``page``: the request used before it (kept here only as the baseline): one user message
+  holding the instruction and the demonstrations as "Input:"/"Output:" lines.
+
+Scores are in the paper's metric (Exact Match for SQuAD, ChrF++ for Temporal and MCoNaLa), beside
+0.8x gpt-3.5-turbo's paper figure (the goal for the default teacher).
+
+    .venv/bin/python bench/teacher.py [--models qwen,smollm2] [--tasks squad,temporal,mconala_ja]
+        [--eval-limit 50] [--quick] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import benchkit
+import paperdata
+
+from p2m.common.budget import Budget
+from p2m.common.llm import LLMClient, LLMConfig
+from p2m.common.teacher_prompt import clean_answer, single_line_outputs
+from p2m.common.types import TaskSpec
+from p2m.evaluator.metrics import chrf_corpus, exact_match
+from p2m.evaluator.teacher import TeacherPredictor
+from p2m.llm.models import resolve_gguf
+from p2m.llm.server import LocalLLMConfig, LocalLLMServer
+
+REQUESTS = ("chat", "page")
+GOAL_SHARE = 0.8  # of gpt-3.5-turbo's paper figure
+TIMEOUT_S = 600.0
+QUICK = {"eval_limit": 4, "max_output_tokens": 32}
+
+Answerer = Callable[[Sequence[str]], Awaitable[list[str]]]
+
+
+def page_prompt(task: TaskSpec, text: str) -> str:
+    """The replaced request: instruction, "Input:"/"Output:" pairs, then the input."""
+    parts = [task.instruction.strip()]
+    for demo in task.demonstrations:
+        parts.append(f"Input: {demo.input.strip()}\nOutput: {demo.output.strip()}")
+    parts.append(f"Input: {text.strip()}\nOutput:")
+    return "\n\n".join(parts)
+
+
+def page_answerer(llm: LLMClient, task: TaskSpec, max_tokens: int) -> Answerer:
+    """Answers with the replaced request (as the evaluator sent it before)."""
+    single = single_line_outputs(task.demonstrations)
+
+    async def answer(inputs: Sequence[str]) -> list[str]:
+        async def one(text: str) -> str:
+            messages = [{"role": "user", "content": page_prompt(task, text)}]
+            result = await llm.chat(
+                messages, temperature=0.0, max_tokens=max_tokens, stop=("\nInput:",)
+            )
+            return clean_answer(result.text, single)
+
+        return list(await asyncio.gather(*(one(text) for text in inputs)))
+
+    return answer
+
+
+def chat_answerer(llm: LLMClient, task: TaskSpec, max_tokens: int, parallel: int) -> Answerer:
+    """Answers through the evaluator's teacher (the product's request)."""
+
+    async def answer(inputs: Sequence[str]) -> list[str]:
+        predictor = TeacherPredictor(
+            llm, task, max_new_tokens=max_tokens, concurrency=parallel, budget=Budget()
+        )
+        predictions = (await predictor.predict(list(inputs))).predictions
+        return [p or "" for p in predictions]
+
+    return answer
+
+
+async def score_model(args: argparse.Namespace, base_url: str, alias: str) -> dict[str, Any]:
+    """Every task, every request, for one served model."""
+    config = LLMConfig(
+        base_url=base_url, model=alias, timeout_s=TIMEOUT_S, max_concurrency=args.parallel
+    )
+    figures: dict[str, Any] = {}
+    async with LLMClient(config) as llm:
+        for name in args.tasks:
+            task = paperdata.task_spec(args.shared_data, name)
+            dev = paperdata.dev(args.shared_data, name, args.eval_limit)
+            answerers = {
+                "chat": chat_answerer(llm, task, args.max_output_tokens, args.parallel),
+                "page": page_answerer(llm, task, args.max_output_tokens),
+            }
+            figures[name] = {}
+            for request in args.requests:
+                started = time.monotonic()
+                predictions = await answerers[request]([e.input for e in dev])
+                figures[name][request] = score(
+                    name, predictions, [e.output for e in dev], time.monotonic() - started
+                )
+    return figures
+
+
+def score(task: str, predictions: list[str], references: list[str], wall_s: float) -> dict:
+    """The paper's metric and both metrics, examples, seconds and a sample of answers."""
+    em = 100 * sum(map(exact_match, predictions, references)) / max(1, len(references))
+    chrf = chrf_corpus(predictions, references)
+    metric = paperdata.PAPER[task].metric
+    return {
+        "score": round(em if metric == "exact_match" else chrf, 2),
+        "exact_match": round(em, 2),
+        "chrf": round(chrf, 2),
+        "examples": len(references),
+        "wall_s": round(wall_s, 1),
+        "empty": sum(1 for p in predictions if not p.strip()),
+        "sample": [p[:80] for p in predictions[:3]],
+        "load_avg": benchkit.load_average(),
+    }
+
+
+def measure(args: argparse.Namespace, models_dir: Path) -> dict[str, Any]:
+    """Serve each model in turn on loopback and score it."""
+    by_model: dict[str, Any] = {}
+    for choice in args.models:
+        path, alias = resolve_gguf(choice, models_dir)
+        server = LocalLLMServer(LocalLLMConfig(path, alias, n_parallel=args.parallel))
+        base_url = server.start()
+        try:
+            by_model[choice] = {
+                "alias": alias,
+                "tasks": asyncio.run(score_model(args, base_url, alias)),
+            }
+        finally:
+            server.stop()
+    return by_model
+
+
+def show(figures: dict[str, Any]) -> None:
+    """The figures for people."""
+    print(f"machine: {benchkit.machine_line(figures['machine'])}")
+    print(f"{'model':<10}{'task':<12}{'metric':<12}{'chat':>8}{'page':>8}{'goal':>8}")
+    for choice, entry in figures["models"].items():
+        for task, by_request in entry["tasks"].items():
+            paper = paperdata.PAPER[task]
+            cells = [str(by_request.get(r, {}).get("score", "-")) for r in REQUESTS]
+            goal = round(GOAL_SHARE * paper.paper_teacher, 1)
+            print(f"{choice:<10}{task:<12}{paper.metric:<12}{cells[0]:>8}{cells[1]:>8}{goal:>8}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--models", default="qwen,smollm2", help="embedded models, comma-separated")
+    parser.add_argument("--tasks", default=",".join(paperdata.TASKS))
+    parser.add_argument("--requests", default=",".join(REQUESTS))
+    parser.add_argument("--eval-limit", type=int, default=50, help="dev examples per task")
+    parser.add_argument("--max-output-tokens", type=int, default=64)
+    parser.add_argument("--parallel", type=int, default=2, help="requests at once (slots)")
+    parser.add_argument("--models-dir", type=Path, help="where the GGUF files are assembled")
+    benchkit.common_arguments(parser, "tiny sizes: " + str(QUICK))
+    args = parser.parse_args()
+    args.models = [m for m in args.models.split(",") if m]
+    args.tasks = [t for t in args.tasks.split(",") if t]
+    args.requests = [r for r in args.requests.split(",") if r in REQUESTS]
+    if args.quick:
+        for name, value in QUICK.items():
+            setattr(args, name, value)
+    load_start = benchkit.load_average()
+    with tempfile.TemporaryDirectory(prefix="p2m-bench-teacher-") as temp:
+        models = measure(args, (args.models_dir or Path(temp)).resolve())
+    figures = {
+        "bench": "teacher",
+        "quick": args.quick,
+        "machine": benchkit.machine(),
+        "load_avg_start": load_start,
+        "load_avg_end": benchkit.load_average(),
+        "eval_limit": args.eval_limit,
+        "max_output_tokens": args.max_output_tokens,
+        "goal_share": GOAL_SHARE,
+        "paper_gpt35": {t: paperdata.PAPER[t].paper_teacher for t in args.tasks},
+        "models": models,
+    }
+    if args.json:
+        benchkit.emit(figures)
+        return
+    show(figures)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,328 @@
+"""What every demonstration has in common, learned once and held against every generated example.
+
+The demonstrations say more than the instruction. Every SQuAD input has a "Question:" before a
+"Context:" and its output is a span of that context; every Temporal input starts with
+"[Posted: YYYY-MM-DD]" and its output is "N/A" or holds " == "; every MCoNaLa output is one line
+of Python. A small teacher forgets such things, so a generated example that breaks one is
+dropped (and counted by rule). Rules are inferred only from at least ``MIN_DEMONSTRATIONS``
+demonstrations; a person can see them and replace them (``Invariants.from_json``).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from p2m.common.errors import InvalidInput
+from p2m.common.types import Example, TaskSpec
+
+MIN_DEMONSTRATIONS = 2
+# A marker: a capitalised word or two right before a colon ("Question:", "Posted:").
+_MARKER = re.compile(r"(?<![\w])([A-Z][A-Za-z]*(?: [A-Za-z]+)?):")
+# A token made of punctuation only, standing alone between spaces ("==", "|", "->").
+_SYMBOL = re.compile(r"(?<!\S)[^\w\s]+(?!\S)")
+_SPACE = re.compile(r"\s+")
+_SPECIAL = set(".^$*+?{}[]\\|()")
+MIN_PREFIX_CHARS = 3
+# Shares of the demonstrations that must agree before a rule is learned.
+CODE_SHARE = 0.6  # outputs that parse, when the instruction names the language
+MIN_LITERAL_OUTPUTS = 3  # outputs (not repeated ones) a literal must be common to
+# A closed set: at most this many words per output, and each label shown at least twice or all
+# outputs repeating.
+MAX_LABEL_WORDS = 4
+# Labels an instruction lists: quoted ("positive" or "negative"), or after "one of" / "one of
+# these intents:" up to the end of the sentence.
+_QUOTED = re.compile(r"[\"“”'`]([^\"“”'`\n]{1,40})[\"“”'`]")
+_ONE_OF = re.compile(r"\bone of(?: these| the following)?(?: \w+)?:?\s+([^.\n]+)", re.IGNORECASE)
+_LIST_SPLIT = re.compile(r",\s*(?:or\s+|and\s+)?|\s+or\s+|\s+and\s+")
+CODE_LANGUAGES = ("python",)
+RULES = (
+    "input_prefix",
+    "input_markers",
+    "output_one_line",
+    "output_in_input",
+    "output_choices",
+    "output_literals",
+    "output_language",
+)
+
+
+@dataclass(frozen=True)
+class Invariants:
+    r"""Rules every generated example must keep (empty or False: no such rule).
+
+    Attributes:
+        input_prefix: A regular expression every input starts with (e.g. ``\[Posted: \d{4}``).
+        input_markers: Markers every input holds, in this order (e.g. "Question:", "Context:").
+        output_one_line: The output is one line.
+        output_in_input: The output appears in the input (case and spacing aside).
+        output_choices: The output is one of these (a closed set of labels).
+        output_literals: Symbols every output holds (e.g. "=="), unless it is one of
+            ``output_fixed``.
+        output_fixed: Whole outputs allowed besides the ``output_literals`` form (e.g. "N/A").
+        output_language: The output parses as code in this language ("python").
+    """
+
+    input_prefix: str = ""
+    input_markers: tuple[str, ...] = ()
+    output_one_line: bool = False
+    output_in_input: bool = False
+    output_choices: tuple[str, ...] = ()
+    output_literals: tuple[str, ...] = ()
+    output_fixed: tuple[str, ...] = ()
+    output_language: str = ""
+
+    def input_violation(self, text: str) -> str | None:
+        """The first input rule ``text`` breaks, or None."""
+        if self.input_prefix and not re.match(self.input_prefix, text.strip()):
+            return "input_prefix"
+        if self.input_markers and not _in_order(text, self.input_markers):
+            return "input_markers"
+        return None
+
+    def output_violation(self, input_text: str, output: str) -> str | None:
+        """The first output rule ``output`` (the answer to ``input_text``) breaks, or None."""
+        text = output.strip()
+        if self.output_one_line and "\n" in text:
+            return "output_one_line"
+        if self.output_in_input and _squash(text) not in _squash(input_text):
+            return "output_in_input"
+        if self.output_choices and _squash(text) not in {_squash(c) for c in self.output_choices}:
+            return "output_choices"
+        if (
+            self.output_literals
+            and text not in self.output_fixed
+            and not _holds_all(text, self.output_literals)
+        ):
+            return "output_literals"
+        if self.output_language and not parses_as(text, self.output_language):
+            return "output_language"
+        return None
+
+    def violation(self, example: Example) -> str | None:
+        """The first rule ``example`` breaks, or None."""
+        return self.input_violation(example.input) or self.output_violation(
+            example.input, example.output
+        )
+
+    @property
+    def empty(self) -> bool:
+        """True when there is no rule at all."""
+        return self == Invariants()
+
+    def describe(self) -> list[str]:
+        """One line per rule, for people."""
+        lines = []
+        if self.input_prefix:
+            lines.append(f"every input starts with the pattern {self.input_prefix}")
+        if self.input_markers:
+            lines.append(f"every input holds {', then '.join(map(repr, self.input_markers))}")
+        if self.output_one_line:
+            lines.append("every output is one line")
+        if self.output_in_input:
+            lines.append("every output is a span of its input")
+        if self.output_choices:
+            lines.append(f"every output is one of {', '.join(map(repr, self.output_choices))}")
+        if self.output_literals:
+            fixed = "".join(f" or is {f!r}" for f in self.output_fixed)
+            lines.append(f"every output holds {', '.join(map(repr, self.output_literals))}{fixed}")
+        if self.output_language:
+            lines.append(f"every output parses as {self.output_language}")
+        return lines
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON (lists for tuples)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_json(cls, data: Any, field: str = "invariants") -> Invariants:
+        """Rules from JSON as ``to_json`` writes them; unknown keys and bad values are refused.
+
+        Raises:
+            InvalidInput: A key is unknown, a value has the wrong type, or a pattern is invalid.
+        """
+        if not isinstance(data, dict):
+            raise InvalidInput(field, "must be a JSON object")
+        known = {f.name: f for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for key, value in data.items():
+            if key not in known:
+                raise InvalidInput(f"{field}.{key}", f"unknown rule; known: {', '.join(known)}")
+            values[key] = _coerce(f"{field}.{key}", known[key].type, value)
+        invariants = cls(**values)
+        invariants.validate(field)
+        return invariants
+
+    def validate(self, field: str = "invariants") -> None:
+        """Check the pattern compiles and the language is known.
+
+        Raises:
+            InvalidInput: Naming the rule.
+        """
+        try:
+            re.compile(self.input_prefix)
+        except re.error as exc:
+            raise InvalidInput(
+                f"{field}.input_prefix", f"not a regular expression: {exc}"
+            ) from None
+        if self.output_language and self.output_language not in CODE_LANGUAGES:
+            raise InvalidInput(
+                f"{field}.output_language", f"must be one of {CODE_LANGUAGES} or empty"
+            )
+
+
+def infer(task: TaskSpec) -> Invariants:
+    """The rules every demonstration of ``task`` keeps (none from fewer than two)."""
+    demos = [Example(d.input.strip(), d.output.strip()) for d in task.demonstrations]
+    if len(demos) < MIN_DEMONSTRATIONS:
+        return Invariants()
+    inputs, outputs = [d.input for d in demos], [d.output for d in demos]
+    literals, fixed = _literals(outputs)
+    return Invariants(
+        input_prefix=_common_prefix_pattern(inputs),
+        input_markers=_common_markers(inputs),
+        output_one_line=all("\n" not in o for o in outputs),
+        output_in_input=all(_squash(d.output) in _squash(d.input) for d in demos),
+        output_choices=_instruction_labels(
+            f"{task.instruction}\n{task.original_instruction}", outputs
+        )
+        or _closed_set(outputs),
+        output_literals=literals,
+        output_fixed=fixed,
+        output_language=_code_language(task, outputs),
+    )
+
+
+def parses_as(text: str, language: str) -> bool:
+    """True when ``text`` is valid code in ``language`` (only "python" is known)."""
+    if language != "python":
+        return True
+    try:
+        ast.parse(text)
+    except (SyntaxError, ValueError):
+        return False
+    return True
+
+
+def _squash(text: str) -> str:
+    return _SPACE.sub(" ", text).strip().casefold()
+
+
+def _holds_all(text: str, symbols: Sequence[str]) -> bool:
+    found = set(_SYMBOL.findall(text))
+    return all(symbol in found for symbol in symbols)
+
+
+def _in_order(text: str, markers: Sequence[str]) -> bool:
+    position = 0
+    for marker in markers:
+        found = text.find(marker, position)
+        if found < 0:
+            return False
+        position = found + len(marker)
+    return True
+
+
+def _common_markers(inputs: Sequence[str]) -> tuple[str, ...]:
+    """Markers in every input, in the order of the first input's first occurrences."""
+    first = [m + ":" for m in dict.fromkeys(_MARKER.findall(inputs[0]))]
+    common = [m for m in first if all(m in text for text in inputs[1:])]
+    while common and not all(_in_order(text, common) for text in inputs):
+        common.pop()  # keep the longest ordered run that every input agrees on
+    return tuple(common)
+
+
+def _shape(text: str) -> list[str]:
+    r"""The text as regex pieces: a digit becomes ``\d``, a special character is escaped."""
+    return [r"\d" if ch.isdigit() else "\\" + ch if ch in _SPECIAL else ch for ch in text]
+
+
+def _common_prefix_pattern(inputs: Sequence[str]) -> str:
+    """The longest shared start (digits as any digit), up to a symbol, as a pattern; or ""."""
+    shapes = [_shape(text) for text in inputs]
+    length = 0
+    while all(len(s) > length for s in shapes) and len({s[length] for s in shapes}) == 1:
+        length += 1
+    pieces = shapes[0][:length]
+    # End after the last symbol: a shared "The " is chance, a shared "[Posted: dddd-dd-dd]" is not.
+    ends = [i + 1 for i, piece in enumerate(pieces) if _is_symbol_piece(piece)]
+    if not ends or ends[-1] < MIN_PREFIX_CHARS:
+        return ""
+    return _compact("".join(pieces[: ends[-1]]))
+
+
+def _is_symbol_piece(piece: str) -> bool:
+    char = piece[-1]
+    return piece != r"\d" and not char.isalnum() and not char.isspace() and char != "_"
+
+
+def _compact(pattern: str) -> str:
+    r"""``\d\d\d\d`` -> ``\d{4}``."""
+    return re.sub(r"(?:\\d){2,}", lambda m: rf"\d{{{len(m.group(0)) // 2}}}", pattern)
+
+
+def _instruction_labels(instruction: str, outputs: Sequence[str]) -> tuple[str, ...]:
+    """Labels the instruction lists (quoted, or after "one of"), when every output is one."""
+    lists = [[q.strip() for q in _QUOTED.findall(instruction)]]
+    for found in _ONE_OF.finditer(instruction):
+        lists.append([item.strip(" '\"`") for item in _LIST_SPLIT.split(found.group(1))])
+    for labels in lists:
+        labels = [label for label in labels if label and len(label.split()) <= MAX_LABEL_WORDS]
+        known = {_squash(label) for label in labels}
+        if len(known) >= 2 and all(_squash(o) in known for o in outputs):
+            return tuple(dict.fromkeys(labels))
+    return ()
+
+
+def _closed_set(outputs: Sequence[str]) -> tuple[str, ...]:
+    """The labels when the outputs look like a closed set: short, and repeating."""
+    if any(len(o.split()) > MAX_LABEL_WORDS or not o for o in outputs):
+        return ()
+    counts = Counter(_squash(o) for o in outputs)
+    if len(counts) < 2 or len(counts) == len(outputs):
+        return ()  # one value says nothing; all different is an open set
+    if min(counts.values()) < 2 and len(counts) > len(outputs) / 2:
+        return ()
+    return tuple(dict.fromkeys(o for o in outputs))
+
+
+def _literals(outputs: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Symbols every output holds except the repeated ones ("N/A"), and those repeated ones."""
+    counts = Counter(outputs)
+    fixed = tuple(o for o in counts if counts[o] > 1)
+    rest = [o for o in outputs if o not in fixed]
+    if len(rest) < MIN_LITERAL_OUTPUTS:
+        return (), ()
+    symbols = [set(_SYMBOL.findall(o)) for o in rest]
+    common = sorted(set.intersection(*symbols)) if symbols else []
+    return (tuple(common), fixed) if common else ((), ())
+
+
+def _code_language(task: TaskSpec, outputs: Sequence[str]) -> str:
+    """The language the instruction names when most outputs parse in it, else ""."""
+    words = f"{task.instruction} {task.original_instruction}".casefold()
+    for language in CODE_LANGUAGES:
+        if language in words:
+            parsing = sum(parses_as(o, language) for o in outputs)
+            if parsing >= CODE_SHARE * len(outputs):
+                return language
+    return ""
+
+
+def _coerce(field: str, kind: Any, value: Any) -> Any:
+    kind = kind if isinstance(kind, str) else str(kind)
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise InvalidInput(field, "must be true or false")
+        return value
+    if kind == "str":
+        if not isinstance(value, str):
+            raise InvalidInput(field, "must be a string")
+        return value
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InvalidInput(field, "must be a list of strings")
+    return tuple(value)

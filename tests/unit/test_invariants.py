@@ -1,0 +1,182 @@
+"""Invariants learned from demonstrations, and held against examples."""
+
+from __future__ import annotations
+
+import pytest
+
+from p2m.common.errors import InvalidInput
+from p2m.common.types import Example, TaskSpec
+from p2m.generator.invariants import Invariants, infer
+from p2m.generator.labels import label_counts, label_of, quota, targets
+from p2m.generator.prompts import new_input_messages, rule_lines
+
+SQUAD = TaskSpec(
+    "Answer the question from the context.",
+    (
+        Example(
+            "Question: Where was it played? Context: It was played in Santa Clara.", "Santa Clara"
+        ),
+        Example(
+            "Question: What river runs through Warsaw? Context: The Vistula River does.",
+            "Vistula River",
+        ),
+        Example("Question: Which continent? Context: Lands in  Europe and Asia.", "europe"),
+    ),
+)
+TEMPORAL = TaskSpec(
+    "Normalise the dates.",
+    (
+        Example("[Posted: 1998-09-07] Revenues dropped last year.", "last year == 1997"),
+        Example("[Posted: 2013-09-27] Eat!", "N/A"),
+        Example("[Posted: 2022-05-17] From July 1st.", "July 1st == 2022-07-01"),
+        Example("[Posted: 2014-07-11] So out of place.", "N/A"),
+        Example("[Posted: 2013-03-22] In 2009-2010.", "2009 == 2009 | 2010 == 2010"),
+    ),
+)
+SENTIMENT = TaskSpec(
+    'Answer "positive" or "negative".',
+    (
+        Example("Great battery.", "positive"),
+        Example("Broke in a week.", "negative"),
+        Example("Works flawlessly.", "positive"),
+        Example("A waste of money.", "negative"),
+    ),
+)
+CODE = TaskSpec(
+    "Write one line of Python.",
+    original_instruction="Pythonで1行のコードを生成してください。",
+    demonstrations=(
+        Example("単語を数える", "Counter(word_list)"),
+        Example("設定を表示する", "print(settings.DATABASES)"),
+        Example("見やすく表示する", "pprint.pprint(li)"),
+    ),
+)
+
+
+def test_squad_markers_in_order_and_the_answer_a_span_of_the_input():
+    rules = infer(SQUAD)
+    assert rules.input_prefix == "Question:"
+    assert rules.input_markers == ("Question:", "Context:")
+    assert rules.output_in_input and rules.output_one_line
+    assert not rules.output_choices and not rules.output_language
+    good = Example("Question: Who won? Context: Denver won the game.", "Denver")
+    assert rules.violation(good) is None
+    assert rules.violation(Example("What is the capital of France?", "Paris")) == "input_prefix"
+    swapped = Example("Question: Who? Context: x. Question: again", "x")
+    assert rules.violation(swapped) is None  # both markers, in order
+    no_context = Example("Question: Who won? The Broncos did.", "Broncos")
+    assert rules.violation(no_context) == "input_markers"
+    assert rules.violation(Example(good.input, "Paris")) == "output_in_input"
+
+
+def test_temporal_posted_date_prefix_and_the_output_form_or_n_a():
+    rules = infer(TEMPORAL)
+    assert rules.input_prefix == r"\[Posted: \d{4}-\d{2}-\d{2}\]"
+    assert rules.output_literals == ("==",) and rules.output_fixed == ("N/A",)
+    assert not rules.output_choices
+    post = "[Posted: 2001-02-03] It rained yesterday."
+    assert rules.violation(Example(post, "yesterday == 2001-02-02")) is None
+    assert rules.violation(Example(post, "N/A")) is None
+    assert rules.violation(Example(post, "2001-02-02")) == "output_literals"
+    assert rules.violation(Example("It rained yesterday.", "N/A")) == "input_prefix"
+    assert rules.violation(Example("[Posted: 2001-2-3] x", "N/A")) == "input_prefix"
+
+
+def test_repeating_short_outputs_are_a_closed_set():
+    rules = infer(SENTIMENT)
+    assert rules.output_choices == ("positive", "negative")
+    assert rules.violation(Example("Fine.", "Negative")) is None  # case aside
+    assert rules.violation(Example("Fine.", "neutral")) == "output_choices"
+    assert not rules.input_prefix and not rules.input_markers
+
+
+def test_code_outputs_must_parse_when_the_instruction_names_the_language():
+    rules = infer(CODE)
+    assert rules.output_language == "python" and rules.output_one_line
+    assert rules.violation(Example("x", "sorted(d.items())")) is None
+    assert rules.violation(Example("x", "Stack Overflow Japanese question")) == "output_language"
+    assert rules.violation(Example("x", "a = 1\nb = 2")) == "output_one_line"
+
+
+def test_nothing_is_learned_from_one_demonstration_or_from_chance():
+    assert infer(TaskSpec("t", (Example("Question: a", "a"),))).empty
+    free = TaskSpec(
+        "Translate to French.",
+        (Example("The cat", "Le chat"), Example("The dog sleeps", "Le chien dort")),
+    )
+    rules = infer(free)
+    assert rules.input_prefix == ""  # "The " is shared by chance, with no symbol in it
+    assert not rules.output_choices  # all different: an open set
+
+
+def test_json_round_trip_and_bad_rules_name_the_field():
+    rules = infer(TEMPORAL)
+    assert Invariants.from_json(rules.to_json()) == rules
+    assert Invariants.from_json({}) == Invariants()
+    with pytest.raises(InvalidInput) as info:
+        Invariants.from_json({"output_choices": "positive"})
+    assert info.value.field == "invariants.output_choices"
+    with pytest.raises(InvalidInput) as info:
+        Invariants.from_json({"input_prefix": "[unclosed"})
+    assert info.value.field == "invariants.input_prefix"
+    with pytest.raises(InvalidInput) as info:
+        Invariants.from_json({"output_language": "cobol"})
+    assert info.value.field == "invariants.output_language"
+    with pytest.raises(InvalidInput) as info:
+        Invariants.from_json({"no_such_rule": True})
+    assert info.value.field == "invariants.no_such_rule"
+
+
+def test_the_new_example_request_states_the_rules_in_words():
+    rules = rule_lines(infer(TEMPORAL), TEMPORAL.demonstrations)
+    assert rules[0] == 'The input starts with "[Posted: 1998-09-07]" (with its own numbers).'
+    assert 'The output uses "==" as the examples do or is "N/A".' in rules
+    squad = rule_lines(infer(SQUAD), SQUAD.demonstrations)
+    assert squad[:3] == [
+        'The input starts with "Question:".',
+        'The input holds "Context:".',
+        "The output is copied word for word from the input.",
+    ]
+    message = new_input_messages("Normalise the dates.", TEMPORAL.demonstrations, rules)
+    assert "- The output is one line." in message[-1]["content"]
+    assert rule_lines(Invariants(), SQUAD.demonstrations) == []
+
+
+BANKING = TaskSpec(
+    "Classify the customer's message into one of these intents: card_arrival, "
+    "lost_or_stolen_card, pin_blocked, exchange_rate or top_up_failed.",
+    (
+        Example("I am still waiting on my card?", "card_arrival"),
+        Example("Someone stole my card!", "lost_or_stolen_card"),
+        Example("My top-up did not go through.", "top_up_failed"),
+    ),
+)
+
+
+def test_labels_the_instruction_lists_are_the_closed_set_even_when_each_is_shown_once():
+    rules = infer(BANKING)
+    assert rules.output_choices == (
+        "card_arrival",
+        "lost_or_stolen_card",
+        "pin_blocked",
+        "exchange_rate",
+        "top_up_failed",
+    )
+    quoted = TaskSpec('Answer "positive", "neutral" or "negative".', SENTIMENT.demonstrations)
+    assert infer(quoted).output_choices == ("positive", "neutral", "negative")
+    # Quoted words the outputs are not (Temporal's "N/A" among dates) make no closed set.
+    assert not infer(
+        TaskSpec('Write "N/A" when there is no date.', TEMPORAL.demonstrations)
+    ).output_choices
+
+
+def test_requests_ask_for_the_scarcest_label_and_a_label_stops_at_its_quota():
+    choices = ("positive", "neutral", "negative")
+    counts = label_counts(["positive", "Positive!", "negative", "something else"], choices)
+    assert counts == {"positive": 2, "neutral": 0, "negative": 1}
+    asked = targets(choices, counts, [f"g{i}" for i in range(6)])
+    assert asked.count("neutral") == 3 and asked.count("negative") == 2
+    assert asked.count("positive") == 1
+    assert targets(choices, counts, ["g9"]) == ["neutral"]
+    assert quota(12, choices) == 6 and quota(1, choices) == 1
+    assert label_of(" NEGATIVE.", choices) == "negative" and label_of("meh", choices) is None
