@@ -54,7 +54,7 @@ NAMESPACE ?= prompt2model
 VALUES ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install protos browser tools test test-unit run lint fmt clean chart-lint chart-test render bench-generation bench-teacher bench-training bench-paper bench-retrieval bench-serving results
+.PHONY: help install protos browser tools test test-unit run lint fmt clean chart-lint chart-test render bench-generation bench-teacher bench-pipeline bench-training bench-paper bench-retrieval bench-serving results
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -117,6 +117,9 @@ bench-generation: install ## Generation figures against the local SmolLM2 endpoi
 
 bench-teacher: install ## The embedded teachers on the paper's dev halves: today's request vs the one it replaced (QUICK=1: small)
 	$(BIN)/python bench/teacher.py --shared-data $(SHARED_DATA) $(if $(QUICK),--quick,)
+
+bench-pipeline: install ## The product's own number: the paper's prompts through the gateway (embedded defaults), student and teacher on the dev halves (QUICK=1: tiny)
+	$(BIN)/python bench/pipeline.py --shared-data $(SHARED_DATA) $(if $(QUICK),--quick,)
 
 bench-training: install ## Training examples/s: Ray Train 1 and 2 workers vs a plain PyTorch loop (QUICK=1: tiny T5)
 	$(BIN)/python bench/training.py --shared-data $(SHARED_DATA) $(if $(QUICK),--quick,)

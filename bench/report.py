@@ -40,13 +40,15 @@ import paperdata
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
-BENCHES = ("retrieval", "generation", "training", "paper", "serving")
+BENCHES = ("retrieval", "generation", "teacher", "training", "paper", "pipeline", "serving")
 # Seconds each bench may run: (full, --quick).
 TIMEOUTS = {
     "retrieval": (3600, 1200),
     "generation": (3600, 1500),
     "training": (3600, 1200),
     "paper": (6 * 3600, 1800),
+    "teacher": (3 * 3600, 1200),
+    "pipeline": (8 * 3600, 2400),
     "serving": (1800, 900),
 }
 # Other processes taking more than this many cores on average make a figure noisy.
@@ -92,6 +94,9 @@ def main() -> None:
     parser.add_argument("--eval-limit", type=int, default=100, help="paper: dev examples (0: all)")
     parser.add_argument("--epochs", type=int, default=3, help="paper: training epochs")
     parser.add_argument("--teacher", default="qwen", help="paper: teacher model (or none)")
+    parser.add_argument(
+        "--pipeline-examples", type=int, default=80, help="pipeline: examples generated per task"
+    )
     parser.add_argument("--timeout-scale", type=float, default=1.0, help="multiply every limit")
     parser.add_argument("--log-dir", type=Path, help="keep each bench's stderr here")
     parser.add_argument(
@@ -177,6 +182,13 @@ def planned(
                 plan.append((f"paper:{task}", [*argv, "--models-dir", str(models)]))
         elif name == "serving":
             plan.append((name, [*base, "--models-dir", str(models)]))
+        elif name == "pipeline":
+            sizes = [] if args.quick else [
+                "--examples", str(args.pipeline_examples), "--epochs", str(args.epochs),
+                "--eval-limit", str(args.eval_limit),
+            ]  # fmt: skip
+            teacher = "qwen" if args.teacher == "none" else args.teacher
+            plan.append((name, [*base, *data, "--teacher", teacher, *sizes]))
         else:
             plan.append((name, [*base, *data]))
     return plan
@@ -362,6 +374,10 @@ def render(context: dict[str, Any], outcomes: list[Outcome]) -> str:
     """The whole RESULTS.md."""
     by_name = {o.name: o for o in outcomes}
     lines = header(context, outcomes)
+    if "pipeline" in by_name:
+        lines += pipeline_section(by_name["pipeline"])
+    if "teacher" in by_name:
+        lines += teacher_section(by_name["teacher"])
     papers = [o for o in outcomes if o.name.startswith("paper:")]
     if papers:
         lines += paper_section(papers, context)
@@ -738,6 +754,79 @@ def retrieval_section(outcome: Outcome) -> list[str]:
         "",
     ]
     return lines
+
+
+def pipeline_section(outcome: Outcome) -> list[str]:
+    """The product's own number: the paper's prompts through the gateway, scored on dev."""
+    lines = ["## The pipeline, end to end (the number the product lives by)", ""]
+    f = outcome.figures
+    if f is None:
+        return lines + failure_block(outcome)
+    lines += [
+        f"Each of the paper's prompts through the gateway with the embedded defaults (teacher "
+        f"{f['teacher']}, retrieval over the catalogs, SmolLM2-135M student): {f['examples']} "
+        f"generated examples, {f['epochs']} epoch(s), deployment skipped. The trained student "
+        f"and the teacher are then scored on {f['eval_limit']} dev examples. The bar is half of "
+        f"gpt-3.5-turbo's paper figure, so that a win between two failures does not count. Ran "
+        f"on {benchkit.machine_line(f['machine'])}.",
+        "",
+        "| task | metric | student dev | teacher dev | bar | run's own estimate | on | "
+        "student on demos | generated | dropped | datasets | stage seconds |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for t in f["tasks"]:
+        estimate = t["run_estimate"]
+        metric = "exact_match" if t["metric"] == "exact_match" else "chrf"
+        scale = 100 if metric == "exact_match" else 1
+        own = estimate["student"].get(metric)
+        demos = estimate["student_on_demonstrations"].get(metric)
+        dropped = ", ".join(f"{k} {v}" for k, v in t["generation"]["dropped"].items()) or "none"
+        stages = ", ".join(f"{s['stage']} {s['seconds']:.0f}" for s in t["stages"])
+        lines.append(
+            f"| {t['task']} | {t['metric']} | {cell(t.get('student'))} | "
+            f"{cell(t.get('teacher'))} | {t['goal']} | "
+            f"{fmt_score(own * scale if own is not None else None)} | "
+            f"{estimate['source'] or '-'} | "
+            f"{fmt_score(demos * scale if demos is not None else None)} | "
+            f"{t['generation']['accepted']}/{t['generation']['requested']} | {dropped} | "
+            f"{', '.join(t['datasets']) or 'none'} | {stages} |"
+        )
+    lines.append("")
+    for t in f["tasks"]:
+        if t["state"] != "succeeded":
+            lines.append(f"- {t['task']}: the run {t['state']}: {short(t['error'], 300)}")
+        for note in t["run_estimate"]["notes"]:
+            lines.append(f"- {t['task']}: {note}")
+    return [*lines, ""]
+
+
+def teacher_section(outcome: Outcome) -> list[str]:
+    """The embedded teachers with today's request beside the one it replaced."""
+    lines = ["## The teacher's request", ""]
+    f = outcome.figures
+    if f is None:
+        return lines + failure_block(outcome)
+    lines += [
+        f"Each embedded model answers the first {f['eval_limit']} dev examples of each task at "
+        "temperature 0: `chat` is the product's request (the instruction as the system message, "
+        "each demonstration as a user turn answered by an assistant turn), `page` the "
+        "single-message request it replaced. The goal for the default teacher is "
+        f"{f['goal_share']}x gpt-3.5-turbo's paper figure. Ran on "
+        f"{benchkit.machine_line(f['machine'])}.",
+        "",
+        "| model | task | metric | chat | page | goal | chat s | page s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for entry in f["models"].values():
+        for task, by_request in entry["tasks"].items():
+            chat, page = by_request.get("chat", {}), by_request.get("page", {})
+            goal = round(f["goal_share"] * f["paper_gpt35"][task], 1)
+            lines.append(
+                f"| {entry['alias']} | {task} | {paperdata.PAPER[task].metric} | "
+                f"{chat.get('score', '-')} | {page.get('score', '-')} | {goal} | "
+                f"{chat.get('wall_s', '-')} | {page.get('wall_s', '-')} |"
+            )
+    return [*lines, ""]
 
 
 def generation_section(outcome: Outcome) -> list[str]:

@@ -162,6 +162,10 @@ def generate(
     check_invariants: Annotated[
         bool, typer.Option(help="Drop examples that break the demonstrations' invariants.")
     ] = True,
+    judge: Annotated[
+        bool, typer.Option(help="The teacher grades each example 1-5 (one request more each).")
+    ] = False,
+    judge_threshold: Annotated[int, typer.Option(help="Lowest grade kept with --judge.")] = 3,
     invariants_file: Annotated[
         Path | None,
         typer.Option(
@@ -194,7 +198,7 @@ def generate(
         self_consistency_samples=self_consistency, temperature_start=temperature[0],
         temperature_end=temperature[1], diverse_prompts=diverse, annealing=annealing,
         self_consistency=vote, dedup=dedup, check_invariants=check_invariants,
-        meaning_dedup_threshold=meaning_threshold,
+        meaning_dedup_threshold=meaning_threshold, judge=judge, judge_threshold=judge_threshold,
         invariants=invariants,
     )  # fmt: skip
     try:

@@ -72,6 +72,9 @@ class FaultyTeacher:
         wanted = body.get("response_format", {}).get("json_schema", {}).get("schema", {})
         if kind == "garbage":
             content = "I am sorry, I cannot help with that."
+        elif "score" in wanted.get("required", []):  # a grade: odd-numbered things are poor
+            number = re.search(r"input: thing number (\d+)", body["messages"][-1]["content"])
+            content = json.dumps({"score": 2 if number and int(number.group(1)) % 2 else 5})
         elif "topics" in wanted.get("required", []):
             content = json.dumps({"topics": [f"topic {i}" for i in range(5)]})
         elif "input" in wanted.get("required", []):
@@ -288,3 +291,15 @@ async def test_the_teacher_plans_topics_once_and_each_new_input_request_gets_one
     assert sum("different topics" in prompt for prompt in faulty.prompts) == 1
     new_inputs = [p for p in faulty.prompts if "Write one new input" in p]
     assert new_inputs and all(re.search(r"about: topic \d", p) for p in new_inputs)
+
+
+async def test_the_judge_drops_the_examples_it_grades_below_the_threshold(teacher, tmp_path: Path):
+    options = GenerateOptions(num_examples=6, batch_size=6, seed=9, judge=True)
+    result = await _generate_with(teacher, tmp_path, {"good": 1.0}, TASK, options)
+    report = result.report
+    assert report.accepted == 6 and report.dropped["judged_low"] > 0
+    assert 2 < report.judge_mean_score < 5
+    folder = ArtifactStore(tmp_path / "artifacts").path(result.dataset.sha256)
+    inputs = [json.loads(line)["input"] for name in ("train", "validation")
+              for line in (folder / f"{name}.jsonl").read_text().splitlines()]  # fmt: skip
+    assert all(int(text.split()[2]) % 2 == 0 for text in inputs)  # only the ones graded 5

@@ -21,6 +21,7 @@ from p2m.generator.filters import (
 from p2m.generator.hints import clean_hints, hint_for, hints_messages
 from p2m.generator.invariants import Invariants
 from p2m.generator.journal import Journal
+from p2m.generator.judge import judge_messages, score_of
 from p2m.generator.limits import ANSWER_FLOOR, answer_tokens, estimated_tokens, example_tokens
 from p2m.generator.meaning import MeaningIndex
 from p2m.generator.options import GenerateOptions, generation_key
@@ -181,6 +182,9 @@ def test_journal_replay_restores_state_and_never_reuses_ids(tmp_path: Path):
     journal.record("req", "s2.0")
     journal.record("res", "s2.0", attempts=1, tokens=5)
     journal.record("sc", "s2.0", output="d")
+    journal.record("req", "j2.0")
+    journal.record("res", "j2.0", attempts=1, tokens=0)
+    journal.record("judge", "j2.0", score=4)
     journal.record("req", "s2.1")  # sent, then the process died
     journal.record("req", "g3")
     journal.close()
@@ -192,8 +196,9 @@ def test_journal_replay_restores_state_and_never_reuses_ids(tmp_path: Path):
     assert list(state.pending) == ["g2"]
     assert state.pending["g2"].samples == ["d"]
     assert state.pending["g2"].next_sample == 2
+    assert state.pending["g2"].judge_score == 4 and state.pending["g2"].next_judge == 1
     assert state.next_gen == 4
-    assert state.requests == 1 + 2 + 1 + 1 + 1 + 2  # attempts + two sent without an answer
+    assert state.requests == 1 + 2 + 1 + 1 + 1 + 1 + 2  # attempts + two sent, never answered
     assert state.hints == ["cooking", "space"] and state.hint_requests == 1
     assert state.tokens == 55
     again = Journal(tmp_path)
@@ -267,3 +272,12 @@ def test_near_duplicate_share_counts_inputs_close_to_another_by_word_trigrams():
     assert near_duplicate_share(texts) == 0.5
     assert near_duplicate_share(texts, threshold=0.9) == 0.0
     assert near_duplicate_share([]) == 0.0
+
+
+def test_a_judge_grade_is_read_only_when_it_is_an_integer_in_range():
+    assert score_of({"score": 4, "reason": "fine"}) == 4
+    assert score_of({"score": 4.0}) == 4
+    assert score_of({"score": 9}) is None and score_of({"score": True}) is None
+    assert score_of({"reason": "none"}) is None and score_of("4") is None
+    text = judge_messages("Label it.", DEMOS, Example("a new input", "out"))[-1]["content"]
+    assert "input: a new input\noutput: out" in text and "5: the input is" in text

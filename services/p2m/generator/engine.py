@@ -41,6 +41,7 @@ from p2m.generator.filters import (
 from p2m.generator.hints import HINTS_SCHEMA, clean_hints, hint_for, hints_messages
 from p2m.generator.invariants import Invariants, infer
 from p2m.generator.journal import Candidate, Journal
+from p2m.generator.judge import JUDGE_SCHEMA, JUDGE_TOKENS, judge_messages, score_of
 from p2m.generator.limits import answer_tokens, example_tokens
 from p2m.generator.meaning import Encoder, MeaningIndex
 from p2m.generator.options import GenerateOptions, generation_key
@@ -63,6 +64,7 @@ DROP_REASONS = (
     "invariant",
     "same_meaning",
     "over_quota",
+    "judged_low",
 )
 DUPLICATE_REASONS = ("exact_duplicate", "near_duplicate", "same_meaning")
 # A drop by an invariant is journalled as "invariant:<rule>".
@@ -96,6 +98,7 @@ class GenerationReport:
     label_counts: dict[str, int]
     duplicate_share: float
     near_duplicate_share: float
+    judge_mean_score: float
     self_consistency_agreement: float
     usage: UsageCounters
     resumed_from: int
@@ -184,6 +187,7 @@ class _Run:
     failures: int = 0
     hints: list[str] | None = None
     hint_requests: int = 0
+    judge_scores: list[int] = field(default_factory=list)
 
     @property
     def examples(self) -> list[Example]:
@@ -278,6 +282,9 @@ class DatasetGenerator:
             label_counts=_label_counts(run),
             duplicate_share=_duplicate_share(run.dropped, len(run.accepted)),
             near_duplicate_share=round(near_duplicate_share([e.input for e in run.examples]), 4),
+            judge_mean_score=(
+                round(sum(run.judge_scores) / len(run.judge_scores), 3) if run.judge_scores else 0.0
+            ),
             self_consistency_agreement=(
                 sum(agreements) / len(agreements) if options.self_consistency else 0.0
             ),
@@ -354,8 +361,21 @@ class DatasetGenerator:
         await asyncio.gather(
             *(self._samples(run, c, temperature, limit) for c in list(run.pending.values()))
         )
+        voted = []
         for rid in sorted(run.pending, key=lambda r: int(r[1:])):
-            self._decide(run, run.pending[rid])
+            decision = self._vote(run, run.pending[rid])
+            if decision is not None:
+                voted.append((run.pending[rid], *decision))
+        scores: list[int | None] = [None] * len(voted)
+        if options.judge and voted:
+            scores = list(
+                await asyncio.gather(*(self._judge(run, c, ex, limit) for c, ex, _ in voted))
+            )
+        for (candidate, example, agreement), score in zip(voted, scores, strict=True):
+            if score is not None and score < options.judge_threshold:
+                self._drop(run, candidate.gen_id, "judged_low")
+            else:
+                self._accept(run, candidate.gen_id, example, agreement)
         run.pending.clear()
         if gen_ids and all(answer is FAILED for answer in answers):
             raise Unavailable(
@@ -515,36 +535,71 @@ class DatasetGenerator:
             run.meaning.add(example.input)
         run.pending[rid] = Candidate(rid, example.input, example.output)
 
-    def _decide(self, run: _Run, candidate: Candidate) -> None:
-        """Vote among the outputs that keep the invariants, filter, then accept or drop."""
+    def _vote(self, run: _Run, candidate: Candidate) -> tuple[Example, float] | None:
+        """The example the outputs that keep the invariants vote for, and its agreement.
+
+        None (the candidate dropped) when no output keeps them or the winner fails a filter.
+        """
         votes = [vote for vote in (candidate.output, *candidate.samples) if vote]
         if not votes:
             self._drop(run, candidate.gen_id, "unparseable")  # no answer came back
-            return
+            return None
         broken = [run.invariants.output_violation(candidate.input, vote) for vote in votes]
         kept = [vote for vote, rule in zip(votes, broken, strict=True) if rule is None]
         if not kept:
             self._drop(run, candidate.gen_id, INVARIANT_PREFIX + str(broken[0]))
-            return
+            return None
         output, share = majority_vote(kept)
-        agreement = share * len(kept) / len(votes)
         reason = field_problem(output, run.options.max_field_chars)
         if reason is None and copies_input(candidate.input, output):
             reason = "copies_input"
         if reason is not None:
             self._drop(run, candidate.gen_id, reason)
-            return
-        if len(run.accepted) >= run.options.num_examples:
-            self._drop(run, candidate.gen_id, "surplus")
-            return
+            return None
         if choices := run.invariants.output_choices:
             output = labels.label_of(output, choices) or output  # the label as the set spells it
-            if _label_counts(run)[output] >= labels.quota(run.options.num_examples, choices):
-                self._drop(run, candidate.gen_id, "over_quota")
-                return
-        example = Example(candidate.input, output)
-        run.journal.accept(candidate.gen_id, example, agreement)
-        run.accepted.append((candidate.gen_id, example, agreement))
+        return Example(candidate.input, output), share * len(kept) / len(votes)
+
+    def _accept(self, run: _Run, rid: str, example: Example, agreement: float) -> None:
+        """Keep ``example`` unless the target or its label's quota is reached."""
+        if len(run.accepted) >= run.options.num_examples:
+            self._drop(run, rid, "surplus")
+            return
+        choices = run.invariants.output_choices
+        if choices and _label_counts(run)[example.output] >= labels.quota(
+            run.options.num_examples, choices
+        ):
+            self._drop(run, rid, "over_quota")
+            return
+        run.journal.accept(rid, example, agreement)
+        run.accepted.append((rid, example, agreement))
+
+    async def _judge(
+        self, run: _Run, candidate: Candidate, example: Example, limit: asyncio.Semaphore
+    ) -> int | None:
+        """The teacher's 1-5 grade of ``example`` (journalled), or None when it gave none."""
+        if candidate.judge_score is not None:
+            return candidate.judge_score  # graded before a restart
+        rid = f"j{candidate.gen_id[1:]}.{candidate.next_judge}"
+        candidate.next_judge += 1
+        messages = judge_messages(teacher_instruction(run.task), run.task.demonstrations, example)
+
+        def ask() -> Awaitable[tuple[Any, ChatResult]]:
+            return self._llm.chat_json(
+                messages,
+                JUDGE_SCHEMA,
+                name="grade",
+                temperature=0.0,
+                max_tokens=JUDGE_TOKENS,
+                seed=request_seed(run.options.seed, rid),
+                budget=run.budget,
+            )
+
+        score = score_of(await self._ask(run, rid, ask, limit))
+        if score is not None:
+            run.journal.record("judge", rid, score=score)
+            run.judge_scores.append(score)
+        return score
 
     @staticmethod
     def _drop(run: _Run, rid: str, reason: str) -> None:

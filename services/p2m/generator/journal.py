@@ -22,6 +22,7 @@ from p2m.common.types import Example
 
 _GEN_ID = re.compile(r"^g(\d+)$")
 _SC_ID = re.compile(r"^s(\d+)\.(\d+)$")
+_JUDGE_ID = re.compile(r"^j(\d+)\.(\d+)$")
 
 
 @dataclass
@@ -33,6 +34,8 @@ class Candidate:
     output: str
     samples: list[str] = field(default_factory=list)
     next_sample: int = 0
+    judge_score: int | None = None
+    next_judge: int = 0
 
 
 @dataclass
@@ -81,6 +84,9 @@ class Journal:
                 elif (match := _SC_ID.match(rid)) and f"g{match.group(1)}" in state.pending:
                     candidate = state.pending[f"g{match.group(1)}"]
                     candidate.next_sample = max(candidate.next_sample, int(match.group(2)) + 1)
+                elif (match := _JUDGE_ID.match(rid)) and f"g{match.group(1)}" in state.pending:
+                    candidate = state.pending[f"g{match.group(1)}"]
+                    candidate.next_judge = max(candidate.next_judge, int(match.group(2)) + 1)
             elif kind in ("res", "bad", "fail", "unsent"):
                 unanswered.discard(rid)
                 state.requests += int(record.get("attempts", 0))
@@ -96,6 +102,9 @@ class Journal:
                 decided.add(rid)
             elif kind == "round":
                 state.rounds += 1
+            elif kind == "judge" and (match := _JUDGE_ID.match(rid)):
+                if (gen_id := f"g{match.group(1)}") in state.pending:
+                    state.pending[gen_id].judge_score = int(record["score"])
             elif kind == "hints":
                 state.hints = [str(topic) for topic in record.get("topics", [])]
         # Sent but never answered (the process died meanwhile): assume each cost one request.

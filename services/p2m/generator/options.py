@@ -10,6 +10,8 @@ from p2m.common.errors import InvalidInput
 from p2m.common.teacher_prompt import teacher_instruction
 from p2m.common.types import TaskSpec
 from p2m.generator.invariants import Invariants
+from p2m.generator.judge import DEFAULT_THRESHOLD as DEFAULT_JUDGE_THRESHOLD
+from p2m.generator.judge import MAX_SCORE, MIN_SCORE
 from p2m.generator.meaning import DEFAULT_THRESHOLD
 
 # Changing how results are produced changes this, so old cache entries are not reused.
@@ -42,6 +44,8 @@ class GenerateOptions:
     dedup: bool = True
     check_invariants: bool = True
     invariants: Invariants | None = None
+    judge: bool = False
+    judge_threshold: int = DEFAULT_JUDGE_THRESHOLD
 
     def validate(self) -> None:
         """Raise InvalidInput naming the first field out of range."""
@@ -58,6 +62,7 @@ class GenerateOptions:
             ("max_tokens", self.max_tokens >= 0),
             ("dedup_similarity_threshold", 0.0 < self.dedup_similarity_threshold <= 1.0),
             ("meaning_dedup_threshold", 0.0 < self.meaning_dedup_threshold <= 1.0),
+            ("judge_threshold", MIN_SCORE <= self.judge_threshold <= MAX_SCORE),
             ("max_field_chars", 1 <= self.max_field_chars <= 1_000_000),
             ("validation_fraction", 0.0 <= self.validation_fraction <= 0.5),
             ("max_new_tokens", self.max_new_tokens == 0 or 16 <= self.max_new_tokens <= 8192),

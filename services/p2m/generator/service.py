@@ -42,7 +42,7 @@ def options_from_pb(message: generator_pb2.GenerateOptions) -> GenerateOptions:
             values[name] = getattr(message, name)
     for name in ("temperature_start", "temperature_end", "few_shot_demonstrations",
                  "few_shot_generated", "seed", "dedup_similarity_threshold",
-                 "validation_fraction", "meaning_dedup_threshold"):  # fmt: skip
+                 "validation_fraction", "meaning_dedup_threshold", "judge_threshold"):  # fmt: skip
         if message.HasField(name):
             values[name] = getattr(message, name)
     if message.HasField("temperature_start") and not message.HasField("temperature_end"):
@@ -52,6 +52,7 @@ def options_from_pb(message: generator_pb2.GenerateOptions) -> GenerateOptions:
     values["self_consistency"] = not message.disable_self_consistency
     values["dedup"] = not message.disable_dedup
     values["check_invariants"] = not message.disable_invariants
+    values["judge"] = message.judge
     if message.HasField("invariants"):
         values["invariants"] = invariants_from_pb(message.invariants)
     options = GenerateOptions(**values)  # type: ignore[arg-type]
@@ -114,6 +115,7 @@ def report_to_pb(report: GenerationReport) -> generator_pb2.GenerationReport:
         label_counts=report.label_counts,
         duplicate_share=report.duplicate_share,
         near_duplicate_share=report.near_duplicate_share,
+        judge_mean_score=report.judge_mean_score,
     )
 
 

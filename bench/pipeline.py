@@ -1,0 +1,218 @@
+"""The pipeline's own benchmark: the paper's three prompts through the gateway, embedded defaults.
+
+For each task the local stack (`p2m up`: the default teacher on llama.cpp, the catalogs and
+local datasets of ``--shared-data``, SmolLM2 as the student) runs the paper's prompt as a person
+would: parse, retrieval, generation of ``--examples`` examples, student retrieval, training for
+``--epochs``, and the run's own evaluation (deployment skipped). Then the trained student and
+the teacher are scored on the task's dev half, with the paper's metric, through the evaluator.
+
+Figures: student and teacher on the dev half beside half of gpt-3.5-turbo's paper figure (the
+bar both must clear), the run's own estimate and what it rests on, the time of each stage,
+examples generated and dropped by reason, and the datasets retrieved.
+
+    .venv/bin/python bench/pipeline.py [--tasks squad,temporal,mconala_ja] [--examples 80]
+        [--epochs 3] [--eval-limit 100] [--teacher qwen] [--quick] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import benchkit
+import paperdata
+from paper import summary
+
+from p2m.client import Budget, GatewayClient, RunOptions
+from p2m.common.artifacts import ArtifactStore
+from p2m.common.convert import task_spec_from_pb
+from p2m.common.llm import LLMClient, LLMConfig
+from p2m.common.settings import Settings
+from p2m.evaluator.engine import (
+    EvaluateOptions,
+    Evaluator,
+    StudentSubject,
+    TeacherSubject,
+    read_jsonl,
+)
+from p2m.stack import Stack, down, up
+from prompt2model.v1 import common_pb2, gateway_pb2
+
+GOAL_SHARE = 0.5  # of gpt-3.5-turbo's paper figure: a win between two failures does not count
+TEACHER_TIMEOUT_S = 600.0
+QUICK = {"examples": 4, "epochs": 1, "eval_limit": 4, "max_steps": 2}
+
+
+async def run_task(args: argparse.Namespace, stack: Stack, task: str) -> dict[str, Any]:
+    """One task's run through the gateway, then its student and teacher on the dev half."""
+    prompt = json.loads((args.shared_data / "benchmarks" / "prompts.json").read_text())
+    options = RunOptions(
+        budget=Budget(num_examples=args.examples, epochs=args.epochs),
+        skip_stages=[common_pb2.STAGE_DEPLOY],
+    )
+    options.train.max_steps = args.max_steps
+    options.evaluate.metrics.extend(["exact_match", "chrf"])
+    started = time.monotonic()
+    async with GatewayClient(stack.gateway, timeout_s=120) as gateway:
+        created = await gateway.create_run(prompt["tasks"][task]["full_prompt"], options)
+        run = await gateway.wait(created.run_id)
+    figures: dict[str, Any] = {
+        "task": task,
+        "metric": paperdata.PAPER[task].metric,
+        "state": gateway_pb2.RunState.Name(run.state).removeprefix("RUN_STATE_").lower(),
+        "error": run.error,
+        "wall_s": round(time.monotonic() - started, 1),
+        "stages": [stage_figures(stage) for stage in run.stages],
+        "datasets": [d.name for d in run.datasets],
+        "base_model": run.base_model.name,
+        "generation": generation_figures(run.report.generation),
+        "run_estimate": {
+            "source": run.report.metrics_source,
+            "student": dict(run.report.student_metrics.values),
+            "student_on_demonstrations": dict(run.report.student_demonstration_metrics.values),
+            "notes": list(run.report.estimate_notes),
+        },
+        "paper_gpt35": paperdata.PAPER[task].paper_teacher,
+        "goal": round(GOAL_SHARE * paperdata.PAPER[task].paper_teacher, 1),
+    }
+    if run.state == gateway_pb2.RUN_STATE_SUCCEEDED and run.report.model.uri:
+        figures.update(await dev_scores(args, stack, task, run))
+    return figures
+
+
+async def dev_scores(
+    args: argparse.Namespace, stack: Stack, task: str, run: gateway_pb2.Run
+) -> dict[str, Any]:
+    """The run's student and the stack's teacher on the first ``--eval-limit`` dev examples."""
+    store = ArtifactStore(args.data_dir / "artifacts")
+    rows = paperdata.dev(args.shared_data, task, args.eval_limit)
+    data = read_jsonl(paperdata.write_jsonl(rows, args.data_dir / f"dev-{task}.jsonl"))
+    options = EvaluateOptions(metrics=("exact_match", "chrf"), max_new_tokens=64)
+    config = LLMConfig(base_url=stack.llm_base_url, timeout_s=TEACHER_TIMEOUT_S)
+    metric = paperdata.PAPER[task].metric
+    spec = task_spec_from_pb(run.task)
+    async with LLMClient(config) as llm:
+
+        async def source() -> LLMClient:
+            return llm
+
+        evaluator = Evaluator(store, llm=source, teacher_model=args.teacher)
+        student = await evaluator.evaluate(
+            StudentSubject.from_store(store, run.report.model.uri), data, options, spec
+        )
+        teacher = await evaluator.evaluate(TeacherSubject(), data, options, spec)
+    return {"student": summary(student, metric), "teacher": summary(teacher, metric)}
+
+
+def stage_figures(stage: gateway_pb2.StageResult) -> dict[str, Any]:
+    """A stage's state, seconds, note and figures."""
+    seconds = 0.0
+    if stage.HasField("start_time") and stage.HasField("finish_time"):
+        seconds = stage.finish_time.ToNanoseconds() / 1e9 - stage.start_time.ToNanoseconds() / 1e9
+    return {
+        "stage": common_pb2.Stage.Name(stage.stage).removeprefix("STAGE_").lower(),
+        "state": gateway_pb2.StageState.Name(stage.state).removeprefix("STAGE_STATE_").lower(),
+        "seconds": round(seconds, 1),
+        "note": stage.note,
+        "error": stage.error,
+    }
+
+
+def generation_figures(report: Any) -> dict[str, Any]:
+    """Accepted, dropped by reason, duplicate shares and the label histogram of a run."""
+    return {
+        "requested": report.requested,
+        "accepted": report.accepted,
+        "dropped": {field.name: value for field, value in report.dropped.ListFields()},
+        "invariant_drops": dict(report.invariant_drops),
+        "duplicate_share": round(report.duplicate_share, 3),
+        "near_duplicate_share": round(report.near_duplicate_share, 3),
+        "label_counts": dict(report.label_counts),
+        "requests": report.llm_usage.requests,
+    }
+
+
+def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Start the stack once, run every task through it, stop it."""
+    settings = Settings.load(
+        {
+            "data_dir": args.data_dir,
+            "local_llm": args.teacher,
+            "catalog_dir": str(args.shared_data / "catalogs"),
+            "datasets_dir": str(args.shared_data / "datasets"),
+            "max_retrieved_rows": args.retrieved_rows,
+            "llm_timeout_s": TEACHER_TIMEOUT_S,
+        }
+    )
+    stack = up(settings)
+    try:
+        return [asyncio.run(run_task(args, stack, task)) for task in args.tasks]
+    finally:
+        down(settings)
+
+
+def show(figures: dict[str, Any]) -> None:
+    """The figures for people."""
+    print(f"machine: {benchkit.machine_line(figures['machine'])}")
+    print(f"{'task':<12}{'metric':<13}{'student':>9}{'teacher':>9}{'goal':>7}  stages (s)")
+    for task in figures["tasks"]:
+        student = (task.get("student") or {}).get("score", "-")
+        teacher = (task.get("teacher") or {}).get("score", "-")
+        stages = ", ".join(f"{s['stage']} {s['seconds']:.0f}" for s in task["stages"])
+        print(
+            f"{task['task']:<12}{task['metric']:<13}{student!s:>9}{teacher!s:>9}"
+            f"{task['goal']:>7}  {stages}"
+        )
+        generation = task["generation"]
+        print(
+            f"{'':<12}generated {generation['accepted']}/{generation['requested']}, dropped "
+            f"{generation['dropped']}; datasets {task['datasets'] or 'none'}; {task['state']}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--tasks", default=",".join(paperdata.TASKS))
+    parser.add_argument("--examples", type=int, default=80, help="examples to generate per task")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--max-steps", type=int, default=0, help="stop training here (0: none)")
+    parser.add_argument("--eval-limit", type=int, default=100, help="dev examples per task")
+    parser.add_argument("--teacher", default="qwen", help="the embedded model: qwen or smollm2")
+    parser.add_argument("--retrieved-rows", type=int, default=200)
+    parser.add_argument("--data-dir", type=Path, help="keep the run's data here (default: temp)")
+    benchkit.common_arguments(parser, "tiny sizes: " + str(QUICK))
+    args = parser.parse_args()
+    args.tasks = [t for t in args.tasks.split(",") if t]
+    if args.quick:
+        for name, value in QUICK.items():
+            setattr(args, name, value)
+    load_start = benchkit.load_average()
+    with tempfile.TemporaryDirectory(prefix="p2m-bench-pipeline-") as temp:
+        args.data_dir = (args.data_dir or Path(temp)).resolve()
+        tasks = measure(args)
+    figures = {
+        "bench": "pipeline",
+        "quick": args.quick,
+        "machine": benchkit.machine(),
+        "load_avg_start": load_start,
+        "load_avg_end": benchkit.load_average(),
+        "examples": args.examples,
+        "epochs": args.epochs,
+        "eval_limit": args.eval_limit,
+        "teacher": args.teacher,
+        "goal_share": GOAL_SHARE,
+        "tasks": tasks,
+    }
+    if args.json:
+        benchkit.emit(figures)
+        return
+    show(figures)
+
+
+if __name__ == "__main__":
+    main()
