@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,28 @@ def load_note(load: list[float]) -> str:
 def emit(figures: dict[str, Any]) -> None:
     """Print ``figures`` as one JSON line on stdout (what ``report.py`` reads)."""
     print(json.dumps(figures, ensure_ascii=False), flush=True)
+
+
+def finish(
+    bench: str,
+    args: Any,
+    load_start: list[float],
+    figures: dict[str, Any],
+    show: Callable[[dict[str, Any]], None],
+) -> None:
+    """Add what every bench records (name, machine, load); print JSON (--json) or a table."""
+    whole = {
+        "bench": bench,
+        "quick": args.quick,
+        "machine": machine(),
+        "load_avg_start": load_start,
+        "load_avg_end": load_average(),
+        **figures,
+    }
+    if args.json:
+        emit(whole)
+    else:
+        show(whole)
 
 
 def percentile(ordered: list[float], q: float) -> float:

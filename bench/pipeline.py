@@ -196,11 +196,6 @@ def main() -> None:
         args.data_dir = (args.data_dir or Path(temp)).resolve()
         tasks = measure(args)
     figures = {
-        "bench": "pipeline",
-        "quick": args.quick,
-        "machine": benchkit.machine(),
-        "load_avg_start": load_start,
-        "load_avg_end": benchkit.load_average(),
         "examples": args.examples,
         "epochs": args.epochs,
         "eval_limit": args.eval_limit,
@@ -208,10 +203,7 @@ def main() -> None:
         "goal_share": GOAL_SHARE,
         "tasks": tasks,
     }
-    if args.json:
-        benchkit.emit(figures)
-        return
-    show(figures)
+    benchkit.finish("pipeline", args, load_start, figures, show)
 
 
 if __name__ == "__main__":

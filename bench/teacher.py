@@ -176,21 +176,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="p2m-bench-teacher-") as temp:
         models = measure(args, (args.models_dir or Path(temp)).resolve())
     figures = {
-        "bench": "teacher",
-        "quick": args.quick,
-        "machine": benchkit.machine(),
-        "load_avg_start": load_start,
-        "load_avg_end": benchkit.load_average(),
         "eval_limit": args.eval_limit,
         "max_output_tokens": args.max_output_tokens,
         "goal_share": GOAL_SHARE,
         "paper_gpt35": {t: paperdata.PAPER[t].paper_teacher for t in args.tasks},
         "models": models,
     }
-    if args.json:
-        benchkit.emit(figures)
-        return
-    show(figures)
+    benchkit.finish("teacher", args, load_start, figures, show)
 
 
 if __name__ == "__main__":

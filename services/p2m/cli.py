@@ -153,6 +153,12 @@ def generate(
     annealing: Annotated[bool, typer.Option(help="Raise the temperature as the set fills.")] = True,
     vote: Annotated[bool, typer.Option(help="Self-consistency vote on outputs.")] = True,
     dedup: Annotated[bool, typer.Option(help="Drop exact and near duplicates.")] = True,
+    word_threshold: Annotated[
+        float,
+        typer.Option(
+            help="Drop an input sharing this share of word trigrams with a kept one; 1: off."
+        ),
+    ] = 0.5,
     meaning_threshold: Annotated[
         float,
         typer.Option(
@@ -193,14 +199,26 @@ def generate(
         return
     invariants = _read_invariants(invariants_file) if invariants_file else None
     options = GenerateOptions(
-        num_examples=num_examples, seed=seed, max_requests=max_requests, max_tokens=max_tokens,
-        max_concurrency=concurrency, batch_size=batch_size,
-        self_consistency_samples=self_consistency, temperature_start=temperature[0],
-        temperature_end=temperature[1], diverse_prompts=diverse, annealing=annealing,
-        self_consistency=vote, dedup=dedup, check_invariants=check_invariants,
-        meaning_dedup_threshold=meaning_threshold, judge=judge, judge_threshold=judge_threshold,
+        num_examples=num_examples,
+        seed=seed,
+        max_requests=max_requests,
+        max_tokens=max_tokens,
+        max_concurrency=concurrency,
+        batch_size=batch_size,
+        self_consistency_samples=self_consistency,
+        temperature_start=temperature[0],
+        temperature_end=temperature[1],
+        diverse_prompts=diverse,
+        annealing=annealing,
+        self_consistency=vote,
+        dedup=dedup,
+        dedup_word_similarity_threshold=word_threshold,
+        meaning_dedup_threshold=meaning_threshold,
+        check_invariants=check_invariants,
         invariants=invariants,
-    )  # fmt: skip
+        judge=judge,
+        judge_threshold=judge_threshold,
+    )
     try:
         options.validate()
     except InvalidInput as exc:

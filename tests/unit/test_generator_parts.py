@@ -18,7 +18,14 @@ from p2m.generator.filters import (
     near_duplicate_share,
     normalise,
 )
-from p2m.generator.hints import clean_hints, hint_for, hints_messages
+from p2m.generator.hints import (
+    FALLBACK_TOPICS,
+    MIN_TOPICS,
+    clean_hints,
+    hint_for,
+    hints_messages,
+    salvage_hints,
+)
 from p2m.generator.invariants import Invariants
 from p2m.generator.journal import Journal
 from p2m.generator.judge import judge_messages, score_of
@@ -57,6 +64,22 @@ def test_duplicate_index_exact_and_near():
     assert index.check("A completely different sentence about the weather in Paris.") is None
 
 
+def test_a_long_input_used_again_with_other_details_is_a_near_duplicate_by_words():
+    first = (
+        "[Posted: 2021-06-15] The company's fiscal year starts on July 1st and ends on June 30th."
+    )
+    again = (
+        "[Posted: 2014-12-21] The company's fiscal year starts on July 1st and ends on June 30th."
+    )
+    by_chars = DuplicateIndex(threshold=0.8)
+    by_chars.add(first)
+    assert by_chars.check(again) is None  # a quarter of the character 4-grams changed
+    by_words = DuplicateIndex(threshold=0.8, word_threshold=0.5)
+    by_words.add(first)
+    assert by_words.check(again) == "near_duplicate"  # 60% of the word trigrams shared
+    assert by_words.check("[Posted: 2020-01-01] Rain fell all of last week in Oslo.") is None
+
+
 def test_field_checks():
     assert field_problem("  ", 10) == "empty"
     assert field_problem("x" * 11, 10) == "too_long"
@@ -93,6 +116,7 @@ def test_request_seeds_are_stable_and_distinct():
         ({"validation_fraction": 0.9}, "options.validation_fraction"),
         ({"dedup_similarity_threshold": 0.0}, "options.dedup_similarity_threshold"),
         ({"meaning_dedup_threshold": 1.5}, "options.meaning_dedup_threshold"),
+        ({"dedup_word_similarity_threshold": 0.0}, "options.dedup_word_similarity_threshold"),
     ],
 )
 def test_bad_options_name_the_field(change: dict[str, object], field: str):
@@ -147,12 +171,20 @@ def test_new_input_request_holds_instruction_examples_topic_and_label():
     assert 'about: a hotel stay; its correct output must be "negative"' in aimed[-1]["content"]
 
 
-def test_topics_are_cleaned_and_each_request_gets_one_fixed_by_its_id():
-    topics = clean_hints({"topics": ["Cooking", " cooking!", "", "x " * 20, "Space travel"]})
-    assert topics == ["Cooking", "Space travel"]
-    assert clean_hints("not an object") == [] and hint_for([], "g1") is None
-    assert hint_for(topics, "g1") == hint_for(topics, "g1")
-    assert {hint_for(topics, f"g{i}") for i in range(40)} == set(topics)
+def test_topics_are_cleaned_filled_up_and_each_request_gets_one_fixed_by_its_id():
+    many = [f"topic {i}" for i in range(10)]
+    answer = {"topics": ["Cooking", " cooking!", "", "x " * 20, "out 1", *many]}
+    topics = clean_hints(answer, DEMOS)  # "out 1" is a demonstration's output, not a topic
+    assert topics == ["Cooking", *many]
+    few = clean_hints({"topics": ["Space travel"]})
+    assert few[0] == "Space travel" and len(few) > MIN_TOPICS  # filled up with broad topics
+    assert clean_hints("not an object")[:3] == list(FALLBACK_TOPICS[:3])
+    assert salvage_hints('{"topics": ["Cooking", "Space travel", "year-end-mon')[:2] == [
+        "Cooking",
+        "Space travel",
+    ]
+    assert hint_for([], "g1") is None and hint_for(topics, "g1") == hint_for(topics, "g1")
+    assert {hint_for(topics, f"g{i}") for i in range(60)} == set(topics)
     assert "Example inputs:" in hints_messages("Label.", DEMOS[:2])[-1]["content"]
 
 

@@ -38,7 +38,8 @@ from p2m.generator.filters import (
     majority_vote,
     near_duplicate_share,
 )
-from p2m.generator.hints import HINTS_SCHEMA, clean_hints, hint_for, hints_messages
+from p2m.generator.hints import HINTS_SCHEMA, clean_hints, hint_for, hints_messages, salvage_hints
+from p2m.generator.hints import TEMPERATURE as HINT_TEMPERATURE
 from p2m.generator.invariants import Invariants, infer
 from p2m.generator.journal import Candidate, Journal
 from p2m.generator.judge import JUDGE_SCHEMA, JUDGE_TOKENS, judge_messages, score_of
@@ -302,7 +303,9 @@ class DatasetGenerator:
         state = journal.replay()
         budget = Budget(options.max_requests, options.max_tokens)
         budget.requests, budget.tokens = state.requests, state.tokens
-        duplicates = DuplicateIndex(options.dedup_similarity_threshold)
+        duplicates = DuplicateIndex(
+            options.dedup_similarity_threshold, options.dedup_word_similarity_threshold
+        )
         seen = [  # a copy of a demonstration adds nothing either
             *(demonstration.input for demonstration in task.demonstrations),
             *(example.input for _, example, _ in state.accepted),
@@ -389,21 +392,29 @@ class DatasetGenerator:
         run.hint_requests += 1
         messages = hints_messages(teacher_instruction(run.task), run.task.demonstrations)
 
-        def ask() -> Awaitable[tuple[Any, ChatResult]]:
-            return self._llm.chat_json(
-                messages,
-                HINTS_SCHEMA,
-                name="topics",
-                temperature=run.options.temperature_end,
-                max_tokens=HINT_TOKENS,
-                seed=request_seed(run.options.seed, rid),
-                budget=run.budget,
-            )
+        demonstrations = run.task.demonstrations
+
+        async def ask() -> tuple[Any, ChatResult]:
+            try:
+                value, result = await self._llm.chat_json(
+                    messages,
+                    HINTS_SCHEMA,
+                    name="topics",
+                    temperature=HINT_TEMPERATURE,
+                    max_tokens=HINT_TOKENS,
+                    seed=request_seed(run.options.seed, rid),
+                    budget=run.budget,
+                )
+            except LLMOutputError as exc:  # cut short: keep the topics it did write
+                if not isinstance(exc.result, ChatResult):
+                    raise
+                return salvage_hints(exc.result.text, demonstrations), exc.result
+            return clean_hints(value, demonstrations), result
 
         value = await self._ask(run, rid, ask, asyncio.Semaphore(1))
         if value is UNSENT or value is FAILED:
             return  # asked again by a resumed run; meanwhile, inputs without topics
-        run.hints = [] if isinstance(value, NoValue) else clean_hints(value)
+        run.hints = [] if isinstance(value, NoValue) else list(value)
         run.journal.record("hints", rid, topics=run.hints)
         log.info("input topics planned", extra={"topics": len(run.hints)})
 

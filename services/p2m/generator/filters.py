@@ -6,6 +6,7 @@ import re
 import unicodedata
 from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
 _PUNCT_SPACE = re.compile(r"[\W_]+", re.UNICODE)
 SHINGLE = 4
@@ -25,38 +26,61 @@ def shingles(text: str, size: int = SHINGLE) -> frozenset[str]:
     return frozenset(norm[i : i + size] for i in range(len(norm) - size + 1))
 
 
-class DuplicateIndex:
-    """Inputs seen so far: exact (normalised) and near (shingle Jaccard) duplicate checks."""
+class _JaccardIndex:
+    """Sets of grams seen so far; finds one at least ``threshold`` similar (Jaccard)."""
 
     def __init__(self, threshold: float) -> None:
-        """Treat inputs at least ``threshold`` similar as near duplicates."""
+        self.threshold = threshold
+        self._sets: list[frozenset[Any]] = []
+        self._postings: dict[Any, list[int]] = {}
+
+    def near(self, grams: frozenset[Any]) -> bool:
+        overlap: Counter[int] = Counter()
+        for gram in grams:
+            overlap.update(self._postings.get(gram, ()))
+        return any(
+            shared / (len(grams) + len(self._sets[index]) - shared) >= self.threshold
+            for index, shared in overlap.items()
+        )
+
+    def add(self, grams: frozenset[Any]) -> None:
+        index = len(self._sets)
+        self._sets.append(grams)
+        for gram in grams:
+            self._postings.setdefault(gram, []).append(index)
+
+
+class DuplicateIndex:
+    """Inputs seen so far: exact (normalised) and near duplicate checks.
+
+    Near means a Jaccard index of at least ``threshold`` between character 4-gram sets (small
+    edits of a text), or of at least ``word_threshold`` between word 3-gram sets (a long input
+    used again with a few details changed: the same sentence about a fiscal year, other dates).
+    """
+
+    def __init__(self, threshold: float, word_threshold: float = 1.0) -> None:
+        """Treat inputs this similar by characters, or by words, as near duplicates."""
         self.threshold = threshold
         self._exact: set[str] = set()
-        self._sets: list[frozenset[str]] = []
-        self._postings: dict[str, list[int]] = {}
+        self._chars = _JaccardIndex(threshold)
+        self._words = _JaccardIndex(word_threshold) if word_threshold < 1.0 else None
 
     def check(self, text: str) -> str | None:
         """Return "exact_duplicate", "near_duplicate", or None when ``text`` is new."""
         if normalise(text) in self._exact:
             return "exact_duplicate"
-        grams = shingles(text)
-        overlap: Counter[int] = Counter()
-        for gram in grams:
-            overlap.update(self._postings.get(gram, ()))
-        for index, shared in overlap.items():
-            other = self._sets[index]
-            if shared / (len(grams) + len(other) - shared) >= self.threshold:  # Jaccard
-                return "near_duplicate"
+        if self._chars.near(shingles(text)):
+            return "near_duplicate"
+        if self._words is not None and self._words.near(word_trigrams(text)):
+            return "near_duplicate"
         return None
 
     def add(self, text: str) -> None:
         """Remember ``text`` as seen."""
         self._exact.add(normalise(text))
-        grams = shingles(text)
-        index = len(self._sets)
-        self._sets.append(grams)
-        for gram in grams:
-            self._postings.setdefault(gram, []).append(index)
+        self._chars.add(shingles(text))
+        if self._words is not None:
+            self._words.add(word_trigrams(text))
 
 
 def field_problem(text: str, max_chars: int) -> str | None:

@@ -8,20 +8,41 @@ task's inputs could be about, and giving each request one of them, spreads the i
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from typing import Any
 
 from p2m.common.types import Example
 from p2m.generator.filters import normalise
 
-WANTED = 30
+WANTED = 20
+# Too few topics from the teacher (a 0.5B one often gives none, or repeats the examples): the
+# list is filled up with these broad ones, which still pull the inputs apart.
+MIN_TOPICS = 8
+FALLBACK_TOPICS = (
+    "sports", "cooking", "banking", "travel", "health care", "education", "music", "movies",
+    "politics", "science", "technology", "the weather", "shopping", "family life", "work",
+    "history", "law", "cars", "housing", "farming", "the environment", "video games", "art",
+    "fashion", "medicine", "space", "restaurants", "public transport", "pets", "startups",
+)  # fmt: skip
 MAX_HINTS = 60
 MAX_HINT_WORDS = 10
+MAX_HINT_CHARS = 60
+TEMPERATURE = 0.8  # varied, but a small model at 1.4 repeats itself into a loop
+# Bounded lengths: with a grammar-constrained endpoint the list must end (a 0.5B teacher asked
+# for 30 topics wrote "year-end-month-day-date-time-..." until its token limit).
 HINTS_SCHEMA = {
     "type": "object",
-    "properties": {"topics": {"type": "array", "items": {"type": "string"}}},
+    "properties": {
+        "topics": {
+            "type": "array",
+            "items": {"type": "string", "maxLength": MAX_HINT_CHARS},
+            "maxItems": WANTED,
+        }
+    },
     "required": ["topics"],
 }
+_QUOTED = re.compile(r'"((?:[^"\\]|\\.){1,200})"')
 HINTS_SYSTEM = (
     'You plan varied training data for a task. Reply with one JSON object with the key "topics": '
     "a list of short topics."
@@ -35,9 +56,9 @@ def hints_messages(instruction: str, demonstrations: Sequence[Example]) -> list[
     if shown:
         parts.append(f"Example inputs:\n{shown}")
     parts.append(
-        f"List {WANTED} different topics, situations or subjects that other inputs of this task "
-        "could be about, a few words each, as different from each other and from the examples "
-        "as you can."
+        f"List {WANTED} different everyday topics that new inputs of this task could be about, "
+        "for example: sports, banking, a holiday trip. Each a few words, all different from "
+        "each other and from the examples."
     )
     return [
         {"role": "system", "content": HINTS_SYSTEM},
@@ -45,15 +66,27 @@ def hints_messages(instruction: str, demonstrations: Sequence[Example]) -> list[
     ]
 
 
-def clean_hints(value: Any) -> list[str]:
-    """The usable topics of an answer: short, non-empty, each once."""
+def clean_hints(value: Any, demonstrations: Sequence[Example] = ()) -> list[str]:
+    """The usable topics of an answer: short, each once, none a demonstration's output."""
     topics = value.get("topics", []) if isinstance(value, dict) else []
+    outputs = {normalise(d.output) for d in demonstrations}
     seen: dict[str, str] = {}
-    for topic in topics:
+    for topic in topics if isinstance(topics, list) else []:
         text = str(topic).strip()
-        if text and len(text.split()) <= MAX_HINT_WORDS:
-            seen.setdefault(normalise(text), text)
-    return list(seen.values())[:MAX_HINTS]
+        key = normalise(text)
+        short = len(text) <= MAX_HINT_CHARS and len(text.split()) <= MAX_HINT_WORDS
+        if key and key not in outputs and short:
+            seen.setdefault(key, text)
+    topics = list(seen.values())[:MAX_HINTS]
+    if len(topics) < MIN_TOPICS:
+        topics += [t for t in FALLBACK_TOPICS if normalise(t) not in seen]
+    return topics
+
+
+def salvage_hints(text: str, demonstrations: Sequence[Example] = ()) -> list[str]:
+    """The topics of an answer cut short (no closing bracket): every whole quoted string."""
+    quoted = [m.group(1) for m in _QUOTED.finditer(text) if m.group(1) != "topics"]
+    return clean_hints({"topics": quoted}, demonstrations)
 
 
 def hint_for(hints: Sequence[str], request_id: str) -> str | None:

@@ -34,6 +34,7 @@ class GenerateOptions:
     max_tokens: int = 0
     seed: int = 0
     dedup_similarity_threshold: float = 0.8
+    dedup_word_similarity_threshold: float = 0.5
     meaning_dedup_threshold: float = DEFAULT_THRESHOLD
     max_field_chars: int = 2000
     validation_fraction: float = 0.1
@@ -61,6 +62,10 @@ class GenerateOptions:
             ("max_requests", self.max_requests >= 0),
             ("max_tokens", self.max_tokens >= 0),
             ("dedup_similarity_threshold", 0.0 < self.dedup_similarity_threshold <= 1.0),
+            (
+                "dedup_word_similarity_threshold",
+                0.0 < self.dedup_word_similarity_threshold <= 1.0,
+            ),
             ("meaning_dedup_threshold", 0.0 < self.meaning_dedup_threshold <= 1.0),
             ("judge_threshold", MIN_SCORE <= self.judge_threshold <= MAX_SCORE),
             ("max_field_chars", 1 <= self.max_field_chars <= 1_000_000),

@@ -42,7 +42,8 @@ def options_from_pb(message: generator_pb2.GenerateOptions) -> GenerateOptions:
             values[name] = getattr(message, name)
     for name in ("temperature_start", "temperature_end", "few_shot_demonstrations",
                  "few_shot_generated", "seed", "dedup_similarity_threshold",
-                 "validation_fraction", "meaning_dedup_threshold", "judge_threshold"):  # fmt: skip
+                 "validation_fraction", "meaning_dedup_threshold", "judge_threshold",
+                 "dedup_word_similarity_threshold"):  # fmt: skip
         if message.HasField(name):
             values[name] = getattr(message, name)
     if message.HasField("temperature_start") and not message.HasField("temperature_end"):
