@@ -82,6 +82,12 @@ def test_p2m_run_starts_its_own_stack_serves_a_student_and_p2m_down_stops_everyt
                          "deployer", "gateway"}  # fmt: skip
         assert all(running(pid) for pid in pids)
 
+        # `p2m up` finds the stack up and names its gateway.
+        again = p2m(tmp_path, env, "up")
+        assert again.returncode == 0, again.stderr
+        assert again.stdout.strip() == f"gateway {stack['gateway']}"
+        assert "already up" in again.stderr
+
         # The same stack answers the next run; a path outside its folders is refused.
         refused = p2m(tmp_path, env, "run", "--prompt-file", str(PROMPT),
                       "--dataset", "/etc/passwd", *budget)  # fmt: skip

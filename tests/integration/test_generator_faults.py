@@ -291,7 +291,7 @@ async def test_the_teacher_plans_topics_once_and_each_new_input_request_gets_one
     assert sum("everyday topics" in prompt for prompt in faulty.prompts) == 1
     new_inputs = [p for p in faulty.prompts if "Write one new input" in p]
     assert new_inputs and all(
-        any(f"about: {topic}" in p for topic in journal.hints) for p in new_inputs
+        any(f"touching on: {topic}" in p for topic in journal.hints) for p in new_inputs
     )
 
 

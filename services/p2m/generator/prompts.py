@@ -96,9 +96,9 @@ def new_input_messages(
         parts.append(f"Examples:\n\n{_render(shown)}")
     if rules:
         parts.append("Every example keeps these rules:\n" + "\n".join(f"- {r}" for r in rules))
-    ask = "Write one new input for this task"
+    ask = "Write one new input for this task, of the same kind as the examples' inputs"
     if hint:
-        ask += f", about: {hint}"
+        ask += f" but touching on: {hint}"
     if label is not None:
         ask += f'; its correct output must be "{label}"'
     parts.append(ask + ". Reply with the input only, not its output.")
