@@ -29,7 +29,8 @@ class Settings:
     """Every knob of a p2m process. Environment: ``P2M_<FIELD>``; flags override it.
 
     Attributes:
-        data_dir: Holds runs/, artifacts/, models/ and cache/.
+        data_dir: Holds runs/, artifacts/, models/ and cache/. Every path setting is made
+            absolute (against the working folder) when settings are built.
         host: Address a server binds to (loopback by default).
         port: Port a server listens on (0 picks a free one).
         log_level: DEBUG, INFO, WARNING or ERROR.

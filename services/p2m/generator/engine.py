@@ -70,7 +70,10 @@ DROP_REASONS = (
 DUPLICATE_REASONS = ("exact_duplicate", "near_duplicate", "same_meaning")
 # A drop by an invariant is journalled as "invariant:<rule>".
 INVARIANT_PREFIX = "invariant:"
+# Generation stops as stalled after this many rounds in a row without a new example, and at
+# least this many requests' worth of them (rounds of 2 requests are over quickly).
 NO_PROGRESS_ROUNDS = 4
+NO_PROGRESS_REQUESTS = 32
 HINT_TOKENS = 512  # room for the list of topics
 # Each round in a row without a new example raises the temperature by this share of its span.
 STALL_STEP = 0.25
@@ -258,7 +261,7 @@ class DatasetGenerator:
                     stop_reason = "budget_exhausted"
                     break
                 stalled = stalled + 1 if len(run.accepted) == before else 0
-                if stalled >= NO_PROGRESS_ROUNDS:
+                if stalled >= max(NO_PROGRESS_ROUNDS, NO_PROGRESS_REQUESTS // options.batch_size):
                     stop_reason = "no_progress"
                     break
         finally:

@@ -13,9 +13,12 @@ from p2m.common.types import Example
 
 BYTES_PER_TOKEN = 3.0
 ANSWER_FLOOR = 32
-EXAMPLE_FLOOR = 96
-JSON_OVERHEAD = 16  # {"input": "", "output": ""} and escapes
-HEADROOM = 1.5
+EXAMPLE_FLOOR = 160
+JSON_OVERHEAD = 16  # {"input": ""} and escapes
+# A cap, not a target (the answer ends at its stop sequence or closing brace): room for a teacher
+# that writes inputs longer than the demonstrations', whose JSON a tight cap would cut open.
+ANSWER_HEADROOM = 1.5
+EXAMPLE_HEADROOM = 3.0
 CEILING = 4096
 WITHOUT_DEMONSTRATIONS = 256  # nothing to size by
 
@@ -30,12 +33,12 @@ def answer_tokens(demonstrations: Sequence[Example], explicit: int = 0) -> int:
     if explicit or not demonstrations:
         return explicit or WITHOUT_DEMONSTRATIONS
     longest = max(estimated_tokens(d.output) for d in demonstrations)
-    return min(CEILING, max(ANSWER_FLOOR, int(HEADROOM * longest) + 16))
+    return min(CEILING, max(ANSWER_FLOOR, int(ANSWER_HEADROOM * longest) + 16))
 
 
 def example_tokens(demonstrations: Sequence[Example], explicit: int = 0) -> int:
-    """Most tokens a new example (input and output as JSON) may take."""
+    """Most tokens a new input (as JSON) may take."""
     if explicit or not demonstrations:
         return explicit or 2 * WITHOUT_DEMONSTRATIONS
-    longest = max(estimated_tokens(d.input) + estimated_tokens(d.output) for d in demonstrations)
-    return min(CEILING, max(EXAMPLE_FLOOR, int(HEADROOM * (longest + JSON_OVERHEAD)) + 32))
+    longest = max(estimated_tokens(d.input) for d in demonstrations)
+    return min(CEILING, max(EXAMPLE_FLOOR, int(EXAMPLE_HEADROOM * (longest + JSON_OVERHEAD))))
