@@ -168,7 +168,8 @@ def test_new_input_request_holds_instruction_examples_topic_and_label():
     assert "Label the review." in text and "input: in 1\noutput: out 1" in text
     assert "the input only" in text and '"input"' in messages[0]["content"]
     aimed = new_input_messages("Label the review.", DEMOS[:2], (), "negative", "a hotel stay")
-    assert 'touching on: a hotel stay; its correct output must be "negative"' in aimed[-1]["content"]
+    wanted = 'touching on: a hotel stay; its correct output must be "negative"'
+    assert wanted in aimed[-1]["content"]
 
 
 def test_topics_are_cleaned_filled_up_and_each_request_gets_one_fixed_by_its_id():
