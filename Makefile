@@ -54,7 +54,7 @@ NAMESPACE ?= prompt2model
 VALUES ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install protos browser tools test test-unit run lint fmt clean chart-lint chart-test render bench-generation bench-teacher bench-pipeline bench-training bench-paper bench-retrieval bench-serving results
+.PHONY: help install protos browser tools test test-unit run lint fmt clean chart-lint chart-test render bench-generation bench-teacher bench-judge bench-pipeline bench-training bench-paper bench-retrieval bench-serving results
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -118,6 +118,9 @@ bench-generation: install ## Generation figures against the local SmolLM2 endpoi
 bench-teacher: install ## The embedded teachers on the paper's dev halves: today's request vs the one it replaced (QUICK=1: small)
 	$(BIN)/python bench/teacher.py --shared-data $(SHARED_DATA) $(if $(QUICK),--quick,)
 
+bench-judge: install ## The optional judge: a student trained on what it keeps vs all and a random set of the same size (QUICK=1: tiny)
+	$(BIN)/python bench/judge.py --shared-data $(SHARED_DATA) $(if $(QUICK),--quick,)
+
 bench-pipeline: install ## The product's own number: the paper's prompts through the gateway (embedded defaults), student and teacher on the dev halves (QUICK=1: tiny)
 	$(BIN)/python bench/pipeline.py --shared-data $(SHARED_DATA) $(if $(QUICK),--quick,)
 
@@ -134,8 +137,8 @@ bench-retrieval: install ## Dataset retrieval on DataFinder: recall@k, MRR, MAP,
 bench-serving: install ## KServe model server under load: requests/s, p50/p95/p99, batching off and on (QUICK=1: short)
 	$(BIN)/python bench/serving.py $(if $(QUICK),--quick,)
 
-results: install ## Run every bench (bench/report.py) and write RESULTS.md (QUICK=1: CI-sized, minutes)
-	$(BIN)/python bench/report.py --shared-data $(SHARED_DATA) $(if $(QUICK),--quick,)
+results: install ## Run every bench (bench/report.py) and write RESULTS.md (QUICK=1: CI-sized; ONLY=pipeline,teacher: those, the rest kept)
+	$(BIN)/python bench/report.py --shared-data $(SHARED_DATA) $(if $(QUICK),--quick,) $(if $(ONLY),--only $(ONLY),)
 
 chart-lint: install tools ## hadolint (warning level) on the Dockerfiles; helm lint --strict, default + ci/ values
 	$(BIN)/hadolint --failure-threshold warning Dockerfile Dockerfile.gpu

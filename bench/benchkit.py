@@ -145,6 +145,18 @@ def stop_ray() -> None:
         ray.shutdown()
 
 
+def parse_arguments(
+    parser: argparse.ArgumentParser, quick: dict[str, Any], shared: bool = True
+) -> argparse.Namespace:
+    """Add the common flags, parse, and with --quick take ``quick``'s sizes."""
+    common_arguments(parser, "tiny sizes: " + str(quick), shared)
+    args = parser.parse_args()
+    if args.quick:
+        for name, value in quick.items():
+            setattr(args, name, value)
+    return args
+
+
 def common_arguments(parser: argparse.ArgumentParser, quick_help: str, shared: bool = True) -> None:
     """The flags every bench has: --quick, --json and (with ``shared``) --shared-data."""
     parser.add_argument("--quick", action="store_true", help=quick_help)

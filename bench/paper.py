@@ -94,11 +94,7 @@ def main() -> None:
     parser.add_argument("--teacher-parallel", type=int, default=4, help="teacher requests at once")
     parser.add_argument("--data-dir", type=Path, help="keep models here (default: a temp dir)")
     parser.add_argument("--models-dir", type=Path, help="model store to reuse (default: data dir)")
-    benchkit.common_arguments(parser, "tiny sizes: " + str(QUICK))
-    args = parser.parse_args()
-    if args.quick:
-        for name, value in QUICK.items():
-            setattr(args, name, value)
+    args = benchkit.parse_arguments(parser, QUICK)
     load_start = benchkit.load_average()
     if args.data_dir:
         figures = measure(args, args.data_dir)

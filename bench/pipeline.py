@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -41,6 +42,7 @@ from p2m.evaluator.engine import (
     TeacherSubject,
     read_jsonl,
 )
+from p2m.runcli import generation_json
 from p2m.stack import Stack, down, up
 from prompt2model.v1 import common_pb2, gateway_pb2
 
@@ -83,6 +85,8 @@ async def run_task(args: argparse.Namespace, stack: Stack, task: str) -> dict[st
     }
     if run.state == gateway_pb2.RUN_STATE_SUCCEEDED and run.report.model.uri:
         figures.update(await dev_scores(args, stack, task, run))
+    # Each task's figures as soon as they are known: a run stopped later keeps them in its log.
+    print(f"task done: {json.dumps(figures, ensure_ascii=False)}", file=sys.stderr, flush=True)
     return figures
 
 
@@ -126,16 +130,10 @@ def stage_figures(stage: gateway_pb2.StageResult) -> dict[str, Any]:
 
 def generation_figures(report: Any) -> dict[str, Any]:
     """Accepted, dropped by reason, duplicate shares and the label histogram of a run."""
-    return {
-        "requested": report.requested,
-        "accepted": report.accepted,
-        "dropped": {field.name: value for field, value in report.dropped.ListFields()},
-        "invariant_drops": dict(report.invariant_drops),
-        "duplicate_share": round(report.duplicate_share, 3),
-        "near_duplicate_share": round(report.near_duplicate_share, 3),
-        "label_counts": dict(report.label_counts),
-        "requests": report.llm_usage.requests,
-    }
+    figures = generation_json(report)
+    for share in ("duplicate_share", "near_duplicate_share"):
+        figures[share] = round(figures[share], 3)
+    return {**figures, "requests": report.llm_usage.requests}
 
 
 def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -186,12 +184,8 @@ def main() -> None:
     parser.add_argument("--teacher", default="qwen", help="the embedded model: qwen or smollm2")
     parser.add_argument("--retrieved-rows", type=int, default=200)
     parser.add_argument("--data-dir", type=Path, help="keep the run's data here (default: temp)")
-    benchkit.common_arguments(parser, "tiny sizes: " + str(QUICK))
-    args = parser.parse_args()
+    args = benchkit.parse_arguments(parser, QUICK)
     args.tasks = [t for t in args.tasks.split(",") if t]
-    if args.quick:
-        for name, value in QUICK.items():
-            setattr(args, name, value)
     load_start = benchkit.load_average()
     with tempfile.TemporaryDirectory(prefix="p2m-bench-pipeline-") as temp:
         args.data_dir = (args.data_dir or Path(temp)).resolve()

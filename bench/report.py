@@ -15,14 +15,20 @@ what makes a figure noisy.
 
 Each run keeps its outcomes in ``LOG_DIR/outcomes.json``; ``--render-from`` writes RESULTS.md
 again from them, running nothing.
+
+With ``--only``, the sections of the benches not run are kept from the RESULTS.md already there
+(a full run takes longer than a working day: the pipeline bench alone runs for hours), each
+under a line naming the earlier run it came from.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import json
 import os
+import re
 import resource
 import shlex
 import signal
@@ -31,6 +37,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +47,16 @@ import paperdata
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
-BENCHES = ("retrieval", "generation", "teacher", "training", "paper", "pipeline", "serving")
+BENCHES = (
+    "retrieval",
+    "generation",
+    "teacher",
+    "judge",
+    "training",
+    "paper",
+    "pipeline",
+    "serving",
+)
 # Seconds each bench may run: (full, --quick).
 TIMEOUTS = {
     "retrieval": (3600, 1200),
@@ -48,6 +64,7 @@ TIMEOUTS = {
     "training": (3600, 1200),
     "paper": (6 * 3600, 1800),
     "teacher": (3 * 3600, 1200),
+    "judge": (2 * 3600, 1200),
     "pipeline": (8 * 3600, 2400),
     "serving": (1800, 900),
 }
@@ -86,7 +103,11 @@ class Outcome:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="CI-sized runs of every bench")
-    parser.add_argument("--only", default="", help=f"comma-separated, of: {', '.join(BENCHES)}")
+    parser.add_argument(
+        "--only",
+        default="",
+        help=f"comma-separated, of: {', '.join(BENCHES)} (other sections kept from --out)",
+    )
     parser.add_argument("--tasks", default=",".join(paperdata.TASKS), help="the paper's tasks")
     parser.add_argument("--out", type=Path, default=ROOT / "RESULTS.md")
     parser.add_argument("--train-limit", type=int, default=500, help="paper: training examples")
@@ -122,6 +143,7 @@ def main() -> None:
     if unknown or bad_tasks:
         parser.error(f"unknown bench {unknown} or task {bad_tasks}")
     shared = args.shared_data.resolve()
+    earlier = args.out.read_text(encoding="utf-8") if args.only and args.out.exists() else None
     env = {**os.environ, "P2M_SHARED_DATA": str(shared)}
     for key in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY"):
         env.setdefault(key, "1")
@@ -151,11 +173,11 @@ def main() -> None:
             )
             run_bench(outcome, env, log_dir, limit * args.timeout_scale)
             print(f"  {outcome.status} in {outcome.wall_s:.0f} s", file=sys.stderr)
-            write(args.out, context, outcomes)
+            write(args.out, context, outcomes, earlier)
             save_outcomes(log_dir / "outcomes.json", context, outcomes)
     context["load_end"] = benchkit.load_average()
     context["finished"] = dt.datetime.now(dt.UTC)
-    write(args.out, context, outcomes)
+    write(args.out, context, outcomes, earlier)
     save_outcomes(log_dir / "outcomes.json", context, outcomes)
     print(f"wrote {args.out}", file=sys.stderr)
 
@@ -361,13 +383,66 @@ def load_outcomes(path: Path) -> tuple[dict[str, Any], list[Outcome]]:
 
 # -- RESULTS.md ---------------------------------------------------------------------------------
 
+EARLIER_MARK = "_From an earlier report run"
 
-def write(path: Path, context: dict[str, Any], outcomes: list[Outcome]) -> None:
-    """Render and write RESULTS.md (atomically)."""
+
+def write(
+    path: Path, context: dict[str, Any], outcomes: list[Outcome], earlier: str | None = None
+) -> None:
+    """Render and write RESULTS.md (atomically); with ``earlier``, keep its other sections."""
     text = render(context, outcomes)
+    if earlier:
+        text = merged(text, earlier)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
+
+
+def merged(text: str, earlier: str) -> str:
+    """``text`` followed by the sections of ``earlier`` it does not have, each marked as such.
+
+    An earlier "## Runs" table is renamed after its run; a section kept before keeps its mark.
+    """
+    head, sections = split_sections(text)
+    earlier_head, earlier_sections = split_sections(earlier)
+    run = earlier_run(earlier_head)
+    kept = []
+    for title, body in earlier_sections.items():
+        if title == "Runs":
+            title = f"Runs of the earlier report run ({run})"
+        if title in sections:
+            continue
+        if not body.lstrip().startswith(EARLIER_MARK):
+            body = f"\n{EARLIER_MARK}: {run}._\n{body}"
+        kept.append((title, f"## {title}\n{body}"))
+    if all(title.startswith("Runs of the earlier") for title, _ in kept):
+        return text  # every bench ran again: no earlier run's table is needed
+    note = (
+        "> **Merged**: this run ran some of the benches (`--only`); the sections marked "
+        f"*{EARLIER_MARK.strip('_')}* were kept from the RESULTS.md before it.\n\n"
+    )
+    ours = "".join(f"## {t}\n{b}" for t, b in sections.items())
+    return head + note + ours + "".join(section for _, section in kept)
+
+
+def split_sections(text: str) -> tuple[str, dict[str, str]]:
+    """The text before the first "## " heading, and each section's body by its title."""
+    parts = text.split("\n## ")
+    sections = {}
+    for part in parts[1:]:
+        title, _, body = part.partition("\n")
+        sections[title.strip()] = body if body.endswith("\n") else body + "\n"
+    return parts[0] + "\n", sections
+
+
+def earlier_run(head: str) -> str:
+    """The start date and commit a RESULTS.md header names ("unknown" parts where it names none)."""
+    started = re.search(r"Started (\d{4}-\d{2}-\d{2} \d{2}:\d{2}) UTC", head)
+    commit = re.search(r"- commit: `([0-9a-f]+)`", head)
+    return (
+        f"started {started.group(1) if started else 'unknown'} UTC, commit "
+        f"`{commit.group(1) if commit else 'unknown'}`"
+    )
 
 
 def render(context: dict[str, Any], outcomes: list[Outcome]) -> str:
@@ -378,6 +453,8 @@ def render(context: dict[str, Any], outcomes: list[Outcome]) -> str:
         lines += pipeline_section(by_name["pipeline"])
     if "teacher" in by_name:
         lines += teacher_section(by_name["teacher"])
+    if "judge" in by_name:
+        lines += judge_section(by_name["judge"])
     papers = [o for o in outcomes if o.name.startswith("paper:")]
     if papers:
         lines += paper_section(papers, context)
@@ -727,13 +804,29 @@ def spearman(xs: list[float], ys: list[float]) -> float | None:
     return sxy / (sx * sy)
 
 
-def retrieval_section(outcome: Outcome) -> list[str]:
+SectionBody = Callable[[dict[str, Any]], list[str]]
+
+
+def section(title: str) -> Callable[[SectionBody], Callable[[Outcome], list[str]]]:
+    """One bench's section: the heading, then ``body(figures)``, or why the bench gave none."""
+
+    def wrap(body: SectionBody) -> Callable[[Outcome], list[str]]:
+        @functools.wraps(body)
+        def render_section(outcome: Outcome) -> list[str]:
+            head = [f"## {title}", ""]
+            if outcome.figures is None:
+                return head + failure_block(outcome)
+            return head + body(outcome.figures)
+
+        return render_section
+
+    return wrap
+
+
+@section("Dataset retrieval (DataFinder)")
+def retrieval_section(f: dict[str, Any]) -> list[str]:
     """Dataset retrieval on DataFinder."""
-    lines = ["## Dataset retrieval (DataFinder)", ""]
-    f = outcome.figures
-    if f is None:
-        return lines + failure_block(outcome)
-    lines += [
+    lines = [
         f"{f['queries']} DataFinder dev queries over {f['documents']} Papers-with-Code dataset "
         f"descriptions, encoder {f['encoder']}; index built in {f['index_build_s']:.0f} s. "
         f"Ran on {benchkit.machine_line(f['machine'])}; load {fmt_load(f['load_avg_start'])} "
@@ -756,13 +849,10 @@ def retrieval_section(outcome: Outcome) -> list[str]:
     return lines
 
 
-def pipeline_section(outcome: Outcome) -> list[str]:
+@section("The pipeline, end to end (the number the product lives by)")
+def pipeline_section(f: dict[str, Any]) -> list[str]:
     """The product's own number: the paper's prompts through the gateway, scored on dev."""
-    lines = ["## The pipeline, end to end (the number the product lives by)", ""]
-    f = outcome.figures
-    if f is None:
-        return lines + failure_block(outcome)
-    lines += [
+    lines = [
         f"Each of the paper's prompts through the gateway with the embedded defaults (teacher "
         f"{f['teacher']}, retrieval over the catalogs, SmolLM2-135M student): {f['examples']} "
         f"generated examples, {f['epochs']} epoch(s), deployment skipped. The trained student "
@@ -800,42 +890,70 @@ def pipeline_section(outcome: Outcome) -> list[str]:
     return [*lines, ""]
 
 
-def teacher_section(outcome: Outcome) -> list[str]:
-    """The embedded teachers with today's request beside the one it replaced."""
-    lines = ["## The teacher's request", ""]
-    f = outcome.figures
-    if f is None:
-        return lines + failure_block(outcome)
-    lines += [
+@section("The teacher's request")
+def teacher_section(f: dict[str, Any]) -> list[str]:
+    """The embedded teachers with today's request beside the ones it replaced."""
+    lines = [
         f"Each embedded model answers the first {f['eval_limit']} dev examples of each task at "
         "temperature 0: `chat` is the product's request (the instruction as the system message, "
-        "each demonstration as a user turn answered by an assistant turn), `page` the "
-        "single-message request it replaced. The goal for the default teacher is "
-        f"{f['goal_share']}x gpt-3.5-turbo's paper figure. Ran on "
+        "each demonstration as a user turn answered by an assistant turn; on a closed set of "
+        "labels, the answer held to them by a JSON schema), `page` the single-message request "
+        "it replaced, `free` the product's request without the schema. banking77 is the real "
+        "intent dataset (77 labels listed in the instruction, a seeded sample of test rows; "
+        "in brackets, answers that are none of the labels). The goal for the default teacher "
+        f"is {f['goal_share']}x gpt-3.5-turbo's paper figure. Ran on "
         f"{benchkit.machine_line(f['machine'])}.",
         "",
-        "| model | task | metric | chat | page | goal | chat s | page s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | task | metric | chat | page | free | goal | chat s | page s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for entry in f["models"].values():
         for task, by_request in entry["tasks"].items():
+            cells = [request_cell(by_request.get(r)) for r in ("chat", "page", "free")]
+            paper = f["paper_gpt35"].get(task)
+            goal = round(f["goal_share"] * paper, 1) if paper else "-"
+            metric = paperdata.PAPER[task].metric if task in paperdata.PAPER else "exact_match"
             chat, page = by_request.get("chat", {}), by_request.get("page", {})
-            goal = round(f["goal_share"] * f["paper_gpt35"][task], 1)
             lines.append(
-                f"| {entry['alias']} | {task} | {paperdata.PAPER[task].metric} | "
-                f"{chat.get('score', '-')} | {page.get('score', '-')} | {goal} | "
+                f"| {entry['alias']} | {task} | {metric} | {' | '.join(cells)} | {goal} | "
                 f"{chat.get('wall_s', '-')} | {page.get('wall_s', '-')} |"
             )
     return [*lines, ""]
 
 
-def generation_section(outcome: Outcome) -> list[str]:
+def request_cell(entry: dict[str, Any] | None) -> str:
+    """A request's score, with the answers outside a closed set in brackets."""
+    if not entry:
+        return "-"
+    outside = entry.get("outside_labels")
+    return f"{entry['score']}" + (f" ({outside} outside)" if outside is not None else "")
+
+
+@section("The judge")
+def judge_section(f: dict[str, Any]) -> list[str]:
+    """The optional judge: the student trained on what it keeps, beside all and a random set."""
+    lines = [
+        f"{f['teacher']} grades the first {f['graded']} examples of the paper's generated "
+        f"{f['task']} set (1-5, the generator's judge request); grades {f['grades']} (0: none "
+        f"given). The student is trained {f['epochs']} epoch(s) on every example, on those "
+        f"graded {f['threshold']} or more ({f['kept_share']:.0%}), and on as many drawn at "
+        f"random, and scored on the dev half. Grading took {f['grade_s']:.0f} s. Ran on "
+        f"{benchkit.machine_line(f['machine'])}.",
+        "",
+        f"| training set | examples | dev {f['metric']} | train s |",
+        "|---|---|---|---|",
+    ]
+    for arm, entry in f["arms"].items():
+        lines.append(
+            f"| {arm} | {entry['examples']} | {entry['dev']['score']} | {entry['train_s']} |"
+        )
+    return [*lines, ""]
+
+
+@section("Generation")
+def generation_section(f: dict[str, Any]) -> list[str]:
     """Synthetic data generation against the local endpoint."""
-    lines = ["## Generation", ""]
-    f = outcome.figures
-    if f is None:
-        return lines + failure_block(outcome)
-    lines += [
+    lines = [
         f"{f['examples_per_run']} Temporal examples per run from the embedded llama.cpp endpoint "
         f"serving {f['model']}. Ran on {benchkit.machine_line(f['machine'])}.",
         "",
@@ -858,13 +976,10 @@ def generation_section(outcome: Outcome) -> list[str]:
     return lines
 
 
-def training_section(outcome: Outcome) -> list[str]:
+@section("Training")
+def training_section(f: dict[str, Any]) -> list[str]:
     """Training throughput."""
-    lines = ["## Training", ""]
-    f = outcome.figures
-    if f is None:
-        return lines + failure_block(outcome)
-    lines += [
+    lines = [
         f"Model {f['model']}, {f['steps']} steps of {f['batch_size_per_worker']} examples per "
         f"worker (examples/s of the steps themselves; wall time includes loading and Ray's "
         f"start). Ran on {benchkit.machine_line(f['machine'])}.",
@@ -880,12 +995,10 @@ def training_section(outcome: Outcome) -> list[str]:
     return [*lines, ""]
 
 
-def serving_section(outcome: Outcome) -> list[str]:
+@section("Serving")
+def serving_section(f: dict[str, Any]) -> list[str]:
     """The model server under load."""
-    lines = ["## Serving", ""]
-    f = outcome.figures
-    if f is None:
-        return lines + failure_block(outcome)
+    lines: list[str] = []
     on = f["batching"]["on"]
     lines += [
         f"`p2m serve-model` (KServe) serving {f['model']}, at most {f['max_output_tokens']} "

@@ -276,19 +276,7 @@ def report_json(run: G.Run) -> dict[str, Any]:
         "model": report.model.uri,
         "student_size_bytes": report.student_size_bytes,
         "student_latency_ms": report.student_latency.p50_ms,
-        "generation": {
-            "requested": report.generation.requested,
-            "accepted": report.generation.accepted,
-            "cached": report.generation.cached,
-            "dropped": {f.name: v for f, v in report.generation.dropped.ListFields()},
-            "invariant_drops": dict(report.generation.invariant_drops),
-            "label_counts": dict(report.generation.label_counts),
-            "duplicate_share": report.generation.duplicate_share,
-            "near_duplicate_share": report.generation.near_duplicate_share,
-            "invariants": MessageToDict(
-                report.generation.invariants, preserving_proto_field_name=True
-            ),
-        },
+        "generation": generation_json(report.generation),
         "training": {
             "steps": report.training.steps,
             "epochs": report.training.epochs,
@@ -360,3 +348,18 @@ def _show_report(run: G.Run, report: dict[str, Any]) -> None:
         out.print(f"demo: {report['demo']}", highlight=False, soft_wrap=True)
     if report["endpoint"]:
         out.print("[dim]the endpoint and demo stay up until `p2m down`[/]")
+
+
+def generation_json(report: Any) -> dict[str, Any]:
+    """A run's generation report (``GenerationReport``) as plain JSON values."""
+    return {
+        "requested": report.requested,
+        "accepted": report.accepted,
+        "cached": report.cached,
+        "dropped": {f.name: v for f, v in report.dropped.ListFields()},
+        "invariant_drops": dict(report.invariant_drops),
+        "label_counts": dict(report.label_counts),
+        "duplicate_share": report.duplicate_share,
+        "near_duplicate_share": report.near_duplicate_share,
+        "invariants": MessageToDict(report.invariants, preserving_proto_field_name=True),
+    }

@@ -59,6 +59,7 @@ class FaultyTeacher:
         self.requests = 0
         self.rng = random.Random(0)
         self.prompts: list[str] = []
+        self.answer_schemas: list[dict] = []
 
     async def chat(self, request: web.Request) -> web.Response:
         self.requests += 1
@@ -79,11 +80,14 @@ class FaultyTeacher:
             content = json.dumps({"topics": [f"topic {i}" for i in range(5)]})
         elif "input" in wanted.get("required", []):
             content = json.dumps({"input": self._input(kind, body["messages"][-1]["content"])})
-        else:  # an answer, as plain text: what the input names
+        else:  # an answer: what the input names; as JSON when a schema asks for one
             named = re.search(
                 r"(colour \d|positive|neutral|negative)$", body["messages"][-1]["content"]
             )
             content = named.group(1) if named else f"colour {self.requests % 3}"
+            if "output" in wanted.get("required", []):
+                self.answer_schemas.append(wanted)
+                content = json.dumps({"output": content})
         usage = {"prompt_tokens": 50, "completion_tokens": 10, "total_tokens": 60}
         return web.json_response(
             {
@@ -267,6 +271,28 @@ async def test_a_closed_set_is_balanced_by_asking_for_the_scarcest_label(teacher
     assert sum(report.label_counts.values()) == 12
     assert max(report.label_counts.values()) <= 1.5 * 12 / 3  # at most 1.5x the fair share
     assert min(report.label_counts.values()) > 0
+
+
+async def test_closed_set_answers_are_asked_for_with_the_labels_as_a_schema(
+    teacher, tmp_path: Path
+):
+    faulty, _ = teacher
+    faulty.answer_schemas = []
+    options = GenerateOptions(num_examples=4, batch_size=4, seed=10, self_consistency_samples=2)
+    result = await _generate_with(teacher, tmp_path, {"biased": 1.0}, SENTIMENT_TASK, options)
+    assert result.report.accepted == 4
+    assert faulty.answer_schemas
+    for schema in faulty.answer_schemas:
+        assert schema["properties"]["output"]["enum"] == ["positive", "neutral", "negative"]
+
+
+async def test_open_set_answers_are_free_text(teacher, tmp_path: Path):
+    faulty, _ = teacher
+    faulty.answer_schemas = []
+    options = GenerateOptions(num_examples=3, batch_size=3, seed=11, self_consistency_samples=2)
+    report = (await _generate_with(teacher, tmp_path, {"good": 1.0}, TASK, options)).report
+    assert report.accepted == 3
+    assert faulty.answer_schemas == []
 
 
 async def test_a_label_that_reached_its_quota_takes_no_more(teacher, tmp_path: Path):

@@ -11,8 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from p2m.common.budget import Budget
 from p2m.common.errors import FailedPrecondition, InvalidInput
 from p2m.common.llm import LLMClient, LLMConfig
+from p2m.common.types import Example, TaskSpec
+from p2m.evaluator.teacher import TeacherPredictor
 from p2m.llm.models import SHIPPED_MODELS, gguf_general_name, resolve_gguf
 from tests.support import ServiceProcess
 
@@ -50,6 +53,34 @@ async def test_chat_and_json_schema_output(local_llm: ServiceProcess):
         assert isinstance(value["count"], int)
     assert usage.requests == 4
     assert usage.completion_tokens >= result.completion_tokens
+
+
+INTENTS = ("card_arrival", "exchange_rate", "lost_or_stolen_card", "age_limit", "pin_blocked")
+INTENT_TASK = TaskSpec(
+    f"Classify the bank customer's message as one of these intents: {', '.join(INTENTS)}.",
+    (
+        Example("Where is the card you sent me?", "card_arrival"),
+        Example("I can't find my card, someone took it", "lost_or_stolen_card"),
+        Example("What rate do you give for euros?", "exchange_rate"),
+    ),
+)
+
+
+async def test_a_closed_set_teacher_answers_only_with_its_labels(local_llm: ServiceProcess):
+    """SmolLM2 rarely writes a bare label unprompted; the schema holds it to the five."""
+    config = LLMConfig(base_url=local_llm.base_url, model="smollm2", max_concurrency=2)
+    inputs = [
+        "How old must I be to open an account?",
+        "My PIN is blocked after three tries, help",
+        "Has my new card been posted yet?",
+        "Is the dollar rate better on weekdays?",
+    ]
+    async with LLMClient(config) as client:
+        predictor = TeacherPredictor(
+            client, INTENT_TASK, max_new_tokens=16, concurrency=2, budget=Budget()
+        )
+        answers = await predictor.predict(inputs)
+    assert all(answer in INTENTS for answer in answers.predictions), answers.predictions
 
 
 def test_shipped_models_verify(tmp_path: Path):

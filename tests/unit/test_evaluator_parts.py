@@ -96,7 +96,7 @@ class _FakeLLM:
         self.fail_on = fail_on
         self.prompts: list[str] = []
 
-    async def chat(self, messages, *, temperature, max_tokens, stop, budget):
+    async def chat(self, messages, *, temperature, max_tokens, stop, budget, seed=None):
         reservation = budget.reserve(10, max_tokens)
         prompt = messages[-1]["content"]
         self.prompts.append(prompt)

@@ -13,15 +13,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from p2m.common.budget import Budget
+from p2m.common.closed_set import closed_set_labels
 from p2m.common.errors import BudgetExhausted, LLMError, Unavailable
 from p2m.common.llm import LLMClient, UsageCounters
-from p2m.common.teacher_prompt import (
-    answer_messages,
-    clean_answer,
-    single_line_outputs,
-    stop_sequences,
-    teacher_instruction,
-)
+from p2m.common.teacher_prompt import answer_messages, ask_answer, teacher_instruction
 from p2m.common.types import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -63,8 +58,7 @@ class TeacherPredictor:
         self._concurrency = max(1, concurrency)
         self._budget = budget
         self._instruction = teacher_instruction(task)
-        self._single_line = single_line_outputs(task.demonstrations)
-        self._stop = stop_sequences(task.demonstrations)
+        self._choices = closed_set_labels(task)
 
     async def predict(
         self, inputs: Sequence[str], on_done: Callable[[int], None] | None = None
@@ -90,13 +84,15 @@ class TeacherPredictor:
                 if out_of_budget:
                     return
                 try:
-                    result = await self._llm.chat(
+                    answer, result = await ask_answer(
+                        self._llm,
                         answer_messages(
                             self._instruction, self._task.demonstrations, inputs[index]
                         ),
+                        self._task.demonstrations,
+                        choices=self._choices,
                         temperature=0.0,
                         max_tokens=self._max_new_tokens,
-                        stop=self._stop,
                         budget=self._budget,
                     )
                 except BudgetExhausted:
@@ -106,7 +102,7 @@ class TeacherPredictor:
                     usage.add(None, exc.attempts, ok=False)
                     raise
             usage.add(result, result.attempts, ok=True)
-            predictions[index] = clean_answer(result.text, self._single_line)
+            predictions[index] = answer
             latencies[index] = result.latency_s
             done += 1
             if on_done is not None:

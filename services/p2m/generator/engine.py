@@ -21,13 +21,7 @@ from p2m.common.budget import Budget
 from p2m.common.errors import BudgetExhausted, LLMError, LLMOutputError, Unavailable
 from p2m.common.llm import ChatResult, LLMClient, UsageCounters
 from p2m.common.splits import read_rows
-from p2m.common.teacher_prompt import (
-    answer_messages,
-    clean_answer,
-    single_line_outputs,
-    stop_sequences,
-    teacher_instruction,
-)
+from p2m.common.teacher_prompt import answer_messages, ask_answer, teacher_instruction
 from p2m.common.types import Example, TaskSpec
 from p2m.generator import labels
 from p2m.generator.dataset import REPORT_FILE, write_dataset
@@ -473,15 +467,16 @@ class DatasetGenerator:
             messages = answer_messages(teacher_instruction(run.task), shown, candidate.input)
 
             async def ask() -> tuple[str, ChatResult]:
-                result = await self._llm.chat(
+                output, result = await ask_answer(
+                    self._llm,
                     messages,
+                    shown,
+                    choices=run.invariants.output_choices,
                     temperature=temperature,
                     max_tokens=answer_tokens(run.task.demonstrations, run.options.max_new_tokens),
                     seed=request_seed(run.options.seed, sid),
-                    stop=stop_sequences(shown),
                     budget=run.budget,
                 )
-                output = clean_answer(result.text, single_line_outputs(shown))
                 if not output:
                     error = LLMOutputError("the teacher answered nothing usable")
                     error.result = result
@@ -580,8 +575,8 @@ class DatasetGenerator:
             self._drop(run, rid, "surplus")
             return
         choices = run.invariants.output_choices
-        if choices and _label_counts(run)[example.output] >= labels.quota(
-            run.options.num_examples, choices
+        if choices and sum(1 for _, kept, _ in run.accepted if kept.output == example.output) >= (
+            labels.quota(run.options.num_examples, choices)
         ):
             self._drop(run, rid, "over_quota")
             return

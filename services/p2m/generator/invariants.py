@@ -17,28 +17,19 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from p2m.common.closed_set import MIN_DEMONSTRATIONS, closed_set_labels, squash
 from p2m.common.errors import InvalidInput
 from p2m.common.types import Example, TaskSpec
 
-MIN_DEMONSTRATIONS = 2
 # A marker: a capitalised word or two right before a colon ("Question:", "Posted:").
 _MARKER = re.compile(r"(?<![\w])([A-Z][A-Za-z]*(?: [A-Za-z]+)?):")
 # A token made of punctuation only, standing alone between spaces ("==", "|", "->").
 _SYMBOL = re.compile(r"(?<!\S)[^\w\s]+(?!\S)")
-_SPACE = re.compile(r"\s+")
 _SPECIAL = set(".^$*+?{}[]\\|()")
 MIN_PREFIX_CHARS = 3
 # Shares of the demonstrations that must agree before a rule is learned.
 CODE_SHARE = 0.6  # outputs that parse, when the instruction names the language
 MIN_LITERAL_OUTPUTS = 3  # outputs (not repeated ones) a literal must be common to
-# A closed set: at most this many words per output, and each label shown at least twice or all
-# outputs repeating.
-MAX_LABEL_WORDS = 4
-# Labels an instruction lists: quoted ("positive" or "negative"), or after "one of" / "one of
-# these intents:" up to the end of the sentence.
-_QUOTED = re.compile(r"[\"“”'`]([^\"“”'`\n]{1,40})[\"“”'`]")
-_ONE_OF = re.compile(r"\bone of(?: these| the following)?(?: \w+)?:?\s+([^.\n]+)", re.IGNORECASE)
-_LIST_SPLIT = re.compile(r",\s*(?:or\s+|and\s+)?|\s+or\s+|\s+and\s+")
 CODE_LANGUAGES = ("python",)
 RULES = (
     "input_prefix",
@@ -89,9 +80,9 @@ class Invariants:
         text = output.strip()
         if self.output_one_line and "\n" in text:
             return "output_one_line"
-        if self.output_in_input and _squash(text) not in _squash(input_text):
+        if self.output_in_input and squash(text) not in squash(input_text):
             return "output_in_input"
-        if self.output_choices and _squash(text) not in {_squash(c) for c in self.output_choices}:
+        if self.output_choices and squash(text) not in {squash(c) for c in self.output_choices}:
             return "output_choices"
         if (
             self.output_literals
@@ -186,11 +177,8 @@ def infer(task: TaskSpec) -> Invariants:
         input_prefix=_common_prefix_pattern(inputs),
         input_markers=_common_markers(inputs),
         output_one_line=all("\n" not in o for o in outputs),
-        output_in_input=all(_squash(d.output) in _squash(d.input) for d in demos),
-        output_choices=_instruction_labels(
-            f"{task.instruction}\n{task.original_instruction}", outputs
-        )
-        or _closed_set(outputs),
+        output_in_input=all(squash(d.output) in squash(d.input) for d in demos),
+        output_choices=closed_set_labels(task),
         output_literals=literals,
         output_fixed=fixed,
         output_language=_code_language(task, outputs),
@@ -206,10 +194,6 @@ def parses_as(text: str, language: str) -> bool:
     except (SyntaxError, ValueError):
         return False
     return True
-
-
-def _squash(text: str) -> str:
-    return _SPACE.sub(" ", text).strip().casefold()
 
 
 def _holds_all(text: str, symbols: Sequence[str]) -> bool:
@@ -263,31 +247,6 @@ def _is_symbol_piece(piece: str) -> bool:
 def _compact(pattern: str) -> str:
     r"""``\d\d\d\d`` -> ``\d{4}``."""
     return re.sub(r"(?:\\d){2,}", lambda m: rf"\d{{{len(m.group(0)) // 2}}}", pattern)
-
-
-def _instruction_labels(instruction: str, outputs: Sequence[str]) -> tuple[str, ...]:
-    """Labels the instruction lists (quoted, or after "one of"), when every output is one."""
-    lists = [[q.strip() for q in _QUOTED.findall(instruction)]]
-    for found in _ONE_OF.finditer(instruction):
-        lists.append([item.strip(" '\"`") for item in _LIST_SPLIT.split(found.group(1))])
-    for labels in lists:
-        labels = [label for label in labels if label and len(label.split()) <= MAX_LABEL_WORDS]
-        known = {_squash(label) for label in labels}
-        if len(known) >= 2 and all(_squash(o) in known for o in outputs):
-            return tuple(dict.fromkeys(labels))
-    return ()
-
-
-def _closed_set(outputs: Sequence[str]) -> tuple[str, ...]:
-    """The labels when the outputs look like a closed set: short, and repeating."""
-    if any(len(o.split()) > MAX_LABEL_WORDS or not o for o in outputs):
-        return ()
-    counts = Counter(_squash(o) for o in outputs)
-    if len(counts) < 2 or len(counts) == len(outputs):
-        return ()  # one value says nothing; all different is an open set
-    if min(counts.values()) < 2 and len(counts) > len(outputs) / 2:
-        return ()
-    return tuple(dict.fromkeys(o for o in outputs))
 
 
 def _literals(outputs: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:

@@ -1,0 +1,68 @@
+"""Whether a task's outputs form a closed set of labels, and which.
+
+Shared by the generator (its invariants, balanced labels) and by every teacher answer request,
+which constrains a closed-set answer to the labels where the endpoint supports a JSON schema.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Sequence
+
+from p2m.common.types import TaskSpec
+
+MIN_DEMONSTRATIONS = 2
+# A closed set: at most this many words per output, and each label shown at least twice or all
+# outputs repeating.
+MAX_LABEL_WORDS = 4
+# Labels an instruction lists: quoted ("positive" or "negative"), or after "one of" / "one of
+# these intents:" up to the end of the sentence.
+_QUOTED = re.compile(r"[\"“”'`]([^\"“”'`\n]{1,40})[\"“”'`]")
+_ONE_OF = re.compile(r"\bone of(?: these| the following)?(?: \w+)?:?\s+([^.\n]+)", re.IGNORECASE)
+_LIST_SPLIT = re.compile(r",\s*(?:or\s+|and\s+)?|\s+or\s+|\s+and\s+")
+_SPACE = re.compile(r"\s+")
+
+
+def squash(text: str) -> str:
+    """``text`` with runs of whitespace as one space, stripped and case-folded."""
+    return _SPACE.sub(" ", text).strip().casefold()
+
+
+def closed_set_labels(task: TaskSpec) -> tuple[str, ...]:
+    """The labels every output of ``task`` is one of; empty for an open set.
+
+    From the instruction (quoted labels, or a list after "one of") when every demonstration's
+    output is among them, else from the demonstrations when their outputs repeat. Needs at
+    least ``MIN_DEMONSTRATIONS`` demonstrations.
+    """
+    outputs = [d.output.strip() for d in task.demonstrations]
+    if len(outputs) < MIN_DEMONSTRATIONS:
+        return ()
+    instruction = f"{task.instruction}\n{task.original_instruction}"
+    return instruction_labels(instruction, outputs) or repeating_labels(outputs)
+
+
+def instruction_labels(instruction: str, outputs: Sequence[str]) -> tuple[str, ...]:
+    """Labels the instruction lists (quoted, or after "one of"), when every output is one."""
+    lists = [[q.strip() for q in _QUOTED.findall(instruction)]]
+    for found in _ONE_OF.finditer(instruction):
+        lists.append([item.strip(" '\"`") for item in _LIST_SPLIT.split(found.group(1))])
+    for labels in lists:
+        labels = [label for label in labels if label and len(label.split()) <= MAX_LABEL_WORDS]
+        known = {squash(label) for label in labels}
+        if len(known) >= 2 and all(squash(o) in known for o in outputs):
+            return tuple(dict.fromkeys(labels))
+    return ()
+
+
+def repeating_labels(outputs: Sequence[str]) -> tuple[str, ...]:
+    """The labels when the outputs look like a closed set: short, and repeating."""
+    if any(len(o.split()) > MAX_LABEL_WORDS or not o for o in outputs):
+        return ()
+    counts = Counter(squash(o) for o in outputs)
+    if len(counts) < 2 or len(counts) == len(outputs):
+        return ()  # one value says nothing; all different is an open set
+    if min(counts.values()) < 2 and len(counts) > len(outputs) / 2:
+        return ()
+    return tuple(dict.fromkeys(o for o in outputs))
