@@ -20,11 +20,11 @@ import benchkit
 
 from p2m.common.artifacts import ArtifactStore
 from p2m.common.llm import LLMClient, LLMConfig
+from p2m.common.shipped_models import resolve_gguf
 from p2m.common.types import TaskSpec
 from p2m.generator.engine import DatasetGenerator, GenerationReport
 from p2m.generator.options import GenerateOptions
-from p2m.llm.models import resolve_gguf
-from p2m.llm.server import LocalLLMConfig, LocalLLMServer
+from p2m.local_llm.server import LocalLLMConfig, LocalLLMServer
 from p2m.parser.markers import parse_marked
 
 QUICK_EXAMPLES = 4

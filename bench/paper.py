@@ -33,6 +33,8 @@ import paperdata
 from p2m.common.artifacts import ArtifactStore
 from p2m.common.errors import P2MError
 from p2m.common.llm import LLMClient, LLMConfig
+from p2m.common.model_store import ModelStore
+from p2m.common.shipped_models import resolve_gguf
 from p2m.common.types import Example, TaskSpec
 from p2m.evaluator.engine import (
     EvalData,
@@ -43,9 +45,7 @@ from p2m.evaluator.engine import (
     TeacherSubject,
     read_jsonl,
 )
-from p2m.llm.models import resolve_gguf
-from p2m.llm.server import LocalLLMConfig, LocalLLMServer
-from p2m.retriever.model_store import ModelStore
+from p2m.local_llm.server import LocalLLMConfig, LocalLLMServer
 from p2m.trainer.data import store_dataset
 from p2m.trainer.engine import ModelTrainer, TrainJob
 from p2m.trainer.options import TrainOptions

@@ -42,7 +42,7 @@ from p2m.evaluator.engine import (
     TeacherSubject,
     read_jsonl,
 )
-from p2m.runcli import generation_json
+from p2m.pipeline_cli import generation_json
 from p2m.stack import Stack, down, up
 from prompt2model.v1 import common_pb2, gateway_pb2
 

@@ -45,6 +45,8 @@ from typing import Any
 import benchkit
 import paperdata
 
+from p2m.common.procs import signal_group
+
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
 BENCHES = (
@@ -108,7 +110,9 @@ def main() -> None:
         default="",
         help=f"comma-separated, of: {', '.join(BENCHES)} (other sections kept from --out)",
     )
-    parser.add_argument("--tasks", default=",".join(paperdata.TASKS), help="the paper's tasks")
+    parser.add_argument(
+        "--tasks", default=",".join(paperdata.TASKS), help="the paper's tasks (paper, pipeline)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "RESULTS.md")
     parser.add_argument("--train-limit", type=int, default=500, help="paper: training examples")
     parser.add_argument("--holdout", type=int, default=100, help="paper: generated holdout")
@@ -210,7 +214,8 @@ def planned(
                 "--eval-limit", str(args.eval_limit),
             ]  # fmt: skip
             teacher = "qwen" if args.teacher == "none" else args.teacher
-            plan.append((name, [*base, *data, "--teacher", teacher, *sizes]))
+            which = ["--tasks", ",".join(tasks)]
+            plan.append((name, [*base, *data, "--teacher", teacher, *which, *sizes]))
         else:
             plan.append((name, [*base, *data]))
     return plan
@@ -268,10 +273,7 @@ def run_bench(outcome: Outcome, env: dict[str, str], log_dir: Path, limit_s: flo
 def stop_group(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM to the bench's process group, SIGKILL 30 s later if it is still there."""
     for sig, wait_s in ((signal.SIGTERM, 30.0), (signal.SIGKILL, 10.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
+        signal_group(proc.pid, sig)
         try:
             proc.wait(wait_s)
             return
@@ -897,10 +899,11 @@ def teacher_section(f: dict[str, Any]) -> list[str]:
         f"Each embedded model answers the first {f['eval_limit']} dev examples of each task at "
         "temperature 0: `chat` is the product's request (the instruction as the system message, "
         "each demonstration as a user turn answered by an assistant turn; on a closed set of "
-        "labels, the answer held to them by a JSON schema), `page` the single-message request "
-        "it replaced, `free` the product's request without the schema. banking77 is the real "
-        "intent dataset (77 labels listed in the instruction, a seeded sample of test rows; "
-        "in brackets, answers that are none of the labels). The goal for the default teacher "
+        "labels, the answer read as the closest label), `page` the single-message request it "
+        "replaced, `free` the product's request with the answer taken as written. banking77 "
+        "is the real intent dataset (77 labels listed in the instruction, a seeded sample of "
+        "test rows; in brackets, answers that are none of the labels). The goal for the "
+        "default teacher "
         f"is {f['goal_share']}x gpt-3.5-turbo's paper figure. Ran on "
         f"{benchkit.machine_line(f['machine'])}.",
         "",

@@ -19,7 +19,6 @@ import contextlib
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,8 +29,9 @@ from typing import Any
 import aiohttp
 import benchkit
 
+from p2m.common.model_store import ModelStore
+from p2m.common.procs import free_ports
 from p2m.common.student import StudentSpec
-from p2m.retriever.model_store import ModelStore
 
 NAME = "bench-student"
 INSTRUCTION = "Classify the sentiment of the review as positive or negative."
@@ -122,20 +122,6 @@ def _link_or_copy(source: str, target: str) -> None:
         os.link(source, target)
     except OSError:
         shutil.copy2(source, target)
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct free loopback ports."""
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def serve_and_measure(

@@ -8,8 +8,8 @@ Each embedded model (``--models``, default the default teacher and SmolLM2) answ
   answered by an assistant turn, the input as the last user turn;
 - ``page``: the request used before it (kept here only as the baseline): one user message
   holding the instruction and the demonstrations as "Input:"/"Output:" lines;
-- ``free``: on a closed-set task, the product's request without the schema that holds the
-  answer to the labels (what it sent before the schema).
+- ``free``: on a closed-set task, the product's request without reading the answer as the
+  closest label.
 
 Scores are in the paper's metric (Exact Match for SQuAD, ChrF++ for Temporal and MCoNaLa), beside
 0.8x gpt-3.5-turbo's paper figure (the goal for the default teacher). The closed-set task
@@ -39,6 +39,7 @@ import paperdata
 
 from p2m.common.budget import Budget
 from p2m.common.llm import LLMClient, LLMConfig
+from p2m.common.shipped_models import resolve_gguf
 from p2m.common.teacher_prompt import (
     answer_messages,
     ask_answer,
@@ -49,8 +50,7 @@ from p2m.common.teacher_prompt import (
 from p2m.common.types import Example, TaskSpec
 from p2m.evaluator.metrics import chrf_corpus, exact_match
 from p2m.evaluator.teacher import TeacherPredictor
-from p2m.llm.models import resolve_gguf
-from p2m.llm.server import LocalLLMConfig, LocalLLMServer
+from p2m.local_llm.server import LocalLLMConfig, LocalLLMServer
 
 REQUESTS = ("chat", "page", "free")
 CLOSED_SET_TASK = "banking77"
@@ -132,7 +132,7 @@ def chat_answerer(llm: LLMClient, task: TaskSpec, max_tokens: int, parallel: int
 
 
 def free_answerer(llm: LLMClient, task: TaskSpec, max_tokens: int) -> Answerer:
-    """The product's request with no schema holding the answer to the labels."""
+    """The product's request, its answer taken as written (not read as the closest label)."""
 
     async def answer(inputs: Sequence[str]) -> list[str]:
         async def one(text: str) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,14 +21,16 @@ import benchkit
 import paperdata
 
 from p2m.common.artifacts import ArtifactStore
+from p2m.common.model_store import ModelStore
 from p2m.common.types import TaskSpec
-from p2m.retriever.model_store import ModelStore
 from p2m.trainer.data import store_dataset
 from p2m.trainer.encode import collate, encode_examples
 from p2m.trainer.engine import ModelTrainer, TrainJob
 from p2m.trainer.options import TrainOptions
-from p2m.trainer.tiny_models import build_tiny_t5
 from p2m.trainer.worker import load_base_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' tiny models
+from tests.tiny_models import build_tiny_t5
 
 SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
 

@@ -64,7 +64,7 @@ def retriever_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     Shared by the retriever's tests, so the store is filled and the catalog embeddings are
     computed once per session.
     """
-    from p2m.retriever.model_store import ModelStore
+    from p2m.common.model_store import ModelStore
 
     data_dir = tmp_path_factory.mktemp("retriever-data")
     ModelStore(data_dir / "models").import_shipped("smollm2")

@@ -17,7 +17,7 @@ from p2m.common.settings import Settings
 from p2m.common.types import TaskSpec
 
 if TYPE_CHECKING:
-    from p2m.llm.provider import LLMProvider
+    from p2m.local_llm.provider import LLMProvider
 
 out = Console()
 err = Console(stderr=True)

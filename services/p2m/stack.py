@@ -7,11 +7,9 @@ Each service runs as ``python -m p2m serve <name>`` in its own process group, lo
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,8 +22,9 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from p2m.common.errors import FailedPrecondition, Unavailable
+from p2m.common.model_store import ModelStore
+from p2m.common.procs import free_port, pid_running, signal_group
 from p2m.common.settings import Settings
-from p2m.retriever.model_store import ModelStore
 
 STACK_FILE = "stack.json"
 # Start order: the LLM first (others call it), the gateway last (it calls the others).
@@ -71,14 +70,7 @@ class Stack:
 
     def alive(self) -> bool:
         """Every process runs and the gateway answers health checks."""
-        return all(_running(p.pid) for p in self.processes) and _grpc_serving(self.gateway)
-
-
-def free_port() -> int:
-    """A free loopback port."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        return all(pid_running(p.pid) for p in self.processes) and _grpc_serving(self.gateway)
 
 
 def up(settings: Settings, say: Callable[[str], None] = lambda line: None) -> Stack:
@@ -135,7 +127,7 @@ def down(settings: Settings, say: Callable[[str], None] = lambda line: None) -> 
     if stack is None:
         return False
     deployer = next((p for p in stack.processes if p.name == "deployer"), None)
-    if deployer is not None and _running(deployer.pid):
+    if deployer is not None and pid_running(deployer.pid):
         removed = undeploy_all(deployer.address)
         if removed:
             say(f"stopped {removed} deployment(s)")
@@ -173,7 +165,7 @@ def _start(name: str, data_dir: Path, env: dict[str, str], extra: list[str]) -> 
 def _wait_grpc(process: StackProcess) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
-        if not _running(process.pid):
+        if not pid_running(process.pid):
             raise FailedPrecondition(f"the {process.name} exited at start; see {process.log}")
         if _grpc_serving(process.address):
             return
@@ -185,7 +177,7 @@ def _wait_grpc(process: StackProcess) -> None:
 def _wait_http(url: str, process: StackProcess) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
-        if not _running(process.pid):
+        if not pid_running(process.pid):
             raise FailedPrecondition(f"the {process.name} exited at start; see {process.log}")
         try:
             with urllib.request.urlopen(url, timeout=2) as reply:
@@ -209,28 +201,13 @@ def _grpc_serving(address: str) -> bool:
         return False
 
 
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(OSError, ValueError):  # a zombie has exited
-        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-        return state != "Z"
-    return True
-
-
 def _stop(process: StackProcess, grace_s: float = 15.0) -> None:
     """SIGTERM the process group, then SIGKILL what is left after ``grace_s``."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGTERM)
+    signal_group(process.pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and _running(process.pid):
+    while time.monotonic() < deadline and pid_running(process.pid):
         time.sleep(0.2)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
+    signal_group(process.pid, signal.SIGKILL)  # what is left of the group
 
 
 def undeploy_all(address: str) -> int:

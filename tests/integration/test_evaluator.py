@@ -59,7 +59,7 @@ def setup(
     retriever_data_dir: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Setup]:
-    from p2m.trainer.tiny_models import build_tiny_t5
+    from tests.tiny_models import build_tiny_t5
 
     work = tmp_path_factory.mktemp("evaluator-work")
     data_dir = tmp_path_factory.mktemp("evaluator")

@@ -17,9 +17,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from p2m.trainer.tiny_models import build_tiny_t5
 from prompt2model.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 from tests.support import REPO, ServiceProcess, start_together
+from tests.tiny_models import build_tiny_t5
 
 G = gateway_pb2
 RUNS = 50

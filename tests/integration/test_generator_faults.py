@@ -51,7 +51,8 @@ class FaultyTeacher:
 
     Besides "good" (inputs "thing number N <random>"), "span" writes inputs in SPAN_TASK's form
     and "biased" writes SENTIMENT_TASK reviews, preferring "positive". Answers name the colour or
-    label their input names. A request for topics gets a list of them.
+    label their input names ("sloppy": a near-miss of it, "Positively"). A request for topics gets
+    a list of them.
     """
 
     def __init__(self) -> None:
@@ -59,7 +60,6 @@ class FaultyTeacher:
         self.requests = 0
         self.rng = random.Random(0)
         self.prompts: list[str] = []
-        self.answer_schemas: list[dict] = []
 
     async def chat(self, request: web.Request) -> web.Response:
         self.requests += 1
@@ -85,9 +85,8 @@ class FaultyTeacher:
                 r"(colour \d|positive|neutral|negative)$", body["messages"][-1]["content"]
             )
             content = named.group(1) if named else f"colour {self.requests % 3}"
-            if "output" in wanted.get("required", []):
-                self.answer_schemas.append(wanted)
-                content = json.dumps({"output": content})
+            if kind == "sloppy":  # a near-miss of the label
+                content = content.capitalize() + "ly"
         usage = {"prompt_tokens": 50, "completion_tokens": 10, "total_tokens": 60}
         return web.json_response(
             {
@@ -102,7 +101,7 @@ class FaultyTeacher:
         n, noise = self.requests, self.rng.random()
         if kind == "span":  # SPAN_TASK's form: the answer is a span of the context
             return f"Question: thing {n}? Context: thing {n} {noise} is colour {n % 3}"
-        if kind in ("biased", "stubborn"):  # asked for another label than "positive", it obeys
+        if kind in ("biased", "stubborn", "sloppy"):  # asked for another label, it may obey
             asked = re.search(r'its correct output must be "(\w+)"', prompt)  # half the time
             obeys = kind == "biased" and self.rng.random() < 0.5  # or never
             label = asked.group(1) if asked and obeys else "positive"
@@ -273,26 +272,14 @@ async def test_a_closed_set_is_balanced_by_asking_for_the_scarcest_label(teacher
     assert min(report.label_counts.values()) > 0
 
 
-async def test_closed_set_answers_are_asked_for_with_the_labels_as_a_schema(
-    teacher, tmp_path: Path
-):
-    faulty, _ = teacher
-    faulty.answer_schemas = []
+async def test_closed_set_answers_are_read_as_the_closest_label(teacher, tmp_path: Path):
+    # Inputs come from the "biased" teacher; answers are near-misses ("Positively").
     options = GenerateOptions(num_examples=4, batch_size=4, seed=10, self_consistency_samples=2)
-    result = await _generate_with(teacher, tmp_path, {"biased": 1.0}, SENTIMENT_TASK, options)
+    mix = {"biased": 0.5, "sloppy": 0.5}
+    result = await _generate_with(teacher, tmp_path, mix, SENTIMENT_TASK, options)
     assert result.report.accepted == 4
-    assert faulty.answer_schemas
-    for schema in faulty.answer_schemas:
-        assert schema["properties"]["output"]["enum"] == ["positive", "neutral", "negative"]
-
-
-async def test_open_set_answers_are_free_text(teacher, tmp_path: Path):
-    faulty, _ = teacher
-    faulty.answer_schemas = []
-    options = GenerateOptions(num_examples=3, batch_size=3, seed=11, self_consistency_samples=2)
-    report = (await _generate_with(teacher, tmp_path, {"good": 1.0}, TASK, options)).report
-    assert report.accepted == 3
-    assert faulty.answer_schemas == []
+    assert sum(result.report.label_counts.values()) == 4  # every output is one of the labels
+    assert not result.report.invariant_drops
 
 
 async def test_a_label_that_reached_its_quota_takes_no_more(teacher, tmp_path: Path):

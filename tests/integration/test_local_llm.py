@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 
 from p2m.common.budget import Budget
+from p2m.common.closed_set import closest_label
 from p2m.common.errors import FailedPrecondition, InvalidInput
 from p2m.common.llm import LLMClient, LLMConfig
+from p2m.common.shipped_models import SHIPPED_MODELS, gguf_general_name, resolve_gguf
 from p2m.common.types import Example, TaskSpec
 from p2m.evaluator.teacher import TeacherPredictor
-from p2m.llm.models import SHIPPED_MODELS, gguf_general_name, resolve_gguf
 from tests.support import ServiceProcess
 
 
@@ -66,8 +67,8 @@ INTENT_TASK = TaskSpec(
 )
 
 
-async def test_a_closed_set_teacher_answers_only_with_its_labels(local_llm: ServiceProcess):
-    """SmolLM2 rarely writes a bare label unprompted; the schema holds it to the five."""
+async def test_a_closed_set_teacher_answer_is_read_as_the_closest_label(local_llm: ServiceProcess):
+    """SmolLM2 often misspells a label; what comes back is a label or nothing like one."""
     config = LLMConfig(base_url=local_llm.base_url, model="smollm2", max_concurrency=2)
     inputs = [
         "How old must I be to open an account?",
@@ -79,8 +80,10 @@ async def test_a_closed_set_teacher_answers_only_with_its_labels(local_llm: Serv
         predictor = TeacherPredictor(
             client, INTENT_TASK, max_new_tokens=16, concurrency=2, budget=Budget()
         )
-        answers = await predictor.predict(inputs)
-    assert all(answer in INTENTS for answer in answers.predictions), answers.predictions
+        answers = (await predictor.predict(inputs)).predictions
+    assert any(answer in INTENTS for answer in answers), answers
+    for answer in answers:
+        assert answer in INTENTS or closest_label(answer, INTENTS) == answer, answer
 
 
 def test_shipped_models_verify(tmp_path: Path):
@@ -100,7 +103,7 @@ def test_a_tampered_model_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyP
         last = fh.read(1)
         fh.seek(-1, 2)
         fh.write(bytes([last[0] ^ 0xFF]))
-    monkeypatch.setattr("p2m.llm.models.package_dir", lambda name: package)
+    monkeypatch.setattr("p2m.common.shipped_models.package_dir", lambda name: package)
     with pytest.raises(FailedPrecondition, match="sha256"):
         resolve_gguf("smollm2", tmp_path)
 
@@ -117,7 +120,7 @@ def test_multi_part_model_is_assembled_and_checked(tmp_path: Path, monkeypatch: 
         SHIPPED_MODELS["smollm2"], packages=("a", "b"), parts=("a.bin", "b.bin")
     )
     monkeypatch.setitem(SHIPPED_MODELS, "split", split)
-    monkeypatch.setattr("p2m.llm.models.package_dir", lambda name: parts)
+    monkeypatch.setattr("p2m.common.shipped_models.package_dir", lambda name: parts)
     path, _ = resolve_gguf("split", tmp_path / "models")
     assert path.parent == tmp_path / "models" / "gguf"
     assert path.read_bytes() == data

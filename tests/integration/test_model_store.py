@@ -12,10 +12,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from p2m.common import model_store
 from p2m.common.errors import FailedPrecondition, InvalidInput, NotFound
-from p2m.llm.models import SHIPPED_MODELS
-from p2m.retriever import model_store
-from p2m.retriever.model_store import MANIFEST, ModelStore, StoredModel
+from p2m.common.model_store import MANIFEST, ModelStore, StoredModel
+from p2m.common.shipped_models import SHIPPED_MODELS
 
 SMOLLM2_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 SMOLLM2_FOLDER = "HuggingFaceTB--SmolLM2-135M-Instruct"

@@ -21,7 +21,7 @@ from p2m.trainer.data import store_dataset
 from p2m.trainer.engine import TrainJob, stored_report
 from p2m.trainer.jobfile import JobFile, job_path, progress_path
 from p2m.trainer.options import TrainOptions, training_key
-from p2m.trainer.tiny_models import build_tiny_t5
+from tests.tiny_models import build_tiny_t5
 
 INSTRUCTION = "Say whether the review is positive or negative."
 

@@ -18,9 +18,9 @@ from p2m.common.artifacts import ArtifactRef, ArtifactStore
 from p2m.common.student import Student, StudentSpec
 from p2m.trainer.data import store_dataset
 from p2m.trainer.finalize import TRAINING_FILE
-from p2m.trainer.tiny_models import build_tiny_t5
 from prompt2model.v1 import common_pb2, trainer_pb2, trainer_pb2_grpc
 from tests.support import ServiceProcess, run_p2m
+from tests.tiny_models import build_tiny_t5
 
 SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
 INSTRUCTION = "Normalize the temporal expression in the text to ISO dates."

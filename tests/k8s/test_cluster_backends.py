@@ -36,6 +36,7 @@ from p2m.common.errors import (
     Unavailable,
 )
 from p2m.common.grpc_errors import status_for
+from p2m.common.model_store import ModelStore
 from p2m.common.settings import Settings
 from p2m.common.student import StudentSpec
 from p2m.common.types import TaskSpec
@@ -48,13 +49,12 @@ from p2m.k8s.api import (
     load_configuration,
     load_template,
 )
-from p2m.k8s.rayjob import ANNOTATION_TRAINING_KEY, RayJobRunner, build_rayjob
-from p2m.retriever.model_store import ModelStore
 from p2m.trainer.data import store_dataset
 from p2m.trainer.engine import ModelTrainer, TrainEvent, TrainJob, TrainReport
 from p2m.trainer.finalize import TRAINING_FILE
 from p2m.trainer.jobfile import JobFile, ProgressWriter, job_path, progress_path
 from p2m.trainer.options import TrainOptions
+from p2m.trainer.rayjob import ANNOTATION_TRAINING_KEY, RayJobRunner, build_rayjob
 from tests.k8s.chart import Rendered
 from tests.k8s.fake_kube_api import FakeKubeApiServer
 from tests.k8s.schemas import SchemaError, validate

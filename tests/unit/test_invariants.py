@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from p2m.common.closed_set import closest_label
 from p2m.common.errors import InvalidInput
 from p2m.common.types import Example, TaskSpec
 from p2m.generator.invariants import Invariants, infer
@@ -180,3 +181,16 @@ def test_requests_ask_for_the_scarcest_label_and_a_label_stops_at_its_quota():
     assert targets(choices, counts, ["g9"]) == ["neutral"]
     assert quota(12, choices) == 6 and quota(1, choices) == 1
     assert label_of(" NEGATIVE.", choices) == "negative" and label_of("meh", choices) is None
+
+
+def test_an_answer_is_read_as_the_label_it_is_closest_to():
+    labels = ("refund_not_showing_up", "balance_not_updated_after_cheque_or_cash_deposit", "age")
+    assert closest_label("Refund_not_showing_up", labels) == "refund_not_showing_up"
+    assert closest_label(" REFUND_not_showing_up ", labels) == "refund_not_showing_up"
+    assert (
+        closest_label("deposit_not_updated_after_cheque_or_cash_deposit", labels)
+        == "balance_not_updated_after_cheque_or_cash_deposit"
+    )
+    assert closest_label("I cannot tell from this message.", labels) == (
+        "I cannot tell from this message."
+    )

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from p2m.common.errors import InvalidInput
-from p2m.parser.core import validate_prompt
+from p2m.common.prompt_text import validate_prompt
 
 
 @pytest.mark.parametrize(

@@ -95,19 +95,6 @@ class ArtifactStore:
                 self._commit(work / "file", sha, kind, len(data))
         return self.ref(sha)
 
-    def put_file(self, path: Path, kind: str) -> ArtifactRef:
-        """Copy a file into the store."""
-        _check_kind(kind)
-        if not path.is_file() or path.is_symlink():
-            raise InvalidInput("path", f"not a plain file: {path}")
-        sha = sha256_file(path)
-        if not self.exists(sha):
-            work = Path(tempfile.mkdtemp(dir=self.root / "tmp"))
-            with _removed_on_error(work):
-                shutil.copyfile(path, work / "file")
-                self._commit(work / "file", sha, kind, (work / "file").stat().st_size)
-        return self.ref(sha)
-
     def put_dir(self, path: Path, kind: str) -> ArtifactRef:
         """Copy a folder (plain files only) into the store."""
         _check_kind(kind)

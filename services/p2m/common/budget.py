@@ -67,8 +67,3 @@ class Budget:
         reservation.settled = True
         self._reserved -= reservation.tokens
         self.tokens += min(used_tokens, reservation.tokens)
-
-    @property
-    def exhausted(self) -> bool:
-        """True when not even one more request is allowed."""
-        return bool(self.max_requests and self.requests >= self.max_requests)

@@ -1,11 +1,12 @@
 """Whether a task's outputs form a closed set of labels, and which.
 
 Shared by the generator (its invariants, balanced labels) and by every teacher answer request,
-which constrains a closed-set answer to the labels where the endpoint supports a JSON schema.
+which reads a closed-set answer as the label it is closest to.
 """
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -22,6 +23,8 @@ _QUOTED = re.compile(r"[\"“”'`]([^\"“”'`\n]{1,40})[\"“”'`]")
 _ONE_OF = re.compile(r"\bone of(?: these| the following)?(?: \w+)?:?\s+([^.\n]+)", re.IGNORECASE)
 _LIST_SPLIT = re.compile(r",\s*(?:or\s+|and\s+)?|\s+or\s+|\s+and\s+")
 _SPACE = re.compile(r"\s+")
+# How alike an answer and a label must be to read the answer as that label: difflib's default.
+SNAP_CUTOFF = 0.6
 
 
 def squash(text: str) -> str:
@@ -66,3 +69,18 @@ def repeating_labels(outputs: Sequence[str]) -> tuple[str, ...]:
     if min(counts.values()) < 2 and len(counts) > len(outputs) / 2:
         return ()
     return tuple(dict.fromkeys(o for o in outputs))
+
+
+def closest_label(answer: str, labels: Sequence[str]) -> str:
+    """The label ``answer`` is, or is much like; ``answer`` itself when no label is close.
+
+    A small teacher writes "Refund_not_showing_up" for "refund_not_showing_up", or
+    "deposit_not_updated_after_cheque" for "balance_not_updated_after_cheque_or_cash_deposit";
+    an answer like no label (a sentence) is left as it is, for the caller to judge.
+    """
+    by_squashed = {squash(label): label for label in labels}
+    wanted = squash(answer)
+    if wanted in by_squashed:
+        return by_squashed[wanted]
+    close = difflib.get_close_matches(wanted, list(by_squashed), n=1, cutoff=SNAP_CUTOFF)
+    return by_squashed[close[0]] if close else answer

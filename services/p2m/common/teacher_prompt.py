@@ -8,19 +8,18 @@ continue such a page with explanations ("To solve this problem, ...") or a code 
 instruction goes into the system message with "reply with the output only", each example
 becomes a user turn (its input) answered by an assistant turn (its output), and the input to
 answer is the last user turn. The model then answers in the examples' own form. When the outputs
-form a closed set of labels, the answer is constrained to them by a JSON schema where the
-endpoint supports one (llama.cpp turns it into a grammar); elsewhere the same request asks in
-words, and an answer outside the set is read as text.
+form a closed set of labels, an answer is read as the label it is closest to. (Holding the
+answer to the labels by a JSON schema scored lower with the default teacher on banking77, and a
+grammar of the bare labels no higher than this reading, at four times the time.)
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from p2m.common.budget import Budget
-from p2m.common.errors import LLMOutputError
-from p2m.common.llm import ChatResult, LLMClient, extract_json
+from p2m.common.closed_set import closest_label
+from p2m.common.llm import ChatResult, LLMClient
 from p2m.common.types import Example, TaskSpec
 
 #: Changes whenever the request changes what a teacher answers (cache keys include it).
@@ -32,9 +31,6 @@ REPLY_RULE = (
 #: Where a chatty model starts a new example of its own: the answer ends there.
 NEW_EXAMPLE_MARKERS = ("\nInput:", "\ninput:")
 _LABELS = ("output:", "answer:")
-ANSWER_FIELD = "output"
-#: Tokens a JSON answer spends around its label: {"output": "..."}.
-JSON_WRAPPER_TOKENS = 12
 _FENCE = "```"
 
 
@@ -99,16 +95,6 @@ def _unfenced(text: str) -> str:
     return inner.split(_FENCE, 1)[0].strip()
 
 
-def answer_schema(choices: Sequence[str]) -> dict[str, Any]:
-    """A JSON schema whose only valid answers are ``{"output": <one of choices>}``."""
-    return {
-        "type": "object",
-        "properties": {ANSWER_FIELD: {"type": "string", "enum": list(dict.fromkeys(choices))}},
-        "required": [ANSWER_FIELD],
-        "additionalProperties": False,
-    }
-
-
 async def ask_answer(
     llm: LLMClient,
     messages: list[dict[str, str]],
@@ -122,44 +108,16 @@ async def ask_answer(
 ) -> tuple[str, ChatResult]:
     """The teacher's cleaned answer to ``messages`` (from ``answer_messages``) and its result.
 
-    With ``choices`` the answer is one of them by a JSON schema; an endpoint that ignores the
-    schema still answers, and its text is read as a free answer. Without, the answer is free
-    text cut at ``stop_sequences(shown)``.
+    The answer is free text cut at ``stop_sequences(shown)``; with ``choices``, it is read as the
+    choice it is closest to (``closest_label``).
     """
-    single_line = single_line_outputs(shown)
-    if not choices:
-        result = await llm.chat(
-            messages,
-            temperature=temperature,
-            max_tokens=max_tokens,
-            seed=seed,
-            stop=stop_sequences(shown),
-            budget=budget,
-        )
-        return clean_answer(result.text, single_line), result
-    try:
-        value, result = await llm.chat_json(
-            messages,
-            answer_schema(choices),
-            name="answer",
-            temperature=temperature,
-            max_tokens=max_tokens + JSON_WRAPPER_TOKENS,
-            seed=seed,
-            budget=budget,
-        )
-    except LLMOutputError as exc:
-        if not isinstance(exc.result, ChatResult):
-            raise
-        return _free_answer(exc.result.text, single_line), exc.result
-    return str(value[ANSWER_FIELD]).strip(), result
-
-
-def _free_answer(text: str, single_line: bool) -> str:
-    """The answer in a reply that missed the schema: its "output" field, else its text."""
-    try:
-        value = extract_json(text)
-    except LLMOutputError:
-        return clean_answer(text, single_line)
-    if isinstance(value, dict) and isinstance(value.get(ANSWER_FIELD), str):
-        return value[ANSWER_FIELD].strip()
-    return clean_answer(text, single_line)
+    result = await llm.chat(
+        messages,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        seed=seed,
+        stop=stop_sequences(shown),
+        budget=budget,
+    )
+    answer = clean_answer(result.text, single_line_outputs(shown))
+    return (closest_label(answer, choices) if choices else answer), result

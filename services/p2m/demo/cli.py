@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +15,7 @@ import typer
 from p2m.cliutil import LogLevel, fail, out
 from p2m.common.errors import InvalidInput, P2MError
 from p2m.common.log import setup_logging
+from p2m.common.procs import free_port
 from p2m.common.types import TaskSpec
 from p2m.demo.app import RunMetrics, task_from_json
 from p2m.demo.endpoint import KServeClient, check_endpoint
@@ -123,12 +123,10 @@ def _only_model(endpoint: str) -> str:
 
 def _free_port(host: str) -> int:
     """A port nothing listens on at ``host`` now (it may be taken before Gradio binds it)."""
-    with socket.socket() as sock:
-        try:
-            sock.bind((host, 0))
-        except OSError as exc:
-            fail(f"--host {host}: cannot bind: {exc.strerror or exc}")
-        return int(sock.getsockname()[1])
+    try:
+        return free_port(host)
+    except OSError as exc:
+        fail(f"--host {host}: cannot bind: {exc.strerror or exc}")
 
 
 def _serve(

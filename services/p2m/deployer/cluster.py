@@ -1,6 +1,6 @@
 """Deployments on the cluster: a KServe InferenceService per name (``deployer_backend=kserve``).
 
-Deploy builds the InferenceService from the chart's template (see ``p2m.k8s.inferenceservice``
+Deploy builds the InferenceService from the chart's template (see ``p2m.deployer.inferenceservice``
 for the two ways it serves), creates it, or replaces the existing one when the model or the
 options changed (KServe rolls it: the old revision serves until the new one is ready), then
 waits up to the ready timeout for its ``Ready`` condition. The cluster holds all the state: the
@@ -44,6 +44,16 @@ from p2m.deployer.core import (
     is_valid_name,
     student_model,
 )
+from p2m.deployer.inferenceservice import (
+    ANNOTATION_SERVED_AS,
+    ANNOTATION_UPDATE_TIME,
+    MODE_RUNTIME,
+    build_inferenceservice,
+    model_of,
+    predictor_mode,
+    readiness,
+    storage_uri,
+)
 from p2m.k8s.api import (
     INFERENCESERVICE,
     LABEL_MANAGED_BY,
@@ -53,16 +63,6 @@ from p2m.k8s.api import (
     is_managed,
     load_configuration,
     load_template,
-)
-from p2m.k8s.inferenceservice import (
-    ANNOTATION_SERVED_AS,
-    ANNOTATION_UPDATE_TIME,
-    MODE_RUNTIME,
-    build_inferenceservice,
-    model_of,
-    predictor_mode,
-    readiness,
-    storage_uri,
 )
 
 log = logging.getLogger(__name__)

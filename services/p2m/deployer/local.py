@@ -14,7 +14,6 @@ import asyncio
 import base64
 import binascii
 import builtins
-import contextlib
 import hashlib
 import hmac
 import json
@@ -23,7 +22,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -37,6 +35,14 @@ import httpx
 from p2m.common.artifacts import ArtifactRef, ArtifactStore
 from p2m.common.atomic import atomic_write_text
 from p2m.common.errors import InvalidInput, NotFound, P2MError
+from p2m.common.procs import (
+    LOOPBACK,
+    command_line,
+    free_ports,
+    pid_running,
+    port_free,
+    signal_group,
+)
 from p2m.deployer.core import (
     DEFAULT_PAGE_SIZE,
     KIND_LOCAL,
@@ -52,7 +58,6 @@ from p2m.deployer.core import (
 
 log = logging.getLogger(__name__)
 
-LOOPBACK = "127.0.0.1"
 REGISTRY_VERSION = 1
 STOP_GRACE_S = 10.0
 POLL_S = 0.2
@@ -312,7 +317,7 @@ class LocalDeployments:
         if spec.metrics:
             metrics_file = str(files / f"metrics-{tag}.json")
             atomic_write_text(Path(metrics_file), json.dumps({"metrics": spec.metrics}))
-        ports = _free_ports(2 if spec.options.skip_demo else 3)
+        ports = free_ports(2 if spec.options.skip_demo else 3)
         demo = None
         if not spec.options.skip_demo:
             demo = _Proc(0, (ports[2],), str(files / f"demo-{tag}.log"))
@@ -342,13 +347,13 @@ class LocalDeployments:
         record = replace(record, model_path=str(folder))
         if not self._alive(record.server, _server_marker(record.name)):
             ports = record.server.ports
-            if not all(_port_free(p) for p in ports):
-                ports = _free_ports(2)
+            if not all(port_free(p) for p in ports):
+                ports = free_ports(2)
             record = replace(record, server=replace(record.server, ports=ports))
             record = replace(record, server=self._start_server(record))
         demo = record.demo
         if demo is not None and not self._alive(demo, _demo_marker(record.name)):
-            demo = replace(demo, ports=demo.ports if _port_free(demo.ports[0]) else _free_ports(1))
+            demo = replace(demo, ports=demo.ports if port_free(demo.ports[0]) else free_ports(1))
             record = replace(record, demo=self._start_demo(record, demo))
         self._write(record)
         return record
@@ -417,7 +422,7 @@ class LocalDeployments:
         for sig, wait_s in ((signal.SIGTERM, self._stop_grace_s), (signal.SIGKILL, 5.0)):
             if not self._alive(proc, marker):
                 break
-            _signal_group(proc.pid, sig)
+            signal_group(proc.pid, sig)
             deadline = loop.time() + wait_s
             while self._alive(proc, marker) and loop.time() < deadline:
                 await asyncio.sleep(0.05)
@@ -574,68 +579,15 @@ def _pid_runs(pid: int, marker: tuple[str, ...]) -> bool:
 
     ``marker`` is (command, "--name", name): after a reboot the pid may belong to anything.
     """
-    if pid <= 0:
+    if not pid_running(pid):
         return False
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    proc_dir = Path("/proc") / str(pid)
-    if not Path("/proc/self").exists():
-        return True  # no procfs: the pid is all there is to go on
-    try:
-        state = (proc_dir / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        argv = [
-            a.decode(errors="replace") for a in (proc_dir / "cmdline").read_bytes().split(b"\0")
-        ]
-    except (OSError, IndexError):
-        return False
-    if state in ("Z", "X"):
-        return False
+    argv = command_line(pid)
+    if argv is None:
+        return not Path("/proc/self").exists()  # no procfs: the pid is all there is to go on
     command, flag, name = marker
     return command in argv and any(
         argv[i] == flag and argv[i + 1] == name for i in range(len(argv) - 1)
     )
-
-
-def _signal_group(pid: int, sig: signal.Signals) -> None:
-    """Signal the process group ``pid`` leads (its children too), else the process alone."""
-    try:
-        os.killpg(pid, sig)
-    except ProcessLookupError:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
-    except PermissionError:
-        log.warning("not allowed to signal process group %d", pid)
-
-
-def _free_ports(count: int) -> tuple[int, ...]:
-    """``count`` distinct ports free on loopback now (held together while chosen)."""
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind((LOOPBACK, 0))
-            sockets.append(sock)
-        return tuple(int(s.getsockname()[1]) for s in sockets)
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-def _port_free(port: int) -> bool:
-    """True when a server could listen on ``port`` now.
-
-    Bound as uvicorn and gRPC bind (SO_REUSEADDR), so that connections of a dead server still
-    in TIME_WAIT do not count.
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((LOOPBACK, port))
-        except OSError:
-            return False
-        return True
 
 
 def _log_tail(path: Path) -> str:

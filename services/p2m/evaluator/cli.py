@@ -172,7 +172,7 @@ async def _evaluate_local(
     from p2m.common.hub import hub_offline_by_env
     from p2m.evaluator.engine import EvaluationProgress, Evaluator, Subject, TeacherSubject
     from p2m.evaluator.metrics import BertScore, choose_bertscore_encoder
-    from p2m.llm.provider import LLMProvider
+    from p2m.local_llm.provider import LLMProvider
 
     provider = LLMProvider(settings)
     encoder = choose_bertscore_encoder(

@@ -31,7 +31,7 @@ from p2m.evaluator.engine import (
     read_split,
 )
 from p2m.evaluator.metrics import BertScore, check_metrics, choose_bertscore_encoder
-from p2m.llm.provider import LLMProvider
+from p2m.local_llm.provider import LLMProvider
 from prompt2model.v1 import common_pb2, evaluator_pb2, evaluator_pb2_grpc
 
 MAX_RUN_ID_CHARS = 64

@@ -6,7 +6,7 @@ import hashlib
 import re
 
 from p2m.common.errors import InvalidInput
-from p2m.parser.core import validate_prompt
+from p2m.common.prompt_text import validate_prompt
 from prompt2model.v1 import common_pb2, gateway_pb2
 
 DEFAULT_SEED = 42

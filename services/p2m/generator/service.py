@@ -22,7 +22,7 @@ from p2m.generator.engine import (
 )
 from p2m.generator.invariants import Invariants
 from p2m.generator.options import GenerateOptions
-from p2m.llm.provider import LLMProvider
+from p2m.local_llm.provider import LLMProvider
 from prompt2model.v1 import common_pb2, generator_pb2, generator_pb2_grpc
 
 _STOP_REASONS = {

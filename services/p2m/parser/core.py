@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from p2m.common.errors import InvalidInput, LLMOutputError
 from p2m.common.llm import ChatResult, LLMClient
+from p2m.common.prompt_text import validate_prompt
 from p2m.common.types import Example, ParseMethod, TaskSpec
 from p2m.parser.language import detect_language
 from p2m.parser.markers import parse_marked
@@ -208,28 +209,6 @@ class PromptParser:
         if not english:
             raise LLMOutputError("the LLM returned an empty translation")
         return english, usage.plus(result)
-
-
-def validate_prompt(prompt: str | bytes, max_bytes: int, field: str = "prompt") -> str:
-    """Return the prompt as text, or raise InvalidInput naming what is wrong with it."""
-    if isinstance(prompt, bytes):
-        if len(prompt) > max_bytes:
-            raise InvalidInput(field, f"is {len(prompt)} bytes; the limit is {max_bytes}")
-        try:
-            prompt = prompt.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise InvalidInput(field, f"is not UTF-8 text (byte {exc.start})") from exc
-    size = len(prompt.encode("utf-8", errors="surrogatepass"))
-    if size > max_bytes:
-        raise InvalidInput(field, f"is {size} bytes; the limit is {max_bytes}")
-    if not prompt.strip():
-        raise InvalidInput(field, "is empty")
-    controls = sum(1 for ch in prompt if ord(ch) < 32 and ch not in "\t\n\r")
-    if "\x00" in prompt or controls > max(2, len(prompt) // 100):
-        raise InvalidInput(field, "is not text (it holds NUL or control characters)")
-    if any(0xD800 <= ord(ch) <= 0xDFFF for ch in prompt):
-        raise InvalidInput(field, "is not valid Unicode text (lone surrogates)")
-    return prompt
 
 
 def _normalise(text: str) -> str:

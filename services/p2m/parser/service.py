@@ -8,7 +8,7 @@ from p2m.common.convert import task_spec_to_pb, usage_to_pb
 from p2m.common.errors import InvalidInput
 from p2m.common.server import ServiceBinding
 from p2m.common.settings import Settings
-from p2m.llm.provider import LLMProvider
+from p2m.local_llm.provider import LLMProvider
 from p2m.parser.core import PromptParser
 from prompt2model.v1 import parser_pb2, parser_pb2_grpc
 

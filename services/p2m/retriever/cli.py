@@ -28,7 +28,7 @@ from p2m.cliutil import (
 from p2m.common.artifacts import ArtifactStore
 from p2m.common.settings import Settings
 from p2m.common.types import TaskSpec
-from p2m.llm.provider import LLMProvider
+from p2m.local_llm.provider import LLMProvider
 from p2m.retriever.core import Retriever, hub_reachable
 from p2m.retriever.dataset_search import DatasetHit, task_query
 from p2m.retriever.model_search import ModelConstraints, ModelSearch
@@ -330,8 +330,8 @@ def models_import(
     log_level: LogLevel = None,
 ) -> None:
     """Fill the local model store from the pip-shipped GGUF files (dequantised, offline)."""
-    from p2m.llm.models import SHIPPED_MODELS
-    from p2m.retriever.model_store import ModelStore
+    from p2m.common.model_store import ModelStore
+    from p2m.common.shipped_models import SHIPPED_MODELS
 
     settings = _settings(data_dir, log_level, None, None, None)
     if which != "all" and which not in SHIPPED_MODELS:
@@ -352,7 +352,7 @@ def models_list(
     as_json: AsJson = False, data_dir: DataDir = None, log_level: LogLevel = None
 ) -> None:
     """The local model store: models usable offline as students."""
-    from p2m.retriever.model_store import ModelStore
+    from p2m.common.model_store import ModelStore
 
     settings = _settings(data_dir, log_level, None, None, None)
     models = ModelStore(settings.data_dir / "models").list()

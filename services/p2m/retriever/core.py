@@ -13,7 +13,7 @@ from p2m.common.errors import InvalidInput, NotFound
 from p2m.common.hub import hub_offline_by_env
 from p2m.common.paths import readable_path
 from p2m.common.settings import Settings
-from p2m.llm.provider import LLMProvider
+from p2m.local_llm.provider import LLMProvider
 from p2m.retriever.catalog import Catalog, load_datasets, load_models
 from p2m.retriever.dataset_search import DatasetSearch
 from p2m.retriever.loaders import LoadedDataset, load_hub, load_local, locate
@@ -95,7 +95,7 @@ class Retriever:
 
     def local_models(self) -> list[LocalModel]:
         """The local model store's entries, as the model search sees them."""
-        from p2m.retriever.model_store import ModelStore  # imports transformers: on demand
+        from p2m.common.model_store import ModelStore  # imports transformers: on demand
 
         store = ModelStore(self.settings.data_dir / "models")
         return [

@@ -13,7 +13,7 @@ from p2m.common.errors import InvalidInput
 from p2m.common.server import ServiceBinding
 from p2m.common.settings import Settings
 from p2m.common.types import TaskSpec
-from p2m.llm.provider import LLMProvider
+from p2m.local_llm.provider import LLMProvider
 from p2m.retriever.core import DATASET_CATALOG_NAMES, Retriever, find_catalog, hub_reachable
 from p2m.retriever.dataset_search import task_query
 from p2m.retriever.model_search import ModelCandidate, ModelConstraints, ModelSearch

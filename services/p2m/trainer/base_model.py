@@ -11,9 +11,9 @@ from pathlib import Path
 
 from p2m.common.artifacts import ArtifactStore, sha256_file, sha256_tree
 from p2m.common.errors import FailedPrecondition, InvalidInput, NotFound
+from p2m.common.model_store import MANIFEST, ModelStore
 from p2m.common.paths import readable_path
 from p2m.common.student import ARCHITECTURES
-from p2m.retriever.model_store import MANIFEST, ModelStore
 
 log = logging.getLogger(__name__)
 

@@ -103,7 +103,7 @@ def train(
 
 
 async def _parse(settings: Settings, prompt: bytes) -> TaskSpec:
-    from p2m.llm.provider import LLMProvider
+    from p2m.local_llm.provider import LLMProvider
 
     provider = LLMProvider(settings)
     try:
@@ -123,7 +123,7 @@ def _train(settings: Settings, sources: list[str], base_model: str, task: TaskSp
     )
 
     from p2m.common.artifacts import ArtifactStore
-    from p2m.retriever.model_store import ModelStore
+    from p2m.common.model_store import ModelStore
     from p2m.trainer.engine import ModelTrainer, TrainEvent, TrainJob
 
     store = ArtifactStore(settings.data_dir / "artifacts")

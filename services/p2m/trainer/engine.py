@@ -5,9 +5,9 @@ The driver side of training. ``train`` blocks (run it in a thread); progress arr
 workers at their next step. A run is named by its training key, so a retry after a crash or a
 cancellation finds Ray Train's snapshot of the same run and resumes from its last checkpoint.
 
-With a ``TrainRunner`` (the trainer's ``rayjob`` backend: ``p2m.k8s.rayjob.RayJobRunner``) the run
-happens elsewhere: the runner hands the job to the cluster, streams its progress, and returns the
-model the cluster stored under the training key. The job there is this same code, driven by
+With a ``TrainRunner`` (the ``rayjob`` backend: ``p2m.trainer.rayjob.RayJobRunner``) the run
+happens elsewhere: the runner hands the job to the cluster, streams its progress, and returns
+the model the cluster stored under the training key. The job there is this same code, driven by
 ``p2m train-job`` on the RayJob's Ray cluster.
 """
 
@@ -26,8 +26,8 @@ from typing import Any, Protocol
 
 from p2m.common.artifacts import ArtifactRef, ArtifactStore
 from p2m.common.errors import Aborted, Cancelled, FailedPrecondition, InvalidInput
+from p2m.common.model_store import ModelStore
 from p2m.common.types import TaskSpec
-from p2m.retriever.model_store import ModelStore
 from p2m.trainer.base_model import BaseModel, resolve_base_model
 from p2m.trainer.checkpoints import FOLDER_GLOB, latest_complete
 from p2m.trainer.data import load_training_data

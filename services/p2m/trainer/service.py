@@ -13,9 +13,9 @@ from grpc import aio
 from p2m.common.artifacts import ArtifactRef, ArtifactStore
 from p2m.common.convert import artifact_ref_to_pb, progress_pb, task_spec_from_pb
 from p2m.common.hub import hub_offline_by_env
+from p2m.common.model_store import ModelStore
 from p2m.common.server import ServiceBinding
 from p2m.common.settings import Settings
-from p2m.retriever.model_store import ModelStore
 from p2m.trainer.engine import ModelTrainer, TrainEvent, TrainJob, TrainOutcome, TrainReport
 from p2m.trainer.options import TrainOptions
 from prompt2model.v1 import common_pb2, trainer_pb2, trainer_pb2_grpc
@@ -201,7 +201,7 @@ def build(settings: Settings) -> ServiceBinding:
     store = ArtifactStore(settings.data_dir / "artifacts")
     runner = None
     if settings.trainer_backend == "rayjob":
-        from p2m.k8s.rayjob import RayJobRunner
+        from p2m.trainer.rayjob import RayJobRunner
 
         runner = RayJobRunner.from_settings(settings, store)
     trainer = ModelTrainer(

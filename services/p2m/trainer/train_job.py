@@ -39,7 +39,7 @@ def train_job(
 ) -> None:
     """Run one training handed over by the trainer (a RayJob's entrypoint); exit 0 on success."""
     from p2m.common.artifacts import ArtifactStore
-    from p2m.retriever.model_store import ModelStore
+    from p2m.common.model_store import ModelStore
     from p2m.trainer.engine import ModelTrainer
     from p2m.trainer.jobfile import JobFile, ProgressWriter, progress_path
 

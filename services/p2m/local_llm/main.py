@@ -7,7 +7,7 @@ import logging
 import signal
 
 from p2m.common.settings import Settings
-from p2m.llm.server import local_server_from_settings
+from p2m.local_llm.server import local_server_from_settings
 
 log = logging.getLogger(__name__)
 

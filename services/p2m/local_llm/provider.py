@@ -8,7 +8,7 @@ import logging
 from p2m.common.errors import P2MError
 from p2m.common.llm import LLMClient, LLMConfig
 from p2m.common.settings import Settings
-from p2m.llm.server import LocalLLMServer, local_server_from_settings
+from p2m.local_llm.server import LocalLLMServer, local_server_from_settings
 
 log = logging.getLogger(__name__)
 

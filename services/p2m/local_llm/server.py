@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from p2m.common.errors import Unavailable
+from p2m.common.procs import free_port
 from p2m.common.settings import Settings
-from p2m.llm.models import resolve_gguf
+from p2m.common.shipped_models import resolve_gguf
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +84,6 @@ class LocalLLMServer:
     def stop(self) -> None:
         """Stop serving and free the model."""
         self._server = None
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free on ``host`` right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def local_server_from_settings(

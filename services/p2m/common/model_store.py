@@ -9,13 +9,13 @@ Layout under ``root`` (``<data_dir>/models``):
 - ``tmp/``: imports in progress. A finished folder is moved into ``hf/`` with one ``os.replace``,
   so a killed import leaves no half model there; its leftovers are removed by the next import.
 
-The shipped models come from the GGUF files that pip packages carry (``p2m.llm.models``):
-transformers dequantises them into plain dense weights, so a student can be fine-tuned offline.
+The shipped models come from the GGUF files that pip packages carry
+(``p2m.common.shipped_models``): transformers dequantises them into plain dense weights, so a
+student can be fine-tuned offline.
 """
 
 from __future__ import annotations
 
-import builtins
 import contextlib
 import fcntl
 import json
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from p2m.common.errors import FailedPrecondition, InvalidInput, NotFound
-from p2m.llm.models import SHIPPED_MODELS, ShippedModel, resolve_gguf
+from p2m.common.shipped_models import SHIPPED_MODELS, ShippedModel, resolve_gguf
 
 log = logging.getLogger(__name__)
 
@@ -221,15 +221,6 @@ class ModelStore:
             extra={"model": model.name, "path": str(model.path), "size_bytes": model.size_bytes},
         )
         return model
-
-    def import_all(
-        self, *, progress: Progress | None = None, dtype: str = "bfloat16"
-    ) -> builtins.list[StoredModel]:
-        """Import every shipped model (see ``import_shipped``), in name order."""
-        return [
-            self.import_shipped(choice, progress=progress, dtype=dtype)
-            for choice in sorted(SHIPPED_MODELS)
-        ]
 
     def _build(
         self,
