@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import tempfile
 import time
@@ -138,16 +137,16 @@ def generation_figures(report: Any) -> dict[str, Any]:
 
 def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Start the stack once, run every task through it, stop it."""
-    # The stack's services read their settings from the environment, as `p2m up` passes it.
-    os.environ.update(
+    settings = Settings.load(
         {
-            "P2M_CATALOG_DIR": str(args.shared_data.resolve() / "catalogs"),
-            "P2M_DATASETS_DIR": str(args.shared_data.resolve() / "datasets"),
-            "P2M_MAX_RETRIEVED_ROWS": str(args.retrieved_rows),
-            "P2M_LLM_TIMEOUT_S": str(TEACHER_TIMEOUT_S),
+            "data_dir": args.data_dir,
+            "local_llm": args.teacher,
+            "catalog_dir": str(args.shared_data.resolve() / "catalogs"),
+            "datasets_dir": str(args.shared_data.resolve() / "datasets"),
+            "max_retrieved_rows": args.retrieved_rows,
+            "llm_timeout_s": TEACHER_TIMEOUT_S,
         }
     )
-    settings = Settings.load({"data_dir": args.data_dir, "local_llm": args.teacher})
     stack = up(settings)
     try:
         return [asyncio.run(run_task(args, stack, task)) for task in args.tasks]

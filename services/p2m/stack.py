@@ -85,7 +85,7 @@ def up(settings: Settings, say: Callable[[str], None] = lambda line: None) -> St
         down(settings, say)
     (data_dir / "logs").mkdir(exist_ok=True)
     say("checking the local model store (the default student)")
-    ModelStore(data_dir / "models").import_shipped("smollm2")
+    ModelStore(settings.models_dir).import_shipped("smollm2")
     env = service_env(settings, data_dir)
     started: list[StackProcess] = []
     try:
@@ -139,14 +139,18 @@ def down(settings: Settings, say: Callable[[str], None] = lambda line: None) -> 
 
 
 def service_env(settings: Settings, data_dir: Path) -> dict[str, str]:
-    """The environment of the stack's services: this one, the data dir, and path roots.
+    """The environment of the stack's services: this one, ``settings``, the data dir, path roots.
 
     ``P2M_PATH_ROOTS`` are the folders a request may name files in; by default the home and
     working folders, where the files a person names in ``p2m run`` on their own machine are.
     """
     own = os.pathsep.join(str(folder) for folder in (Path.home(), Path.cwd().resolve()))
-    return {**os.environ, "P2M_DATA_DIR": str(data_dir),
-            "P2M_PATH_ROOTS": settings.path_roots or own}  # fmt: skip
+    return {
+        **os.environ,
+        **settings.as_environ(),
+        "P2M_DATA_DIR": str(data_dir),
+        "P2M_PATH_ROOTS": settings.path_roots or own,
+    }
 
 
 def _start(name: str, data_dir: Path, env: dict[str, str], extra: list[str]) -> StackProcess:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -82,3 +83,48 @@ def test_missing_key_file_is_a_clear_error(tmp_path: Path):
 def test_unknown_override_is_rejected():
     with pytest.raises(InvalidInput):
         Settings.load({"no_such_setting": 1}, environ={})
+
+
+def test_settings_reach_another_process_through_the_environment(tmp_path: Path):
+    chosen = Settings.load(
+        {
+            "data_dir": tmp_path / "data",
+            "catalog_dir": str(tmp_path / "catalogs"),
+            "max_retrieved_rows": 100,
+            "hub_offline": True,
+            "llm_timeout_s": 600.0,
+            "llm_api_key": "secret",
+        },
+        environ={},
+    )
+    env = chosen.as_environ()
+    assert "P2M_LLM_API_KEY" not in env and "P2M_PORT" not in env  # a secret; a default
+    again = Settings.load(environ=env)
+    assert dataclasses.replace(again, llm_api_key="secret") == chosen
+
+
+def test_derived_paths_and_choices_come_from_the_settings(tmp_path: Path, monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    settings = Settings.load({"data_dir": tmp_path}, environ={})
+    assert settings.artifacts_dir == tmp_path / "artifacts"
+    assert settings.cache_dir("train") == tmp_path / "cache" / "train"
+    assert settings.teacher_model == "qwen" and not settings.offline
+    remote = Settings.load({"llm_base_url": "http://h:1/v1", "llm_model": "m"}, environ={})
+    assert remote.teacher_model == "m"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert settings.offline
+
+
+def test_the_bertscore_hub_model_is_a_setting_the_evaluator_follows(monkeypatch):
+    from p2m.evaluator.engine import Evaluator
+    from p2m.evaluator.metrics import HUB_BERTSCORE_ENCODER
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    asked = Settings.load(environ={"P2M_BERTSCORE_HUB_MODEL": "1"})
+    assert asked.bertscore_hub_model
+    assert Evaluator.from_settings(asked)._bertscore.encoder == HUB_BERTSCORE_ENCODER
+    offline = dataclasses.replace(asked, hub_offline=True)
+    assert Evaluator.from_settings(offline)._bertscore.encoder != HUB_BERTSCORE_ENCODER
+    assert Evaluator.from_settings(Settings.load(environ={}))._bertscore.encoder != (
+        HUB_BERTSCORE_ENCODER
+    )

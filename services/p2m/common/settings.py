@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from p2m.common.errors import InvalidInput
+from p2m.common.hub import hub_offline_by_env
 
 ENV_PREFIX = "P2M_"
 LOG_FORMATS = ("json", "text")
@@ -56,6 +57,9 @@ class Settings:
             by path (a dataset file, a base model folder, a catalog); the data dir and the
             datasets and catalog folders always may be.
         hub_offline: Treat the Hugging Face hub as unreachable (also when HF_HUB_OFFLINE=1).
+        bertscore_hub_model: Score BERTScore with the paper's multilingual encoder
+            (xlm-roberta-large from the hub) when the hub is reachable, instead of the
+            shipped all-MiniLM-L6-v2.
         parser_addr, retriever_addr, generator_addr, trainer_addr, evaluator_addr,
             deployer_addr: HOST:PORT of each stage's service, for the gateway.
         gateway_token: Bearer token the gateway requires (or ``P2M_GATEWAY_TOKEN_FILE``, e.g. a
@@ -104,6 +108,7 @@ class Settings:
     datasets_dir: str = ""
     path_roots: str = ""
     hub_offline: bool = False
+    bertscore_hub_model: bool = False
     parser_addr: str = ""
     retriever_addr: str = ""
     generator_addr: str = ""
@@ -169,6 +174,63 @@ class Settings:
         settings.validate()
         return settings
 
+    # -- what follows from the settings: one place for each --------------------------------
+
+    @property
+    def artifacts_dir(self) -> Path:
+        """The content-addressed artifact store."""
+        return self.data_dir / "artifacts"
+
+    @property
+    def models_dir(self) -> Path:
+        """The local model store (base models usable offline, assembled GGUF files)."""
+        return self.data_dir / "models"
+
+    @property
+    def runs_db(self) -> Path:
+        """The gateway's run store."""
+        return self.data_dir / "runs" / "runs.sqlite"
+
+    @property
+    def deployments_dir(self) -> Path:
+        """The local deployer's records and logs."""
+        return self.data_dir / "deployments"
+
+    @property
+    def logs_dir(self) -> Path:
+        """The logs of the services ``p2m up`` starts."""
+        return self.data_dir / "logs"
+
+    def cache_dir(self, stage: str) -> Path:
+        """A stage's working folder (journals, checkpoints, indexes): kept across restarts."""
+        return self.data_dir / "cache" / stage
+
+    @property
+    def teacher_model(self) -> str:
+        """The teacher's name: the configured endpoint's model, else the embedded one."""
+        return self.llm_model if self.llm_base_url else self.local_llm
+
+    @property
+    def offline(self) -> bool:
+        """Whether the hub is out of reach: by setting, or by the hub client's HF_HUB_OFFLINE."""
+        return self.hub_offline or hub_offline_by_env()
+
+    def as_environ(self) -> dict[str, str]:
+        """The ``P2M_*`` variables that give another process these settings (defaults left out).
+
+        ``p2m up`` starts each service with them, so a setting given to ``up`` as a flag or an
+        override reaches the services as it would from the environment. Secrets are left out:
+        they reach a child as they reached this process (``P2M_<NAME>[_FILE]``).
+        """
+        env = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in SECRETS or value == _default_of(f):
+                continue
+            text = ("1" if value else "0") if isinstance(value, bool) else str(value)
+            env[ENV_PREFIX + f.name.upper()] = text
+        return env
+
     def readable_roots(self) -> tuple[Path, ...]:
         """The folders a request may name paths in (data dir, datasets, catalog, path_roots)."""
         extra = [root for root in self.path_roots.split(os.pathsep) if root.strip()]
@@ -225,6 +287,14 @@ _OPTIONAL_PATH_SETTINGS = ("catalog_dir", "datasets_dir")
 def _absolute(path: str) -> str:
     """``path`` with "~" expanded, made absolute against the working folder and normalised."""
     return os.path.abspath(os.path.expanduser(path))
+
+
+def _default_of(f: dataclasses.Field[Any]) -> Any:
+    """A settings field's default, made absolute as ``__post_init__`` makes a path."""
+    default = f.default
+    if f.name in _PATH_SETTINGS:
+        return Path(_absolute(str(default)))
+    return default
 
 
 def _field_type(cls: type, name: str) -> Any:

@@ -168,14 +168,14 @@ def build(settings: Settings) -> ServiceBinding:
         InvalidInput: With ``kserve``, the InferenceService template is unusable.
         FailedPrecondition: With ``kserve``, no Kubernetes configuration can be loaded.
     """
-    store = ArtifactStore(settings.data_dir / "artifacts")
+    store = ArtifactStore(settings.artifacts_dir)
     deployments: Deployments
     if settings.deployer_backend == "kserve":
         from p2m.deployer.cluster import ClusterDeployments
 
         deployments = ClusterDeployments.from_settings(settings, store)
     else:
-        deployments = LocalDeployments(store, settings.data_dir / "deployments")
+        deployments = LocalDeployments(store, settings.deployments_dir)
     servicer = DeployerServicer(deployments)
     return ServiceBinding(
         full_name=deployer_pb2.DESCRIPTOR.services_by_name["Deployer"].full_name,

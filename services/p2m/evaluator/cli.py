@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -142,7 +143,7 @@ def _model_subject(settings: Settings, model: str) -> StudentSubject:
     try:
         stored = None
         if model.startswith("p2m-artifact:"):
-            store = ArtifactStore(settings.data_dir / "artifacts")
+            store = ArtifactStore(settings.artifacts_dir)
             stored = StudentSubject.from_store(store, model, field="model")
         folder = stored.folder if stored else Path(model)
         if not folder.is_dir():
@@ -168,22 +169,13 @@ async def _evaluate_local(
 ) -> dict[str, Any]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from p2m.common.artifacts import ArtifactStore
-    from p2m.common.hub import hub_offline_by_env
     from p2m.evaluator.engine import EvaluationProgress, Evaluator, Subject, TeacherSubject
-    from p2m.evaluator.metrics import BertScore, choose_bertscore_encoder
     from p2m.local_llm.provider import LLMProvider
 
     provider = LLMProvider(settings)
-    encoder = choose_bertscore_encoder(
-        bertscore_hub_model, settings.hub_offline or hub_offline_by_env()
-    )
-    evaluator = Evaluator(
-        ArtifactStore(settings.data_dir / "artifacts"),
-        llm=provider.client,
-        teacher_model=settings.llm_model if settings.llm_base_url else settings.local_llm,
-        bertscore=BertScore(encoder),
-    )
+    if bertscore_hub_model:
+        settings = dataclasses.replace(settings, bertscore_hub_model=True)
+    evaluator = Evaluator.from_settings(settings, provider.client)
     bar = Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err,
         disable=not show_bar,

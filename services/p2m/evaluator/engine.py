@@ -23,6 +23,7 @@ from p2m.common.artifacts import ArtifactStore, sha256_file, sha256_tree
 from p2m.common.budget import Budget
 from p2m.common.errors import BudgetExhausted, FailedPrecondition, InvalidInput, NotFound
 from p2m.common.llm import LLMClient, UsageCounters
+from p2m.common.settings import Settings
 from p2m.common.splits import read_examples
 from p2m.common.student import Decoding, Student
 from p2m.common.teacher_prompt import PROMPT_VERSION, teacher_instruction
@@ -32,6 +33,7 @@ from p2m.evaluator.metrics import (
     DEFAULT_METRICS,
     BertScore,
     check_metrics,
+    choose_bertscore_encoder,
     chrf_sentence,
     score,
     shipped_bertscore_encoder,
@@ -401,6 +403,21 @@ class _Predictions:
 
 class Evaluator:
     """Scores students and the teacher; stores every result in the artifact store."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings, llm: LLMSource | None = None) -> Evaluator:
+        """The evaluator ``settings`` describe: their store, teacher name and BERTScore encoder.
+
+        BERTScore uses the shipped all-MiniLM-L6-v2 unless ``settings.bertscore_hub_model`` asks
+        for XLM-R large (the paper's multilingual choice) and the hub may be used.
+        """
+        encoder = choose_bertscore_encoder(settings.bertscore_hub_model, settings.offline)
+        return cls(
+            ArtifactStore(settings.artifacts_dir),
+            llm=llm,
+            teacher_model=settings.teacher_model,
+            bertscore=BertScore(encoder),
+        )
 
     def __init__(
         self,

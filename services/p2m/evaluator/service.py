@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -11,10 +10,10 @@ from grpc import aio
 from p2m.common.artifacts import ArtifactStore
 from p2m.common.convert import artifact_ref_from_pb, progress_pb, task_spec_from_pb, usage_to_pb
 from p2m.common.errors import InvalidInput
-from p2m.common.hub import hub_offline_by_env
 from p2m.common.log import run_id_var
 from p2m.common.server import ServiceBinding
 from p2m.common.settings import Settings
+from p2m.common.streaming import Finished, progress_stream
 from p2m.common.types import Example, TaskSpec
 from p2m.evaluator.engine import (
     DEFAULT_NUM_WORST,
@@ -30,7 +29,7 @@ from p2m.evaluator.engine import (
     inline_data,
     read_split,
 )
-from p2m.evaluator.metrics import BertScore, check_metrics, choose_bertscore_encoder
+from p2m.evaluator.metrics import check_metrics
 from p2m.local_llm.provider import LLMProvider
 from prompt2model.v1 import common_pb2, evaluator_pb2, evaluator_pb2_grpc
 
@@ -147,25 +146,18 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServicer):
     ) -> AsyncIterator[evaluator_pb2.EvaluateProgress]:
         """Score as Evaluate does, streaming progress; the last message carries the result."""
         job = self._job(request)
-        updates: asyncio.Queue[EvaluationProgress] = asyncio.Queue()
-        work = asyncio.create_task(
-            self._evaluator.evaluate(
-                job.subject, job.data, job.options, job.task, updates.put_nowait
+        last = EvaluationProgress(0, 0)
+        stream: AsyncIterator[EvaluationProgress | Finished[EvaluationResult]] = progress_stream(
+            lambda report: self._evaluator.evaluate(
+                job.subject, job.data, job.options, job.task, report
             )
         )
-        last = EvaluationProgress(0, 0)
-        try:
-            while not work.done() or not updates.empty():
-                getter = asyncio.create_task(updates.get())
-                await asyncio.wait({getter, work}, return_when=asyncio.FIRST_COMPLETED)
-                if getter.done():
-                    last = getter.result()
-                    yield evaluator_pb2.EvaluateProgress(progress=progress_to_pb(last))
-                else:
-                    getter.cancel()
-            result = work.result()
-        finally:
-            work.cancel()
+        async for update in stream:
+            if isinstance(update, Finished):
+                result = update.value
+            else:
+                last = update
+                yield evaluator_pb2.EvaluateProgress(progress=progress_to_pb(last))
         final = EvaluationProgress(result.num_examples, max(last.total, result.num_examples))
         yield evaluator_pb2.EvaluateProgress(
             progress=progress_to_pb(final), result=result_to_pb(result)
@@ -215,23 +207,10 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServicer):
 
 
 def build(settings: Settings) -> ServiceBinding:
-    """The evaluator's binding.
-
-    BERTScore uses the shipped all-MiniLM-L6-v2 unless a ``bertscore_hub_model`` setting asks
-    for XLM-R large and the hub may be used.
-    """
+    """The evaluator's binding (BERTScore's encoder as ``Evaluator.from_settings`` chooses)."""
     provider = LLMProvider(settings)
-    store = ArtifactStore(settings.data_dir / "artifacts")
-    prefer_hub_model = bool(getattr(settings, "bertscore_hub_model", False))
-    encoder = choose_bertscore_encoder(
-        prefer_hub_model, settings.hub_offline or hub_offline_by_env()
-    )
-    evaluator = Evaluator(
-        store,
-        llm=provider.client,
-        teacher_model=settings.llm_model if settings.llm_base_url else settings.local_llm,
-        bertscore=BertScore(encoder),
-    )
+    store = ArtifactStore(settings.artifacts_dir)
+    evaluator = Evaluator.from_settings(settings, provider.client)
     servicer = EvaluatorServicer(evaluator, store)
     return ServiceBinding(
         full_name=evaluator_pb2.DESCRIPTOR.services_by_name["Evaluator"].full_name,

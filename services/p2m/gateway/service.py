@@ -62,7 +62,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
 
 def build(settings: Settings) -> ServiceBinding:
     """The gateway's binding: runs in ``<data_dir>/runs/runs.sqlite``, stages at their addresses."""
-    store = RunStore(settings.data_dir / "runs" / "runs.sqlite")
+    store = RunStore(settings.runs_db)
     clients = StageClients(settings, patience_s=settings.stage_patience_s)
     manager = RunManager(
         store,

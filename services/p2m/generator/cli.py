@@ -144,15 +144,10 @@ async def _generate_local(
     )  # fmt: skip
     try:
         task = await parse_prompt(provider, settings, prompt)
-        store = ArtifactStore(settings.data_dir / "artifacts")
-        model = settings.llm_model if settings.llm_base_url else settings.local_llm
-        generator = DatasetGenerator(
-            await provider.client(),
-            store,
-            settings.data_dir / "cache" / "generate",
-            model,
-            shipped_encoder(),
+        generator = DatasetGenerator.from_settings(
+            settings, await provider.client(), shipped_encoder()
         )
+        store = ArtifactStore(settings.artifacts_dir)
         with bar:
             bar_id = bar.add_task("generate", total=options.num_examples, status="")
 

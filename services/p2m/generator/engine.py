@@ -20,6 +20,7 @@ from p2m.common.artifacts import ArtifactRef, ArtifactStore
 from p2m.common.budget import Budget
 from p2m.common.errors import BudgetExhausted, LLMError, LLMOutputError, Unavailable
 from p2m.common.llm import ChatResult, LLMClient, UsageCounters
+from p2m.common.settings import Settings
 from p2m.common.splits import read_rows
 from p2m.common.teacher_prompt import answer_messages, ask_answer, teacher_instruction
 from p2m.common.types import Example, TaskSpec
@@ -194,6 +195,19 @@ class _Run:
 
 class DatasetGenerator:
     """Writes datasets with the teacher LLM, one work folder per generation key."""
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, llm: LLMClient, encoder: Encoder | None = None
+    ) -> DatasetGenerator:
+        """The generator ``settings`` describe: their store, work folder and teacher's name."""
+        return cls(
+            llm,
+            ArtifactStore(settings.artifacts_dir),
+            settings.cache_dir("generate"),
+            settings.teacher_model,
+            encoder,
+        )
 
     def __init__(
         self,

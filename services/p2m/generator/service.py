@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 from google.protobuf import duration_pb2
 from grpc import aio
 
-from p2m.common.artifacts import ArtifactStore
 from p2m.common.convert import artifact_ref_to_pb, progress_pb, task_spec_from_pb, usage_to_pb
 from p2m.common.encoder import shipped_encoder
 from p2m.common.errors import InvalidInput
 from p2m.common.server import ServiceBinding
 from p2m.common.settings import Settings
+from p2m.common.streaming import Finished, progress_stream
 from p2m.generator.engine import (
     DatasetGenerator,
     GenerationProgress,
@@ -134,12 +133,10 @@ def result_to_pb(result: GenerationResult) -> generator_pb2.GenerateResult:
 class GeneratorServicer(generator_pb2_grpc.GeneratorServicer):
     """Serves ``prompt2model.v1.Generator``."""
 
-    def __init__(self, provider: LLMProvider, store: ArtifactStore, settings: Settings) -> None:
-        """Generate with the provider's LLM into ``store``."""
+    def __init__(self, provider: LLMProvider, settings: Settings) -> None:
+        """Generate with the provider's LLM, as ``settings`` say."""
         self._provider = provider
-        self._store = store
-        self._work_root = settings.data_dir / "cache" / "generate"
-        self._model_name = settings.llm_model if settings.llm_base_url else settings.local_llm
+        self._settings = settings
         self._encoder = shipped_encoder()
 
     async def Generate(  # noqa: N802 (gRPC method name)
@@ -150,26 +147,17 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServicer):
         if not task.instruction.strip():
             raise InvalidInput("task.instruction", "is empty")
         options = options_from_pb(request.options)
-        generator = DatasetGenerator(
-            await self._provider.client(),
-            self._store,
-            self._work_root,
-            self._model_name,
-            self._encoder,
+        generator = DatasetGenerator.from_settings(
+            self._settings, await self._provider.client(), self._encoder
         )
-        updates: asyncio.Queue[GenerationProgress] = asyncio.Queue()
-        job = asyncio.create_task(generator.generate(task, options, updates.put_nowait))
-        try:
-            while not job.done() or not updates.empty():
-                getter = asyncio.create_task(updates.get())
-                await asyncio.wait({getter, job}, return_when=asyncio.FIRST_COMPLETED)
-                if getter.done():
-                    yield generator_pb2.GenerateProgress(progress=progress_to_pb(getter.result()))
-                else:
-                    getter.cancel()
-            result = job.result()
-        finally:
-            job.cancel()
+        stream: AsyncIterator[GenerationProgress | Finished[GenerationResult]] = progress_stream(
+            lambda report: generator.generate(task, options, report)
+        )
+        async for update in stream:
+            if isinstance(update, Finished):
+                result = update.value
+            else:
+                yield generator_pb2.GenerateProgress(progress=progress_to_pb(update))
         final = GenerationProgress(
             accepted=result.report.accepted, requested=result.report.requested,
             dropped=result.report.dropped, requests=result.report.usage.requests,
@@ -184,8 +172,7 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServicer):
 def build(settings: Settings) -> ServiceBinding:
     """The generator's binding."""
     provider = LLMProvider(settings)
-    store = ArtifactStore(settings.data_dir / "artifacts")
-    servicer = GeneratorServicer(provider, store, settings)
+    servicer = GeneratorServicer(provider, settings)
     return ServiceBinding(
         full_name=generator_pb2.DESCRIPTOR.services_by_name["Generator"].full_name,
         register=lambda server: generator_pb2_grpc.add_GeneratorServicer_to_server(

@@ -93,7 +93,7 @@ def local_server_from_settings(
 
     It listens on ``host`` (default ``settings.host``) and ``port`` (0: a free one).
     """
-    path, alias = resolve_gguf(settings.local_llm, settings.data_dir / "models")
+    path, alias = resolve_gguf(settings.local_llm, settings.models_dir)
     return LocalLLMServer(
         LocalLLMConfig(
             model_path=path,

@@ -68,7 +68,7 @@ def _with_core(settings: Settings, work: Callable[[Retriever], Awaitable[T]]) ->
     async def main() -> T:
         provider = LLMProvider(settings)
         try:
-            core = Retriever(settings, provider, ArtifactStore(settings.data_dir / "artifacts"))
+            core = Retriever(settings, provider, ArtifactStore(settings.artifacts_dir))
             return await work(core)
         finally:
             await provider.aclose()
@@ -194,7 +194,7 @@ def datasets_prepare(
             loaded,
             task,
             store=core.store,
-            work_dir=core.settings.data_dir / "cache" / "prepare",
+            work_dir=core.settings.cache_dir("prepare"),
             llm=core.provider.client,
             options=PrepareOptions(max_rows=max_rows, seed=seed),
             input_columns=inputs,
@@ -336,7 +336,7 @@ def models_import(
     settings = _settings(data_dir, log_level, None, None, None)
     if which != "all" and which not in SHIPPED_MODELS:
         fail(f"unknown model {which!r}; choose {', '.join(sorted(SHIPPED_MODELS))} or all")
-    store = ModelStore(settings.data_dir / "models")
+    store = ModelStore(settings.models_dir)
     for name in sorted(SHIPPED_MODELS) if which == "all" else [which]:
         with out.status(f"importing {name} (dequantising the GGUF)..."):
             model = store.import_shipped(name)
@@ -355,7 +355,7 @@ def models_list(
     from p2m.common.model_store import ModelStore
 
     settings = _settings(data_dir, log_level, None, None, None)
-    models = ModelStore(settings.data_dir / "models").list()
+    models = ModelStore(settings.models_dir).list()
     rows: list[dict[str, Any]] = [
         {
             "name": m.name,

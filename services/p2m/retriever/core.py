@@ -10,7 +10,6 @@ from pathlib import Path
 from p2m.common.artifacts import ArtifactStore
 from p2m.common.encoder import SHIPPED_ENCODER_NAME, SentenceEncoder, shipped_encoder_path
 from p2m.common.errors import InvalidInput, NotFound
-from p2m.common.hub import hub_offline_by_env
 from p2m.common.paths import readable_path
 from p2m.common.settings import Settings
 from p2m.local_llm.provider import LLMProvider
@@ -38,7 +37,7 @@ def find_catalog(catalog_dir: str, names: tuple[str, ...]) -> Path | None:
 
 def hub_reachable(settings: Settings) -> bool:
     """Whether models and datasets may be fetched from the hub."""
-    return not (settings.hub_offline or hub_offline_by_env())
+    return not (settings.offline)
 
 
 class Retriever:
@@ -77,7 +76,7 @@ class Retriever:
         async with self._lock:
             if path not in self._dataset_search:
                 catalog = await asyncio.to_thread(load_datasets, path)
-                cache = self.settings.data_dir / "cache" / "retriever"
+                cache = self.settings.cache_dir("retriever")
                 self._dataset_search[path] = await asyncio.to_thread(
                     DatasetSearch, catalog, self.encoder, cache
                 )
@@ -97,7 +96,7 @@ class Retriever:
         """The local model store's entries, as the model search sees them."""
         from p2m.common.model_store import ModelStore  # imports transformers: on demand
 
-        store = ModelStore(self.settings.data_dir / "models")
+        store = ModelStore(self.settings.models_dir)
         return [
             LocalModel(m.name, m.description, m.architecture, m.size_bytes, m.license, str(m.path))
             for m in store.list()

@@ -100,7 +100,7 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServicer):
         )
         options.validate()
         dataset = await self._core.load_dataset(name, request.dataset.config)
-        work = self._core.settings.data_dir / "cache" / "prepare"
+        work = self._core.settings.cache_dir("prepare")
         result = await prepare(
             dataset, task, store=self._core.store, work_dir=work, llm=self._core.provider.client,
             options=options, config=request.dataset.config,
@@ -169,7 +169,7 @@ def _model_pb(c: ModelCandidate) -> common_pb2.ModelRef:
 def build(settings: Settings) -> ServiceBinding:
     """The retriever's binding."""
     provider = LLMProvider(settings)
-    core = Retriever(settings, provider, ArtifactStore(settings.data_dir / "artifacts"),
+    core = Retriever(settings, provider, ArtifactStore(settings.artifacts_dir),
                      path_roots=settings.readable_roots())  # fmt: skip
 
     async def start() -> None:

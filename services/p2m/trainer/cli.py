@@ -123,10 +123,9 @@ def _train(settings: Settings, sources: list[str], base_model: str, task: TaskSp
     )
 
     from p2m.common.artifacts import ArtifactStore
-    from p2m.common.model_store import ModelStore
     from p2m.trainer.engine import ModelTrainer, TrainEvent, TrainJob
 
-    store = ArtifactStore(settings.data_dir / "artifacts")
+    store = ArtifactStore(settings.artifacts_dir)
     cancel = threading.Event()
     bar = Progress(
         TextColumn("training"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -134,10 +133,7 @@ def _train(settings: Settings, sources: list[str], base_model: str, task: TaskSp
     )  # fmt: skip
     try:
         datasets = tuple(_dataset(store, source, index) for index, source in enumerate(sources))
-        trainer = ModelTrainer(
-            store, ModelStore(settings.data_dir / "models"), settings.data_dir / "cache" / "train",
-            hub_offline=settings.hub_offline,
-        )  # fmt: skip
+        trainer = ModelTrainer.from_settings(settings)
         job = TrainJob(datasets, base_model, task, options)
         with bar:
             bar_id = bar.add_task("train", total=None, status="starting Ray")

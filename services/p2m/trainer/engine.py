@@ -27,10 +27,19 @@ from typing import Any, Protocol
 from p2m.common.artifacts import ArtifactRef, ArtifactStore
 from p2m.common.errors import Aborted, Cancelled, FailedPrecondition, InvalidInput
 from p2m.common.model_store import ModelStore
+from p2m.common.settings import Settings
 from p2m.common.types import TaskSpec
 from p2m.trainer.base_model import BaseModel, resolve_base_model
 from p2m.trainer.checkpoints import FOLDER_GLOB, latest_complete
 from p2m.trainer.data import load_training_data
+from p2m.trainer.events import (
+    TrainEvent,
+    WorkerCheckpointed,
+    WorkerEvent,
+    WorkerStarted,
+    WorkerStepped,
+    WorkerStopped,
+)
 from p2m.trainer.finalize import TRAINING_FILE, build_model_folder
 from p2m.trainer.options import TrainOptions, training_key
 from p2m.trainer.ray_runtime import cluster_cpus, cluster_gpus, ensure_ray, start_control
@@ -53,22 +62,6 @@ class TrainJob:
     base_model_architecture: str = ""
     base_model_artifact: str = ""
     run_id: str = ""
-
-
-@dataclass(frozen=True)
-class TrainEvent:
-    """One progress update; ``checkpoint`` is set right after a checkpoint is persisted."""
-
-    step: int
-    total_steps: int
-    epoch: float
-    loss: float | None = None
-    eval_loss: float | None = None
-    learning_rate: float = 0.0
-    samples_per_second: float = 0.0
-    eta_s: float | None = None
-    checkpoint: ArtifactRef | None = None
-    message: str = ""
 
 
 @dataclass(frozen=True)
@@ -122,6 +115,26 @@ class TrainRunner(Protocol):
 
 class ModelTrainer:
     """Fine-tunes base models into students, on a local Ray (or the one ``RAY_ADDRESS`` names)."""
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        runner: TrainRunner | None = None,
+        ray_job_name: str = "",
+        path_roots: Sequence[Path] | None = None,
+    ) -> ModelTrainer:
+        """The trainer ``settings`` describe: their data dir's stores, their hub setting."""
+        return cls(
+            ArtifactStore(settings.artifacts_dir),
+            ModelStore(settings.models_dir),
+            settings.cache_dir("train"),
+            hub_offline=settings.offline,
+            runner=runner,
+            ray_job_name=ray_job_name,
+            path_roots=path_roots,
+        )
 
     def __init__(self, store: ArtifactStore, models: ModelStore, work_root: Path,
                  hub_offline: bool = True, *, runner: TrainRunner | None = None,
@@ -262,7 +275,9 @@ class _RayRun:
         self.emit = emit
         self.cancel = cancel
         self.resumed_from_step = 0
-        self.last: dict[str, Any] = {}
+        self.total_steps = 0
+        self.last_step: WorkerStepped | None = None
+        self.stopped_at: int | None = None
 
     def execute(self) -> tuple[Path, TrainReport]:
         """Run to the end; return the last checkpoint's folder and the report."""
@@ -325,9 +340,11 @@ class _RayRun:
         seconds = time.monotonic() - started
         if "error" in outcome:
             raise Aborted(f"training failed: {_short(outcome['error'])}") from None
-        if stop_sent or self.last.get("type") == "stopped":
-            raise Cancelled(f"training cancelled at step {self.last.get('step', 0)}; "
-                            "a retry resumes from the last checkpoint")  # fmt: skip
+        if stop_sent or self.stopped_at is not None:
+            step = self.stopped_at or (self.last_step.step if self.last_step else 0)
+            raise Cancelled(
+                f"training cancelled at step {step}; a retry resumes from the last checkpoint"
+            )
         result = outcome["result"]
         if result.checkpoint is None:
             raise Aborted("training ended without a checkpoint")
@@ -339,41 +356,50 @@ class _RayRun:
         for event in ray.get(control.drain.remote()):
             self._on_event(event)
 
-    def _on_event(self, event: dict[str, Any]) -> None:
-        kind = event["type"]
-        if kind == "start":
-            self.resumed_from_step = int(event["resumed_from_step"])
-            self.total_steps = int(event["total_steps"])
-            message = (f"resumed from step {self.resumed_from_step}" if self.resumed_from_step
-                       else "started")  # fmt: skip
-            self.emit(TrainEvent(self.resumed_from_step, self.total_steps,
-                                 0.0, message=message))  # fmt: skip
-            return
-        if kind == "step":
-            self.last = event
-            self.emit(TrainEvent(
-                step=event["step"], total_steps=event["total_steps"], epoch=event["epoch"],
-                loss=event["loss"], learning_rate=event["learning_rate"],
-                samples_per_second=event["samples_per_second"], eta_s=event["eta_s"],
-            ))  # fmt: skip
-            return
-        if kind == "checkpoint":
-            folder = self._latest_checkpoint()
-            ref = None
-            if folder is not None:
-                size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
-                ref = ArtifactRef(f"file://{folder}", "", size, "checkpoint")
-            self.last = {**self.last, **event, "type": "checkpoint"}
-            self.emit(TrainEvent(
-                step=event["step"], total_steps=getattr(self, "total_steps", 0),
-                epoch=event["epoch"], loss=event["loss"], eval_loss=event["eval_loss"],
-                learning_rate=self.last.get("learning_rate", 0.0),
-                samples_per_second=self.last.get("samples_per_second", 0.0),
-                eta_s=self.last.get("eta_s"), checkpoint=ref, message="checkpoint saved",
-            ))  # fmt: skip
-            return
-        if kind == "stopped":
-            self.last = {**self.last, **event}
+    def _on_event(self, event: WorkerEvent) -> None:
+        match event:
+            case WorkerStarted():
+                self.resumed_from_step = start = event.resumed_from_step
+                self.total_steps = event.total_steps
+                message = f"resumed from step {start}" if start else "started"
+                self.emit(TrainEvent(start, event.total_steps, 0.0, message=message))
+            case WorkerStepped():
+                self.last_step = event
+                self.emit(
+                    TrainEvent(
+                        step=event.step,
+                        total_steps=event.total_steps,
+                        epoch=event.epoch,
+                        loss=event.loss,
+                        learning_rate=event.learning_rate,
+                        samples_per_second=event.samples_per_second,
+                        eta_s=event.eta_s,
+                    )
+                )
+            case WorkerCheckpointed():
+                self.emit(self._checkpoint_event(event))
+            case WorkerStopped():
+                self.stopped_at = event.step
+
+    def _checkpoint_event(self, event: WorkerCheckpointed) -> TrainEvent:
+        folder = self._latest_checkpoint()
+        ref = None
+        if folder is not None:
+            size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+            ref = ArtifactRef(f"file://{folder}", "", size, "checkpoint")
+        last = self.last_step
+        return TrainEvent(
+            step=event.step,
+            total_steps=self.total_steps,
+            epoch=event.epoch,
+            loss=event.loss,
+            eval_loss=event.eval_loss,
+            learning_rate=last.learning_rate if last else 0.0,
+            samples_per_second=last.samples_per_second if last else 0.0,
+            eta_s=last.eta_s if last else None,
+            checkpoint=ref,
+            message="checkpoint saved",
+        )
 
     def _latest_checkpoint(self) -> Path | None:
         found = sorted(self.run_dir.glob(FOLDER_GLOB))
@@ -381,9 +407,10 @@ class _RayRun:
 
     def _report(self, metrics: dict[str, Any], seconds: float) -> TrainReport:
         options = self.job.options
-        steps = int(metrics.get("step", self.last.get("step", 0)))
-        busy_s = float(self.last.get("busy_s", 0.0))
-        samples = float(self.last.get("samples", 0.0))
+        last = self.last_step
+        steps = int(metrics.get("step", last.step if last else 0))
+        busy_s = last.busy_s if last else 0.0
+        samples = float(last.samples) if last else 0.0
         eval_loss = metrics.get("eval_loss")
         return TrainReport(
             steps=steps,

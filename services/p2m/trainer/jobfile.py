@@ -20,7 +20,8 @@ from p2m.common.artifacts import ArtifactRef
 from p2m.common.atomic import atomic_write_text
 from p2m.common.errors import InvalidInput
 from p2m.common.types import Example, ParseMethod, TaskSpec
-from p2m.trainer.engine import TrainEvent, TrainJob
+from p2m.trainer.engine import TrainJob
+from p2m.trainer.events import TrainEvent, train_event_to_json
 from p2m.trainer.options import TrainOptions
 
 JOB_FILE_VERSION = 1
@@ -125,7 +126,7 @@ class ProgressWriter:
 
     def event(self, event: TrainEvent) -> None:
         """Record a training event."""
-        self._append({"type": "event", "event": asdict(event)})
+        self._append({"type": "event", "event": train_event_to_json(event)})
 
     def error(self, message: str) -> None:
         """Record why the job failed."""
@@ -177,9 +178,3 @@ class ProgressTail:
             if isinstance(record, dict):
                 records.append(record)
         return records
-
-
-def event_from_json(data: dict[str, Any]) -> TrainEvent:
-    """A TrainEvent from its progress-file form."""
-    checkpoint = data.get("checkpoint")
-    return TrainEvent(**{**data, "checkpoint": ArtifactRef(**checkpoint) if checkpoint else None})

@@ -12,6 +12,7 @@ import threading
 from typing import Any
 
 from p2m.common.errors import Unavailable
+from p2m.trainer.events import WorkerEvent
 
 log = logging.getLogger(__name__)
 _LOCK = threading.Lock()
@@ -68,14 +69,14 @@ class TrainControl:
 
     def __init__(self) -> None:
         """Start with no events and no stop request."""
-        self._events: list[dict[str, Any]] = []
+        self._events: list[WorkerEvent] = []
         self._stop = False
 
-    def push(self, event: dict[str, Any]) -> None:
+    def push(self, event: WorkerEvent) -> None:
         """Add a progress event (called by the rank-0 worker)."""
         self._events.append(event)
 
-    def drain(self) -> list[dict[str, Any]]:
+    def drain(self) -> list[WorkerEvent]:
         """Take every event pushed since the last call."""
         events, self._events = self._events, []
         return events

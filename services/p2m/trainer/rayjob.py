@@ -52,7 +52,8 @@ from p2m.k8s.api import (
     load_template,
 )
 from p2m.trainer.engine import TrainEvent, TrainJob, TrainOutcome, stored_report
-from p2m.trainer.jobfile import JobFile, ProgressTail, event_from_json, job_path, progress_path
+from p2m.trainer.events import train_event_from_json
+from p2m.trainer.jobfile import JobFile, ProgressTail, job_path, progress_path
 
 log = logging.getLogger(__name__)
 
@@ -357,7 +358,7 @@ class RayJobRunner:
                 kind = record.get("type")
                 if kind == "event" and isinstance(record.get("event"), dict):
                     try:
-                        last = event_from_json(record["event"])
+                        last = train_event_from_json(record["event"])
                     except TypeError:
                         continue
                     emit(last)

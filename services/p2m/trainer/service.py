@@ -12,10 +12,9 @@ from grpc import aio
 
 from p2m.common.artifacts import ArtifactRef, ArtifactStore
 from p2m.common.convert import artifact_ref_to_pb, progress_pb, task_spec_from_pb
-from p2m.common.hub import hub_offline_by_env
-from p2m.common.model_store import ModelStore
 from p2m.common.server import ServiceBinding
 from p2m.common.settings import Settings
+from p2m.common.streaming import Finished, thread_progress_stream
 from p2m.trainer.engine import ModelTrainer, TrainEvent, TrainJob, TrainOutcome, TrainReport
 from p2m.trainer.options import TrainOptions
 from prompt2model.v1 import common_pb2, trainer_pb2, trainer_pb2_grpc
@@ -162,28 +161,20 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServicer):
     ) -> AsyncIterator[trainer_pb2.TrainProgress]:
         """Train, streaming progress; the last message carries the result."""
         job = job_from_pb(request)
-        loop = asyncio.get_running_loop()
-        events: asyncio.Queue[TrainEvent] = asyncio.Queue()
         cancel = threading.Event()
 
-        def on_event(event: TrainEvent) -> None:
-            loop.call_soon_threadsafe(events.put_nowait, event)
+        def abandon(work: asyncio.Future[TrainOutcome]) -> None:
+            cancel.set()  # the caller went away: the workers stop at their next step
+            work.add_done_callback(_log_end_of_cancelled)
 
-        work = asyncio.ensure_future(asyncio.to_thread(self._trainer.train, job, on_event, cancel))
-        try:
-            while not work.done() or not events.empty():
-                getter = asyncio.ensure_future(events.get())
-                await asyncio.wait({getter, work}, return_when=asyncio.FIRST_COMPLETED)
-                if getter.done():
-                    yield event_to_pb(getter.result())
-                else:
-                    getter.cancel()
-            outcome = work.result()
-        finally:
-            if not work.done():  # the caller went away: the workers stop at their next step
-                cancel.set()
-                work.add_done_callback(_log_end_of_cancelled)
-        yield outcome_to_pb(outcome)
+        stream: AsyncIterator[TrainEvent | Finished[TrainOutcome]] = thread_progress_stream(
+            lambda report: self._trainer.train(job, report, cancel), abandon
+        )
+        async for update in stream:
+            if isinstance(update, Finished):
+                yield outcome_to_pb(update.value)
+            else:
+                yield event_to_pb(update)
 
 
 def _log_end_of_cancelled(work: asyncio.Future[TrainOutcome]) -> None:
@@ -198,19 +189,14 @@ def build(settings: Settings) -> ServiceBinding:
         InvalidInput: With ``trainer_backend="rayjob"``, the RayJob template is unusable.
         FailedPrecondition: With ``trainer_backend="rayjob"``, no Kubernetes configuration.
     """
-    store = ArtifactStore(settings.data_dir / "artifacts")
+    store = ArtifactStore(settings.artifacts_dir)
     runner = None
     if settings.trainer_backend == "rayjob":
         from p2m.trainer.rayjob import RayJobRunner
 
         runner = RayJobRunner.from_settings(settings, store)
-    trainer = ModelTrainer(
-        store,
-        ModelStore(settings.data_dir / "models"),
-        settings.data_dir / "cache" / "train",
-        hub_offline=settings.hub_offline or hub_offline_by_env(),
-        runner=runner,
-        path_roots=settings.readable_roots(),
+    trainer = ModelTrainer.from_settings(
+        settings, runner=runner, path_roots=settings.readable_roots()
     )
     servicer = TrainerServicer(trainer)
 

@@ -23,7 +23,6 @@ import typer
 
 from p2m.cliutil import LogLevel, fail, load_settings
 from p2m.common.errors import InvalidInput, P2MError
-from p2m.common.hub import hub_offline_by_env
 from p2m.common.log import setup_logging
 
 log = logging.getLogger(__name__)
@@ -39,7 +38,6 @@ def train_job(
 ) -> None:
     """Run one training handed over by the trainer (a RayJob's entrypoint); exit 0 on success."""
     from p2m.common.artifacts import ArtifactStore
-    from p2m.common.model_store import ModelStore
     from p2m.trainer.engine import ModelTrainer
     from p2m.trainer.jobfile import JobFile, ProgressWriter, progress_path
 
@@ -50,12 +48,8 @@ def train_job(
     except InvalidInput as exc:
         fail(str(exc), 2)
     progress = ProgressWriter(progress_path(job))
-    store = ArtifactStore(settings.data_dir / "artifacts")
-    trainer = ModelTrainer(
-        store, ModelStore(settings.data_dir / "models"), settings.data_dir / "cache" / "train",
-        hub_offline=settings.hub_offline or hub_offline_by_env(),
-        ray_job_name=spec.ray_job_name,
-    )  # fmt: skip
+    store = ArtifactStore(settings.artifacts_dir)
+    trainer = ModelTrainer.from_settings(settings, ray_job_name=spec.ray_job_name)
     try:
         if os.environ.get("RAY_ADDRESS"):
             _wait_for_workers(spec.job.options.num_workers, spec.job.options.use_gpu)

@@ -21,6 +21,13 @@ from typing import Any
 from p2m.common.types import Example
 from p2m.trainer.checkpoints import STATE_FILE, folder_name, step_of, write_manifest
 from p2m.trainer.encode import collate, encode_examples
+from p2m.trainer.events import (
+    WorkerCheckpointed,
+    WorkerEvent,
+    WorkerStarted,
+    WorkerStepped,
+    WorkerStopped,
+)
 from p2m.trainer.options import TrainOptions
 
 MODEL_DIR = "model"
@@ -67,137 +74,235 @@ class _Position:
 
 def train_worker(config: dict[str, Any]) -> None:
     """Train on this worker's shard; see the module docstring."""
-    import ray.train
-    import ray.train.torch
-    import torch
-    from torch.utils.data import DataLoader
-    from transformers import AutoTokenizer, get_linear_schedule_with_warmup
-
-    from p2m.common.student import ensure_pad_token
-
-    options = TrainOptions(**config["options"])
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
-    control = config.get("control")
-    torch.set_num_threads(max(1, int(config.get("threads", 1))))
-    torch.manual_seed(options.seed)
-
-    tokenizer = AutoTokenizer.from_pretrained(config["base_path"])
-    ensure_pad_token(tokenizer)
-    architecture = config["architecture"]
-    instruction = "" if options.omit_instruction else config["instruction"]
-
-    def encode(pairs: list[list[str]]) -> list[dict[str, list[int]]]:
-        return encode_examples(
-            tokenizer, architecture, instruction, _examples(pairs),
-            options.max_input_tokens, options.max_output_tokens,
-        )  # fmt: skip
-
-    train_rows = encode(config["train"])
-    eval_rows = encode(config["validation"][: options.max_eval_examples])
-
-    def pad(rows: list[dict[str, list[int]]]) -> dict[str, Any]:
-        return collate(rows, tokenizer.pad_token_id)
-
-    checkpoint = ray.train.get_checkpoint()
-    position = _Position()
-    optimizer_state = scheduler_state = None
-    with contextlib.ExitStack() as stack:
-        resume_dir = Path(stack.enter_context(checkpoint.as_directory())) if checkpoint else None
-        found = config.get("resume_from")  # complete on storage, maybe unknown to Ray yet
-        if found and (resume_dir is None or step_of(Path(found)) > step_of(resume_dir)):
-            resume_dir = Path(found)
-        if resume_dir is not None:
-            position = _Position(json.loads((resume_dir / STATE_FILE).read_text()))
-            optimizer_state = torch.load(resume_dir / OPTIMIZER_FILE, weights_only=True)
-            scheduler_state = torch.load(resume_dir / SCHEDULER_FILE, weights_only=True)
-        model = load_base_model(config["base_path"], architecture, options, resume_dir)
-    model = ray.train.torch.prepare_model(model)
-    loader = ray.train.torch.prepare_data_loader(
-        DataLoader(
-            train_rows,  # type: ignore[arg-type]
-            batch_size=options.batch_size,
-            shuffle=True,
-            collate_fn=pad,
+    training = _Training(config)
+    training.push(
+        WorkerStarted(
+            total_steps=training.total_steps,
+            resumed_from_step=training.position.step,
+            steps_per_epoch=training.steps_per_epoch,
+            world=training.world,
         )
     )
-    steps_per_epoch = len(loader)
-    total_steps = steps_per_epoch * options.epochs
-    if options.max_steps:
-        total_steps = min(total_steps, options.max_steps)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=options.learning_rate)
-    scheduler = get_linear_schedule_with_warmup(optimizer, 0, max(total_steps, 1))
-    if optimizer_state is not None:
-        optimizer.load_state_dict(optimizer_state)
-        scheduler.load_state_dict(scheduler_state)
+    training.run()
 
-    def push(event: dict[str, Any]) -> None:
-        if rank == 0 and control is not None:
-            control.push.remote(event)
 
-    def stop_requested() -> bool:
-        flag = float(rank == 0 and control is not None and ray.get(control.should_stop.remote()))
-        if world > 1:
+class _Training:
+    """One worker's training: set up (restored from a checkpoint when there is one), run."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        """Read ``config``; load the tokenizer, data, model, optimizer and where it stood."""
+        import ray.train
+        import ray.train.torch
+        import torch
+
+        self.options = options = TrainOptions(**config["options"])
+        context = ray.train.get_context()
+        self.rank, self.world = context.get_world_rank(), context.get_world_size()
+        self.control = config.get("control")
+        torch.set_num_threads(max(1, int(config.get("threads", 1))))
+        torch.manual_seed(options.seed)
+        self._encode_rows(config)
+        self.model = ray.train.torch.prepare_model(self._restore(config))
+        self.device = ray.train.torch.get_device()
+        self._prepare_optimization()
+        self.losses: deque[float] = deque(maxlen=_LOSS_WINDOW)
+        self.times: deque[tuple[float, int]] = deque(maxlen=_LOSS_WINDOW)
+        self.samples_seen, self.busy_s = 0, 0.0
+
+    def _encode_rows(self, config: dict[str, Any]) -> None:
+        from transformers import AutoTokenizer
+
+        from p2m.common.student import ensure_pad_token
+
+        options = self.options
+        self.tokenizer = AutoTokenizer.from_pretrained(config["base_path"])
+        ensure_pad_token(self.tokenizer)
+        self.architecture = config["architecture"]
+        instruction = "" if options.omit_instruction else config["instruction"]
+
+        def encode(pairs: list[list[str]]) -> list[dict[str, list[int]]]:
+            return encode_examples(
+                self.tokenizer,
+                self.architecture,
+                instruction,
+                _examples(pairs),
+                options.max_input_tokens,
+                options.max_output_tokens,
+            )
+
+        self.train_rows = encode(config["train"])
+        self.eval_rows = encode(config["validation"][: options.max_eval_examples])
+
+    def pad(self, rows: list[dict[str, list[int]]]) -> dict[str, Any]:
+        """A padded batch of encoded rows."""
+        return collate(rows, self.tokenizer.pad_token_id)
+
+    def _restore(self, config: dict[str, Any]) -> Any:
+        """The model, and where training stood: from the newest complete checkpoint, if any."""
+        import ray.train
+        import torch
+
+        checkpoint = ray.train.get_checkpoint()
+        self.position = _Position()
+        self.optimizer_state = self.scheduler_state = None
+        with contextlib.ExitStack() as stack:
+            resume_dir = (
+                Path(stack.enter_context(checkpoint.as_directory())) if checkpoint else None
+            )
+            found = config.get("resume_from")  # complete on storage, maybe unknown to Ray yet
+            if found and (resume_dir is None or step_of(Path(found)) > step_of(resume_dir)):
+                resume_dir = Path(found)
+            if resume_dir is not None:
+                self.position = _Position(json.loads((resume_dir / STATE_FILE).read_text()))
+                self.optimizer_state = torch.load(resume_dir / OPTIMIZER_FILE, weights_only=True)
+                self.scheduler_state = torch.load(resume_dir / SCHEDULER_FILE, weights_only=True)
+            return load_base_model(config["base_path"], self.architecture, self.options, resume_dir)
+
+    def _prepare_optimization(self) -> None:
+        """The data loader, step counts, AdamW and its linear decay (restored when resuming)."""
+        import ray.train.torch
+        import torch
+        from torch.utils.data import DataLoader
+        from transformers import get_linear_schedule_with_warmup
+
+        options = self.options
+        self.loader = ray.train.torch.prepare_data_loader(
+            DataLoader(
+                self.train_rows,  # type: ignore[arg-type]
+                batch_size=options.batch_size,
+                shuffle=True,
+                collate_fn=self.pad,
+            )
+        )
+        self.steps_per_epoch = len(self.loader)
+        self.total_steps = self.steps_per_epoch * options.epochs
+        if options.max_steps:
+            self.total_steps = min(self.total_steps, options.max_steps)
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.trainable, lr=options.learning_rate)
+        self.scheduler = get_linear_schedule_with_warmup(
+            self.optimizer, 0, max(self.total_steps, 1)
+        )
+        if self.optimizer_state is not None:
+            self.optimizer.load_state_dict(self.optimizer_state)
+            self.scheduler.load_state_dict(self.scheduler_state)
+
+    def push(self, event: WorkerEvent) -> None:
+        """Tell the driver (rank 0 only)."""
+        if self.rank == 0 and self.control is not None:
+            self.control.push.remote(event)
+
+    def stop_requested(self) -> bool:
+        """Whether a stop was asked for, agreed by every rank (so all stop at one step)."""
+        import ray
+        import torch
+
+        flag = 0.0
+        if self.rank == 0 and self.control is not None:
+            flag = float(bool(ray.get(self.control.should_stop.remote())))
+        if self.world > 1:
             shared = torch.tensor([flag])
             torch.distributed.all_reduce(shared, op=torch.distributed.ReduceOp.MAX)
             flag = float(shared.item())
         return flag > 0
 
-    push({"type": "start", "total_steps": total_steps, "resumed_from_step": position.step,
-          "steps_per_epoch": steps_per_epoch, "world": world})  # fmt: skip
-    losses: deque[float] = deque(maxlen=_LOSS_WINDOW)
-    times: deque[tuple[float, int]] = deque(maxlen=_LOSS_WINDOW)
-    reported = False
-    samples_seen, busy_s = 0, 0.0
-    device = ray.train.torch.get_device()
-    while position.epoch < options.epochs and position.step < total_steps:
+    def run(self) -> None:
+        """Epochs until done or stopped, each ending with a checkpoint.
+
+        A resumed run with nothing left reports its last checkpoint again, to hand it back.
+        """
+        position, reported = self.position, False
+        while position.epoch < self.options.epochs and position.step < self.total_steps:
+            if not self._epoch():
+                self.push(WorkerStopped(position.step))
+                return
+            self._checkpoint()
+            reported = True
+        if not reported:
+            self._report()
+
+    def _epoch(self) -> bool:
+        """The rest of the current epoch; False when a stop was asked for."""
+        import torch
+
+        position, loader = self.position, self.loader
         epoch = position.epoch
-        torch.manual_seed(options.seed + epoch)
-        if world > 1 and hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
+        torch.manual_seed(self.options.seed + epoch)
+        if self.world > 1 and hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
             loader.sampler.set_epoch(epoch)
-        model.train()
-        steps_done_this_epoch = position.step - epoch * steps_per_epoch
+        self.model.train()
+        steps_done_this_epoch = position.step - epoch * self.steps_per_epoch
         for index, batch in enumerate(loader):
             if index < steps_done_this_epoch:  # resumed mid-epoch (a max_steps stop)
                 continue
-            started = time.perf_counter()
-            batch = {k: v.to(device) for k, v in batch.items()}
-            loss = model(**batch).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(trainable, options.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            position.step += 1
-            losses.append(float(loss.item()))
-            elapsed, samples = time.perf_counter() - started, len(batch["input_ids"]) * world
-            times.append((elapsed, samples))
-            samples_seen, busy_s = samples_seen + samples, busy_s + elapsed
-            seconds = sum(t for t, _ in times)
-            samples_per_s = sum(n for _, n in times) / seconds if seconds else 0.0
-            eta = (total_steps - position.step) * seconds / len(times)
-            position.last_loss = sum(losses) / len(losses)
-            push({"type": "step", "step": position.step, "total_steps": total_steps,
-                  "epoch": position.step / steps_per_epoch, "loss": position.last_loss,
-                  "learning_rate": scheduler.get_last_lr()[0],
-                  "samples_per_second": samples_per_s, "eta_s": eta,
-                  "samples": samples_seen, "busy_s": busy_s})  # fmt: skip
-            if stop_requested():
-                push({"type": "stopped", "step": position.step})
-                return
-            if position.step >= total_steps:
+            self._step(batch)
+            if self.stop_requested():
+                return False
+            if position.step >= self.total_steps:
                 break
-        if position.step - epoch * steps_per_epoch >= steps_per_epoch:
+        if position.step - epoch * self.steps_per_epoch >= self.steps_per_epoch:
             position.epoch += 1
-        position.last_eval_loss = _eval_loss(model, eval_rows, pad, options, device, rank)
-        _report(model, optimizer, scheduler, position, steps_per_epoch, rank)
-        reported = True
-        push({"type": "checkpoint", "step": position.step, "epoch": position.step /
-              steps_per_epoch, "loss": position.last_loss,
-              "eval_loss": position.last_eval_loss})  # fmt: skip
-    if not reported:  # a resumed run with nothing left: hand the last checkpoint back
-        _report(model, optimizer, scheduler, position, steps_per_epoch, rank)
+        return True
+
+    def _step(self, batch: dict[str, Any]) -> None:
+        """One optimizer step, and its progress event."""
+        import torch
+
+        position = self.position
+        started = time.perf_counter()
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        loss = self.model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.trainable, self.options.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        position.step += 1
+        self.losses.append(float(loss.item()))
+        elapsed, samples = time.perf_counter() - started, len(batch["input_ids"]) * self.world
+        self.times.append((elapsed, samples))
+        self.samples_seen, self.busy_s = self.samples_seen + samples, self.busy_s + elapsed
+        seconds = sum(t for t, _ in self.times)
+        position.last_loss = sum(self.losses) / len(self.losses)
+        self.push(
+            WorkerStepped(
+                step=position.step,
+                total_steps=self.total_steps,
+                epoch=position.step / self.steps_per_epoch,
+                loss=position.last_loss,
+                learning_rate=self.scheduler.get_last_lr()[0],
+                samples_per_second=sum(n for _, n in self.times) / seconds if seconds else 0.0,
+                eta_s=(self.total_steps - position.step) * seconds / len(self.times),
+                samples=self.samples_seen,
+                busy_s=self.busy_s,
+            )
+        )
+
+    def _report(self) -> None:
+        _report(
+            self.model,
+            self.optimizer,
+            self.scheduler,
+            self.position,
+            self.steps_per_epoch,
+            self.rank,
+        )
+
+    def _checkpoint(self) -> None:
+        """Validation loss, then a checkpoint reported to Ray Train, then its event."""
+        position = self.position
+        position.last_eval_loss = _eval_loss(
+            self.model, self.eval_rows, self.pad, self.options, self.device, self.rank
+        )
+        self._report()
+        self.push(
+            WorkerCheckpointed(
+                step=position.step,
+                epoch=position.step / self.steps_per_epoch,
+                loss=position.last_loss,
+                eval_loss=position.last_eval_loss,
+            )
+        )
 
 
 def _eval_loss(model: Any, rows: list[dict[str, list[int]]], pad: Any, options: TrainOptions,
