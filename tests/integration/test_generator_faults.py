@@ -36,6 +36,11 @@ SENTIMENT_TASK = TaskSpec(
     'Answer "positive", "neutral" or "negative".',
     (Example("great", "positive"), Example("awful", "negative")),
 )
+# Inputs that start with "[Day NN]".
+DATED_TASK = TaskSpec(
+    "Name a colour.",
+    (Example("[Day 01] sky", "blue"), Example("[Day 02] grass", "green")),
+)
 # Inputs with "Question:" then "Context:", outputs a span of the context.
 SPAN_TASK = TaskSpec(
     "Answer from the context.",
@@ -60,6 +65,7 @@ class FaultyTeacher:
         self.requests = 0
         self.rng = random.Random(0)
         self.prompts: list[str] = []
+        self.input_schemas: list[dict] = []
 
     async def chat(self, request: web.Request) -> web.Response:
         self.requests += 1
@@ -79,6 +85,7 @@ class FaultyTeacher:
         elif "topics" in wanted.get("required", []):
             content = json.dumps({"topics": [f"topic {i}" for i in range(5)]})
         elif "input" in wanted.get("required", []):
+            self.input_schemas.append(wanted)
             content = json.dumps({"input": self._input(kind, body["messages"][-1]["content"])})
         else:  # an answer: what the input names; as JSON when a schema asks for one
             named = re.search(
@@ -99,6 +106,8 @@ class FaultyTeacher:
 
     def _input(self, kind: str, prompt: str) -> str:
         n, noise = self.requests, self.rng.random()
+        if kind == "dated":  # DATED_TASK's form: a "[Day NN]" prefix
+            return f"[Day {n % 90 + 10}] thing number {n} {noise}"
         if kind == "span":  # SPAN_TASK's form: the answer is a span of the context
             return f"Question: thing {n}? Context: thing {n} {noise} is colour {n % 3}"
         if kind in ("biased", "stubborn", "sloppy"):  # asked for another label, it may obey
@@ -214,8 +223,10 @@ async def test_examples_that_break_the_demonstrations_invariants_are_dropped_and
     assert report.invariants.input_markers == ("Question:", "Context:")
     assert report.invariants.output_in_input
     assert report.accepted == 6
-    assert report.dropped["invariant"] == sum(report.invariant_drops.values()) > 0
-    assert report.invariant_drops.get("input_prefix", 0) > 0
+    assert report.dropped["invariant"] == sum(report.invariant_drops.values())
+    # The learned "Question:" prefix is a pattern of the input request's schema: inputs
+    # without it are refused as they arrive (unparseable), before any invariant is checked.
+    assert report.dropped["unparseable"] > 0
     folder = ArtifactStore(tmp_path / "artifacts").path(result.dataset.sha256)
     rows = [json.loads(line) for name in ("train", "validation")
             for line in (folder / f"{name}.jsonl").read_text().splitlines()]  # fmt: skip
@@ -280,6 +291,21 @@ async def test_closed_set_answers_are_read_as_the_closest_label(teacher, tmp_pat
     assert result.report.accepted == 4
     assert sum(result.report.label_counts.values()) == 4  # every output is one of the labels
     assert not result.report.invariant_drops
+
+
+async def test_new_inputs_are_asked_for_with_the_learned_prefix_as_a_pattern(
+    teacher, tmp_path: Path
+):
+    faulty, _ = teacher
+    faulty.input_schemas = []
+    options = GenerateOptions(num_examples=4, batch_size=4, seed=12, self_consistency_samples=1)
+    mix = {"dated": 0.5, "good": 0.5}  # "good" inputs lack the prefix: the schema refuses them
+    result = await _generate_with(teacher, tmp_path, mix, DATED_TASK, options)
+    report = result.report
+    assert report.accepted == 4 and not report.invariant_drops
+    assert report.dropped["unparseable"] > 0
+    patterns = {s["properties"]["input"].get("pattern") for s in faulty.input_schemas}
+    assert patterns == {r"^\[Day [0-9]{2}\].+$"}
 
 
 async def test_a_label_that_reached_its_quota_takes_no_more(teacher, tmp_path: Path):

@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from p2m.common.errors import InvalidInput, NotFound, P2MError, Unavailable
+from p2m.common.types import Example, ParseMethod, TaskSpec
 from p2m.demo.app import RunMetrics, task_from_json
 from p2m.demo.endpoint import KServeClient, check_endpoint
 
@@ -164,3 +165,19 @@ def test_list_models_reads_the_v1_list():
         return httpx.Response(200, json={"models": ["a", "b"]})
 
     assert _client(handler).list_models() == ["a", "b"]
+
+
+def test_a_task_spec_survives_its_json_form():
+    task = TaskSpec(
+        " Traduire. ",
+        (Example("hola", "hello"),),
+        language="fr",
+        original_instruction="Traduire.",
+        parse_method=ParseMethod.LLM,
+        warnings=("one demonstration",),
+        prompt_sha256="ab" * 32,
+    )
+    assert TaskSpec.from_json(task.to_json()) == task
+    with pytest.raises(InvalidInput) as caught:
+        TaskSpec.from_json({**task.to_json(), "parse_method": "guess"}, "job.task")
+    assert caught.value.field == "job.task.parse_method"

@@ -11,7 +11,8 @@ import pytest
 from google.protobuf import duration_pb2
 
 from p2m.common.errors import InvalidInput
-from p2m.deployer.core import DeployOptions, check_name
+from p2m.common.names import check_deployment_name
+from p2m.deployer.core import DeployOptions
 from p2m.deployer.service import options_from_pb
 from prompt2model.v1 import deployer_pb2
 
@@ -141,10 +142,10 @@ def test_options_defaults_and_ranges():
 @pytest.mark.parametrize("name", ["", "A", "1abc", "abc-", "a_b", "a.b", "a" * 46, "ünï"])
 def test_bad_names(name: str):
     with pytest.raises(InvalidInput) as info:
-        check_name(name)
+        check_deployment_name(name)
     assert info.value.field == "name"
 
 
 @pytest.mark.parametrize("name", ["a", "tiny", "my-model-2", "a" * 45])
 def test_good_names(name: str):
-    assert check_name(name) == name
+    assert check_deployment_name(name) == name

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
+
+from p2m.common.errors import InvalidInput
 
 
 @dataclass(frozen=True)
@@ -54,3 +57,41 @@ class TaskSpec:
             "warnings": list(self.warnings),
             "prompt_sha256": self.prompt_sha256,
         }
+
+    @classmethod
+    def from_json(cls, data: Any, field_path: str = "task") -> TaskSpec:
+        """The TaskSpec ``to_json`` wrote (only ``instruction`` is required; other keys ignored).
+
+        Raises:
+            InvalidInput: A key is of the wrong type, or the instruction is empty; ``field_path``
+                names it.
+        """
+        if not isinstance(data, dict):
+            raise InvalidInput(field_path, "must be a JSON object")
+        instruction = data.get("instruction")
+        if not isinstance(instruction, str) or not instruction.strip():
+            raise InvalidInput(f"{field_path}.instruction", "must be a non-empty string")
+        demonstrations = data.get("demonstrations", [])
+        if not isinstance(demonstrations, list):
+            raise InvalidInput(f"{field_path}.demonstrations", "must be a list of {input, output}")
+        examples = []
+        for number, demo in enumerate(demonstrations):
+            where = f"{field_path}.demonstrations[{number}]"
+            if not isinstance(demo, dict):
+                raise InvalidInput(where, "must be an object {input, output}")
+            for key in ("input", "output"):
+                if not isinstance(demo.get(key), str):
+                    raise InvalidInput(f"{where}.{key}", "must be a string")
+            examples.append(Example(demo["input"], demo["output"]))
+        method = data.get("parse_method", ParseMethod.DETERMINISTIC.value)
+        if method not in {m.value for m in ParseMethod}:
+            raise InvalidInput(f"{field_path}.parse_method", f"unknown method {method!r}")
+        return cls(
+            instruction=instruction,
+            demonstrations=tuple(examples),
+            language=str(data.get("language", "en")),
+            original_instruction=str(data.get("original_instruction", "")),
+            parse_method=ParseMethod(method),
+            warnings=tuple(str(w) for w in data.get("warnings", ())),
+            prompt_sha256=str(data.get("prompt_sha256", "")),
+        )

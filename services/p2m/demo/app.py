@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from p2m.common.errors import InvalidInput, P2MError
-from p2m.common.types import Example, TaskSpec
+from p2m.common.types import TaskSpec
 from p2m.demo.endpoint import KServeClient
 
 if TYPE_CHECKING:
@@ -91,31 +91,13 @@ class RunMetrics:
 
 
 def task_from_json(data: Any, field: str = "task") -> TaskSpec:
-    """A TaskSpec from ``{"instruction": str, "demonstrations": [{"input", "output"}]}``.
-
-    Other keys (e.g. those of ``p2m parse --json``) are ignored.
+    """The task the demo shows, from ``TaskSpec.to_json``'s form (the instruction stripped).
 
     Raises:
         InvalidInput: A key is missing or of the wrong type; ``field`` names it.
     """
-    if not isinstance(data, dict):
-        raise InvalidInput(field, "must be a JSON object")
-    instruction = data.get("instruction")
-    if not isinstance(instruction, str) or not instruction.strip():
-        raise InvalidInput(f"{field}.instruction", "must be a non-empty string")
-    demonstrations = data.get("demonstrations", [])
-    if not isinstance(demonstrations, list):
-        raise InvalidInput(f"{field}.demonstrations", "must be a list of {input, output}")
-    examples = []
-    for number, demo in enumerate(demonstrations):
-        where = f"{field}.demonstrations[{number}]"
-        if not isinstance(demo, dict):
-            raise InvalidInput(where, "must be an object {input, output}")
-        for key in ("input", "output"):
-            if not isinstance(demo.get(key), str):
-                raise InvalidInput(f"{where}.{key}", "must be a string")
-        examples.append(Example(input=demo["input"], output=demo["output"]))
-    return TaskSpec(instruction=instruction.strip(), demonstrations=tuple(examples))
+    task = TaskSpec.from_json(data, field)
+    return TaskSpec(instruction=task.instruction.strip(), demonstrations=task.demonstrations)
 
 
 def build_demo(

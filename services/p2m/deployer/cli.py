@@ -19,7 +19,8 @@ import typer
 
 from p2m.cliutil import LogLevel, fail, load_settings, out
 from p2m.common.log import setup_logging
-from p2m.deployer.core import MAX_BATCH_SIZE, MAX_LATENCY_MS, is_valid_name
+from p2m.common.names import is_deployment_name
+from p2m.deployer.core import MAX_BATCH_SIZE, MAX_LATENCY_MS
 
 # Set for this process unless the caller set them: local files only, no telemetry.
 OFFLINE_ENV = {
@@ -39,7 +40,7 @@ def name_from_folder(folder: Path) -> str:
     """A model name made from the folder's name ("My Model_2" -> "my-model-2"), else "student"."""
     name = re.sub(r"[^a-z0-9]+", "-", folder.name.lower()).strip("-")
     name = re.sub(r"^[^a-z]+", "", name)[:45].rstrip("-")
-    return name if is_valid_name(name) else FALLBACK_NAME
+    return name if is_deployment_name(name) else FALLBACK_NAME
 
 
 def serve_model(
@@ -63,7 +64,7 @@ def serve_model(
 ) -> None:
     """Serve a student model with KServe (v1 and v2 REST, v2 gRPC) until SIGTERM."""
     name = name if name is not None else name_from_folder(model.resolve())
-    if not is_valid_name(name):
+    if not is_deployment_name(name):
         fail(f"--name must be a DNS-1123 label of 1 to 45 characters, got {name!r}")
     if not 1 <= http_port <= 65535 or not 0 <= grpc_port <= 65535 or http_port == grpc_port:
         fail("--http-port must be within 1..65535, --grpc-port within 0..65535, and differ")

@@ -12,11 +12,7 @@ deployment here (``demo_url`` is empty).
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import builtins
-import hashlib
-import json
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -32,6 +28,7 @@ from p2m.common.errors import (
     NotFound,
     P2MError,
 )
+from p2m.common.names import is_deployment_name
 from p2m.common.settings import Settings
 from p2m.deployer.core import (
     DEFAULT_PAGE_SIZE,
@@ -40,8 +37,10 @@ from p2m.deployer.core import (
     DeployOutcome,
     DeploySpec,
     Endpoint,
+    NameLocks,
     Page,
-    is_valid_name,
+    PageTokens,
+    serving_identity,
     student_model,
 )
 from p2m.deployer.inferenceservice import (
@@ -109,7 +108,8 @@ class ClusterDeployments:
         self._image = image
         self._pvc = artifacts_pvc
         self._poll_s = poll_s
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._lock = NameLocks()
+        self._tokens = PageTokens()
 
     @classmethod
     def from_settings(
@@ -164,7 +164,7 @@ class ClusterDeployments:
             Unavailable: The cluster cannot be reached.
         """
         model, folder = student_model(self._store, spec.model)
-        served_as = _served_as(spec, model.sha256, self._image)
+        served_as = serving_identity(spec, model.sha256, self._image)
         async with self._lock(spec.name):
             current = await self._objects.find(INFERENCESERVICE, spec.name)
             if current is not None and not is_managed(current):
@@ -193,7 +193,7 @@ class ClusterDeployments:
             NotFound: There is none (that p2m created) and ``allow_missing`` is false.
         """
         obj = None
-        if is_valid_name(name):
+        if is_deployment_name(name):
             async with self._lock(name):
                 obj = await self._objects.find(INFERENCESERVICE, name)
                 if obj is not None and is_managed(obj):
@@ -217,13 +217,13 @@ class ClusterDeployments:
         """
         if not 0 <= page_size <= MAX_PAGE_SIZE:
             raise InvalidInput("page_size", f"must be within 0..{MAX_PAGE_SIZE}, got {page_size}")
-        after = _token_name(page_token) if page_token else ""
+        after = self._tokens.name_of(page_token) if page_token else ""
         found = sorted(await self._managed(), key=_name)
         found = [obj for obj in found if _name(obj) > after]
         size = page_size or DEFAULT_PAGE_SIZE
         page, more = found[:size], len(found) > size
         endpoints = tuple(self._endpoint(obj, *readiness(obj)) for obj in page)
-        return Page(endpoints, _token(_name(page[-1])) if more else "")
+        return Page(endpoints, self._tokens.token(_name(page[-1])) if more else "")
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -295,15 +295,6 @@ class ClusterDeployments:
             k8s_namespace=self._objects.namespace,
         )
 
-    def _lock(self, name: str) -> asyncio.Lock:
-        return self._locks.setdefault(name, asyncio.Lock())
-
-
-def _served_as(spec: DeploySpec, model_sha256: str, image: str) -> str:
-    """Hash of what decides how a deployment serves: the same hash means nothing to change."""
-    identity = {"model": model_sha256, "options": spec.options.served_as(), "image": image}
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
-
 
 def _name(obj: Mapping[str, Any]) -> str:
     return str((obj.get("metadata") or {}).get("name", ""))
@@ -319,21 +310,6 @@ def _created(obj: Mapping[str, Any]) -> datetime:
         return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
     except ValueError:
         return datetime.now(UTC)
-
-
-def _token(name: str) -> str:
-    """A page token: the last name of the page (the next page starts after it)."""
-    return base64.urlsafe_b64encode(name.encode()).decode().rstrip("=")
-
-
-def _token_name(token: str) -> str:
-    try:
-        name = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        name = ""
-    if not is_valid_name(name):
-        raise InvalidInput("page_token", "is not a page token this deployer gave out")
-    return name
 
 
 def _log_fields(obj: Mapping[str, Any], run_id: str) -> dict[str, Any]:

@@ -7,7 +7,13 @@ implementation (a KServe InferenceService per deployment) plugs in behind the sa
 
 from __future__ import annotations
 
-import re
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import secrets
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -15,11 +21,10 @@ from typing import Any, Protocol
 
 from p2m.common.artifacts import ArtifactRef, ArtifactStore
 from p2m.common.errors import FailedPrecondition, InvalidInput
+from p2m.common.names import check_deployment_name, check_run_id
 from p2m.common.student import StudentSpec
 from p2m.common.types import TaskSpec
 
-MAX_NAME_CHARS = 45
-MAX_RUN_ID_CHARS = 64
 MAX_REPLICAS = 100
 MAX_CONCURRENCY_TARGET = 1_000
 MAX_BATCH_SIZE = 1_024
@@ -33,8 +38,6 @@ DEFAULT_MAX_LATENCY_MS = 20.0
 DEFAULT_READY_TIMEOUT_S = 120.0
 KIND_LOCAL = "local-modelserver"
 KIND_INFERENCESERVICE = "inferenceservice"
-
-_DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 
 def student_model(store: ArtifactStore, ref: ArtifactRef) -> tuple[ArtifactRef, Path]:
@@ -53,30 +56,6 @@ def student_model(store: ArtifactStore, ref: ArtifactRef) -> tuple[ArtifactRef, 
     except FailedPrecondition as exc:
         raise InvalidInput("model.uri", f"is not a student model: {exc}") from exc
     return stored, folder
-
-
-def check_name(name: str, field_path: str = "name") -> str:
-    """Return ``name`` when it is a DNS-1123 label of 1 to 45 characters starting with a letter.
-
-    Raises:
-        InvalidInput: It is not (``field_path`` names the field).
-    """
-    if not name:
-        raise InvalidInput(field_path, "is empty")
-    if len(name) > MAX_NAME_CHARS:
-        raise InvalidInput(field_path, f"at most {MAX_NAME_CHARS} characters, got {len(name)}")
-    if not _DNS_LABEL.match(name):
-        raise InvalidInput(
-            field_path,
-            "must be a DNS-1123 label: lowercase letters, digits and '-', starting with a "
-            f"letter and ending with a letter or digit; got {name[:60]!r}",
-        )
-    return name
-
-
-def is_valid_name(name: str) -> bool:
-    """True when ``name`` could name a deployment (see ``check_name``)."""
-    return 0 < len(name) <= MAX_NAME_CHARS and bool(_DNS_LABEL.match(name))
 
 
 @dataclass(frozen=True)
@@ -157,9 +136,8 @@ class DeploySpec:
 
     def __post_init__(self) -> None:
         """Check the name and the run id."""
-        check_name(self.name)
-        if len(self.run_id) > MAX_RUN_ID_CHARS:
-            raise InvalidInput("run_id", f"at most {MAX_RUN_ID_CHARS} characters")
+        check_deployment_name(self.name)
+        check_run_id(self.run_id)
 
 
 @dataclass(frozen=True)
@@ -230,3 +208,67 @@ class Deployments(Protocol):
             InvalidInput: ``page_token`` was not given out by this deployer.
         """
         ...
+
+
+# -- what both backends share --------------------------------------------------------------
+
+
+def serving_identity(spec: DeploySpec, model_sha256: str, image: str = "") -> str:
+    """Hash of what decides how a deployment serves: the same hash means nothing to change.
+
+    The model, the serving options, the task and figures the demo shows, and (on a cluster)
+    the image the predictor runs.
+    """
+    identity = {
+        "model": model_sha256,
+        "options": spec.options.served_as(),
+        "task": spec.task.to_json() if spec.task is not None else None,
+        "metrics": spec.metrics,
+        "image": image,
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+class NameLocks:
+    """One asyncio lock per deployment name: changes to one deployment happen one at a time."""
+
+    def __init__(self) -> None:
+        """No lock yet."""
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def __call__(self, name: str) -> asyncio.Lock:
+        """The lock of ``name``."""
+        return self._locks.setdefault(name, asyncio.Lock())
+
+
+class PageTokens:
+    """Page tokens naming where the next page starts, signed so that only given ones are taken.
+
+    The key lives as long as the process: a token outlives neither it nor a restart.
+    """
+
+    def __init__(self) -> None:
+        """A fresh signing key."""
+        self._key = secrets.token_bytes(32)
+
+    def token(self, name: str) -> str:
+        """The token of a page that ends at ``name``."""
+        payload = base64.urlsafe_b64encode(name.encode()).decode().rstrip("=")
+        return f"{payload}.{self._mac(payload)}"
+
+    def name_of(self, token: str) -> str:
+        """The name a token carries.
+
+        Raises:
+            InvalidInput: Not a token this process gave out.
+        """
+        payload, _, mac = token.partition(".")
+        if not mac or not hmac.compare_digest(mac.encode(), self._mac(payload).encode()):
+            raise InvalidInput("page_token", "is not a page token this deployer gave out")
+        try:
+            return base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)).decode()
+        except (binascii.Error, UnicodeDecodeError) as exc:
+            raise InvalidInput("page_token", "is not a page token this deployer gave out") from exc
+
+    def _mac(self, payload: str) -> str:
+        return hmac.new(self._key, payload.encode(), hashlib.sha256).hexdigest()[:32]

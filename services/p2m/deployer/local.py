@@ -11,15 +11,10 @@ when they are free, so a crashed server or a rebooted machine comes back.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import builtins
-import hashlib
-import hmac
 import json
 import logging
 import os
-import secrets
 import shutil
 import signal
 import subprocess
@@ -35,6 +30,7 @@ import httpx
 from p2m.common.artifacts import ArtifactRef, ArtifactStore
 from p2m.common.atomic import atomic_write_text
 from p2m.common.errors import InvalidInput, NotFound, P2MError
+from p2m.common.names import is_deployment_name
 from p2m.common.procs import (
     LOOPBACK,
     command_line,
@@ -51,8 +47,10 @@ from p2m.deployer.core import (
     DeployOutcome,
     DeploySpec,
     Endpoint,
+    NameLocks,
     Page,
-    is_valid_name,
+    PageTokens,
+    serving_identity,
     student_model,
 )
 
@@ -178,8 +176,8 @@ class LocalDeployments:
         self._env = {**CHILD_ENV_DEFAULTS, **(os.environ if environ is None else environ)}
         self._stop_grace_s = stop_grace_s
         self._children: dict[int, subprocess.Popen[bytes]] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._token_key = secrets.token_bytes(32)
+        self._lock = NameLocks()
+        self._tokens = PageTokens()
         self._http: httpx.AsyncClient | None = None
 
     # -- the Deployments protocol ---------------------------------------------------------
@@ -239,20 +237,20 @@ class LocalDeployments:
         """
         if not 0 <= page_size <= MAX_PAGE_SIZE:
             raise InvalidInput("page_size", f"must be within 0..{MAX_PAGE_SIZE}, got {page_size}")
-        after = self._token_name(page_token) if page_token else ""
+        after = self._tokens.name_of(page_token) if page_token else ""
         names = [n for n in self._names() if n > after]
         size = page_size or DEFAULT_PAGE_SIZE
         page, more = names[:size], len(names) > size
         records = [r for r in map(self._read, page) if r is not None]
         statuses = await asyncio.gather(*(self._status(r) for r in records))
         endpoints = tuple(self._endpoint(r, s) for r, s in zip(records, statuses, strict=True))
-        return Page(endpoints, self._token(page[-1]) if more else "")
+        return Page(endpoints, self._tokens.token(page[-1]) if more else "")
 
     # -- deploy and undeploy ----------------------------------------------------------------
 
     async def _deploy(self, spec: DeploySpec) -> DeployOutcome:
         model, folder = student_model(self._store, spec.model)
-        served_as = _served_as(spec, model.sha256)
+        served_as = serving_identity(spec, model.sha256)
         timeout_s = spec.options.ready_timeout_s
         async with self._lock(spec.name):
             current = self._read(spec.name)
@@ -280,7 +278,7 @@ class LocalDeployments:
             return DeployOutcome(self._endpoint(record, status), replaced=True)
 
     async def _undeploy(self, name: str, allow_missing: bool) -> Endpoint | None:
-        record = self._read(name) if is_valid_name(name) else None
+        record = self._read(name) if is_deployment_name(name) else None
         if record is None:
             if allow_missing:
                 return None
@@ -500,7 +498,7 @@ class LocalDeployments:
     def _names(self) -> builtins.list[str]:
         if not self.root.is_dir():
             return []
-        return sorted(p.stem for p in self.root.glob("*.json") if is_valid_name(p.stem))
+        return sorted(p.stem for p in self.root.glob("*.json") if is_deployment_name(p.stem))
 
     def _registry_path(self, name: str) -> Path:
         return self.root / f"{name}.json"
@@ -534,36 +532,6 @@ class LocalDeployments:
         for path in mine:
             if path and path not in used:
                 Path(path).unlink(missing_ok=True)
-
-    def _lock(self, name: str) -> asyncio.Lock:
-        return self._locks.setdefault(name, asyncio.Lock())
-
-    def _token(self, name: str) -> str:
-        payload = base64.urlsafe_b64encode(name.encode()).decode().rstrip("=")
-        return f"{payload}.{self._mac(payload)}"
-
-    def _token_name(self, token: str) -> str:
-        payload, _, mac = token.partition(".")
-        if not mac or not hmac.compare_digest(mac.encode(), self._mac(payload).encode()):
-            raise InvalidInput("page_token", "is not a page token this deployer gave out")
-        try:
-            return base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)).decode()
-        except (binascii.Error, UnicodeDecodeError) as exc:
-            raise InvalidInput("page_token", "is not a page token this deployer gave out") from exc
-
-    def _mac(self, payload: str) -> str:
-        return hmac.new(self._token_key, payload.encode(), hashlib.sha256).hexdigest()[:32]
-
-
-def _served_as(spec: DeploySpec, model_sha256: str) -> str:
-    """Hash of what decides how a deployment serves: the same hash means nothing to change."""
-    identity = {
-        "model": model_sha256,
-        "options": spec.options.served_as(),
-        "task": spec.task.to_json() if spec.task is not None else None,
-        "metrics": spec.metrics,
-    }
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
 def _server_marker(name: str) -> tuple[str, ...]:

@@ -11,6 +11,7 @@ from p2m.common.artifacts import ArtifactStore
 from p2m.common.convert import artifact_ref_from_pb, artifact_ref_to_pb, task_spec_from_pb
 from p2m.common.errors import InvalidInput
 from p2m.common.log import run_id_var
+from p2m.common.names import check_deployment_name, check_run_id
 from p2m.common.server import ServiceBinding
 from p2m.common.settings import Settings
 from p2m.deployer.core import (
@@ -18,12 +19,10 @@ from p2m.deployer.core import (
     DEFAULT_READY_TIMEOUT_S,
     MAX_LATENCY_MS,
     MAX_READY_TIMEOUT_S,
-    MAX_RUN_ID_CHARS,
     Deployments,
     DeployOptions,
     DeploySpec,
     Endpoint,
-    check_name,
 )
 from p2m.deployer.local import LocalDeployments
 from prompt2model.v1 import common_pb2, deployer_pb2, deployer_pb2_grpc
@@ -85,9 +84,8 @@ def spec_from_pb(
     Raises:
         InvalidInput: A malformed field (named by its path in the request).
     """
-    if len(request.run_id) > MAX_RUN_ID_CHARS:
-        raise InvalidInput("run_id", f"at most {MAX_RUN_ID_CHARS} characters")
-    check_name(request.name)
+    check_run_id(request.run_id)
+    check_deployment_name(request.name)
     model = artifact_ref_from_pb(request.model, "model")
     options = options_from_pb(request.options, default_ready_timeout_s)
     task = task_spec_from_pb(request.task) if request.HasField("task") else None

@@ -23,6 +23,7 @@ from p2m.common.artifacts import ArtifactStore, sha256_file, sha256_tree
 from p2m.common.budget import Budget
 from p2m.common.errors import BudgetExhausted, FailedPrecondition, InvalidInput, NotFound
 from p2m.common.llm import LLMClient, UsageCounters
+from p2m.common.model_store import WEIGHT_SUFFIXES
 from p2m.common.settings import Settings
 from p2m.common.splits import read_examples
 from p2m.common.student import Decoding, Student
@@ -49,7 +50,6 @@ DEFAULT_SPLIT = "test"
 DEFAULT_NUM_WORST = 5
 DEFAULT_STUDENT_BATCH_SIZE = Decoding().batch_size
 DEFAULT_TEACHER_MAX_NEW_TOKENS = 128
-WEIGHT_SUFFIXES = (".safetensors", ".bin")
 RESULT_KIND = "evaluation"
 
 LLMSource = Callable[[], Awaitable[LLMClient]]

@@ -11,6 +11,7 @@ from p2m.common.artifacts import ArtifactStore
 from p2m.common.convert import artifact_ref_from_pb, progress_pb, task_spec_from_pb, usage_to_pb
 from p2m.common.errors import InvalidInput
 from p2m.common.log import run_id_var
+from p2m.common.names import check_run_id
 from p2m.common.server import ServiceBinding
 from p2m.common.settings import Settings
 from p2m.common.streaming import Finished, progress_stream
@@ -33,7 +34,6 @@ from p2m.evaluator.metrics import check_metrics
 from p2m.local_llm.provider import LLMProvider
 from prompt2model.v1 import common_pb2, evaluator_pb2, evaluator_pb2_grpc
 
-MAX_RUN_ID_CHARS = 64
 MAX_INLINE_EXAMPLES = 10_000
 # Proto field -> (lowest, highest) allowed; 0 means the default (see evaluator.proto).
 _RANGES = {
@@ -170,8 +170,7 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServicer):
             InvalidInput: A malformed field.
             NotFound: The model or dataset artifact, or the split, does not exist.
         """
-        if len(request.run_id) > MAX_RUN_ID_CHARS:
-            raise InvalidInput("run_id", f"at most {MAX_RUN_ID_CHARS} characters")
+        check_run_id(request.run_id)
         run_id_var.set(request.run_id)
         options = options_from_pb(request.options)
         task = task_spec_from_pb(request.task)

@@ -6,6 +6,7 @@ import hashlib
 import re
 
 from p2m.common.errors import InvalidInput
+from p2m.common.names import check_deployment_name
 from p2m.common.prompt_text import validate_prompt
 from prompt2model.v1 import common_pb2, gateway_pb2
 
@@ -14,7 +15,6 @@ MAX_REQUEST_ID = 128
 MAX_DATASET_PATH = 4096
 MAX_BASE_MODEL_NAME = 256
 _PRINTABLE_ASCII = re.compile(r"^[\x20-\x7e]*$")
-_DNS_LABEL = re.compile(r"^[a-z](?:[a-z0-9-]{0,43}[a-z0-9])?$")
 NOT_SKIPPABLE = (common_pb2.STAGE_PARSE, common_pb2.STAGE_TRAIN)
 
 
@@ -75,12 +75,8 @@ def checked_options(options: gateway_pb2.RunOptions) -> gateway_pb2.RunOptions:
         )
     if options.mode not in gateway_pb2.InteractionMode.values():
         raise InvalidInput("options.mode", f"unknown mode {options.mode}")
-    if options.deployment_name and not _DNS_LABEL.match(options.deployment_name):
-        raise InvalidInput(
-            "options.deployment_name",
-            "must be a DNS-1123 label of 1 to 45 characters (a-z, 0-9, '-'; starting with a "
-            "letter, ending with a letter or digit)",
-        )
+    if options.deployment_name:
+        check_deployment_name(options.deployment_name, "options.deployment_name")
     filled = gateway_pb2.RunOptions()
     filled.CopyFrom(options)
     if not filled.HasField("seed"):

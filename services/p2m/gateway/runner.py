@@ -26,6 +26,7 @@ from p2m.common.errors import (
     P2MError,
 )
 from p2m.common.log import run_id_var
+from p2m.common.names import MAX_RUN_ID_CHARS
 from p2m.gateway.clients import StageClients
 from p2m.gateway.requests import check_request_id, checked_options, prompt_text, request_sha
 from p2m.gateway.stages import DEFAULT_STUDENT, PIPELINE, Skip, StageOutcome, add_usage
@@ -38,7 +39,6 @@ G = gateway_pb2
 FINISHED = (G.RUN_STATE_SUCCEEDED, G.RUN_STATE_FAILED, G.RUN_STATE_CANCELLED)
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
-MAX_RUN_ID = 64
 
 
 @dataclass(frozen=True)
@@ -133,7 +133,7 @@ class RunManager:
         """
         if not run_id:
             raise InvalidInput("run_id", "is empty")
-        run = self._live.get(run_id) or self._store.get(run_id[: MAX_RUN_ID + 1])
+        run = self._live.get(run_id) or self._store.get(run_id[: MAX_RUN_ID_CHARS + 1])
         if run is None:
             raise NotFound(f"no run {run_id[:80]!r}")
         copy = G.Run()

@@ -42,7 +42,7 @@ from p2m.generator.limits import answer_tokens, example_tokens
 from p2m.generator.meaning import Encoder, MeaningIndex
 from p2m.generator.options import GenerateOptions, generation_key
 from p2m.generator.prompts import (
-    INPUT_SCHEMA,
+    input_schema,
     new_input_messages,
     pick_examples,
     rule_lines,
@@ -450,7 +450,7 @@ class DatasetGenerator:
         def ask() -> Awaitable[tuple[Any, ChatResult]]:
             return self._llm.chat_json(
                 messages,
-                INPUT_SCHEMA,
+                input_schema(run.invariants, run.task.demonstrations),
                 name="input",
                 temperature=temperature,
                 max_tokens=example_tokens(run.task.demonstrations, run.options.max_new_tokens),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Sequence
+from typing import Any
 
 from p2m.common.types import Example
 from p2m.generator.invariants import Invariants
@@ -18,6 +19,8 @@ INPUT_SCHEMA = {
     "properties": {"input": {"type": "string"}},
     "required": ["input"],
 }
+# Regex escapes llama.cpp's schema-to-grammar conversion lacks, in the form it takes.
+_GRAMMAR_ESCAPES = {r"\d": "[0-9]", r"\w": "[A-Za-z0-9_]", r"\s": "[ \t]"}
 NEW_INPUT_SYSTEM = (
     'You write training data for a task. Reply with one JSON object with the key "input": a new '
     "input of the task, in the form of the examples' inputs and different from every one of them."
@@ -106,3 +109,20 @@ def new_input_messages(
         {"role": "system", "content": NEW_INPUT_SYSTEM},
         {"role": "user", "content": "\n\n".join(parts)},
     ]
+
+
+def input_schema(invariants: Invariants, demonstrations: Sequence[Example]) -> dict[str, Any]:
+    """The schema of a new-input answer: with a learned prefix, the input must start with it.
+
+    An endpoint that turns schemas into grammars (llama.cpp) then writes inputs that keep the
+    prefix by construction, where a small teacher dropped it in most answers ("Posted:
+    2022-05-17" for "[Posted: 2022-05-17] ..."). Only for one-line inputs: the pattern's "."
+    stops at a line break.
+    """
+    prefix = invariants.input_prefix
+    if not prefix or any("\n" in d.input for d in demonstrations):
+        return INPUT_SCHEMA
+    for escape, plain in _GRAMMAR_ESCAPES.items():
+        prefix = prefix.replace(escape, plain)
+    field = {"type": "string", "pattern": f"^{prefix}.+$"}
+    return {**INPUT_SCHEMA, "properties": {"input": field}}

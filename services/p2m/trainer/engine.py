@@ -27,6 +27,7 @@ from typing import Any, Protocol
 from p2m.common.artifacts import ArtifactRef, ArtifactStore
 from p2m.common.errors import Aborted, Cancelled, FailedPrecondition, InvalidInput
 from p2m.common.model_store import ModelStore
+from p2m.common.names import check_run_id
 from p2m.common.settings import Settings
 from p2m.common.types import TaskSpec
 from p2m.trainer.base_model import BaseModel, resolve_base_model
@@ -48,7 +49,6 @@ from p2m.trainer.worker import train_worker
 log = logging.getLogger(__name__)
 
 _POLL_S = 0.5
-MAX_RUN_ID = 64
 
 
 @dataclass(frozen=True)
@@ -179,8 +179,7 @@ class ModelTrainer:
         """
         options = job.options
         options.validate()
-        if len(job.run_id) > MAX_RUN_ID:
-            raise InvalidInput("run_id", f"at most {MAX_RUN_ID} characters")
+        check_run_id(job.run_id)
         if not options.omit_instruction and not job.task.instruction.strip():
             raise InvalidInput("task.instruction", "is empty (set omit_instruction to train "
                                "on bare inputs)")  # fmt: skip

@@ -19,7 +19,7 @@ from typing import Any
 from p2m.common.artifacts import ArtifactRef
 from p2m.common.atomic import atomic_write_text
 from p2m.common.errors import InvalidInput
-from p2m.common.types import Example, ParseMethod, TaskSpec
+from p2m.common.types import TaskSpec
 from p2m.trainer.engine import TrainJob
 from p2m.trainer.events import TrainEvent, train_event_to_json
 from p2m.trainer.options import TrainOptions
@@ -89,21 +89,10 @@ class JobFile:
             raise InvalidInput("job.version", f"expected {JOB_FILE_VERSION}")
         try:
             raw = data["job"]
-            task = raw["task"]
             job = TrainJob(
                 datasets=tuple(ArtifactRef(**d) for d in raw["datasets"]),
                 base_model=str(raw["base_model"]),
-                task=TaskSpec(
-                    instruction=str(task["instruction"]),
-                    demonstrations=tuple(
-                        Example(str(d["input"]), str(d["output"])) for d in task["demonstrations"]
-                    ),
-                    language=str(task.get("language", "en")),
-                    original_instruction=str(task.get("original_instruction", "")),
-                    parse_method=ParseMethod(task.get("parse_method", "deterministic")),
-                    warnings=tuple(str(w) for w in task.get("warnings", ())),
-                    prompt_sha256=str(task.get("prompt_sha256", "")),
-                ),
+                task=TaskSpec.from_json(raw["task"], "job.task"),
                 options=TrainOptions(**raw["options"]),
                 base_model_architecture=str(raw.get("base_model_architecture", "")),
                 base_model_artifact=str(raw.get("base_model_artifact", "")),
