@@ -72,9 +72,12 @@ def main() -> None:
         base_url = server.start()
         try:
             base = GenerateOptions(
-                num_examples=examples, few_shot_demonstrations=4, few_shot_generated=2,
-                self_consistency_samples=3, seed=5,
-            )  # fmt: skip
+                num_examples=examples,
+                few_shot_demonstrations=4,
+                few_shot_generated=2,
+                self_consistency_samples=3,
+                seed=5,
+            )
             runs = {
                 "concurrency 1": replace(base, max_concurrency=1),
                 f"concurrency {args.concurrency}": replace(base, max_concurrency=args.concurrency),

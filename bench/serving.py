@@ -135,10 +135,25 @@ def serve_and_measure(
     """Start the model server, measure each concurrency level, stop it."""
     http_port, grpc_port = free_ports(2)
     argv = [
-        sys.executable, "-m", "p2m", "serve-model", "--model", str(folder), "--name", NAME,
-        "--host", "127.0.0.1", "--http-port", str(http_port), "--grpc-port", str(grpc_port),
-        "--max-batch-size", str(max_batch_size), "--max-latency-ms", f"{max_latency_ms:g}",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "p2m",
+        "serve-model",
+        "--model",
+        str(folder),
+        "--name",
+        NAME,
+        "--host",
+        "127.0.0.1",
+        "--http-port",
+        str(http_port),
+        "--grpc-port",
+        str(grpc_port),
+        "--max-batch-size",
+        str(max_batch_size),
+        "--max-latency-ms",
+        f"{max_latency_ms:g}",
+    ]
     base = f"http://127.0.0.1:{http_port}"
     started = time.perf_counter()
     with log_path.open("wb") as log_file:

@@ -35,8 +35,9 @@ from tests.tiny_models import build_tiny_t5
 SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
-def plain_loop(base: Path, architecture: str, task: TaskSpec, examples: list, options: TrainOptions
-               ) -> tuple[float, float]:  # fmt: skip
+def plain_loop(
+    base: Path, architecture: str, task: TaskSpec, examples: list, options: TrainOptions
+) -> tuple[float, float]:
     """Examples/s of the same steps in one process without Ray, and its wall time."""
     import torch
     from transformers import AutoTokenizer

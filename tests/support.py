@@ -37,9 +37,17 @@ class ServiceProcess:
         self.log_path = data_dir / f"{service}-{self.port}.log"
         data_dir.mkdir(parents=True, exist_ok=True)
         self._cmd = [
-            sys.executable, "-m", "p2m", "serve", service,
-            "--port", str(self.port), "--data-dir", str(data_dir), *args,
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "p2m",
+            "serve",
+            service,
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(data_dir),
+            *args,
+        ]
         self.extra_env = dict(env or {})
         self._env = {**os.environ, **self.extra_env}
         self.proc: subprocess.Popen[bytes] | None = None

@@ -81,9 +81,14 @@ def serve(
     if service not in SERVABLE:
         fail(f"unknown service {service!r}; choose one of: {', '.join(SERVABLE)}")
     settings = load_settings(
-        port=port, host=host, data_dir=data_dir, log_level=log_level,
-        llm_base_url=llm_base_url, llm_model=llm_model, local_llm=local_llm,
-    )  # fmt: skip
+        port=port,
+        host=host,
+        data_dir=data_dir,
+        log_level=log_level,
+        llm_base_url=llm_base_url,
+        llm_model=llm_model,
+        local_llm=local_llm,
+    )
     setup_logging(settings.log_level, settings.log_format)
     if service == "llm":
         from p2m.local_llm.main import serve_llm

@@ -43,8 +43,12 @@ class GatewayClient:
         """Use as ``async with``."""
         return self
 
-    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                        trace: TracebackType | None) -> None:  # fmt: skip
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
         """Close the channel."""
         await self.close()
 
@@ -66,8 +70,9 @@ class GatewayClient:
         request = gateway_pb2.GetRunRequest(run_id=run_id)
         return await self._stub.GetRun(request, timeout=self._timeout, metadata=self._metadata)
 
-    async def list_runs(self, page_size: int = 0, page_token: str = "",
-                        states: tuple[int, ...] = ()) -> gateway_pb2.ListRunsResponse:  # fmt: skip
+    async def list_runs(
+        self, page_size: int = 0, page_token: str = "", states: tuple[int, ...] = ()
+    ) -> gateway_pb2.ListRunsResponse:
         """A page of runs, newest first."""
         request = gateway_pb2.ListRunsRequest(
             page_size=page_size,
@@ -89,8 +94,13 @@ class GatewayClient:
         async for event in self._stub.WatchRun(request, metadata=self._metadata):
             yield event
 
-    async def answer_choice(self, run_id: str, choice_id: str, values: list[str] | None = None,
-                            accept_default: bool = False) -> gateway_pb2.Run:  # fmt: skip
+    async def answer_choice(
+        self,
+        run_id: str,
+        choice_id: str,
+        values: list[str] | None = None,
+        accept_default: bool = False,
+    ) -> gateway_pb2.Run:
         """Answer the run's pending choice."""
         request = gateway_pb2.AnswerChoiceRequest(
             run_id=run_id, choice_id=choice_id, values=values or [], accept_default=accept_default

@@ -57,9 +57,13 @@ def client_settings(
 ) -> Settings:
     """Settings of a command that works in-process; logs go to stderr as text."""
     settings = load_settings(
-        data_dir=data_dir, log_level=log_level or "WARNING", log_format="text",
-        llm_base_url=llm_base_url, llm_model=llm_model, local_llm=local_llm,
-    )  # fmt: skip
+        data_dir=data_dir,
+        log_level=log_level or "WARNING",
+        log_format="text",
+        llm_base_url=llm_base_url,
+        llm_model=llm_model,
+        local_llm=local_llm,
+    )
     setup_logging(settings.log_level, settings.log_format)
     return settings
 

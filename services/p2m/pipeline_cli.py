@@ -109,8 +109,19 @@ def run_command(
         text = prompt.decode("utf-8")
     except UnicodeDecodeError:
         fail(f"prompt file {prompt_file} is not UTF-8 text")
-    options = _options(num_examples, epochs, max_steps, max_llm_requests, base_model, dataset,
-                       skip or [], no_teacher, interactive, seed, deployment_name)  # fmt: skip
+    options = _options(
+        num_examples,
+        epochs,
+        max_steps,
+        max_llm_requests,
+        base_model,
+        dataset,
+        skip or [],
+        no_teacher,
+        interactive,
+        seed,
+        deployment_name,
+    )
     if gateway is None:
         from p2m.stack import up
 
@@ -131,10 +142,19 @@ def run_command(
         raise typer.Exit(EXIT_FAILED)
 
 
-def _options(num_examples: int, epochs: int, max_steps: int, max_llm_requests: int,
-             base_model: str | None, dataset: str | None, skip: list[str], no_teacher: bool,
-             interactive: bool, seed: int | None, deployment_name: str | None,
-             ) -> G.RunOptions:  # fmt: skip
+def _options(
+    num_examples: int,
+    epochs: int,
+    max_steps: int,
+    max_llm_requests: int,
+    base_model: str | None,
+    dataset: str | None,
+    skip: list[str],
+    no_teacher: bool,
+    interactive: bool,
+    seed: int | None,
+    deployment_name: str | None,
+) -> G.RunOptions:
     options = G.RunOptions(
         budget=G.Budget(
             num_examples=num_examples, epochs=epochs, llm_max_requests=max_llm_requests
@@ -165,8 +185,9 @@ def _options(num_examples: int, epochs: int, max_steps: int, max_llm_requests: i
     return options
 
 
-async def _run(address: str, token: str, prompt: str, options: G.RunOptions, show: bool,
-               ask: bool) -> G.Run:  # fmt: skip
+async def _run(
+    address: str, token: str, prompt: str, options: G.RunOptions, show: bool, ask: bool
+) -> G.Run:
     from p2m.client import GatewayClient
 
     async with GatewayClient(address, token) as client:
@@ -178,8 +199,12 @@ async def _run(address: str, token: str, prompt: str, options: G.RunOptions, sho
         view = _RunView(run)
         try:
             quiet = Console(file=io.StringIO())  # --json: no live display
-            with Live(view.table(), console=err if show else quiet, refresh_per_second=4,
-                      redirect_stdout=False) as live:  # fmt: skip
+            with Live(
+                view.table(),
+                console=err if show else quiet,
+                refresh_per_second=4,
+                redirect_stdout=False,
+            ) as live:
                 async for event in client.watch(run.run_id):
                     view.update(event)
                     live.update(view.table())
@@ -201,11 +226,15 @@ async def _answer(client: Any, run_id: str, choice: G.PendingChoice) -> None:
         str(i) for i, o in enumerate(choice.options, 1) if o.value in choice.default_values
     )
     hint = "numbers separated by commas" + (", or none" if choice.min_values == 0 else "")
-    answer = await asyncio.to_thread(Prompt.ask, f"Your choice ({hint})", default=default,
-                                     console=err)  # fmt: skip
+    answer = await asyncio.to_thread(
+        Prompt.ask, f"Your choice ({hint})", default=default, console=err
+    )
     picks = [] if answer.strip().lower() == "none" else [a for a in answer.split(",") if a.strip()]
-    values = [choice.options[int(p) - 1].value for p in picks if p.strip().isdigit()
-              and 1 <= int(p) <= len(choice.options)]  # fmt: skip
+    values = [
+        choice.options[int(p) - 1].value
+        for p in picks
+        if p.strip().isdigit() and 1 <= int(p) <= len(choice.options)
+    ]
     try:
         await client.answer_choice(run_id, choice.choice_id, values)
     except grpc.aio.AioRpcError as error:
@@ -238,8 +267,12 @@ class _RunView:
         self.headline = event.message or self.headline
 
     def table(self) -> Table:
-        table = Table(title=f"run {self.run_id}: {self.headline[:80]}", show_header=False,
-                      box=None, title_justify="left")  # fmt: skip
+        table = Table(
+            title=f"run {self.run_id}: {self.headline[:80]}",
+            show_header=False,
+            box=None,
+            title_justify="left",
+        )
         for stage, state in self.states.items():
             name = common_pb2.Stage.Name(stage).removeprefix("STAGE_").lower().replace("_", " ")
             table.add_row(_STATE_MARK.get(state, "?"), name, self.lines.get(stage, ""))
@@ -314,27 +347,36 @@ def _show_report(run: G.Run, report: dict[str, Any]) -> None:
     out.print(f"\n[bold {colour}]run {run.run_id} {state}[/] in {report['duration_s']} s")
     if run.error:
         out.print(f"[red]{run.error}[/]", highlight=False)
-    out.print(f"datasets: {', '.join(report['datasets']) or 'none (generated data only)'}",
-              highlight=False)  # fmt: skip
+    out.print(
+        f"datasets: {', '.join(report['datasets']) or 'none (generated data only)'}",
+        highlight=False,
+    )
     out.print(f"student base model: {report['base_model'] or '-'}", highlight=False)
     generation = report["generation"]
-    out.print(f"generated: {generation['accepted']}/{generation['requested']} examples"
-              f"{' (cached)' if generation['cached'] else ''}")  # fmt: skip
+    out.print(
+        f"generated: {generation['accepted']}/{generation['requested']} examples"
+        f"{' (cached)' if generation['cached'] else ''}"
+    )
     dropped = ", ".join(f"{k} {v}" for k, v in generation["dropped"].items())
     if dropped:
         by_rule = ", ".join(f"{k} {v}" for k, v in generation["invariant_drops"].items())
         out.print(f"  dropped: {dropped}" + (f" (invariants: {by_rule})" if by_rule else ""))
     training = report["training"]
-    out.print(f"training: {training['steps']} steps, {training['epochs']:.2f} epochs, final loss "
-              f"{training['final_loss']:.4f}, {training['train_seconds']:.0f} s"
-              f"{' (cached)' if training['cached'] else ''}")  # fmt: skip
+    out.print(
+        f"training: {training['steps']} steps, {training['epochs']:.2f} epochs, final loss "
+        f"{training['final_loss']:.4f}, {training['train_seconds']:.0f} s"
+        f"{' (cached)' if training['cached'] else ''}"
+    )
     metrics = report["metrics"]
     if metrics["student"]:
         on_demos = metrics.get("student_on_demonstrations", {})
         table = Table(
-            "metric", "student", "teacher", "student on the demonstrations",
+            "metric",
+            "student",
+            "teacher",
+            "student on the demonstrations",
             title=f"student vs teacher, on {report['metrics_source']}",
-        )  # fmt: skip
+        )
         for name, value in metrics["student"].items():
             teacher, demos = metrics.get("teacher", {}).get(name), on_demos.get(name)
             table.add_row(name, f"{value:.4f}", _cell(teacher), _cell(demos))
@@ -342,8 +384,11 @@ def _show_report(run: G.Run, report: dict[str, Any]) -> None:
     for note in report["estimate_notes"]:
         out.print(f"[yellow]note:[/] {note}", highlight=False)
     if report["endpoint"]:
-        out.print(f"endpoint: {report['endpoint']}  (v1: {report['v1_predict_url']})",
-                  highlight=False, soft_wrap=True)  # fmt: skip
+        out.print(
+            f"endpoint: {report['endpoint']}  (v1: {report['v1_predict_url']})",
+            highlight=False,
+            soft_wrap=True,
+        )
     if report["demo"]:
         out.print(f"demo: {report['demo']}", highlight=False, soft_wrap=True)
     if report["endpoint"]:

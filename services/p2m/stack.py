@@ -53,8 +53,11 @@ class Stack:
 
     def save(self, data_dir: Path) -> None:
         """Write ``stack.json``."""
-        body = {"gateway": self.gateway, "llm_base_url": self.llm_base_url,
-                "processes": [asdict(p) for p in self.processes]}  # fmt: skip
+        body = {
+            "gateway": self.gateway,
+            "llm_base_url": self.llm_base_url,
+            "processes": [asdict(p) for p in self.processes],
+        }
         path = data_dir / STACK_FILE
         path.write_text(json.dumps(body, indent=2) + "\n", encoding="utf-8")
 
@@ -65,8 +68,11 @@ class Stack:
         if not path.exists():
             return None
         body = json.loads(path.read_text(encoding="utf-8"))
-        return cls(body["gateway"], tuple(StackProcess(**p) for p in body["processes"]),
-                   body.get("llm_base_url", ""))  # fmt: skip
+        return cls(
+            body["gateway"],
+            tuple(StackProcess(**p) for p in body["processes"]),
+            body.get("llm_base_url", ""),
+        )
 
     def alive(self) -> bool:
         """Every process runs and the gateway answers health checks."""
@@ -156,13 +162,27 @@ def service_env(settings: Settings, data_dir: Path) -> dict[str, str]:
 def _start(name: str, data_dir: Path, env: dict[str, str], extra: list[str]) -> StackProcess:
     port = free_port()
     log = data_dir / "logs" / f"{name}.log"
-    command = [sys.executable, "-m", "p2m", "serve", name, "--port", str(port),
-               "--data-dir", str(data_dir), *extra]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "p2m",
+        "serve",
+        name,
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data_dir),
+        *extra,
+    ]
     with log.open("ab") as sink:
         process = subprocess.Popen(
-            command, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            command,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
             start_new_session=True,
-        )  # fmt: skip
+        )
     return StackProcess(name, process.pid, f"127.0.0.1:{port}", str(log))
 
 
@@ -174,8 +194,9 @@ def _wait_grpc(process: StackProcess) -> None:
         if _grpc_serving(process.address):
             return
         time.sleep(0.3)
-    raise Unavailable(f"the {process.name} was not ready in {START_TIMEOUT_S:.0f}s; see "
-                      f"{process.log}")  # fmt: skip
+    raise Unavailable(
+        f"the {process.name} was not ready in {START_TIMEOUT_S:.0f}s; see {process.log}"
+    )
 
 
 def _wait_http(url: str, process: StackProcess) -> None:
@@ -190,8 +211,9 @@ def _wait_http(url: str, process: StackProcess) -> None:
         except OSError:
             pass
         time.sleep(0.3)
-    raise Unavailable(f"the {process.name} was not ready in {START_TIMEOUT_S:.0f}s; see "
-                      f"{process.log}")  # fmt: skip
+    raise Unavailable(
+        f"the {process.name} was not ready in {START_TIMEOUT_S:.0f}s; see {process.log}"
+    )
 
 
 def _grpc_serving(address: str) -> bool:
@@ -222,11 +244,13 @@ def undeploy_all(address: str) -> int:
     try:
         with grpc.insecure_channel(address) as channel:
             stub = deployer_pb2_grpc.DeployerStub(channel)
-            listing = stub.ListDeployments(deployer_pb2.ListDeploymentsRequest(page_size=1000),
-                                           timeout=30)  # fmt: skip
+            listing = stub.ListDeployments(
+                deployer_pb2.ListDeploymentsRequest(page_size=1000), timeout=30
+            )
             for endpoint in listing.endpoints:
-                stub.Undeploy(deployer_pb2.UndeployRequest(name=endpoint.name, allow_missing=True),
-                              timeout=60)  # fmt: skip
+                stub.Undeploy(
+                    deployer_pb2.UndeployRequest(name=endpoint.name, allow_missing=True), timeout=60
+                )
                 removed += 1
     except grpc.RpcError:
         pass

@@ -28,10 +28,14 @@ PROMPT = REPO / "examples" / "sentiment.txt"
 def p2m(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     """The `p2m` command line run from ``cwd``."""
     return subprocess.run(
-        [sys.executable, "-m", "p2m", *args], cwd=cwd,
+        [sys.executable, "-m", "p2m", *args],
+        cwd=cwd,
         env={**{k: v for k, v in os.environ.items() if not k.startswith("P2M_")}, **env},
-        capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def running(pid: int) -> bool:
@@ -57,15 +61,24 @@ def test_p2m_run_starts_its_own_stack_serves_a_student_and_p2m_down_stops_everyt
 ) -> None:
     data_dir = tmp_path / ".p2m"  # the default
     shutil.copytree(retriever_data_dir / "models", data_dir / "models")  # skips the import
-    (tmp_path / "rows.jsonl").write_text("".join(
-        json.dumps({"input": f"review {i}: {'great' if i % 2 else 'awful'} film",
-                    "output": "positive" if i % 2 else "negative"}) + "\n" for i in range(40)
-    ))  # fmt: skip
+    (tmp_path / "rows.jsonl").write_text(
+        "".join(
+            json.dumps(
+                {
+                    "input": f"review {i}: {'great' if i % 2 else 'awful'} film",
+                    "output": "positive" if i % 2 else "negative",
+                }
+            )
+            + "\n"
+            for i in range(40)
+        )
+    )
     env = {"P2M_LOCAL_LLM": "smollm2"}
     budget = ["--skip", "generate", "--epochs", "1", "--max-steps", "2", "--no-teacher", "--json"]
     try:
-        first = p2m(tmp_path, env, "run", "--prompt-file", str(PROMPT),
-                    "--dataset", "rows.jsonl", *budget)  # fmt: skip
+        first = p2m(
+            tmp_path, env, "run", "--prompt-file", str(PROMPT), "--dataset", "rows.jsonl", *budget
+        )
         assert first.returncode == 0, first.stderr[-3000:]
         report = json.loads(first.stdout)
         assert report["state"] == "succeeded"
@@ -78,8 +91,16 @@ def test_p2m_run_starts_its_own_stack_serves_a_student_and_p2m_down_stops_everyt
         stack = json.loads((data_dir / "stack.json").read_text())
         pids = [p["pid"] for p in stack["processes"]]
         names = {p["name"] for p in stack["processes"]}
-        assert names == {"llm", "parser", "retriever", "generator", "trainer", "evaluator",
-                         "deployer", "gateway"}  # fmt: skip
+        assert names == {
+            "llm",
+            "parser",
+            "retriever",
+            "generator",
+            "trainer",
+            "evaluator",
+            "deployer",
+            "gateway",
+        }
         assert all(running(pid) for pid in pids)
 
         # `p2m up` finds the stack up and names its gateway.
@@ -89,8 +110,9 @@ def test_p2m_run_starts_its_own_stack_serves_a_student_and_p2m_down_stops_everyt
         assert "already up" in again.stderr
 
         # The same stack answers the next run; a path outside its folders is refused.
-        refused = p2m(tmp_path, env, "run", "--prompt-file", str(PROMPT),
-                      "--dataset", "/etc/passwd", *budget)  # fmt: skip
+        refused = p2m(
+            tmp_path, env, "run", "--prompt-file", str(PROMPT), "--dataset", "/etc/passwd", *budget
+        )
         assert refused.returncode == 1
         failed = json.loads(refused.stdout)
         assert failed["state"] == "failed"

@@ -48,10 +48,14 @@ class Stack:
         """SIGKILL a service (and its children), then start it again on the same port."""
         old = self.services[name]
         old.kill()
-        args = ("--llm-base-url", old._cmd[old._cmd.index("--llm-base-url") + 1]) if (
-            "--llm-base-url" in old._cmd) else ()  # fmt: skip
-        self.services[name] = ServiceProcess(name, self.data_dir, *args, port=old.port,
-                                             env=old.extra_env).start()  # fmt: skip
+        args = (
+            ("--llm-base-url", old._cmd[old._cmd.index("--llm-base-url") + 1])
+            if ("--llm-base-url" in old._cmd)
+            else ()
+        )
+        self.services[name] = ServiceProcess(
+            name, self.data_dir, *args, port=old.port, env=old.extra_env
+        ).start()
         self.logs.append(self.services[name])
 
 
@@ -60,8 +64,7 @@ def stack(retriever_data_dir: Path, local_llm: ServiceProcess) -> Iterator[Stack
     """The stack on the retriever tests' data dir (its catalog embeddings are computed once)."""
     data_dir = retriever_data_dir
     services: dict[str, ServiceProcess] = {}
-    env = {"P2M_MAX_RETRIEVED_ROWS": "60", "P2M_STAGE_PATIENCE_S": "240",
-           "P2M_LLM_API_KEY": SECRET}  # fmt: skip
+    env = {"P2M_MAX_RETRIEVED_ROWS": "60", "P2M_STAGE_PATIENCE_S": "240", "P2M_LLM_API_KEY": SECRET}
     try:
         for name in STAGE_SERVICES:
             args = ("--llm-base-url", local_llm.base_url) if name in LLM_USERS else ()
@@ -103,8 +106,9 @@ def stage(run: G.Run, which: int) -> G.StageResult:
 
 
 def post_json(url: str, body: Any) -> Any:
-    request = urllib.request.Request(url, json.dumps(body).encode(),
-                                     {"Content-Type": "application/json"})  # fmt: skip
+    request = urllib.request.Request(
+        url, json.dumps(body).encode(), {"Content-Type": "application/json"}
+    )
     with urllib.request.urlopen(request, timeout=120) as reply:
         return json.loads(reply.read())
 
@@ -135,8 +139,11 @@ class KillEachStage:
         if event.stage not in STAGE_SERVICE or event.stage in self.killed:
             return
         service, streams = STAGE_SERVICE[event.stage]
-        due = (mid_work(event) if streams and event.kind == G.RUN_EVENT_KIND_STAGE_PROGRESS
-               else not streams and event.kind == G.RUN_EVENT_KIND_STAGE_STARTED)  # fmt: skip
+        due = (
+            mid_work(event)
+            if streams and event.kind == G.RUN_EVENT_KIND_STAGE_PROGRESS
+            else not streams and event.kind == G.RUN_EVENT_KIND_STAGE_STARTED
+        )
         if due:
             self.stack.restart(service)
             self.killed[event.stage] = service
@@ -221,5 +228,9 @@ def test_every_stage_service_killed_mid_run_then_a_deployed_student_then_all_cac
         assert stage(again, which).cached, S.Stage.Name(which)
     assert again.report.model.uri == report.model.uri
     assert again.report.endpoint.base_url == report.endpoint.base_url  # the same deployment
-    assert not any(e.kind == G.RUN_EVENT_KIND_STAGE_PROGRESS and e.stage == S.STAGE_TRAIN
-                   and "step" in e.progress.message for e in again_events)  # fmt: skip
+    assert not any(
+        e.kind == G.RUN_EVENT_KIND_STAGE_PROGRESS
+        and e.stage == S.STAGE_TRAIN
+        and "step" in e.progress.message
+        for e in again_events
+    )

@@ -49,9 +49,15 @@ def test_parse_through_a_running_parser(parser_service: ServiceProcess):
 
 def test_free_form_prompt_starts_the_embedded_llm_in_process(tmp_path: Path):
     result = p2m(
-        "parse", "--prompt-file", str(FREE_FORM), "--json", "--local-llm", "smollm2",
-        "--data-dir", str(tmp_path),
-    )  # fmt: skip
+        "parse",
+        "--prompt-file",
+        str(FREE_FORM),
+        "--json",
+        "--local-llm",
+        "smollm2",
+        "--data-dir",
+        str(tmp_path),
+    )
     assert result.returncode == 0, result.stderr
     task = json.loads(result.stdout)
     assert task["parse_method"] == "llm"
@@ -118,14 +124,34 @@ def test_generate_bad_options_exit_2(flags: list[str], message: str):
 def test_generate_writes_jsonl_to_out(local_llm: ServiceProcess, tmp_path: Path):
     out = tmp_path / "out"
     result = p2m(
-        "generate", "--prompt-file", str(SENTIMENT), "--num-examples", "4", "--out", str(out),
-        "--json", "--data-dir", str(tmp_path / "data"), "--llm-base-url", local_llm.base_url,
-        "--temperature", "1.0", "1.4", "--self-consistency", "2", "--seed", "4", timeout=800,
-    )  # fmt: skip
+        "generate",
+        "--prompt-file",
+        str(SENTIMENT),
+        "--num-examples",
+        "4",
+        "--out",
+        str(out),
+        "--json",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--llm-base-url",
+        local_llm.base_url,
+        "--temperature",
+        "1.0",
+        "1.4",
+        "--self-consistency",
+        "2",
+        "--seed",
+        "4",
+        timeout=800,
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["accepted"] == 4
-    lines = [json.loads(line) for name in ("train.jsonl", "validation.jsonl")
-             for line in (out / name).read_text().splitlines()]  # fmt: skip
+    lines = [
+        json.loads(line)
+        for name in ("train.jsonl", "validation.jsonl")
+        for line in (out / name).read_text().splitlines()
+    ]
     assert len(lines) == 4
     assert all(set(line) == {"input", "output"} for line in lines)

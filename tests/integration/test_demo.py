@@ -161,9 +161,16 @@ def demo(stand_in: StandInKServe, tmp_path_factory: pytest.TempPathFactory) -> I
     (folder / "task.json").write_text(json.dumps(TASK))
     (folder / "metrics.json").write_text(json.dumps(METRICS))
     process = DemoProcess(
-        folder, "--endpoint", stand_in.url, "--timeout", "10",
-        "--task-json", str(folder / "task.json"), "--metrics-json", str(folder / "metrics.json"),
-    ).start()  # fmt: skip
+        folder,
+        "--endpoint",
+        stand_in.url,
+        "--timeout",
+        "10",
+        "--task-json",
+        str(folder / "task.json"),
+        "--metrics-json",
+        str(folder / "metrics.json"),
+    ).start()
     yield process.url
     assert process.stop() == 0, process.log()
     assert "Traceback" not in process.log()
@@ -270,9 +277,16 @@ def test_bad_input_exits_2_with_a_message(tmp_path: Path, case: str, message: st
     elif case == "endpoint missing":
         endpoint = []
     result = run_p2m(
-        "demo", *endpoint, "--name", MODEL,
-        "--task-json", str(task), "--metrics-json", str(metrics), timeout=60,
-    )  # fmt: skip
+        "demo",
+        *endpoint,
+        "--name",
+        MODEL,
+        "--task-json",
+        str(task),
+        "--metrics-json",
+        str(metrics),
+        timeout=60,
+    )
     assert result.returncode == 2, result.stderr
     assert message in _one_line(result.stderr)
     assert "Traceback" not in result.stderr

@@ -323,17 +323,34 @@ def test_endpoint_under_wrk_load_answers_every_request(
     script.write_text(WRK_SCRIPT, encoding="utf-8")
     before = _metrics(tiny.base_url)
     result = subprocess.run(
-        ["wrk", "--threads", "2", "--connections", str(WRK_CONNECTIONS), "--duration",
-         f"{WRK_SECONDS}s", "--timeout", "30s", "--latency", "--script", str(script),
-         tiny.v1_predict_url],
-        capture_output=True, text=True, timeout=WRK_SECONDS + 60, check=True,
-    )  # fmt: skip
+        [
+            "wrk",
+            "--threads",
+            "2",
+            "--connections",
+            str(WRK_CONNECTIONS),
+            "--duration",
+            f"{WRK_SECONDS}s",
+            "--timeout",
+            "30s",
+            "--latency",
+            "--script",
+            str(script),
+            tiny.v1_predict_url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=WRK_SECONDS + 60,
+        check=True,
+    )
     figures = parse_wrk(result.stdout)
     after = _metrics(tiny.base_url)
     with capsys.disabled():
-        print(f"\nwrk on {tiny.v1_predict_url}, {WRK_CONNECTIONS} connections, {WRK_SECONDS} s: "
-              f"{figures['requests']:.0f} requests, {figures['requests_per_s']:.1f} req/s, "
-              f"p50 {figures['p50_ms']:.1f} ms, p99 {figures['p99_ms']:.1f} ms")  # fmt: skip
+        print(
+            f"\nwrk on {tiny.v1_predict_url}, {WRK_CONNECTIONS} connections, {WRK_SECONDS} s: "
+            f"{figures['requests']:.0f} requests, {figures['requests_per_s']:.1f} req/s, "
+            f"p50 {figures['p50_ms']:.1f} ms, p99 {figures['p99_ms']:.1f} ms"
+        )
     assert figures["requests"] >= WRK_CONNECTIONS, result.stdout
     assert figures["non_2xx"] == 0 and figures["socket_errors"] == 0, result.stdout
     served = after["p2m_batch_requests_total"] - before.get("p2m_batch_requests_total", 0)
@@ -357,8 +374,9 @@ def parse_wrk(output: str) -> dict[str, float]:
     rate = re.search(r"^Requests/sec:\s+([\d.]+)", output, re.MULTILINE)
     assert requests and rate, f"unexpected wrk output:\n{output}"
     non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
-    sockets = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
-                        output)  # fmt: skip
+    sockets = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    )
     return {
         "requests": float(requests[1]),
         "requests_per_s": float(rate[1]),

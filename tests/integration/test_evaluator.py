@@ -84,9 +84,14 @@ def setup(
     ).start()
     with grpc.insecure_channel(service.address) as channel:
         yield Setup(
-            evaluator_pb2_grpc.EvaluatorStub(channel), service, data_dir,
-            _ref(refs[0]), _ref(refs[1]), tiny_t5, _ref(refs[2]),
-        )  # fmt: skip
+            evaluator_pb2_grpc.EvaluatorStub(channel),
+            service,
+            data_dir,
+            _ref(refs[0]),
+            _ref(refs[1]),
+            tiny_t5,
+            _ref(refs[2]),
+        )
     service.stop()
 
 
@@ -189,26 +194,43 @@ def test_teacher_through_the_local_llm(setup: Setup):
 @pytest.mark.parametrize(
     ("change", "code", "text"),
     [
-        (lambda r: r.options.metrics.append("rouge_l"), grpc.StatusCode.INVALID_ARGUMENT,
-         "rouge_l"),
+        (
+            lambda r: r.options.metrics.append("rouge_l"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "rouge_l",
+        ),
         (lambda r: r.ClearField("model"), grpc.StatusCode.INVALID_ARGUMENT, "subject"),
-        (lambda r: r.dataset.ClearField("uri"), grpc.StatusCode.INVALID_ARGUMENT,
-         "dataset.uri"),
+        (lambda r: r.dataset.ClearField("uri"), grpc.StatusCode.INVALID_ARGUMENT, "dataset.uri"),
         (lambda r: setattr(r, "split", "validation"), grpc.StatusCode.NOT_FOUND, "validation"),
         (lambda r: setattr(r, "split", "dev"), grpc.StatusCode.INVALID_ARGUMENT, "split"),
-        (lambda r: r.model.CopyFrom(common_pb2.ArtifactRef(uri=MISSING_URI)),
-         grpc.StatusCode.NOT_FOUND, "0000"),
-        (lambda r: setattr(r.options.decoding, "batch_size", 5000),
-         grpc.StatusCode.INVALID_ARGUMENT, "options.decoding.batch_size"),
-        (lambda r: r.teacher.CopyFrom(evaluator_pb2.TeacherModel()),
-         grpc.StatusCode.INVALID_ARGUMENT, "task.instruction"),
+        (
+            lambda r: r.model.CopyFrom(common_pb2.ArtifactRef(uri=MISSING_URI)),
+            grpc.StatusCode.NOT_FOUND,
+            "0000",
+        ),
+        (
+            lambda r: setattr(r.options.decoding, "batch_size", 5000),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "options.decoding.batch_size",
+        ),
+        (
+            lambda r: r.teacher.CopyFrom(evaluator_pb2.TeacherModel()),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "task.instruction",
+        ),
         (lambda r: setattr(r, "run_id", "x" * 65), grpc.StatusCode.INVALID_ARGUMENT, "run_id"),
-        (lambda r: r.examples.add(input="a", output="b"), grpc.StatusCode.INVALID_ARGUMENT,
-         "not both"),
-        (lambda r: (r.ClearField("dataset"), r.examples.add(input="a", output=" ")),
-         grpc.StatusCode.INVALID_ARGUMENT, "examples[0]"),
+        (
+            lambda r: r.examples.add(input="a", output="b"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "not both",
+        ),
+        (
+            lambda r: (r.ClearField("dataset"), r.examples.add(input="a", output=" ")),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "examples[0]",
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_requests(setup: Setup, change, code, text):
     request = evaluator_pb2.EvaluateRequest(
         model=setup.tiny_t5, dataset=setup.dataset, options=_options("exact_match")
@@ -239,10 +261,21 @@ def test_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_cli_json_report(setup: Setup, test_file: Path, tmp_path: Path):
     result = p2m(
-        "evaluate", "--model", str(setup.tiny_t5_folder), "--test", str(test_file),
-        "--input-field", "country", "--output-field", "capital", "--json",
-        "--data-dir", str(tmp_path), "--max-examples", "4",
-    )  # fmt: skip
+        "evaluate",
+        "--model",
+        str(setup.tiny_t5_folder),
+        "--test",
+        str(test_file),
+        "--input-field",
+        "country",
+        "--output-field",
+        "capital",
+        "--json",
+        "--data-dir",
+        str(tmp_path),
+        "--max-examples",
+        "4",
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)  # one JSON object, nothing else on stdout
     assert set(report["metrics"]) == {"exact_match", "chrf", "bertscore_f1", "bertscore"}
@@ -261,17 +294,38 @@ def test_cli_student_and_teacher_side_by_side(
 ):
     prompt = tmp_path / "prompt.txt"
     prompt.write_text(
-        INSTRUCTION + "\n\n"
+        INSTRUCTION
+        + "\n\n"
         + "".join(f'input="{d.input}"\noutput="{d.output}"\n\n' for d in DEMONSTRATIONS),
         encoding="utf-8",
-    )  # fmt: skip
+    )
     result = p2m(
-        "evaluate", "--model", str(setup.tiny_t5_folder), "--test", str(test_file),
-        "--input-field", "country", "--output-field", "capital", "--teacher",
-        "--prompt-file", str(prompt), "--llm-base-url", local_llm.base_url,
-        "--metrics", "exact_match", "--metrics", "chrf", "--max-examples", "2",
-        "--max-new-tokens", "8", "--json", "--data-dir", str(tmp_path / "data"),
-    )  # fmt: skip
+        "evaluate",
+        "--model",
+        str(setup.tiny_t5_folder),
+        "--test",
+        str(test_file),
+        "--input-field",
+        "country",
+        "--output-field",
+        "capital",
+        "--teacher",
+        "--prompt-file",
+        str(prompt),
+        "--llm-base-url",
+        local_llm.base_url,
+        "--metrics",
+        "exact_match",
+        "--metrics",
+        "chrf",
+        "--max-examples",
+        "2",
+        "--max-new-tokens",
+        "8",
+        "--json",
+        "--data-dir",
+        str(tmp_path / "data"),
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["notes"]["subject"] == "student"
@@ -294,10 +348,19 @@ def test_cli_student_and_teacher_side_by_side(
 )
 def test_cli_bad_input_exits_2(setup: Setup, test_file: Path, tmp_path: Path, flags, message):
     result = p2m(
-        "evaluate", "--model", str(setup.tiny_t5_folder), "--test", str(test_file),
-        "--input-field", "country", "--output-field", "capital", "--data-dir", str(tmp_path),
+        "evaluate",
+        "--model",
+        str(setup.tiny_t5_folder),
+        "--test",
+        str(test_file),
+        "--input-field",
+        "country",
+        "--output-field",
+        "capital",
+        "--data-dir",
+        str(tmp_path),
         *flags,
-    )  # fmt: skip
+    )
     assert result.returncode == 2, result.stderr
     assert message in _flat(result.stderr)
     assert "Traceback" not in result.stderr
@@ -307,9 +370,14 @@ def test_cli_bad_line_is_named(setup: Setup, tmp_path: Path):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"input": "a", "output": "b"}\n{"input": "c"}\n', encoding="utf-8")
     result = p2m(
-        "evaluate", "--model", str(setup.tiny_t5_folder), "--test", str(path),
-        "--data-dir", str(tmp_path),
-    )  # fmt: skip
+        "evaluate",
+        "--model",
+        str(setup.tiny_t5_folder),
+        "--test",
+        str(path),
+        "--data-dir",
+        str(tmp_path),
+    )
     assert result.returncode == 2
     assert "line 2: no field 'output'" in _flat(result.stderr)
     path.write_text('{"input": "a", "output": "b"}\n', encoding="utf-8")

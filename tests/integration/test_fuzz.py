@@ -71,9 +71,13 @@ TRICKS = [
     "'; DROP TABLE runs; --",
 ]
 texts = st.one_of(st.text(max_size=300), st.sampled_from(TRICKS))
-uris = st.one_of(texts, st.just(""), st.builds(lambda h: "p2m-artifact://sha256/" + h,
-                                               st.text("0123456789abcdef", min_size=0,
-                                                       max_size=70)))  # fmt: skip
+uris = st.one_of(
+    texts,
+    st.just(""),
+    st.builds(
+        lambda h: "p2m-artifact://sha256/" + h, st.text("0123456789abcdef", min_size=0, max_size=70)
+    ),
+)
 ints = st.integers(min_value=-(2**31), max_value=2**31 - 1)
 big_ints = st.integers(min_value=-(2**62), max_value=2**62)
 
@@ -101,8 +105,9 @@ class Services:
 
 
 @pytest.fixture(scope="module")
-def services(tmp_path_factory: pytest.TempPathFactory, catalog_index: Path | None
-             ) -> Iterator[Services]:  # fmt: skip
+def services(
+    tmp_path_factory: pytest.TempPathFactory, catalog_index: Path | None
+) -> Iterator[Services]:
     base = tmp_path_factory.mktemp("fuzz")
     data_dir = base / "data"
     seed_catalog_index(catalog_index, data_dir)
@@ -141,8 +146,17 @@ def clear_or_ok(call: object, request: object, timeout: float = CALL_TIMEOUT_S) 
         assert "Traceback" not in (error.details() or "")
 
 
-_IGNORED = {".venv", ".git", ".p2m", ".tools", ".pytest_cache", "__pycache__", ".mypy_cache",
-            ".ruff_cache", ".hypothesis"}  # fmt: skip
+_IGNORED = {
+    ".venv",
+    ".git",
+    ".p2m",
+    ".tools",
+    ".pytest_cache",
+    "__pycache__",
+    ".mypy_cache",
+    ".ruff_cache",
+    ".hypothesis",
+}
 
 
 def snapshot(roots: list[Path]) -> dict[str, float]:
@@ -162,15 +176,28 @@ def snapshot(roots: list[Path]) -> dict[str, float]:
 @given(
     prompt=st.one_of(texts, st.binary(max_size=300).map(lambda b: b.decode("latin-1"))),
     raw=st.one_of(st.none(), st.binary(max_size=200)),
-    epochs=ints, examples=ints, requests_=big_ints,
+    epochs=ints,
+    examples=ints,
+    requests_=big_ints,
     skip=st.lists(ints, max_size=4),
-    name=texts, dataset_path=texts, base_model=texts, request_id=texts,
-)  # fmt: skip
+    name=texts,
+    dataset_path=texts,
+    base_model=texts,
+    request_id=texts,
+)
 def test_gateway_create_run_is_clear(
-    services: Services, prompt: str, raw: bytes | None, epochs: int, examples: int,
-    requests_: int, skip: list[int], name: str, dataset_path: str, base_model: str,
+    services: Services,
+    prompt: str,
+    raw: bytes | None,
+    epochs: int,
+    examples: int,
+    requests_: int,
+    skip: list[int],
+    name: str,
+    dataset_path: str,
+    base_model: str,
     request_id: str,
-) -> None:  # fmt: skip
+) -> None:
     options = gateway_pb2.RunOptions(
         budget=gateway_pb2.Budget(epochs=epochs, num_examples=examples, llm_max_requests=requests_),
         skip_stages=[s % 12 for s in skip],  # type: ignore[misc]
@@ -192,11 +219,15 @@ def test_gateway_create_run_is_clear(
 def test_ten_megabyte_prompts_are_refused_everywhere(services: Services) -> None:
     huge = "Classify this. " * 700_000  # about 10 MB
     for call, request in (
-        (gateway_pb2_grpc.GatewayStub(services.channel("gateway")).CreateRun,
-         gateway_pb2.CreateRunRequest(prompt=huge)),
-        (parser_pb2_grpc.ParserStub(services.channel("parser")).Parse,
-         parser_pb2.ParseRequest(prompt=huge)),
-    ):  # fmt: skip
+        (
+            gateway_pb2_grpc.GatewayStub(services.channel("gateway")).CreateRun,
+            gateway_pb2.CreateRunRequest(prompt=huge),
+        ),
+        (
+            parser_pb2_grpc.ParserStub(services.channel("parser")).Parse,
+            parser_pb2.ParseRequest(prompt=huge),
+        ),
+    ):
         with pytest.raises(grpc.RpcError) as caught:
             call(request, timeout=60)
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -211,21 +242,47 @@ def test_parser_is_clear(services: Services, prompt: str, raw: bytes, skip: bool
 
 
 @FUZZ
-@given(text=texts, top_k=ints, catalog=texts, name=texts, config=texts,
-       columns=st.lists(texts, max_size=3), output=texts, rows=big_ints)  # fmt: skip
+@given(
+    text=texts,
+    top_k=ints,
+    catalog=texts,
+    name=texts,
+    config=texts,
+    columns=st.lists(texts, max_size=3),
+    output=texts,
+    rows=big_ints,
+)
 def test_retriever_is_clear(
-    services: Services, text: str, top_k: int, catalog: str, name: str, config: str,
-    columns: list[str], output: str, rows: int,
-) -> None:  # fmt: skip
+    services: Services,
+    text: str,
+    top_k: int,
+    catalog: str,
+    name: str,
+    config: str,
+    columns: list[str],
+    output: str,
+    rows: int,
+) -> None:
     stub = retriever_pb2_grpc.RetrieverStub(services.channel("retriever"))
-    clear_or_ok(stub.SearchDatasets, retriever_pb2.SearchDatasetsRequest(
-        text=text, top_k=top_k, catalog_path=catalog))  # fmt: skip
+    clear_or_ok(
+        stub.SearchDatasets,
+        retriever_pb2.SearchDatasetsRequest(text=text, top_k=top_k, catalog_path=catalog),
+    )
     task = common_pb2.TaskSpec(instruction=text)
-    clear_or_ok(stub.PrepareDataset, retriever_pb2.PrepareDatasetRequest(
-        dataset=common_pb2.DatasetRef(name=name, config=config), task=task,
-        input_columns=columns, output_column=output, max_rows=rows))  # fmt: skip
-    clear_or_ok(stub.SearchModels, retriever_pb2.SearchModelsRequest(
-        task=task, top_k=top_k, catalog_path=catalog))  # fmt: skip
+    clear_or_ok(
+        stub.PrepareDataset,
+        retriever_pb2.PrepareDatasetRequest(
+            dataset=common_pb2.DatasetRef(name=name, config=config),
+            task=task,
+            input_columns=columns,
+            output_column=output,
+            max_rows=rows,
+        ),
+    )
+    clear_or_ok(
+        stub.SearchModels,
+        retriever_pb2.SearchModelsRequest(task=task, top_k=top_k, catalog_path=catalog),
+    )
 
 
 def test_paths_outside_the_data_dir_are_refused(services: Services) -> None:
@@ -238,23 +295,51 @@ def test_paths_outside_the_data_dir_are_refused(services: Services) -> None:
     trainer = trainer_pb2_grpc.TrainerStub(services.channel("trainer"))
     task = common_pb2.TaskSpec(instruction="Do it.")
     refused = [
-        ("dataset.name", retriever.PrepareDataset, retriever_pb2.PrepareDatasetRequest(
-            dataset=common_pb2.DatasetRef(name=path), task=task))
-        for path in ("/etc/passwd", str(outside / "rows.jsonl"), str(not_a_table),
-                     str(services.data_dir / ".." / "outside" / "rows.jsonl"))
+        (
+            "dataset.name",
+            retriever.PrepareDataset,
+            retriever_pb2.PrepareDatasetRequest(
+                dataset=common_pb2.DatasetRef(name=path), task=task
+            ),
+        )
+        for path in (
+            "/etc/passwd",
+            str(outside / "rows.jsonl"),
+            str(not_a_table),
+            str(services.data_dir / ".." / "outside" / "rows.jsonl"),
+        )
     ] + [
-        ("catalog_path", retriever.SearchDatasets, retriever_pb2.SearchDatasetsRequest(
-            text="sentiment", catalog_path="/etc/passwd")),
-        ("catalog_path", retriever.SearchModels, retriever_pb2.SearchModelsRequest(
-            task=task, catalog_path=str(outside / "rows.jsonl"))),
-        ("base_model.name", trainer.Train, trainer_pb2.TrainRequest(
-            datasets=[common_pb2.ArtifactRef(uri="p2m-artifact://sha256/" + "0" * 64)],
-            base_model=common_pb2.ModelRef(name=str(outside / "model")), task=task)),
-    ]  # fmt: skip
+        (
+            "catalog_path",
+            retriever.SearchDatasets,
+            retriever_pb2.SearchDatasetsRequest(text="sentiment", catalog_path="/etc/passwd"),
+        ),
+        (
+            "catalog_path",
+            retriever.SearchModels,
+            retriever_pb2.SearchModelsRequest(task=task, catalog_path=str(outside / "rows.jsonl")),
+        ),
+        (
+            "base_model.name",
+            trainer.Train,
+            trainer_pb2.TrainRequest(
+                datasets=[common_pb2.ArtifactRef(uri="p2m-artifact://sha256/" + "0" * 64)],
+                base_model=common_pb2.ModelRef(name=str(outside / "model")),
+                task=task,
+            ),
+        ),
+    ]
     link = services.data_dir / "escape"
     link.symlink_to(outside)
-    refused.append(("dataset.name", retriever.PrepareDataset, retriever_pb2.PrepareDatasetRequest(
-        dataset=common_pb2.DatasetRef(name=str(link / "rows.jsonl")), task=task)))  # fmt: skip
+    refused.append(
+        (
+            "dataset.name",
+            retriever.PrepareDataset,
+            retriever_pb2.PrepareDatasetRequest(
+                dataset=common_pb2.DatasetRef(name=str(link / "rows.jsonl")), task=task
+            ),
+        )
+    )
     for field_name, call, request in refused:
         with pytest.raises(grpc.RpcError) as caught:
             response = call(request, timeout=CALL_TIMEOUT_S)
@@ -269,20 +354,41 @@ def test_paths_outside_the_data_dir_are_refused(services: Services) -> None:
 
 @FUZZ
 @given(instruction=texts, examples=ints, batch=ints, requests_=big_ints)
-def test_generator_is_clear(services: Services, instruction: str, examples: int, batch: int,
-                            requests_: int) -> None:  # fmt: skip
+def test_generator_is_clear(
+    services: Services, instruction: str, examples: int, batch: int, requests_: int
+) -> None:
     stub = generator_pb2_grpc.GeneratorStub(services.channel("generator"))
-    options = generator_pb2.GenerateOptions(num_examples=examples, batch_size=batch,
-                                            max_requests=requests_)  # fmt: skip
-    clear_or_ok(stub.Generate, generator_pb2.GenerateRequest(
-        task=common_pb2.TaskSpec(instruction=instruction), options=options))  # fmt: skip
+    options = generator_pb2.GenerateOptions(
+        num_examples=examples, batch_size=batch, max_requests=requests_
+    )
+    clear_or_ok(
+        stub.Generate,
+        generator_pb2.GenerateRequest(
+            task=common_pb2.TaskSpec(instruction=instruction), options=options
+        ),
+    )
 
 
 @FUZZ
-@given(uris_=st.lists(uris, max_size=3), base=texts, architecture=texts, epochs=ints,
-       workers=ints, rate=st.floats(allow_nan=True, allow_infinity=True), run_id=texts)  # fmt: skip
-def test_trainer_is_clear(services: Services, uris_: list[str], base: str, architecture: str,
-                          epochs: int, workers: int, rate: float, run_id: str) -> None:  # fmt: skip
+@given(
+    uris_=st.lists(uris, max_size=3),
+    base=texts,
+    architecture=texts,
+    epochs=ints,
+    workers=ints,
+    rate=st.floats(allow_nan=True, allow_infinity=True),
+    run_id=texts,
+)
+def test_trainer_is_clear(
+    services: Services,
+    uris_: list[str],
+    base: str,
+    architecture: str,
+    epochs: int,
+    workers: int,
+    rate: float,
+    run_id: str,
+) -> None:
     stub = trainer_pb2_grpc.TrainerStub(services.channel("trainer"))
     request = trainer_pb2.TrainRequest(
         datasets=[common_pb2.ArtifactRef(uri=u) for u in uris_],
@@ -295,27 +401,39 @@ def test_trainer_is_clear(services: Services, uris_: list[str], base: str, archi
 
 
 @FUZZ
-@given(model=uris, dataset=uris, split=texts, metrics=st.lists(texts, max_size=4),
-       max_examples=big_ints)  # fmt: skip
-def test_evaluator_is_clear(services: Services, model: str, dataset: str, split: str,
-                            metrics: list[str], max_examples: int) -> None:  # fmt: skip
+@given(
+    model=uris,
+    dataset=uris,
+    split=texts,
+    metrics=st.lists(texts, max_size=4),
+    max_examples=big_ints,
+)
+def test_evaluator_is_clear(
+    services: Services, model: str, dataset: str, split: str, metrics: list[str], max_examples: int
+) -> None:
     stub = evaluator_pb2_grpc.EvaluatorStub(services.channel("evaluator"))
     request = evaluator_pb2.EvaluateRequest(
-        model=common_pb2.ArtifactRef(uri=model), dataset=common_pb2.ArtifactRef(uri=dataset),
-        split=split, options=evaluator_pb2.EvaluateOptions(metrics=metrics,
-                                                           max_examples=max_examples),
-    )  # fmt: skip
+        model=common_pb2.ArtifactRef(uri=model),
+        dataset=common_pb2.ArtifactRef(uri=dataset),
+        split=split,
+        options=evaluator_pb2.EvaluateOptions(metrics=metrics, max_examples=max_examples),
+    )
     clear_or_ok(stub.Evaluate, request)
 
 
 @FUZZ
 @given(model=uris, name=texts, replicas=ints, page=texts)
-def test_deployer_is_clear(services: Services, model: str, name: str, replicas: int,
-                           page: str) -> None:  # fmt: skip
+def test_deployer_is_clear(
+    services: Services, model: str, name: str, replicas: int, page: str
+) -> None:
     stub = deployer_pb2_grpc.DeployerStub(services.channel("deployer"))
     options = deployer_pb2.DeployOptions(max_replicas=replicas, skip_demo=True)
-    clear_or_ok(stub.Deploy, deployer_pb2.DeployRequest(
-        model=common_pb2.ArtifactRef(uri=model), name=name, options=options))  # fmt: skip
+    clear_or_ok(
+        stub.Deploy,
+        deployer_pb2.DeployRequest(
+            model=common_pb2.ArtifactRef(uri=model), name=name, options=options
+        ),
+    )
     clear_or_ok(stub.Undeploy, deployer_pb2.UndeployRequest(name=name))
     clear_or_ok(stub.ListDeployments, deployer_pb2.ListDeploymentsRequest(page_token=page))
 

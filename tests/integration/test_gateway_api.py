@@ -89,8 +89,10 @@ def test_a_run_streams_its_events_and_fails_at_the_unreachable_parser(
     run = api.CreateRun(G.CreateRunRequest(prompt=PROMPT), timeout=10)
     assert run.state in (G.RUN_STATE_QUEUED, G.RUN_STATE_RUNNING)
     assert run.options.seed == 42 and run.options.mode == G.INTERACTION_MODE_UNATTENDED
-    assert [s.stage for s in run.stages][:2] == [common_pb2.STAGE_PARSE,
-                                                 common_pb2.STAGE_RETRIEVE_DATASETS]  # fmt: skip
+    assert [s.stage for s in run.stages][:2] == [
+        common_pb2.STAGE_PARSE,
+        common_pb2.STAGE_RETRIEVE_DATASETS,
+    ]
     api.CancelRun(G.CancelRunRequest(run_id=run.run_id), timeout=90)
     events = list(api.WatchRun(G.WatchRunRequest(run_id=run.run_id), timeout=30))
     kinds = [e.kind for e in events]
@@ -119,8 +121,9 @@ def test_request_ids_make_create_idempotent(gateway: ServiceProcess) -> None:
 
 def test_runs_list_newest_first_in_pages(gateway: ServiceProcess) -> None:
     api = stub(gateway.address)
-    created = [api.CreateRun(G.CreateRunRequest(prompt=PROMPT), timeout=10).run_id
-               for _ in range(3)]  # fmt: skip
+    created = [
+        api.CreateRun(G.CreateRunRequest(prompt=PROMPT), timeout=10).run_id for _ in range(3)
+    ]
     for run_id in created:
         api.CancelRun(G.CancelRunRequest(run_id=run_id), timeout=90)
     seen: list[str] = []
@@ -157,8 +160,9 @@ def test_unknown_runs_and_choices_get_clear_codes(gateway: ServiceProcess) -> No
 def test_with_a_token_calls_without_it_are_refused(tmp_path: Path) -> None:
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
-    with ServiceProcess("gateway", tmp_path / "data",
-                        env={"P2M_GATEWAY_TOKEN_FILE": str(token_file)}) as service:  # fmt: skip
+    with ServiceProcess(
+        "gateway", tmp_path / "data", env={"P2M_GATEWAY_TOKEN_FILE": str(token_file)}
+    ) as service:
         api = stub(service.address)
         listing = G.ListRunsRequest()
         assert error_of(api.ListRuns, listing, timeout=10).code() == (
@@ -184,8 +188,11 @@ def test_a_restarted_gateway_resumes_its_unfinished_runs(
     data_dir = tmp_path / "data"
     parser_port = free_port()
     closed = f"127.0.0.1:{free_port()}"
-    env = {"P2M_PARSER_ADDR": f"127.0.0.1:{parser_port}", "P2M_RETRIEVER_ADDR": closed,
-           "P2M_STAGE_PATIENCE_S": "8"}  # fmt: skip
+    env = {
+        "P2M_PARSER_ADDR": f"127.0.0.1:{parser_port}",
+        "P2M_RETRIEVER_ADDR": closed,
+        "P2M_STAGE_PATIENCE_S": "8",
+    }
     first = ServiceProcess("gateway", data_dir, env=env).start()
     try:
         run = stub(first.address).CreateRun(G.CreateRunRequest(prompt=PROMPT), timeout=10)
@@ -193,8 +200,9 @@ def test_a_restarted_gateway_resumes_its_unfinished_runs(
         first.stop()
     stored = data_dir / "runs" / "runs.sqlite"
     assert stored.exists()
-    parser = ServiceProcess("parser", tmp_path / "parser", "--llm-base-url", local_llm.base_url,
-                            port=parser_port)  # fmt: skip
+    parser = ServiceProcess(
+        "parser", tmp_path / "parser", "--llm-base-url", local_llm.base_url, port=parser_port
+    )
     with parser, ServiceProcess("gateway", data_dir, env=env) as second:
         api = stub(second.address)
         events = list(api.WatchRun(G.WatchRunRequest(run_id=run.run_id), timeout=120))

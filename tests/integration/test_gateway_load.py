@@ -28,21 +28,32 @@ PROMPT = (REPO / "examples" / "sentiment.txt").read_text(encoding="utf-8")
 
 
 @pytest.fixture(scope="module")
-def gateway(retriever_data_dir: Path, tmp_path_factory: pytest.TempPathFactory
-            ) -> Iterator[tuple[ServiceProcess, Path, Path]]:  # fmt: skip
+def gateway(
+    retriever_data_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[ServiceProcess, Path, Path]]:
     data_dir = tmp_path_factory.mktemp("load")
     base = build_tiny_t5(
         retriever_data_dir / "models" / "hf" / "HuggingFaceTB--SmolLM2-135M-Instruct",
         data_dir / "tiny-t5",
     )
     rows = data_dir / "reviews.jsonl"
-    rows.write_text("".join(
-        json.dumps({"input": f"review {i}: {'great' if i % 2 else 'awful'} film",
-                    "output": "positive" if i % 2 else "negative"}) + "\n" for i in range(40)
-    ))  # fmt: skip
+    rows.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "input": f"review {i}: {'great' if i % 2 else 'awful'} film",
+                    "output": "positive" if i % 2 else "negative",
+                }
+            )
+            + "\n"
+            for i in range(40)
+        )
+    )
     no_catalog = {"P2M_CATALOG_DIR": ""}  # the runs bring their dataset and base model
-    services = {name: ServiceProcess(name, data_dir, env=no_catalog)
-                for name in ("parser", "retriever", "trainer")}  # fmt: skip
+    services = {
+        name: ServiceProcess(name, data_dir, env=no_catalog)
+        for name in ("parser", "retriever", "trainer")
+    }
     start_together(list(services.values()))
     env = {f"P2M_{n.upper()}_ADDR": s.address for n, s in services.items()}
     env["P2M_MAX_RUNNING_RUNS"] = str(MAX_RUNNING)

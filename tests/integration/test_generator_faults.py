@@ -97,12 +97,20 @@ class FaultyTeacher:
         usage = {"prompt_tokens": 50, "completion_tokens": 10, "total_tokens": 60}
         return web.json_response(
             {
-                "id": "x", "object": "chat.completion", "created": 0, "model": "m",
-                "choices": [{"index": 0, "finish_reason": "stop",
-                             "message": {"role": "assistant", "content": content}}],
+                "id": "x",
+                "object": "chat.completion",
+                "created": 0,
+                "model": "m",
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": content},
+                    }
+                ],
                 "usage": usage,
             }
-        )  # fmt: skip
+        )
 
     def _input(self, kind: str, prompt: str) -> str:
         n, noise = self.requests, self.rng.random()
@@ -134,9 +142,13 @@ async def teacher() -> AsyncIterator[tuple[FaultyTeacher, str]]:
 
 def _generator(base_url: str, tmp_path: Path) -> tuple[DatasetGenerator, LLMClient]:
     config = LLMConfig(
-        base_url=base_url, timeout_s=0.5, max_retries=2, backoff_initial_s=0.01,
-        backoff_max_s=0.02, max_concurrency=8,
-    )  # fmt: skip
+        base_url=base_url,
+        timeout_s=0.5,
+        max_retries=2,
+        backoff_initial_s=0.01,
+        backoff_max_s=0.02,
+        max_concurrency=8,
+    )
     client = LLMClient(config)
     store = ArtifactStore(tmp_path / "artifacts")
     return DatasetGenerator(client, store, tmp_path / "work", "faulty"), client
@@ -228,8 +240,11 @@ async def test_examples_that_break_the_demonstrations_invariants_are_dropped_and
     # without it are refused as they arrive (unparseable), before any invariant is checked.
     assert report.dropped["unparseable"] > 0
     folder = ArtifactStore(tmp_path / "artifacts").path(result.dataset.sha256)
-    rows = [json.loads(line) for name in ("train", "validation")
-            for line in (folder / f"{name}.jsonl").read_text().splitlines()]  # fmt: skip
+    rows = [
+        json.loads(line)
+        for name in ("train", "validation")
+        for line in (folder / f"{name}.jsonl").read_text().splitlines()
+    ]
     assert len(rows) == 6
     for row in rows:
         assert report.invariants.violation(Example(row["input"], row["output"])) is None
@@ -258,15 +273,19 @@ async def test_inputs_that_mean_what_an_accepted_one_means_are_dropped(teacher, 
         generator = DatasetGenerator(
             client, ArtifactStore(tmp_path / "artifacts"), tmp_path / "work", "faulty", encoder
         )
-        options = GenerateOptions(num_examples=20, batch_size=8, seed=5, max_requests=60,
-                                  meaning_dedup_threshold=0.85)  # fmt: skip
+        options = GenerateOptions(
+            num_examples=20, batch_size=8, seed=5, max_requests=60, meaning_dedup_threshold=0.85
+        )
         result = await generator.generate(TASK, options)
     report = result.report
     assert report.dropped["same_meaning"] > 0
     assert report.accepted < 20 and report.stop_reason in ("no_progress", "budget_exhausted")
     folder = ArtifactStore(tmp_path / "artifacts").path(result.dataset.sha256)
-    inputs = [json.loads(line)["input"] for name in ("train", "validation")
-              for line in (folder / f"{name}.jsonl").read_text().splitlines()]  # fmt: skip
+    inputs = [
+        json.loads(line)["input"]
+        for name in ("train", "validation")
+        for line in (folder / f"{name}.jsonl").read_text().splitlines()
+    ]
     vectors = encoder.encode(inputs)
     similarity = vectors @ vectors.T
     assert (similarity[~np.eye(len(inputs), dtype=bool)] < 0.85).all()
@@ -341,6 +360,9 @@ async def test_the_judge_drops_the_examples_it_grades_below_the_threshold(teache
     assert report.accepted == 6 and report.dropped["judged_low"] > 0
     assert 2 < report.judge_mean_score < 5
     folder = ArtifactStore(tmp_path / "artifacts").path(result.dataset.sha256)
-    inputs = [json.loads(line)["input"] for name in ("train", "validation")
-              for line in (folder / f"{name}.jsonl").read_text().splitlines()]  # fmt: skip
+    inputs = [
+        json.loads(line)["input"]
+        for name in ("train", "validation")
+        for line in (folder / f"{name}.jsonl").read_text().splitlines()
+    ]
     assert all(int(text.split()[2]) % 2 == 0 for text in inputs)  # only the ones graded 5

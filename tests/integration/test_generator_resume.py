@@ -85,12 +85,31 @@ def proxy(local_llm: ServiceProcess) -> Iterator[RecordingProxy]:
 
 def _command(prompt: Path, data_dir: Path, base_url: str) -> list[str]:
     return [
-        sys.executable, "-m", "p2m", "generate", "--prompt-file", str(prompt),
-        "--num-examples", str(NUM), "--data-dir", str(data_dir), "--llm-base-url", base_url,
-        "--llm-model", "smollm2", "--self-consistency", "2", "--concurrency", "2",
-        "--batch-size", "4", "--seed", "11", "--json",
+        sys.executable,
+        "-m",
+        "p2m",
+        "generate",
+        "--prompt-file",
+        str(prompt),
+        "--num-examples",
+        str(NUM),
+        "--data-dir",
+        str(data_dir),
+        "--llm-base-url",
+        base_url,
+        "--llm-model",
+        "smollm2",
+        "--self-consistency",
+        "2",
+        "--concurrency",
+        "2",
+        "--batch-size",
+        "4",
+        "--seed",
+        "11",
+        "--json",
         "--no-check-invariants",  # SmolLM2 rarely keeps the Temporal demonstrations' form
-    ]  # fmt: skip
+    ]
 
 
 @pytest.mark.timeout(900)  # two real generations; slow when the 2 cores are shared

@@ -74,15 +74,24 @@ def test_thirty_temporal_examples_with_filter_counts(generator, temporal_task):
     assert "dropped_exact_duplicate" in messages[0].progress.figures
     # The report accounts for every generation request: accepted + dropped (+ surplus) ones.
     dropped = report.dropped
-    counted = [dropped.exact_duplicate, dropped.near_duplicate, dropped.empty,
-               dropped.too_long, dropped.copies_input, dropped.unparseable]  # fmt: skip
+    counted = [
+        dropped.exact_duplicate,
+        dropped.near_duplicate,
+        dropped.empty,
+        dropped.too_long,
+        dropped.copies_input,
+        dropped.unparseable,
+    ]
     assert all(c >= 0 for c in counted)
     assert report.llm_usage.requests >= 30 + sum(counted)
     assert 0.0 < report.self_consistency_agreement <= 1.0
     # The artifact holds JSONL splits and a Hugging Face dataset, inputs all distinct.
     folder = data_dir / "artifacts" / "objects" / result.dataset.sha256[:2] / result.dataset.sha256
-    rows = [json.loads(line) for name in ("train", "validation")
-            for line in (folder / f"{name}.jsonl").read_text().splitlines()]  # fmt: skip
+    rows = [
+        json.loads(line)
+        for name in ("train", "validation")
+        for line in (folder / f"{name}.jsonl").read_text().splitlines()
+    ]
     assert len(rows) == 30
     assert len({r["input"] for r in rows}) == 30
     assert all(r["input"].strip() and r["output"].strip() for r in rows)

@@ -97,11 +97,15 @@ def test_bad_searches_are_invalid_argument(retriever, request_, field):
 def test_banking77_prepares_with_the_person_chosen_columns(retriever):
     reply = retriever.PrepareDataset(
         retriever_pb2.PrepareDatasetRequest(
-            dataset=common_pb2.DatasetRef(name="banking77"), task=BANKING_TASK,
-            input_columns=["text"], output_column="category", max_rows=1000, seed=1,
+            dataset=common_pb2.DatasetRef(name="banking77"),
+            task=BANKING_TASK,
+            input_columns=["text"],
+            output_column="category",
+            max_rows=1000,
+            seed=1,
         ),
         timeout=300,
-    )  # fmt: skip
+    )
     assert reply.proposal.person_chosen and reply.proposal.suitable
     assert set(reply.proposal.available_columns) == {"text", "category"}
     assert list(reply.dataset.input_columns) == ["text"]
@@ -129,11 +133,13 @@ def test_prepare_errors(retriever):
     with pytest.raises(grpc.RpcError) as info:
         retriever.PrepareDataset(
             retriever_pb2.PrepareDatasetRequest(
-                dataset=common_pb2.DatasetRef(name="banking77"), task=BANKING_TASK,
-                input_columns=["txt"], output_column="category",
+                dataset=common_pb2.DatasetRef(name="banking77"),
+                task=BANKING_TASK,
+                input_columns=["txt"],
+                output_column="category",
             ),
             timeout=120,
-        )  # fmt: skip
+        )
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "input_columns" in info.value.details() and "'txt'" in info.value.details()
     with pytest.raises(grpc.RpcError) as info:

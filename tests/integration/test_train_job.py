@@ -58,8 +58,14 @@ def handed_over(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, JobFile
     (rows / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
     dataset = store_dataset(store, rows)
     base = build_tiny_t5(build_tokenizer(work / "tokenizer"), work / "tiny-t5")
-    options = TrainOptions(epochs=1, batch_size=4, learning_rate=1e-3, max_input_tokens=32,
-                           max_output_tokens=4, num_workers=1)  # fmt: skip
+    options = TrainOptions(
+        epochs=1,
+        batch_size=4,
+        learning_rate=1e-3,
+        max_input_tokens=32,
+        max_output_tokens=4,
+        num_workers=1,
+    )
     job = TrainJob((dataset,), str(base), TaskSpec(INSTRUCTION), options)
     key = training_key(sha256_tree(base)[0], [dataset.sha256], INSTRUCTION, options)
     handed = JobFile(key, f"p2m-train-{key[:12]}", job)
@@ -69,8 +75,16 @@ def handed_over(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, JobFile
 
 def train_job(job_file: Path, data_dir: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    command = [sys.executable, "-m", "p2m", "train-job", "--job", str(job_file),
-               "--data-dir", str(data_dir)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "p2m",
+        "train-job",
+        "--job",
+        str(job_file),
+        "--data-dir",
+        str(data_dir),
+    ]
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=280)
 
 

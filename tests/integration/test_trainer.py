@@ -70,8 +70,9 @@ def trainer(trainer_data_dir: Path) -> Iterator[ServiceProcess]:
 
 
 @pytest.fixture(scope="module")
-def temporal(shared_data: Path, trainer_data_dir: Path, tmp_path_factory: pytest.TempPathFactory
-             ) -> ArtifactRef:  # fmt: skip
+def temporal(
+    shared_data: Path, trainer_data_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> ArtifactRef:
     folder = write_temporal(shared_data, tmp_path_factory.mktemp("temporal"), 24, 6)
     return store_dataset(ArtifactStore(trainer_data_dir / "artifacts"), folder)
 
@@ -101,8 +102,10 @@ def model_folder(data_dir: Path, final: trainer_pb2.TrainProgress) -> Path:
 def test_two_workers_train_a_tiny_t5_that_reloads_and_generates(
     trainer: ServiceProcess, trainer_data_dir: Path, tiny_t5: Path, temporal: ArtifactRef
 ) -> None:
-    stream = train(trainer.address, request(temporal, str(tiny_t5), epochs=2, num_workers=2,
-                                            batch_size=4, learning_rate=1e-3))  # fmt: skip
+    stream = train(
+        trainer.address,
+        request(temporal, str(tiny_t5), epochs=2, num_workers=2, batch_size=4, learning_rate=1e-3),
+    )
     final = stream[-1]
     report = final.result.report
     assert (report.num_workers, report.backend, report.device) == (2, "local-ray", "cpu")
@@ -119,16 +122,25 @@ def test_two_workers_train_a_tiny_t5_that_reloads_and_generates(
 
     folder = model_folder(trainer_data_dir, final)
     names = {p.name for p in folder.iterdir()}
-    assert {"config.json", "model.safetensors", "generation_config.json", "tokenizer.json",
-            "README.md", "p2m_student.json", TRAINING_FILE} <= names  # fmt: skip
+    assert {
+        "config.json",
+        "model.safetensors",
+        "generation_config.json",
+        "tokenizer.json",
+        "README.md",
+        "p2m_student.json",
+        TRAINING_FILE,
+    } <= names
     assert StudentSpec.load(folder).architecture == "encoder-decoder"
     assert "Normalize the temporal expression" in (folder / "README.md").read_text()
     student = Student(folder)
     predictions = student.predict(["[Posted: 2021-09-15] See you next Monday."])
     assert len(predictions) == 1 and isinstance(predictions[0], str)
 
-    again = train(trainer.address, request(temporal, str(tiny_t5), epochs=2, num_workers=2,
-                                           batch_size=4, learning_rate=1e-3))  # fmt: skip
+    again = train(
+        trainer.address,
+        request(temporal, str(tiny_t5), epochs=2, num_workers=2, batch_size=4, learning_rate=1e-3),
+    )
     assert again[-1].result.report.cached
     assert again[-1].result.model.uri == final.result.model.uri
 
@@ -136,8 +148,9 @@ def test_two_workers_train_a_tiny_t5_that_reloads_and_generates(
 def test_two_workers_fine_tune_smollm2_from_the_model_store(
     trainer: ServiceProcess, trainer_data_dir: Path, temporal: ArtifactRef
 ) -> None:
-    stream = train(trainer.address, request(temporal, SMOLLM2, num_workers=2, max_steps=2,
-                                            batch_size=2))  # fmt: skip
+    stream = train(
+        trainer.address, request(temporal, SMOLLM2, num_workers=2, max_steps=2, batch_size=2)
+    )
     report = stream[-1].result.report
     assert report.steps == 2 and report.num_workers == 2
     assert 0 < report.final_loss < 10  # a pretrained model starts far below log(vocab) = 10.8
@@ -263,18 +276,39 @@ def test_cli_trains_from_a_jsonl_file_and_the_evaluator_scores_the_result(
     folder = write_temporal(shared_data, tmp_path / "data", 12, 4)
     out = tmp_path / "student"
     trained = run_p2m(
-        "train", "--data", str(folder / "train.jsonl"), "--base-model", str(tiny_t5),
-        "--instruction", INSTRUCTION, "--epochs", "1", "--batch-size", "4", "--json",
-        "--out", str(out), "--data-dir", str(trainer_data_dir),
-    )  # fmt: skip
+        "train",
+        "--data",
+        str(folder / "train.jsonl"),
+        "--base-model",
+        str(tiny_t5),
+        "--instruction",
+        INSTRUCTION,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--json",
+        "--out",
+        str(out),
+        "--data-dir",
+        str(trainer_data_dir),
+    )
     assert trained.returncode == 0, trained.stderr
     result = json.loads(trained.stdout)
     assert result["report"]["steps"] == 3 and result["out"] == str(out)
     assert StudentSpec.load(out).instruction == INSTRUCTION
     scored = run_p2m(
-        "evaluate", "--model", str(out), "--test", str(folder / "validation.jsonl"),
-        "--metrics", "exact_match,chrf", "--json", "--data-dir", str(trainer_data_dir),
-    )  # fmt: skip
+        "evaluate",
+        "--model",
+        str(out),
+        "--test",
+        str(folder / "validation.jsonl"),
+        "--metrics",
+        "exact_match,chrf",
+        "--json",
+        "--data-dir",
+        str(trainer_data_dir),
+    )
     assert scored.returncode == 0, scored.stderr
     report = json.loads(scored.stdout)
     assert report["num_examples"] == 4 and 0 <= report["metrics"]["chrf"] <= 100
@@ -283,8 +317,9 @@ def test_cli_trains_from_a_jsonl_file_and_the_evaluator_scores_the_result(
 def test_cli_names_a_bad_training_line_and_exits_2(tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"input": "a", "output": "b"}\n{"input": "a", "label": "b"}\n')
-    result = run_p2m("train", "--data", str(bad), "--base-model", "x/y",
-                     "--data-dir", str(tmp_path))  # fmt: skip
+    result = run_p2m(
+        "train", "--data", str(bad), "--base-model", "x/y", "--data-dir", str(tmp_path)
+    )
     assert result.returncode == 2
     assert "line 2" in result.stderr and "--data[0]" in result.stderr
     result = run_p2m("train", "--data", str(bad), "--base-model", "x/y", "--epochs", "0")

@@ -204,8 +204,9 @@ class FakeKubeApiServer:
     def _find(self, namespace: str, plural: str, name: str) -> dict[str, Any] | None:
         return self._objects.get((namespace, "", plural, name))
 
-    def handle(self, method: str, raw_path: str, content_type: str, body: bytes
-               ) -> tuple[int, dict[str, Any]]:  # fmt: skip
+    def handle(
+        self, method: str, raw_path: str, content_type: str, body: bytes
+    ) -> tuple[int, dict[str, Any]]:
         parts = urlsplit(raw_path)
         query = parse_qs(parts.query)
         data = json.loads(body) if body else None
@@ -222,8 +223,19 @@ class FakeKubeApiServer:
             if kind is None:
                 raise _Refused(404, "NotFound", f"no resource {plural}.{group}/{version}")
             with self._lock:
-                return self._dispatch(method, group, version, kind, namespace, plural, name,
-                                      sub, query, content_type, data)  # fmt: skip
+                return self._dispatch(
+                    method,
+                    group,
+                    version,
+                    kind,
+                    namespace,
+                    plural,
+                    name,
+                    sub,
+                    query,
+                    content_type,
+                    data,
+                )
         except _Refused as refused:
             return refused.code, {
                 "kind": "Status",
@@ -235,9 +247,20 @@ class FakeKubeApiServer:
                 "code": refused.code,
             }
 
-    def _dispatch(self, method: str, group: str, version: str, kind: str, namespace: str,
-                  plural: str, name: str | None, sub: str | None, query: dict[str, list[str]],
-                  content_type: str, data: Any) -> tuple[int, dict[str, Any]]:  # fmt: skip
+    def _dispatch(
+        self,
+        method: str,
+        group: str,
+        version: str,
+        kind: str,
+        namespace: str,
+        plural: str,
+        name: str | None,
+        sub: str | None,
+        query: dict[str, list[str]],
+        content_type: str,
+        data: Any,
+    ) -> tuple[int, dict[str, Any]]:
         what = f'{plural}.{group} "{name}"'
         key = (namespace, "", plural, name or "")
         if name is None:
@@ -263,8 +286,9 @@ class FakeKubeApiServer:
                     raise _Refused(400, "BadRequest", "the namespace of the object does not match")
                 key = (namespace, "", plural, meta["name"])
                 if key in self._objects:
-                    raise _Refused(409, "AlreadyExists",
-                                   f'{plural}.{group} "{meta["name"]}" already exists')  # fmt: skip
+                    raise _Refused(
+                        409, "AlreadyExists", f'{plural}.{group} "{meta["name"]}" already exists'
+                    )
                 meta.update(
                     namespace=namespace,
                     uid=f"uid-{next(self._versions)}",
@@ -283,15 +307,22 @@ class FakeKubeApiServer:
             return 200, copy.deepcopy(current)
         if method == "DELETE":
             del self._objects[key]
-            return 200, {"kind": "Status", "apiVersion": "v1", "status": "Success",
-                         "details": {"name": name, "group": group, "kind": plural}}  # fmt: skip
+            return 200, {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "status": "Success",
+                "details": {"name": name, "group": group, "kind": plural},
+            }
         if method in ("PUT", "PATCH"):
             if method == "PUT":
                 new = copy.deepcopy(data)
                 sent_version = (new.get("metadata") or {}).get("resourceVersion")
                 if sent_version and sent_version != current["metadata"]["resourceVersion"]:
-                    raise _Refused(409, "Conflict", f"Operation cannot be fulfilled on {what}: "
-                                   "the object has been modified")  # fmt: skip
+                    raise _Refused(
+                        409,
+                        "Conflict",
+                        f"Operation cannot be fulfilled on {what}: the object has been modified",
+                    )
             else:
                 if content_type.split(";")[0].strip() != "application/merge-patch+json":
                     raise _Refused(415, "UnsupportedMediaType", f"{content_type} not supported")

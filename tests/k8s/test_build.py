@@ -26,8 +26,9 @@ def apply_patches(doc: dict[str, Any], patches: list[dict[str, Any]]) -> dict[st
     """The JSON patches (add/replace) of a skaffold profile applied to a copy of ``doc``."""
     out = copy.deepcopy(doc)
     for patch in patches:
-        *parents, last = [p.replace("~1", "/").replace("~0", "~") for p in
-                          patch["path"].lstrip("/").split("/")]  # fmt: skip
+        *parents, last = [
+            p.replace("~1", "/").replace("~0", "~") for p in patch["path"].lstrip("/").split("/")
+        ]
         node: Any = out
         for part in parents:
             node = node[int(part)] if isinstance(node, list) else node[part]

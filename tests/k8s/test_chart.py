@@ -133,8 +133,9 @@ def test_should_mount_the_llm_key_secret_as_a_file_when_an_external_endpoint_has
 
 
 def test_should_store_the_llm_key_in_the_chart_secret_when_given_as_a_value(render: RenderFn):
-    rendered = render("ci/external-llm-values.yaml", llm__apiKey__existingSecret="",
-                      llm__apiKey__value="sk-test")  # fmt: skip
+    rendered = render(
+        "ci/external-llm-values.yaml", llm__apiKey__existingSecret="", llm__apiKey__value="sk-test"
+    )
     (secret,) = rendered.of_kind("Secret")
     assert set(secret["data"]) == {"api-key"}
     volume = volumes(pod_spec(rendered.deployment("parser")))["llm-api-key"]
@@ -152,8 +153,11 @@ def test_should_serve_vllm_on_a_gpu_when_llm_engine_is_vllm(render: RenderFn):
     container = rendered.container("llm")
     assert container["image"].startswith("vllm/vllm-openai:")
     assert container["command"] == ["vllm", "serve"]
-    assert container["args"][:3] == ["Qwen/Qwen2.5-7B-Instruct", "--served-model-name",
-                                     "qwen2.5-7b-instruct"]  # fmt: skip
+    assert container["args"][:3] == [
+        "Qwen/Qwen2.5-7B-Instruct",
+        "--served-model-name",
+        "qwen2.5-7b-instruct",
+    ]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert mounts(container)["/dev/shm"] == "dshm"
     assert rendered.env("parser")["P2M_LLM_MODEL"] == "qwen2.5-7b-instruct"
@@ -341,9 +345,14 @@ def test_should_set_the_gateway_service_type_from_values(
     gateway = rendered.get("Service", "gateway")
     assert gateway["spec"]["type"] == service_type
     assert gateway["spec"]["ports"] == [
-        {"name": "grpc", "port": 50050, "targetPort": "grpc", "protocol": "TCP",
-         "appProtocol": "grpc"}
-    ]  # fmt: skip
+        {
+            "name": "grpc",
+            "port": 50050,
+            "targetPort": "grpc",
+            "protocol": "TCP",
+            "appProtocol": "grpc",
+        }
+    ]
     for component in GRPC_SERVICES[1:]:
         assert rendered.get("Service", component)["spec"]["type"] == "ClusterIP"
 
@@ -389,13 +398,19 @@ def test_should_give_the_trainer_and_deployer_a_service_account_whose_role_allow
         assert binding["roleRef"]["kind"] == "Role"  # namespaced, never a ClusterRole
         writes = [r for r in role["rules"] if set(r["verbs"]) - READ_ONLY]
         assert writes == [
-            {"apiGroups": [group], "resources": [resource],
-             "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]}
-        ]  # fmt: skip
+            {
+                "apiGroups": [group],
+                "resources": [resource],
+                "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"],
+            }
+        ]
         reads = [r for r in role["rules"] if not set(r["verbs"]) - READ_ONLY]
         assert {(g, res) for r in reads for g in r["apiGroups"] for res in r["resources"]} == {
-            (group, f"{resource}/status"), ("", "pods"), ("", "pods/log"), ("", "events"),
-        }  # fmt: skip
+            (group, f"{resource}/status"),
+            ("", "pods"),
+            ("", "pods/log"),
+            ("", "events"),
+        }
     assert rendered.of_kind("ClusterRole") == [] and rendered.of_kind("ClusterRoleBinding") == []
     assert len(rendered.of_kind("Role")) == 2
 
@@ -423,11 +438,15 @@ def test_should_set_the_cluster_backend_environment_when_kuberay_and_kserve_are_
     rendered = render()
     claim = rendered.of_kind("PersistentVolumeClaim")[0]["metadata"]["name"]
     expected = {
-        "trainer": {"P2M_TRAINER_BACKEND": "rayjob",
-                    "P2M_RAYJOB_TEMPLATE": "/etc/p2m/templates/rayjob.yaml"},
-        "deployer": {"P2M_DEPLOYER_BACKEND": "kserve",
-                     "P2M_INFERENCESERVICE_TEMPLATE": "/etc/p2m/templates/inferenceservice.yaml"},
-    }  # fmt: skip
+        "trainer": {
+            "P2M_TRAINER_BACKEND": "rayjob",
+            "P2M_RAYJOB_TEMPLATE": "/etc/p2m/templates/rayjob.yaml",
+        },
+        "deployer": {
+            "P2M_DEPLOYER_BACKEND": "kserve",
+            "P2M_INFERENCESERVICE_TEMPLATE": "/etc/p2m/templates/inferenceservice.yaml",
+        },
+    }
     for component, own in expected.items():
         env = rendered.env(component)
         for name, value in own.items():
@@ -487,8 +506,11 @@ def test_should_render_complete_workload_templates_with_placeholders_when_defaul
     assert isvc["metadata"]["name"] == "placeholder"
     assert (predictor["minReplicas"], predictor["maxReplicas"]) == (1, 3)
     assert (predictor["scaleMetric"], predictor["scaleTarget"]) == ("concurrency", 4)
-    assert predictor["containers"][0]["args"][:3] == ["serve-model", "--model",
-                                                      "/data/models/placeholder"]  # fmt: skip
+    assert predictor["containers"][0]["args"][:3] == [
+        "serve-model",
+        "--model",
+        "/data/models/placeholder",
+    ]
     # the artifacts claim at the data dir in the head, the workers and the predictor
     for where, pod in (*pod_specs(rayjob), *pod_specs(isvc)):
         if where == "RayJob submitter":
@@ -561,8 +583,10 @@ def test_should_create_an_hpa_for_each_stateless_service_when_autoscaling_is_ena
     for component, hpa in hpas.items():
         deployment = rendered.deployment(component)
         assert hpa["spec"]["scaleTargetRef"] == {
-            "apiVersion": "apps/v1", "kind": "Deployment", "name": deployment["metadata"]["name"]
-        }  # fmt: skip
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "name": deployment["metadata"]["name"],
+        }
         assert "replicas" not in deployment["spec"]  # the HPA owns it
     assert hpas["generator"]["spec"]["minReplicas"] == 2
 
@@ -618,5 +642,6 @@ def test_should_render_the_readme_example_values_when_installing_step_by_step(
     rayjob, _ = rendered.workload_templates()
     (workers,) = rayjob["spec"]["rayClusterSpec"]["workerGroupSpecs"]
     assert workers["template"]["spec"]["containers"][0]["resources"]["limits"] == {
-        "memory": "32Gi", "nvidia.com/gpu": 1
-    }  # fmt: skip
+        "memory": "32Gi",
+        "nvidia.com/gpu": 1,
+    }

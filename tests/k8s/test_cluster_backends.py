@@ -146,8 +146,9 @@ def train_job(tmp_path: Path, store: ArtifactStore) -> TrainJob:
     before the job is handed to the cluster)."""
     rows = tmp_path / "rows"
     rows.mkdir()
-    lines = [{"input": f"review {i}", "output": "positive" if i % 2 else "negative"}
-             for i in range(6)]  # fmt: skip
+    lines = [
+        {"input": f"review {i}", "output": "positive" if i % 2 else "negative"} for i in range(6)
+    ]
     (rows / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
     dataset = store_dataset(store, rows)
     base = tmp_path / "base-model"
@@ -162,24 +163,36 @@ def train_job(tmp_path: Path, store: ArtifactStore) -> TrainJob:
     )
 
 
-def make_trainer(fake: FakeKubeApiServer, store: ArtifactStore, data_dir: Path,
-                 template: Path) -> ModelTrainer:  # fmt: skip
+def make_trainer(
+    fake: FakeKubeApiServer, store: ArtifactStore, data_dir: Path, template: Path
+) -> ModelTrainer:
     """A trainer process with the rayjob backend (built as the service builds it)."""
     settings = Settings.load(
-        {"data_dir": data_dir, "trainer_backend": "rayjob", "k8s_namespace": NAMESPACE,
-         "rayjob_template": template, "image": IMAGE, "k8s_poll_s": POLL_S},
+        {
+            "data_dir": data_dir,
+            "trainer_backend": "rayjob",
+            "k8s_namespace": NAMESPACE,
+            "rayjob_template": template,
+            "image": IMAGE,
+            "k8s_poll_s": POLL_S,
+        },
         environ={},
-    )  # fmt: skip
+    )
     runner = RayJobRunner.from_settings(settings, store, fake.configuration())
-    return ModelTrainer(store, ModelStore(data_dir / "models"), data_dir / "cache" / "train",
-                        runner=runner)  # fmt: skip
+    return ModelTrainer(
+        store, ModelStore(data_dir / "models"), data_dir / "cache" / "train", runner=runner
+    )
 
 
 class Training:
     """A ``ModelTrainer.train`` running in a thread, its events collected."""
 
-    def __init__(self, trainer: ModelTrainer, job: TrainJob,
-                 on_event: Callable[[TrainEvent], None] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        trainer: ModelTrainer,
+        job: TrainJob,
+        on_event: Callable[[TrainEvent], None] | None = None,
+    ) -> None:
         self.events: list[TrainEvent] = []
         self.cancel = threading.Event()
         self._pool = ThreadPoolExecutor(1)
@@ -204,8 +217,14 @@ class Training:
             self._pool.shutdown()
 
 
-def set_phase(fake: FakeKubeApiServer, name: str, deployment: str, job: str = "",
-              message: str = "", reason: str = "") -> None:  # fmt: skip
+def set_phase(
+    fake: FakeKubeApiServer,
+    name: str,
+    deployment: str,
+    job: str = "",
+    message: str = "",
+    reason: str = "",
+) -> None:
     status: dict[str, Any] = {"jobDeploymentStatus": deployment, "rayClusterName": f"{name}-rc"}
     if job:
         status["jobStatus"] = job
@@ -223,11 +242,21 @@ def store_model_as_the_job_would(store: ArtifactStore, key: str, tmp_path: Path)
     (folder / "config.json").write_text(json.dumps({"model_type": "llama"}))
     StudentSpec("decoder-only", "Classify the sentiment of the review.").save(folder)
     report = TrainReport(
-        steps=4, epochs=1.0, final_loss=0.25, final_eval_loss=None, train_seconds=12.0,
-        samples_per_second=2.0, resumed_from_checkpoint=False, resumed_from_step=0,
-        backend="rayjob", train_examples=6, validation_examples=0, num_workers=2,
-        device="cuda", ray_job_name=f"p2m-train-{key[:12]}",
-    )  # fmt: skip
+        steps=4,
+        epochs=1.0,
+        final_loss=0.25,
+        final_eval_loss=None,
+        train_seconds=12.0,
+        samples_per_second=2.0,
+        resumed_from_checkpoint=False,
+        resumed_from_step=0,
+        backend="rayjob",
+        train_examples=6,
+        validation_examples=0,
+        num_workers=2,
+        device="cuda",
+        ray_job_name=f"p2m-train-{key[:12]}",
+    )
     (folder / TRAINING_FILE).write_text(json.dumps({"report": asdict(report)}))
     model = store.put_dir(folder, "model")
     store.remember(key, model)
@@ -235,14 +264,25 @@ def store_model_as_the_job_would(store: ArtifactStore, key: str, tmp_path: Path)
 
 
 def step(n: int, loss: float) -> TrainEvent:
-    return TrainEvent(step=n, total_steps=4, epoch=n / 4, loss=loss, learning_rate=5e-5,
-                      samples_per_second=2.0, eta_s=(4 - n) * 3.0)  # fmt: skip
+    return TrainEvent(
+        step=n,
+        total_steps=4,
+        epoch=n / 4,
+        loss=loss,
+        learning_rate=5e-5,
+        samples_per_second=2.0,
+        eta_s=(4 - n) * 3.0,
+    )
 
 
 def test_the_trainer_submits_a_valid_rayjob_and_streams_it_to_the_end(
-    fake: FakeKubeApiServer, store: ArtifactStore, data_dir: Path, rayjob_template: Path,
-    train_job: TrainJob, tmp_path: Path,
-) -> None:  # fmt: skip
+    fake: FakeKubeApiServer,
+    store: ArtifactStore,
+    data_dir: Path,
+    rayjob_template: Path,
+    train_job: TrainJob,
+    tmp_path: Path,
+) -> None:
     training = Training(make_trainer(fake, store, data_dir, rayjob_template), train_job)
     rayjob = fake.wait_for("rayjobs")
     name = rayjob["metadata"]["name"]
@@ -309,9 +349,12 @@ def test_the_trainer_submits_a_valid_rayjob_and_streams_it_to_the_end(
 
 
 def test_a_failed_rayjob_aborts_with_its_message(
-    fake: FakeKubeApiServer, store: ArtifactStore, data_dir: Path, rayjob_template: Path,
+    fake: FakeKubeApiServer,
+    store: ArtifactStore,
+    data_dir: Path,
+    rayjob_template: Path,
     train_job: TrainJob,
-) -> None:  # fmt: skip
+) -> None:
     training = Training(make_trainer(fake, store, data_dir, rayjob_template), train_job)
     rayjob = fake.wait_for("rayjobs")
     name = rayjob["metadata"]["name"]
@@ -320,8 +363,14 @@ def test_a_failed_rayjob_aborts_with_its_message(
     ProgressWriter(progress_path(job_path(data_dir.absolute(), key))).error(
         "training failed: CUDA out of memory"
     )
-    set_phase(fake, name, "Failed", "FAILED", reason="AppFailed",
-              message="Job entrypoint command failed with exit code 1")  # fmt: skip
+    set_phase(
+        fake,
+        name,
+        "Failed",
+        "FAILED",
+        reason="AppFailed",
+        message="Job entrypoint command failed with exit code 1",
+    )
     with pytest.raises(Aborted) as info:
         training.result()
     text = str(info.value)
@@ -332,9 +381,12 @@ def test_a_failed_rayjob_aborts_with_its_message(
 
 
 def test_cancel_deletes_the_rayjob(
-    fake: FakeKubeApiServer, store: ArtifactStore, data_dir: Path, rayjob_template: Path,
+    fake: FakeKubeApiServer,
+    store: ArtifactStore,
+    data_dir: Path,
+    rayjob_template: Path,
     train_job: TrainJob,
-) -> None:  # fmt: skip
+) -> None:
     training = Training(make_trainer(fake, store, data_dir, rayjob_template), train_job)
     name = fake.wait_for("rayjobs")["metadata"]["name"]
     set_phase(fake, name, "Running", "RUNNING")
@@ -352,15 +404,20 @@ class _TrainerDied(Exception):
 
 
 def test_a_restarted_trainer_adopts_the_running_rayjob(
-    fake: FakeKubeApiServer, store: ArtifactStore, data_dir: Path, rayjob_template: Path,
-    train_job: TrainJob, tmp_path: Path,
-) -> None:  # fmt: skip
+    fake: FakeKubeApiServer,
+    store: ArtifactStore,
+    data_dir: Path,
+    rayjob_template: Path,
+    train_job: TrainJob,
+    tmp_path: Path,
+) -> None:
     def die_after_submitting(event: TrainEvent) -> None:
         if event.message.startswith("submitted"):
             raise _TrainerDied
 
-    first = Training(make_trainer(fake, store, data_dir, rayjob_template), train_job,
-                     die_after_submitting)  # fmt: skip
+    first = Training(
+        make_trainer(fake, store, data_dir, rayjob_template), train_job, die_after_submitting
+    )
     with pytest.raises(_TrainerDied):
         first.result()
     rayjob = fake.wait_for("rayjobs")
@@ -383,9 +440,12 @@ def test_a_restarted_trainer_adopts_the_running_rayjob(
 
 
 def test_a_rayjob_that_failed_earlier_is_replaced_on_retry(
-    fake: FakeKubeApiServer, store: ArtifactStore, data_dir: Path, rayjob_template: Path,
+    fake: FakeKubeApiServer,
+    store: ArtifactStore,
+    data_dir: Path,
+    rayjob_template: Path,
     train_job: TrainJob,
-) -> None:  # fmt: skip
+) -> None:
     first = Training(make_trainer(fake, store, data_dir, rayjob_template), train_job)
     name = fake.wait_for("rayjobs")["metadata"]["name"]
     set_phase(fake, name, "Failed", "FAILED", message="node lost")
@@ -395,8 +455,10 @@ def test_a_rayjob_that_failed_earlier_is_replaced_on_retry(
     retry = Training(make_trainer(fake, store, data_dir, rayjob_template), train_job)
     wait_until(lambda: len(fake.requests("POST", "rayjobs")) == 2, what="a new RayJob")
     assert [r.method for r in fake.requests(plural="rayjobs") if r.method != "GET"] == [
-        "POST", "DELETE", "POST",
-    ]  # fmt: skip
+        "POST",
+        "DELETE",
+        "POST",
+    ]
     assert "status" not in fake.objects("rayjobs")[0]
     retry.cancel.set()
     with pytest.raises(Cancelled):
@@ -404,9 +466,12 @@ def test_a_rayjob_that_failed_earlier_is_replaced_on_retry(
 
 
 def test_a_rayjob_of_another_training_under_the_name_is_not_touched(
-    fake: FakeKubeApiServer, store: ArtifactStore, data_dir: Path, rayjob_template: Path,
+    fake: FakeKubeApiServer,
+    store: ArtifactStore,
+    data_dir: Path,
+    rayjob_template: Path,
     train_job: TrainJob,
-) -> None:  # fmt: skip
+) -> None:
     first = Training(make_trainer(fake, store, data_dir, rayjob_template), train_job)
     rayjob = fake.wait_for("rayjobs")
     first.cancel.set()
@@ -430,9 +495,14 @@ def test_rayjob_gpus_follow_the_training_and_a_broken_template_is_named(
 
     def worker(use_gpu: bool) -> dict[str, Any]:
         manifest = build_rayjob(
-            template, key="ab" * 32, namespace="ns", job_file=Path("/data/jobs/k.json"),
-            data_dir=Path("/data"), num_workers=3, use_gpu=use_gpu,
-        )  # fmt: skip
+            template,
+            key="ab" * 32,
+            namespace="ns",
+            job_file=Path("/data/jobs/k.json"),
+            data_dir=Path("/data"),
+            num_workers=3,
+            use_gpu=use_gpu,
+        )
         validate(manifest)
         workers = manifest["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]
         assert workers["replicas"] == 3
@@ -447,8 +517,15 @@ def test_rayjob_gpus_follow_the_training_and_a_broken_template_is_named(
     assert template["metadata"]["name"] == "placeholder"  # the template is left as it was
     del template["spec"]["rayClusterSpec"]["workerGroupSpecs"]
     with pytest.raises(InvalidInput) as info:
-        build_rayjob(template, key="ab" * 32, namespace="ns", job_file=Path("/j"),
-                     data_dir=Path("/data"), num_workers=1, use_gpu=False)  # fmt: skip
+        build_rayjob(
+            template,
+            key="ab" * 32,
+            namespace="ns",
+            job_file=Path("/j"),
+            data_dir=Path("/data"),
+            num_workers=1,
+            use_gpu=False,
+        )
     assert info.value.field == "rayjob_template"
 
 
@@ -483,10 +560,17 @@ def deployments_for(
     path = tmp_path / "inferenceservice.yaml"
     path.write_text(template, encoding="utf-8")
     loaded = Settings.load(
-        {"data_dir": data_dir, "deployer_backend": "kserve", "k8s_namespace": NAMESPACE,
-         "inferenceservice_template": path, "image": IMAGE, "k8s_poll_s": POLL_S, **settings},
+        {
+            "data_dir": data_dir,
+            "deployer_backend": "kserve",
+            "k8s_namespace": NAMESPACE,
+            "inferenceservice_template": path,
+            "image": IMAGE,
+            "k8s_poll_s": POLL_S,
+            **settings,
+        },
         environ={},
-    )  # fmt: skip
+    )
     return ClusterDeployments.from_settings(loaded, store, fake.configuration())
 
 
@@ -511,13 +595,18 @@ def ready_status(name: str, generation: int = 1) -> dict[str, Any]:
 
 
 async def test_the_deployer_creates_rolls_lists_and_deletes_an_inferenceservice(
-    fake: FakeKubeApiServer, store: ArtifactStore, data_dir: Path, model: ArtifactRef,
-    tmp_path: Path, isvc_template: str,
-) -> None:  # fmt: skip
+    fake: FakeKubeApiServer,
+    store: ArtifactStore,
+    data_dir: Path,
+    model: ArtifactRef,
+    tmp_path: Path,
+    isvc_template: str,
+) -> None:
     deployments = deployments_for(fake, store, data_dir, isvc_template, tmp_path)
     await deployments.start()
-    options = DeployOptions(min_replicas=1, max_replicas=4, concurrency_target=8,
-                            max_batch_size=16, ready_timeout_s=10)  # fmt: skip
+    options = DeployOptions(
+        min_replicas=1, max_replicas=4, concurrency_target=8, max_batch_size=16, ready_timeout_s=10
+    )
     spec = DeploySpec("sentiment", model, options, run_id="run-abc123")
     deploying = asyncio.create_task(deployments.deploy(spec))
     isvc = await wait_for_object(fake, "inferenceservices", "sentiment")
@@ -539,10 +628,22 @@ async def test_the_deployer_creates_rolls_lists_and_deletes_an_inferenceservice(
     folder = store.path(model.uri).absolute()
     assert str(folder).endswith(f"artifacts/objects/{model.sha256[:2]}/{model.sha256}")
     assert container["args"] == [
-        "serve-model", "--model", str(folder), "--name", "sentiment", "--host", "0.0.0.0",
-        "--http-port", "8080", "--grpc-port", "8081", "--max-batch-size", "16",
-        "--max-latency-ms", "20",
-    ]  # fmt: skip
+        "serve-model",
+        "--model",
+        str(folder),
+        "--name",
+        "sentiment",
+        "--host",
+        "0.0.0.0",
+        "--http-port",
+        "8080",
+        "--grpc-port",
+        "8081",
+        "--max-batch-size",
+        "16",
+        "--max-latency-ms",
+        "20",
+    ]
     assert {"name": "data", "mountPath": "/data", "readOnly": True} in container["volumeMounts"]
 
     # KServe reports Ready: the endpoint is the InferenceService's URL.
@@ -591,19 +692,34 @@ async def test_the_deployer_creates_rolls_lists_and_deletes_an_inferenceservice(
 
 
 async def test_a_deployment_not_ready_in_time_says_why(
-    fake: FakeKubeApiServer, store: ArtifactStore, data_dir: Path, model: ArtifactRef,
-    tmp_path: Path, isvc_template: str,
-) -> None:  # fmt: skip
+    fake: FakeKubeApiServer,
+    store: ArtifactStore,
+    data_dir: Path,
+    model: ArtifactRef,
+    tmp_path: Path,
+    isvc_template: str,
+) -> None:
     deployments = deployments_for(fake, store, data_dir, isvc_template, tmp_path)
     deploying = asyncio.create_task(
         deployments.deploy(DeploySpec("slow", model, DeployOptions(ready_timeout_s=0.5)))
     )
     await wait_for_object(fake, "inferenceservices", "slow")
-    fake.set_status("inferenceservices", NAMESPACE, "slow", {
-        "observedGeneration": 1,
-        "conditions": [{"type": "Ready", "status": "False", "reason": "RevisionMissing",
-                        "message": "Revision slow-predictor-00001 failed to pull the image"}],
-    })  # fmt: skip
+    fake.set_status(
+        "inferenceservices",
+        NAMESPACE,
+        "slow",
+        {
+            "observedGeneration": 1,
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "False",
+                    "reason": "RevisionMissing",
+                    "message": "Revision slow-predictor-00001 failed to pull the image",
+                }
+            ],
+        },
+    )
     outcome = await asyncio.wait_for(deploying, 10)
     assert not outcome.endpoint.ready and outcome.endpoint.base_url == ""
     assert outcome.endpoint.message == (
@@ -614,15 +730,20 @@ async def test_a_deployment_not_ready_in_time_says_why(
 
 
 async def test_a_runtime_template_serves_the_artifact_from_the_pvc(
-    fake: FakeKubeApiServer, store: ArtifactStore, data_dir: Path, model: ArtifactRef,
-    tmp_path: Path, templates: dict[str, dict[str, Any]],
-) -> None:  # fmt: skip
+    fake: FakeKubeApiServer,
+    store: ArtifactStore,
+    data_dir: Path,
+    model: ArtifactRef,
+    tmp_path: Path,
+    templates: dict[str, dict[str, Any]],
+) -> None:
     runtime = runtime_template(templates["inferenceservice"])
     with pytest.raises(InvalidInput) as info:
         deployments_for(fake, store, data_dir, runtime, tmp_path)
     assert info.value.field == "artifacts_pvc"
-    deployments = deployments_for(fake, store, data_dir, runtime, tmp_path,
-                                  artifacts_pvc="p2m-data")  # fmt: skip
+    deployments = deployments_for(
+        fake, store, data_dir, runtime, tmp_path, artifacts_pvc="p2m-data"
+    )
     deploying = asyncio.create_task(
         deployments.deploy(DeploySpec("hf", model, DeployOptions(0, 2, 5, ready_timeout_s=5)))
     )
@@ -638,15 +759,21 @@ async def test_a_runtime_template_serves_the_artifact_from_the_pvc(
     assert predictor["model"]["modelFormat"] == {"name": "huggingface"}
     assert "containers" not in predictor
     assert (predictor["minReplicas"], predictor["maxReplicas"], predictor["scaleTarget"]) == (
-        0, 2, 5,
-    )  # fmt: skip
+        0,
+        2,
+        5,
+    )
     await deployments.close()
 
 
 async def test_an_inferenceservice_p2m_did_not_create_is_left_alone(
-    fake: FakeKubeApiServer, store: ArtifactStore, data_dir: Path, model: ArtifactRef,
-    tmp_path: Path, isvc_template: str,
-) -> None:  # fmt: skip
+    fake: FakeKubeApiServer,
+    store: ArtifactStore,
+    data_dir: Path,
+    model: ArtifactRef,
+    tmp_path: Path,
+    isvc_template: str,
+) -> None:
     foreign = yaml.safe_load(isvc_template)
     foreign["metadata"].update(name="theirs", namespace=NAMESPACE)
     fake.put(foreign, "inferenceservices")
@@ -674,9 +801,14 @@ def test_the_fake_refuses_what_the_crd_refuses(objects: CustomObjects, isvc_temp
 
 
 def test_an_unreachable_cluster_is_unavailable(
-    store: ArtifactStore, data_dir: Path, rayjob_template: Path, train_job: TrainJob,
-    model: ArtifactRef, tmp_path: Path, isvc_template: str,
-) -> None:  # fmt: skip
+    store: ArtifactStore,
+    data_dir: Path,
+    rayjob_template: Path,
+    train_job: TrainJob,
+    model: ArtifactRef,
+    tmp_path: Path,
+    isvc_template: str,
+) -> None:
     gone = FakeKubeApiServer().start()
     gone.stop()  # the port is closed now
     trainer = make_trainer(gone, store, data_dir, rayjob_template)
@@ -718,19 +850,24 @@ def test_the_services_refuse_to_start_without_a_template_or_a_cluster_config(
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-kubeconfig"))
     missing = Settings.load(
-        {"data_dir": tmp_path / "data", "trainer_backend": "rayjob",
-         "rayjob_template": tmp_path / "absent.yaml"},
+        {
+            "data_dir": tmp_path / "data",
+            "trainer_backend": "rayjob",
+            "rayjob_template": tmp_path / "absent.yaml",
+        },
         environ={},
-    )  # fmt: skip
+    )
     with pytest.raises(InvalidInput) as info:
         trainer_service.build(missing)
     assert info.value.field == "rayjob_template"
     (tmp_path / "isvc.yaml").write_text(isvc_template)
     for build, settings in (
         (trainer_service.build, {"trainer_backend": "rayjob", "rayjob_template": rayjob_template}),
-        (deployer_service.build, {"deployer_backend": "kserve",
-                                  "inferenceservice_template": tmp_path / "isvc.yaml"}),
-    ):  # fmt: skip
+        (
+            deployer_service.build,
+            {"deployer_backend": "kserve", "inferenceservice_template": tmp_path / "isvc.yaml"},
+        ),
+    ):
         loaded = Settings.load({"data_dir": tmp_path / "data", **settings}, environ={})
         with pytest.raises(FailedPrecondition, match="no Kubernetes configuration"):
             build(loaded)

@@ -38,8 +38,13 @@ def test_should_build_schema_valid_objects_when_kustomizing(
     validate_all(docs)
     kinds = sorted(d["kind"] for d in docs)
     assert kinds == [
-        "LimitRange", "Namespace", "Namespace", "Namespace", "PriorityClass", "ResourceQuota"
-    ]  # fmt: skip
+        "LimitRange",
+        "Namespace",
+        "Namespace",
+        "Namespace",
+        "PriorityClass",
+        "ResourceQuota",
+    ]
 
 
 def _quota(kubectl: str, target: str) -> dict[str, str]:
@@ -72,8 +77,18 @@ def test_should_create_the_release_namespace_the_skaffold_release_uses(kubectl: 
     assert {"prompt2model", "kuberay-system", "kserve"} <= names
 
 
-_UNITS = {"m": 1e-3, "": 1, "k": 1e3, "Ki": 2**10, "M": 1e6, "Mi": 2**20, "G": 1e9,
-          "Gi": 2**30, "T": 1e12, "Ti": 2**40}  # fmt: skip
+_UNITS = {
+    "m": 1e-3,
+    "": 1,
+    "k": 1e3,
+    "Ki": 2**10,
+    "M": 1e6,
+    "Mi": 2**20,
+    "G": 1e9,
+    "Gi": 2**30,
+    "T": 1e12,
+    "Ti": 2**40,
+}
 
 
 def quantity(value: str | int | float) -> float:

@@ -42,10 +42,14 @@ def test_without_roots_any_absolute_path_is_readable():
 
 
 def test_the_roots_are_the_data_dir_the_datasets_and_catalog_folders_and_path_roots():
-    settings = Settings.load(environ={
-        "P2M_DATA_DIR": "/srv/p2m", "P2M_DATASETS_DIR": "/srv/datasets",
-        "P2M_CATALOG_DIR": "/srv/catalogs", "P2M_PATH_ROOTS": "/home/me:/mnt/data",
-    })  # fmt: skip
+    settings = Settings.load(
+        environ={
+            "P2M_DATA_DIR": "/srv/p2m",
+            "P2M_DATASETS_DIR": "/srv/datasets",
+            "P2M_CATALOG_DIR": "/srv/catalogs",
+            "P2M_PATH_ROOTS": "/home/me:/mnt/data",
+        }
+    )
     assert settings.readable_roots() == tuple(
         Path(p) for p in ("/srv/p2m", "/srv/datasets", "/srv/catalogs", "/home/me", "/mnt/data")
     )

@@ -157,8 +157,10 @@ def test_zero_proto_fields_take_the_paper_defaults() -> None:
 def test_the_model_card_names_task_data_base_and_figures(tmp_path: Path) -> None:
     task = TaskSpec("Answer | briefly.", (Example("2+2", "4"),))
     base = BaseModel("owner/base", tmp_path, "decoder-only", "0" * 64, "store")
-    training = {"datasets": ["p2m-artifact://sha256/" + "1" * 64],
-                "report": {"steps": 7, "final_loss": 0.5, "final_eval_loss": None}}  # fmt: skip
+    training = {
+        "datasets": ["p2m-artifact://sha256/" + "1" * 64],
+        "report": {"steps": 7, "final_loss": 0.5, "final_eval_loss": None},
+    }
     card = model_card(base, task, TrainOptions(lora=True), training)
     assert card.startswith("---\nbase_model: owner/base\n")
     assert "Answer \\| briefly." in card and "| 2+2 | 4 |" in card

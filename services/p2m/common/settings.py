@@ -249,8 +249,13 @@ class Settings:
             raise InvalidInput("log_format", f"must be one of {LOG_FORMATS}")
         if self.log_level.upper() not in LOG_LEVELS:
             raise InvalidInput("log_level", f"must be one of {LOG_LEVELS}")
-        for name in ("llm_max_concurrency", "local_llm_parallel", "local_llm_ctx",
-                     "max_running_runs", "max_retrieved_rows"):  # fmt: skip
+        for name in (
+            "llm_max_concurrency",
+            "local_llm_parallel",
+            "local_llm_ctx",
+            "max_running_runs",
+            "max_retrieved_rows",
+        ):
             if getattr(self, name) < 1:
                 raise InvalidInput(name, "must be at least 1")
         if self.llm_max_retries < 0 or self.llm_timeout_s <= 0 or self.grace_s < 0:

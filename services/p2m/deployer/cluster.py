@@ -129,9 +129,15 @@ class ClusterDeployments:
             settings.inferenceservice_template, INFERENCESERVICE, "inferenceservice_template"
         )
         objects = CustomObjects(load_configuration(configuration), settings.k8s_namespace)
-        return cls(AsyncCustomObjects(objects), store, template, settings.data_dir,
-                   image=settings.image, artifacts_pvc=settings.artifacts_pvc,
-                   poll_s=settings.k8s_poll_s)  # fmt: skip
+        return cls(
+            AsyncCustomObjects(objects),
+            store,
+            template,
+            settings.data_dir,
+            image=settings.image,
+            artifacts_pvc=settings.artifacts_pvc,
+            poll_s=settings.k8s_poll_s,
+        )
 
     # -- the Deployments protocol ---------------------------------------------------------
 
@@ -227,22 +233,31 @@ class ClusterDeployments:
 
     # -- helpers ----------------------------------------------------------------------------
 
-    def _manifest(self, spec: DeploySpec, model: ArtifactRef, folder: Path,
-                  served_as: str) -> dict[str, Any]:  # fmt: skip
+    def _manifest(
+        self, spec: DeploySpec, model: ArtifactRef, folder: Path, served_as: str
+    ) -> dict[str, Any]:
         folder = folder.absolute()
         try:
             relative = folder.relative_to(self._data_dir).as_posix()
         except ValueError:
             relative = f"artifacts/objects/{model.sha256[:2]}/{model.sha256}"
         return build_inferenceservice(
-            self._template, name=spec.name, namespace=self._objects.namespace, model=model,
-            model_path=folder, model_uri=storage_uri(self._pvc, relative) if self._pvc else "",
-            options=spec.options, image=self._image, served_as=served_as,
-            update_time=datetime.now(UTC).isoformat(), run_id=spec.run_id,
-        )  # fmt: skip
+            self._template,
+            name=spec.name,
+            namespace=self._objects.namespace,
+            model=model,
+            model_path=folder,
+            model_uri=storage_uri(self._pvc, relative) if self._pvc else "",
+            options=spec.options,
+            image=self._image,
+            served_as=served_as,
+            update_time=datetime.now(UTC).isoformat(),
+            run_id=spec.run_id,
+        )
 
-    async def _replace(self, spec: DeploySpec, model: ArtifactRef, folder: Path,
-                       served_as: str) -> dict[str, Any]:  # fmt: skip
+    async def _replace(
+        self, spec: DeploySpec, model: ArtifactRef, folder: Path, served_as: str
+    ) -> dict[str, Any]:
         """PUT the new manifest over the current object (again when it changed meanwhile)."""
         for attempt in range(1, REPLACE_ATTEMPTS + 1):
             current = await self._objects.get(INFERENCESERVICE, spec.name)
@@ -255,8 +270,9 @@ class ClusterDeployments:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _wait_ready(self, name: str, obj: dict[str, Any],
-                          timeout_s: float) -> tuple[dict[str, Any], bool, str]:  # fmt: skip
+    async def _wait_ready(
+        self, name: str, obj: dict[str, Any], timeout_s: float
+    ) -> tuple[dict[str, Any], bool, str]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while True:

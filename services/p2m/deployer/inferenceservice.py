@@ -100,12 +100,20 @@ def build_inferenceservice(
     metadata["name"] = name
     metadata["namespace"] = namespace
     metadata["labels"].update({LABEL_MANAGED_BY: MANAGED_BY, LABEL_DEPLOYMENT: name})
-    metadata["annotations"].update({
-        ANNOTATION_MODEL: json.dumps({"uri": model.uri, "sha256": model.sha256,
-                                      "size_bytes": model.size_bytes, "kind": model.kind}),
-        ANNOTATION_SERVED_AS: served_as,
-        ANNOTATION_UPDATE_TIME: update_time,
-    })  # fmt: skip
+    metadata["annotations"].update(
+        {
+            ANNOTATION_MODEL: json.dumps(
+                {
+                    "uri": model.uri,
+                    "sha256": model.sha256,
+                    "size_bytes": model.size_bytes,
+                    "kind": model.kind,
+                }
+            ),
+            ANNOTATION_SERVED_AS: served_as,
+            ANNOTATION_UPDATE_TIME: update_time,
+        }
+    )
     if run_id:
         metadata["annotations"][ANNOTATION_RUN_ID] = run_id
     predictor = manifest["spec"]["predictor"]
@@ -121,8 +129,9 @@ def build_inferenceservice(
     return manifest
 
 
-def _set_container(predictor: dict[str, Any], name: str, model_path: Path,
-                   options: DeployOptions, image: str) -> None:  # fmt: skip
+def _set_container(
+    predictor: dict[str, Any], name: str, model_path: Path, options: DeployOptions, image: str
+) -> None:
     containers = predictor.setdefault("containers", [])
     if not containers:
         containers.append({"name": CONTAINER_NAME})
@@ -136,11 +145,22 @@ def _set_container(predictor: dict[str, Any], name: str, model_path: Path,
     grpc_port = GRPC_PORT if http_port != GRPC_PORT else GRPC_PORT + 1
     container["command"] = ["p2m"]
     container["args"] = [
-        "serve-model", "--model", str(model_path), "--name", name, "--host", "0.0.0.0",
-        "--http-port", str(http_port), "--grpc-port", str(grpc_port),
-        "--max-batch-size", str(options.max_batch_size),
-        "--max-latency-ms", f"{options.max_latency_ms:g}",
-    ]  # fmt: skip
+        "serve-model",
+        "--model",
+        str(model_path),
+        "--name",
+        name,
+        "--host",
+        "0.0.0.0",
+        "--http-port",
+        str(http_port),
+        "--grpc-port",
+        str(grpc_port),
+        "--max-batch-size",
+        str(options.max_batch_size),
+        "--max-latency-ms",
+        f"{options.max_latency_ms:g}",
+    ]
     if not ports:
         container["ports"] = [{"name": "http1", "containerPort": HTTP_PORT, "protocol": "TCP"}]
 
@@ -173,7 +193,8 @@ def model_of(obj: Mapping[str, Any]) -> ArtifactRef | None:
     annotations = (obj.get("metadata") or {}).get("annotations") or {}
     try:
         data = json.loads(annotations[ANNOTATION_MODEL])
-        return ArtifactRef(str(data["uri"]), str(data["sha256"]), int(data["size_bytes"]),
-                           str(data["kind"]))  # fmt: skip
+        return ArtifactRef(
+            str(data["uri"]), str(data["sha256"]), int(data["size_bytes"]), str(data["kind"])
+        )
     except (KeyError, ValueError, TypeError):
         return None

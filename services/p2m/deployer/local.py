@@ -360,18 +360,36 @@ class LocalDeployments:
         http_port, grpc_port = record.server.ports
         options = record.options
         argv = [
-            "serve-model", "--model", record.model_path, "--name", record.name,
-            "--host", LOOPBACK, "--http-port", str(http_port), "--grpc-port", str(grpc_port),
-            "--max-batch-size", str(options.max_batch_size),
-            "--max-latency-ms", f"{options.max_latency_ms:g}",
-        ]  # fmt: skip
+            "serve-model",
+            "--model",
+            record.model_path,
+            "--name",
+            record.name,
+            "--host",
+            LOOPBACK,
+            "--http-port",
+            str(http_port),
+            "--grpc-port",
+            str(grpc_port),
+            "--max-batch-size",
+            str(options.max_batch_size),
+            "--max-latency-ms",
+            f"{options.max_latency_ms:g}",
+        ]
         return replace(record.server, pid=self._spawn(argv, Path(record.server.log)))
 
     def _start_demo(self, record: _Record, demo: _Proc) -> _Proc:
         argv = [
-            "demo", "--endpoint", record.base_url, "--name", record.name,
-            "--host", LOOPBACK, "--port", str(demo.ports[0]),
-        ]  # fmt: skip
+            "demo",
+            "--endpoint",
+            record.base_url,
+            "--name",
+            record.name,
+            "--host",
+            LOOPBACK,
+            "--port",
+            str(demo.ports[0]),
+        ]
         if record.task_file:
             argv += ["--task-json", record.task_file]
         if record.metrics_file:

@@ -102,9 +102,12 @@ def evaluate(
     try:
         options = EvaluateOptions(
             metrics=check_metrics(names or CLI_METRICS),
-            max_examples=max_examples, max_new_tokens=max_new_tokens, num_beams=num_beams,
-            batch_size=batch_size, num_worst_examples=worst,
-        )  # fmt: skip
+            max_examples=max_examples,
+            max_new_tokens=max_new_tokens,
+            num_beams=num_beams,
+            batch_size=batch_size,
+            num_worst_examples=worst,
+        )
         options.validate()
     except InvalidInput as exc:
         name = exc.field.removeprefix("options.").removeprefix("decoding.")
@@ -126,10 +129,16 @@ def evaluate(
     show_bar = not as_json
     report = run_async(
         lambda: _evaluate_local(
-            settings, model_ref, prompt, teacher_max_requests, data, options,
-            bertscore_hub_model, show_bar,
+            settings,
+            model_ref,
+            prompt,
+            teacher_max_requests,
+            data,
+            options,
+            bertscore_hub_model,
+            show_bar,
         )
-    )  # fmt: skip
+    )
     if as_json:
         print(json.dumps(report, ensure_ascii=False))
     else:
@@ -177,9 +186,12 @@ async def _evaluate_local(
         settings = dataclasses.replace(settings, bertscore_hub_model=True)
     evaluator = Evaluator.from_settings(settings, provider.client)
     bar = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=err,
         disable=not show_bar,
-    )  # fmt: skip
+    )
     try:
         subjects: list[tuple[str, Subject]] = []
         task = None

@@ -9,6 +9,7 @@ journal or checkpoint.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 import secrets
 import time
@@ -120,7 +121,7 @@ class RunManager:
         )
         stored, new = self._store.create(run, request_sha(prompt, options), prompt)
         if new:
-            self._emit(stored, G.RUN_EVENT_KIND_RUN_CREATED, message="run created")
+            self.emit(stored, G.RUN_EVENT_KIND_RUN_CREATED, message="run created")
             self._schedule(stored.run_id, resumed=False)
         return self.get(stored.run_id)
 
@@ -255,9 +256,12 @@ class RunManager:
     async def _run_stages(self, run: G.Run, resumed: bool) -> None:
         run.state = G.RUN_STATE_RUNNING
         self._save(run)
-        self._emit(run, G.RUN_EVENT_KIND_RUN_STARTED,
-                   message="run resumed" if resumed else "run started")  # fmt: skip
-        context = _StageContext(self, run, self._store.prompt(run.run_id))
+        self.emit(
+            run, G.RUN_EVENT_KIND_RUN_STARTED, message="run resumed" if resumed else "run started"
+        )
+        context = _StageContext(
+            self, run, self._store.prompt(run.run_id), self._clients, self._settings
+        )
         result: G.StageResult | None = None
         try:
             for stage, work in PIPELINE:
@@ -294,7 +298,7 @@ class RunManager:
         result.start_time.CopyFrom(_now())
         result.error = ""
         self._save(run)
-        self._emit(
+        self.emit(
             run, G.RUN_EVENT_KIND_STAGE_STARTED, stage=result.stage, message=f"{name} started"
         )
         try:
@@ -304,8 +308,13 @@ class RunManager:
             result.note = str(skip)
             result.finish_time.CopyFrom(_now())
             self._save(run)
-            self._emit(run, G.RUN_EVENT_KIND_STAGE_SKIPPED, stage=result.stage,
-                       message=f"{name} skipped: {skip}", stage_result=result)  # fmt: skip
+            self.emit(
+                run,
+                G.RUN_EVENT_KIND_STAGE_SKIPPED,
+                stage=result.stage,
+                message=f"{name} skipped: {skip}",
+                stage_result=result,
+            )
             return True
         except P2MError as error:
             result.state = G.STAGE_STATE_FAILED
@@ -314,8 +323,13 @@ class RunManager:
             run.state = G.RUN_STATE_FAILED
             run.error = f"{name}: {error}"
             self._save(run)
-            self._emit(run, G.RUN_EVENT_KIND_STAGE_FAILED, stage=result.stage,
-                       message=run.error, stage_result=result)  # fmt: skip
+            self.emit(
+                run,
+                G.RUN_EVENT_KIND_STAGE_FAILED,
+                stage=result.stage,
+                message=run.error,
+                stage_result=result,
+            )
             self._finish(run, f"run failed at {name}")
             return False
         result.state = G.STAGE_STATE_SUCCEEDED
@@ -330,16 +344,65 @@ class RunManager:
             add_usage(run.report.llm_usage, outcome.usage)
         result.finish_time.CopyFrom(_now())
         self._save(run)
-        self._emit(run, G.RUN_EVENT_KIND_STAGE_FINISHED, stage=result.stage,
-                   message=f"{name} finished{' (cached)' if outcome.cached else ''}",
-                   stage_result=result)  # fmt: skip
+        self.emit(
+            run,
+            G.RUN_EVENT_KIND_STAGE_FINISHED,
+            stage=result.stage,
+            message=f"{name} finished{' (cached)' if outcome.cached else ''}",
+            stage_result=result,
+        )
         return True
 
     def _finish(self, run: G.Run, message: str) -> None:
         seconds = time.time() - run.create_time.ToNanoseconds() / 1e9
         run.report.duration.CopyFrom(duration_pb2.Duration(seconds=int(seconds)))
         self._save(run)
-        self._emit(run, G.RUN_EVENT_KIND_RUN_FINISHED, message=message)
+        self.emit(run, G.RUN_EVENT_KIND_RUN_FINISHED, message=message)
+
+    async def ask_choice(self, run: G.Run, choice: G.PendingChoice) -> builtins.list[str]:
+        """The answer to ``choice``.
+
+        Stored from before, the defaults (unattended runs), or the person's, waited for until
+        the choice expires (then the defaults).
+        """
+        stored = self._store.answer(run.run_id, choice.choice_id)
+        if stored is not None:
+            return stored
+        if run.options.mode != G.INTERACTION_MODE_INTERACTIVE:
+            return list(choice.default_values)
+        timeout = self._settings.choice_timeout_s
+        choice.expire_time.FromNanoseconds(int((time.time() + timeout) * 1e9))
+        future: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
+        self._answers[(run.run_id, choice.choice_id)] = future
+        run.pending_choice.CopyFrom(choice)
+        run.state = G.RUN_STATE_WAITING_FOR_INPUT
+        self._save(run)
+        self.emit(
+            run,
+            G.RUN_EVENT_KIND_INPUT_REQUIRED,
+            stage=choice.stage,
+            message=choice.question,
+            choice=choice,
+        )
+        try:
+            values = await asyncio.wait_for(future, timeout)
+            how = "answered"
+        except TimeoutError:
+            values, how = list(choice.default_values), "expired: defaults taken"
+        finally:
+            self._answers.pop((run.run_id, choice.choice_id), None)
+        self._store.save_answer(run.run_id, choice.choice_id, values)
+        run.ClearField("pending_choice")
+        run.state = G.RUN_STATE_RUNNING
+        self._save(run)
+        answer = ", ".join(values) or "none"
+        self.emit(
+            run,
+            G.RUN_EVENT_KIND_INPUT_RECEIVED,
+            stage=choice.stage,
+            message=f"{choice.choice_id} {how}: {answer}",
+        )
+        return values
 
     # ------------------------------------------------------------------ persistence and events
 
@@ -352,16 +415,27 @@ class RunManager:
             self._sequence[run_id] = self._store.last_sequence(run_id)
         return self._sequence[run_id]
 
-    def _emit(self, run: G.Run, kind: G.RunEventKind, *,
-              stage: common_pb2.Stage = common_pb2.STAGE_UNSPECIFIED, message: str = "",
-              progress: common_pb2.Progress | None = None,
-              stage_result: G.StageResult | None = None,
-              choice: G.PendingChoice | None = None) -> None:  # fmt: skip
+    def emit(
+        self,
+        run: G.Run,
+        kind: G.RunEventKind,
+        *,
+        stage: common_pb2.Stage = common_pb2.STAGE_UNSPECIFIED,
+        message: str = "",
+        progress: common_pb2.Progress | None = None,
+        stage_result: G.StageResult | None = None,
+        choice: G.PendingChoice | None = None,
+    ) -> None:
         """Number, store and announce one event."""
         event = G.RunEvent(
-            sequence=self._last_sequence(run.run_id) + 1, run_id=run.run_id, time=_now(),
-            stage=stage, kind=kind, message=message, run_state=run.state,
-        )  # fmt: skip
+            sequence=self._last_sequence(run.run_id) + 1,
+            run_id=run.run_id,
+            time=_now(),
+            stage=stage,
+            kind=kind,
+            message=message,
+            run_state=run.state,
+        )
         if progress is not None:
             event.progress.CopyFrom(progress)
         if stage_result is not None:
@@ -377,21 +451,34 @@ class RunManager:
 class _StageContext:
     """What the stages of one run see (see ``StageContext`` in stages.py)."""
 
-    def __init__(self, manager: RunManager, run: G.Run, prompt: str) -> None:
+    def __init__(
+        self,
+        manager: RunManager,
+        run: G.Run,
+        prompt: str,
+        clients: StageClients,
+        settings: RunnerSettings,
+    ) -> None:
         self._manager = manager
         self.run = run
         self.prompt = prompt
-        self.clients = manager._clients
-        self.max_retrieved_rows = manager._settings.max_retrieved_rows
-        self.default_student = manager._settings.default_student
+        self.clients = clients
+        self.max_retrieved_rows = settings.max_retrieved_rows
+        self.default_student = settings.default_student
 
     def progress(self, progress: common_pb2.Progress) -> None:
-        self._manager._emit(self.run, G.RUN_EVENT_KIND_STAGE_PROGRESS, stage=progress.stage,
-                            message=progress.message, progress=progress)  # fmt: skip
+        self._manager.emit(
+            self.run,
+            G.RUN_EVENT_KIND_STAGE_PROGRESS,
+            stage=progress.stage,
+            message=progress.message,
+            progress=progress,
+        )
 
     def warn(self, message: str) -> None:
-        self._manager._emit(self.run, G.RUN_EVENT_KIND_WARNING, stage=self.run.current_stage,
-                            message=message)  # fmt: skip
+        self._manager.emit(
+            self.run, G.RUN_EVENT_KIND_WARNING, stage=self.run.current_stage, message=message
+        )
 
     def remaining_requests(self) -> int:
         return self._remaining("llm_max_requests", self.run.report.llm_usage.requests)
@@ -409,33 +496,4 @@ class _StageContext:
         return limit - used
 
     async def ask(self, choice: G.PendingChoice) -> list[str]:
-        manager, run = self._manager, self.run
-        stored = manager._store.answer(run.run_id, choice.choice_id)
-        if stored is not None:
-            return stored
-        if run.options.mode != G.INTERACTION_MODE_INTERACTIVE:
-            return list(choice.default_values)
-        timeout = manager._settings.choice_timeout_s
-        choice.expire_time.FromNanoseconds(int((time.time() + timeout) * 1e9))
-        future: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
-        manager._answers[(run.run_id, choice.choice_id)] = future
-        run.pending_choice.CopyFrom(choice)
-        run.state = G.RUN_STATE_WAITING_FOR_INPUT
-        manager._save(run)
-        manager._emit(run, G.RUN_EVENT_KIND_INPUT_REQUIRED, stage=choice.stage,
-                      message=choice.question, choice=choice)  # fmt: skip
-        try:
-            values = await asyncio.wait_for(future, timeout)
-            how = "answered"
-        except TimeoutError:
-            values, how = list(choice.default_values), "expired: defaults taken"
-        finally:
-            manager._answers.pop((run.run_id, choice.choice_id), None)
-        manager._store.save_answer(run.run_id, choice.choice_id, values)
-        run.ClearField("pending_choice")
-        run.state = G.RUN_STATE_RUNNING
-        manager._save(run)
-        answer = ", ".join(values) or "none"
-        manager._emit(run, G.RUN_EVENT_KIND_INPUT_RECEIVED, stage=choice.stage,
-                      message=f"{choice.choice_id} {how}: {answer}")  # fmt: skip
-        return values
+        return await self._manager.ask_choice(self.run, choice)

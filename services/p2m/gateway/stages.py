@@ -97,10 +97,11 @@ async def parse(ctx: StageContext) -> StageOutcome:
     ctx.run.task.CopyFrom(response.task)
     return StageOutcome(
         figures={"demonstrations": len(response.task.demonstrations)},
-        note=f"instruction in {response.task.language}" if response.task.original_instruction
+        note=f"instruction in {response.task.language}"
+        if response.task.original_instruction
         else "",
         usage=response.llm_usage,
-    )  # fmt: skip
+    )
 
 
 async def retrieve_datasets(ctx: StageContext) -> StageOutcome:
@@ -218,8 +219,9 @@ async def generate(ctx: StageContext) -> StageOutcome:
         options.seed = ctx.run.options.seed
     options.max_requests = _tightest(options.max_requests, ctx.remaining_requests())
     options.max_tokens = _tightest(options.max_tokens, ctx.remaining_tokens())
-    request = generator_pb2.GenerateRequest(task=ctx.run.task, options=options,
-                                            run_id=ctx.run.run_id)  # fmt: skip
+    request = generator_pb2.GenerateRequest(
+        task=ctx.run.task, options=options, run_id=ctx.run.run_id
+    )
     last = await ctx.clients.stream(
         "generator",
         lambda stub: stub.Generate(request),
@@ -246,9 +248,10 @@ async def retrieve_model(ctx: StageContext) -> StageOutcome:
     which = options.WhichOneof("own_base_model")
     if which is not None:
         chosen = (
-            options.base_model if which == "base_model"
+            options.base_model
+            if which == "base_model"
             else common_pb2.ModelRef(name=options.base_model_name)
-        )  # fmt: skip
+        )
         ctx.run.base_model.CopyFrom(chosen)
         raise Skip(f"the person chose {chosen.name}")
     if S.STAGE_RETRIEVE_MODEL in options.skip_stages:
@@ -322,16 +325,24 @@ async def train(ctx: StageContext) -> StageOutcome:
     )
     if ctx.run.base_model.artifact.uri:
         base.artifact.CopyFrom(ctx.run.base_model.artifact)
-    request = trainer_pb2.TrainRequest(datasets=datasets, base_model=base, task=ctx.run.task,
-                                       options=options, run_id=ctx.run.run_id)  # fmt: skip
+    request = trainer_pb2.TrainRequest(
+        datasets=datasets,
+        base_model=base,
+        task=ctx.run.task,
+        options=options,
+        run_id=ctx.run.run_id,
+    )
     last = await ctx.clients.stream(
         "trainer", lambda stub: stub.Train(request), lambda m: ctx.progress(m.progress)
     )
     result = last.result
     ctx.run.report.training.CopyFrom(result.report)
     ctx.run.report.model.CopyFrom(result.model)
-    figures = {"steps": result.report.steps, "loss": result.report.final_loss,
-               "samples_per_second": result.report.samples_per_second}  # fmt: skip
+    figures = {
+        "steps": result.report.steps,
+        "loss": result.report.final_loss,
+        "samples_per_second": result.report.samples_per_second,
+    }
     if result.report.HasField("final_eval_loss"):
         figures["eval_loss"] = result.report.final_eval_loss
     return StageOutcome(cached=result.report.cached, artifacts=[result.model], figures=figures)
@@ -352,9 +363,13 @@ async def evaluate(ctx: StageContext) -> StageOutcome:
         raise Skip("no held-out data to score on")
     ctx.run.report.metrics_source = note.removeprefix("on ")
     request = evaluator_pb2.EvaluateRequest(
-        model=ctx.run.report.model, dataset=dataset, split=split, task=ctx.run.task,
-        options=ctx.run.options.evaluate, run_id=ctx.run.run_id,
-    )  # fmt: skip
+        model=ctx.run.report.model,
+        dataset=dataset,
+        split=split,
+        task=ctx.run.task,
+        options=ctx.run.options.evaluate,
+        run_id=ctx.run.run_id,
+    )
     student = await _evaluate(ctx, request)
     ctx.run.report.student_metrics.CopyFrom(student.metrics)
     ctx.run.report.student_latency.CopyFrom(student.latency)
@@ -408,9 +423,13 @@ async def deploy(ctx: StageContext) -> StageOutcome:
     model = ctx.run.report.model
     name = ctx.run.options.deployment_name or f"student-{model.sha256[:12]}"
     request = deployer_pb2.DeployRequest(
-        model=model, name=name, task=ctx.run.task, metrics=ctx.run.report.student_metrics,
-        options=ctx.run.options.deploy, run_id=ctx.run.run_id,
-    )  # fmt: skip
+        model=model,
+        name=name,
+        task=ctx.run.task,
+        metrics=ctx.run.report.student_metrics,
+        options=ctx.run.options.deploy,
+        run_id=ctx.run.run_id,
+    )
     response = await ctx.clients.unary("deployer", lambda stub: stub.Deploy(request, timeout=900))
     endpoint = response.endpoint
     ctx.run.report.endpoint.CopyFrom(endpoint)

@@ -98,9 +98,16 @@ class RunStore:
             self._db.execute(
                 "INSERT INTO runs (run_id, request_id, request_sha, state, create_time, prompt, "
                 "run) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (run.run_id, run.request_id, request_sha, run.state,
-                 run.create_time.ToNanoseconds() / 1e9, prompt, run.SerializeToString()),
-            )  # fmt: skip
+                (
+                    run.run_id,
+                    run.request_id,
+                    request_sha,
+                    run.state,
+                    run.create_time.ToNanoseconds() / 1e9,
+                    prompt,
+                    run.SerializeToString(),
+                ),
+            )
         return run, True
 
     def save(self, run: gateway_pb2.Run) -> None:

@@ -139,9 +139,13 @@ async def _generate_local(
 
     provider = LLMProvider(settings)
     bar = Progress(
-        TextColumn("generating"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[status]}"), console=err, disable=not show_bar,
-    )  # fmt: skip
+        TextColumn("generating"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        console=err,
+        disable=not show_bar,
+    )
     try:
         task = await parse_prompt(provider, settings, prompt)
         generator = DatasetGenerator.from_settings(

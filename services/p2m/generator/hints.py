@@ -20,11 +20,37 @@ WANTED = 20
 # list is filled up with these broad ones, which still pull the inputs apart.
 MIN_TOPICS = 8
 FALLBACK_TOPICS = (
-    "sports", "cooking", "banking", "travel", "health care", "education", "music", "movies",
-    "politics", "science", "technology", "the weather", "shopping", "family life", "work",
-    "history", "law", "cars", "housing", "farming", "the environment", "video games", "art",
-    "fashion", "medicine", "space", "restaurants", "public transport", "pets", "startups",
-)  # fmt: skip
+    "sports",
+    "cooking",
+    "banking",
+    "travel",
+    "health care",
+    "education",
+    "music",
+    "movies",
+    "politics",
+    "science",
+    "technology",
+    "the weather",
+    "shopping",
+    "family life",
+    "work",
+    "history",
+    "law",
+    "cars",
+    "housing",
+    "farming",
+    "the environment",
+    "video games",
+    "art",
+    "fashion",
+    "medicine",
+    "space",
+    "restaurants",
+    "public transport",
+    "pets",
+    "startups",
+)
 MAX_HINTS = 60
 MAX_HINT_WORDS = 10
 MAX_HINT_CHARS = 60

@@ -35,14 +35,29 @@ def options_from_pb(message: generator_pb2.GenerateOptions) -> GenerateOptions:
     """Proto options -> dataclass; zero or unset fields take the dataclass defaults."""
     defaults = GenerateOptions()
     values: dict[str, object] = {}
-    for name in ("num_examples", "batch_size", "max_concurrency", "self_consistency_samples",
-                 "max_requests", "max_tokens", "max_field_chars"):  # fmt: skip
+    for name in (
+        "num_examples",
+        "batch_size",
+        "max_concurrency",
+        "self_consistency_samples",
+        "max_requests",
+        "max_tokens",
+        "max_field_chars",
+    ):
         if getattr(message, name):
             values[name] = getattr(message, name)
-    for name in ("temperature_start", "temperature_end", "few_shot_demonstrations",
-                 "few_shot_generated", "seed", "dedup_similarity_threshold",
-                 "validation_fraction", "meaning_dedup_threshold", "judge_threshold",
-                 "dedup_word_similarity_threshold"):  # fmt: skip
+    for name in (
+        "temperature_start",
+        "temperature_end",
+        "few_shot_demonstrations",
+        "few_shot_generated",
+        "seed",
+        "dedup_similarity_threshold",
+        "validation_fraction",
+        "meaning_dedup_threshold",
+        "judge_threshold",
+        "dedup_word_similarity_threshold",
+    ):
         if message.HasField(name):
             values[name] = getattr(message, name)
     if message.HasField("temperature_start") and not message.HasField("temperature_end"):
@@ -159,11 +174,14 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServicer):
             else:
                 yield generator_pb2.GenerateProgress(progress=progress_to_pb(update))
         final = GenerationProgress(
-            accepted=result.report.accepted, requested=result.report.requested,
-            dropped=result.report.dropped, requests=result.report.usage.requests,
+            accepted=result.report.accepted,
+            requested=result.report.requested,
+            dropped=result.report.dropped,
+            requests=result.report.usage.requests,
             tokens=result.report.usage.prompt_tokens + result.report.usage.completion_tokens,
-            temperature=options.temperature_end, rounds=result.report.rounds,
-        )  # fmt: skip
+            temperature=options.temperature_end,
+            rounds=result.report.rounds,
+        )
         yield generator_pb2.GenerateProgress(
             progress=progress_to_pb(final), result=result_to_pb(result)
         )

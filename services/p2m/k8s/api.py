@@ -118,8 +118,17 @@ def fresh_copy(template: Mapping[str, Any]) -> dict[str, Any]:
     manifest = copy.deepcopy(dict(template))
     manifest.pop("status", None)
     metadata = manifest.setdefault("metadata", {}) or {}
-    for key in ("uid", "resourceVersion", "generation", "creationTimestamp", "generateName",
-                "managedFields", "selfLink", "deletionTimestamp", "ownerReferences"):  # fmt: skip
+    for key in (
+        "uid",
+        "resourceVersion",
+        "generation",
+        "creationTimestamp",
+        "generateName",
+        "managedFields",
+        "selfLink",
+        "deletionTimestamp",
+        "ownerReferences",
+    ):
         metadata.pop(key, None)
     metadata["labels"] = dict(metadata.get("labels") or {})
     metadata["annotations"] = dict(metadata.get("annotations") or {})
@@ -157,9 +166,17 @@ class CustomObjects:
             AlreadyExists: An object of that name exists.
         """
         name = str((body.get("metadata") or {}).get("name", ""))
-        return self._call("create", resource, name, self._api.create_namespaced_custom_object,
-                          resource.group, resource.version, self.namespace, resource.plural,
-                          dict(body))  # fmt: skip
+        return self._call(
+            "create",
+            resource,
+            name,
+            self._api.create_namespaced_custom_object,
+            resource.group,
+            resource.version,
+            self.namespace,
+            resource.plural,
+            dict(body),
+        )
 
     def get(self, resource: Resource, name: str) -> dict[str, Any]:
         """The object named ``name``.
@@ -167,9 +184,17 @@ class CustomObjects:
         Raises:
             NotFound: There is none.
         """
-        return self._call("get", resource, name, self._api.get_namespaced_custom_object,
-                          resource.group, resource.version, self.namespace, resource.plural,
-                          name)  # fmt: skip
+        return self._call(
+            "get",
+            resource,
+            name,
+            self._api.get_namespaced_custom_object,
+            resource.group,
+            resource.version,
+            self.namespace,
+            resource.plural,
+            name,
+        )
 
     def find(self, resource: Resource, name: str) -> dict[str, Any] | None:
         """The object named ``name``, or None when there is none."""
@@ -185,10 +210,18 @@ class CustomObjects:
             NotFound: There is none.
             AlreadyExists: It changed since ``body``'s resourceVersion was read.
         """
-        return self._call("replace", resource, name,
-                          self._api.replace_namespaced_custom_object, resource.group,
-                          resource.version, self.namespace, resource.plural, name,
-                          dict(body))  # fmt: skip
+        return self._call(
+            "replace",
+            resource,
+            name,
+            self._api.replace_namespaced_custom_object,
+            resource.group,
+            resource.version,
+            self.namespace,
+            resource.plural,
+            name,
+            dict(body),
+        )
 
     def patch(self, resource: Resource, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
         """Apply a JSON merge patch (RFC 7386) to the object.
@@ -196,9 +229,18 @@ class CustomObjects:
         Raises:
             NotFound: There is none.
         """
-        return self._call("patch", resource, name, self._api.patch_namespaced_custom_object,
-                          resource.group, resource.version, self.namespace, resource.plural,
-                          name, dict(patch))  # fmt: skip
+        return self._call(
+            "patch",
+            resource,
+            name,
+            self._api.patch_namespaced_custom_object,
+            resource.group,
+            resource.version,
+            self.namespace,
+            resource.plural,
+            name,
+            dict(patch),
+        )
 
     def delete(self, resource: Resource, name: str) -> None:
         """Delete the object; its dependents (pods, services) are removed in the background.
@@ -206,23 +248,41 @@ class CustomObjects:
         Raises:
             NotFound: There is none.
         """
-        self._call("delete", resource, name, self._api.delete_namespaced_custom_object,
-                   resource.group, resource.version, self.namespace, resource.plural, name,
-                   propagation_policy="Background")  # fmt: skip
+        self._call(
+            "delete",
+            resource,
+            name,
+            self._api.delete_namespaced_custom_object,
+            resource.group,
+            resource.version,
+            self.namespace,
+            resource.plural,
+            name,
+            propagation_policy="Background",
+        )
 
     def list(self, resource: Resource, label_selector: str = "") -> list[dict[str, Any]]:
         """The objects matching ``label_selector`` (e.g. ``a=b,c=d``), in the API's order."""
-        answer = self._call("list", resource, "", self._api.list_namespaced_custom_object,
-                            resource.group, resource.version, self.namespace, resource.plural,
-                            label_selector=label_selector or None)  # fmt: skip
+        answer = self._call(
+            "list",
+            resource,
+            "",
+            self._api.list_namespaced_custom_object,
+            resource.group,
+            resource.version,
+            self.namespace,
+            resource.plural,
+            label_selector=label_selector or None,
+        )
         return list(answer.get("items") or [])
 
     def close(self) -> None:
         """Release the connection pool."""
         self._client.close()
 
-    def _call(self, verb: str, resource: Resource, name: str, method: Any, *args: Any,
-              **kwargs: Any) -> dict[str, Any]:  # fmt: skip
+    def _call(
+        self, verb: str, resource: Resource, name: str, method: Any, *args: Any, **kwargs: Any
+    ) -> dict[str, Any]:
         what = f"{resource.kind} {self.namespace}/{name}" if name else f"{resource.kind}s"
         try:
             answer = method(*args, _request_timeout=self._timeout, **kwargs)
@@ -235,8 +295,9 @@ class CustomObjects:
         return answer if isinstance(answer, dict) else {}
 
 
-def api_error(verb: str, what: str, status: int | None, reason: str | None,
-              body: str | bytes | None) -> P2MError:  # fmt: skip
+def api_error(
+    verb: str, what: str, status: int | None, reason: str | None, body: str | bytes | None
+) -> P2MError:
     """The p2m error for an API server's error answer (status code and Status body)."""
     message = _status_message(body) or reason or "no message"
     text = f"{verb} {what}: {message}"

@@ -42,6 +42,8 @@ TRANSLATION_SCHEMA = {
     "properties": {"english": {"type": "string"}},
     "required": ["english"],
 }
+# (temperature, seed) of each translation attempt: greedy first, then one sampled retry.
+TRANSLATE_ATTEMPTS = ((0.0, 0), (0.3, 1))
 SPLIT_SYSTEM = (
     "You split a task prompt into its parts. The instruction says what the task is. "
     "Demonstrations are example pairs copied word for word from the prompt: the input a "
@@ -193,6 +195,11 @@ class PromptParser:
         return instruction, demos, usage
 
     async def _translate(self, instruction: str, usage: ParseUsage) -> tuple[str, ParseUsage]:
+        """The instruction in English; a second, sampled attempt when the first is unusable.
+
+        A small model sometimes loops instead of answering ("REC:1.1.1.REC:1.1.1..."); greedy
+        decoding would loop the same way again.
+        """
         client = await self._llm()
         messages = [
             {"role": "system", "content": TRANSLATE_SYSTEM},
@@ -202,13 +209,27 @@ class PromptParser:
         ]
         # English needs about as many tokens as the source has characters (CJK), plus slack.
         budget = min(2048, 64 + 2 * len(instruction))
-        answer, result = await client.chat_json(
-            messages, TRANSLATION_SCHEMA, name="translation", max_tokens=budget, seed=0
-        )
-        english = str(answer.get("english", "")).strip()
-        if not english:
-            raise LLMOutputError("the LLM returned an empty translation")
-        return english, usage.plus(result)
+        for attempt, (temperature, seed) in enumerate(TRANSLATE_ATTEMPTS, 1):
+            try:
+                answer, result = await client.chat_json(
+                    messages,
+                    TRANSLATION_SCHEMA,
+                    name="translation",
+                    max_tokens=budget,
+                    temperature=temperature,
+                    seed=seed,
+                )
+            except LLMOutputError as exc:
+                if isinstance(exc.result, ChatResult):
+                    usage = usage.plus(exc.result)
+                if attempt == len(TRANSLATE_ATTEMPTS):
+                    raise
+                continue
+            usage = usage.plus(result)
+            english = str(answer.get("english", "")).strip()
+            if english:
+                return english, usage
+        raise LLMOutputError("the LLM returned an empty translation")
 
 
 def _normalise(text: str) -> str:

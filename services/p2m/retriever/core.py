@@ -43,8 +43,13 @@ def hub_reachable(settings: Settings) -> bool:
 class Retriever:
     """Core of the retriever: catalogs and indexes loaded once and kept."""
 
-    def __init__(self, settings: Settings, provider: LLMProvider, store: ArtifactStore,
-                 path_roots: Sequence[Path] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        settings: Settings,
+        provider: LLMProvider,
+        store: ArtifactStore,
+        path_roots: Sequence[Path] | None = None,
+    ) -> None:
         """Read paths from ``settings``; load nothing until first asked.
 
         ``path_roots``: the folders a request may name files in (a dataset, a catalog); None

@@ -19,8 +19,14 @@ from p2m.common.errors import InvalidInput, NotFound
 from p2m.common.hub import hub_offline_by_env
 
 Row = dict[str, Any]
-_SPLIT_NAMES = {"train": "train", "dev": "validation", "valid": "validation",
-                "validation": "validation", "val": "validation", "test": "test"}  # fmt: skip
+_SPLIT_NAMES = {
+    "train": "train",
+    "dev": "validation",
+    "valid": "validation",
+    "validation": "validation",
+    "val": "validation",
+    "test": "test",
+}
 _PARALLEL = re.compile(r"^(?P<split>[a-z]+)\.(?P<lang>[a-z]{2,3})(?:\.(?P<shard>\d+))?$")
 _TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json")
 

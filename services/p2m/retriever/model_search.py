@@ -20,15 +20,58 @@ from p2m.retriever.catalog import Catalog, ModelEntry
 DEFAULT_MAX_SIZE_BYTES = 3_000_000_000
 ARCHITECTURES = ("encoder-decoder", "decoder-only")
 MAX_SKIPPED = 50
-_ENCODER_DECODER = {"t5", "mt5", "byt5", "bart", "mbart", "pegasus", "marian", "m2m_100",
-                    "led", "prophetnet", "longt5", "umt5", "fsmt", "blenderbot", "bigbird_pegasus",
-                    "switch_transformers", "nllb", "t5gemma"}  # fmt: skip
-_DECODER_ONLY = {"gpt2", "gpt_neo", "gpt_neox", "gptj", "llama", "mistral", "qwen2", "opt",
-                 "bloom", "phi", "phi3", "gemma", "gemma2", "falcon", "codegen", "starcoder2",
-                 "smollm", "olmo", "stablelm", "mpt", "ctrl", "xglm", "pythia"}  # fmt: skip
-_PIPELINES = {"text2text-generation": "encoder-decoder", "summarization": "encoder-decoder",
-              "translation": "encoder-decoder", "text-generation": "decoder-only",
-              "conversational": "decoder-only"}  # fmt: skip
+_ENCODER_DECODER = {
+    "t5",
+    "mt5",
+    "byt5",
+    "bart",
+    "mbart",
+    "pegasus",
+    "marian",
+    "m2m_100",
+    "led",
+    "prophetnet",
+    "longt5",
+    "umt5",
+    "fsmt",
+    "blenderbot",
+    "bigbird_pegasus",
+    "switch_transformers",
+    "nllb",
+    "t5gemma",
+}
+_DECODER_ONLY = {
+    "gpt2",
+    "gpt_neo",
+    "gpt_neox",
+    "gptj",
+    "llama",
+    "mistral",
+    "qwen2",
+    "opt",
+    "bloom",
+    "phi",
+    "phi3",
+    "gemma",
+    "gemma2",
+    "falcon",
+    "codegen",
+    "starcoder2",
+    "smollm",
+    "olmo",
+    "stablelm",
+    "mpt",
+    "ctrl",
+    "xglm",
+    "pythia",
+}
+_PIPELINES = {
+    "text2text-generation": "encoder-decoder",
+    "summarization": "encoder-decoder",
+    "translation": "encoder-decoder",
+    "text-generation": "decoder-only",
+    "conversational": "decoder-only",
+}
 HYDE_SYSTEM = (
     "You write Hugging Face model cards. Given a task, write the card of a small model that was "
     "fine-tuned to do exactly that task: its name, what it does, the kind of data it was trained "
@@ -130,8 +173,9 @@ class ModelSearch:
 
     async def hypothetical_card(self, llm: LLMClient, task: TaskSpec, usage: UsageCounters) -> str:
         """HyDE: the model card the LLM imagines for the task."""
-        demos = "\n".join(f"input: {d.input[:200]}\noutput: {d.output[:100]}"
-                          for d in task.demonstrations[:2])  # fmt: skip
+        demos = "\n".join(
+            f"input: {d.input[:200]}\noutput: {d.output[:100]}" for d in task.demonstrations[:2]
+        )
         messages = [
             {"role": "system", "content": HYDE_SYSTEM},
             {"role": "user", "content": f"Task: {task.instruction[:1500]}\n\n{demos}"},

@@ -102,10 +102,16 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServicer):
         dataset = await self._core.load_dataset(name, request.dataset.config)
         work = self._core.settings.cache_dir("prepare")
         result = await prepare(
-            dataset, task, store=self._core.store, work_dir=work, llm=self._core.provider.client,
-            options=options, config=request.dataset.config,
-            input_columns=list(request.input_columns), output_column=request.output_column,
-        )  # fmt: skip
+            dataset,
+            task,
+            store=self._core.store,
+            work_dir=work,
+            llm=self._core.provider.client,
+            options=options,
+            config=request.dataset.config,
+            input_columns=list(request.input_columns),
+            output_column=request.output_column,
+        )
         choice = result.choice
         ref = common_pb2.DatasetRef(
             name=name, config=request.dataset.config, description=request.dataset.description
@@ -160,17 +166,26 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServicer):
 
 def _model_pb(c: ModelCandidate) -> common_pb2.ModelRef:
     return common_pb2.ModelRef(
-        name=c.model_id, architecture=c.architecture, size_bytes=c.size_bytes,
-        downloads=c.downloads, score=c.score, license=c.license,
-        resolvable=c.resolvable, skip_reason=c.skip_reason,
-    )  # fmt: skip
+        name=c.model_id,
+        architecture=c.architecture,
+        size_bytes=c.size_bytes,
+        downloads=c.downloads,
+        score=c.score,
+        license=c.license,
+        resolvable=c.resolvable,
+        skip_reason=c.skip_reason,
+    )
 
 
 def build(settings: Settings) -> ServiceBinding:
     """The retriever's binding."""
     provider = LLMProvider(settings)
-    core = Retriever(settings, provider, ArtifactStore(settings.artifacts_dir),
-                     path_roots=settings.readable_roots())  # fmt: skip
+    core = Retriever(
+        settings,
+        provider,
+        ArtifactStore(settings.artifacts_dir),
+        path_roots=settings.readable_roots(),
+    )
 
     async def start() -> None:
         await provider.probe()

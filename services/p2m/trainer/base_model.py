@@ -104,8 +104,9 @@ def _from_hub(name: str, hub_offline: bool) -> BaseModel:
     from huggingface_hub import snapshot_download
 
     try:
-        folder = Path(snapshot_download(name, allow_patterns=["*.json", "*.safetensors",
-                                                               "*.model", "*.txt"]))  # fmt: skip
+        folder = Path(
+            snapshot_download(name, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"])
+        )
     except Exception as error:  # the hub client raises many kinds
         raise NotFound(f"base model {name!r} could not be fetched from the hub: {error}") from None
     # The snapshot folder is named by the hub commit and holds links into the cache.

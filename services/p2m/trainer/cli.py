@@ -82,11 +82,20 @@ def train(
     if instruction is not None and prompt_file is not None:
         fail("give --instruction or --prompt-file, not both")
     options = TrainOptions(
-        epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, max_steps=max_steps,
-        num_workers=workers, use_gpu=gpu, max_input_tokens=max_input_tokens,
-        max_output_tokens=max_output_tokens, seed=seed, lora=lora, lora_r=lora_r,
-        lora_alpha=lora_alpha, omit_instruction=instruction is None and prompt_file is None,
-    )  # fmt: skip
+        epochs=epochs,
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        max_steps=max_steps,
+        num_workers=workers,
+        use_gpu=gpu,
+        max_input_tokens=max_input_tokens,
+        max_output_tokens=max_output_tokens,
+        seed=seed,
+        lora=lora,
+        lora_r=lora_r,
+        lora_alpha=lora_alpha,
+        omit_instruction=instruction is None and prompt_file is None,
+    )
     try:
         options.validate()
     except InvalidInput as exc:
@@ -112,8 +121,15 @@ async def _parse(settings: Settings, prompt: bytes) -> TaskSpec:
         await provider.aclose()
 
 
-def _train(settings: Settings, sources: list[str], base_model: str, task: TaskSpec,
-           options: Any, out_dir: Path | None, show_bar: bool) -> dict[str, Any]:  # fmt: skip
+def _train(
+    settings: Settings,
+    sources: list[str],
+    base_model: str,
+    task: TaskSpec,
+    options: Any,
+    out_dir: Path | None,
+    show_bar: bool,
+) -> dict[str, Any]:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -128,9 +144,14 @@ def _train(settings: Settings, sources: list[str], base_model: str, task: TaskSp
     store = ArtifactStore(settings.artifacts_dir)
     cancel = threading.Event()
     bar = Progress(
-        TextColumn("training"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        TextColumn("{task.fields[status]}"), console=err, disable=not show_bar,
-    )  # fmt: skip
+        TextColumn("training"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[status]}"),
+        console=err,
+        disable=not show_bar,
+    )
     try:
         datasets = tuple(_dataset(store, source, index) for index, source in enumerate(sources))
         trainer = ModelTrainer.from_settings(settings)
@@ -141,14 +162,19 @@ def _train(settings: Settings, sources: list[str], base_model: str, task: TaskSp
             def show(event: TrainEvent) -> None:
                 loss = f"loss {event.loss:.4f}" if event.loss is not None else event.message
                 speed = f", {event.samples_per_second:.1f} ex/s" if event.samples_per_second else ""
-                bar.update(bar_id, completed=event.step, total=event.total_steps or None,
-                           status=f"epoch {event.epoch:.2f}, {loss}{speed}")  # fmt: skip
+                bar.update(
+                    bar_id,
+                    completed=event.step,
+                    total=event.total_steps or None,
+                    status=f"epoch {event.epoch:.2f}, {loss}{speed}",
+                )
 
             outcome = trainer.train(job, show, cancel)
     except KeyboardInterrupt:
         cancel.set()
-        fail("interrupted; rerun the same command to resume from the last checkpoint",
-             EXIT_CANCELLED)  # fmt: skip
+        fail(
+            "interrupted; rerun the same command to resume from the last checkpoint", EXIT_CANCELLED
+        )
     except Cancelled as exc:
         fail(str(exc), EXIT_CANCELLED)
     except InvalidInput as exc:

@@ -136,10 +136,17 @@ class ModelTrainer:
             path_roots=path_roots,
         )
 
-    def __init__(self, store: ArtifactStore, models: ModelStore, work_root: Path,
-                 hub_offline: bool = True, *, runner: TrainRunner | None = None,
-                 ray_job_name: str = "", path_roots: Sequence[Path] | None = None,
-                 ) -> None:  # fmt: skip
+    def __init__(
+        self,
+        store: ArtifactStore,
+        models: ModelStore,
+        work_root: Path,
+        hub_offline: bool = True,
+        *,
+        runner: TrainRunner | None = None,
+        ray_job_name: str = "",
+        path_roots: Sequence[Path] | None = None,
+    ) -> None:
         """Store models in ``store``; keep Ray runs (checkpoints) under ``work_root``.
 
         Args:
@@ -181,16 +188,21 @@ class ModelTrainer:
         options.validate()
         check_run_id(job.run_id)
         if not options.omit_instruction and not job.task.instruction.strip():
-            raise InvalidInput("task.instruction", "is empty (set omit_instruction to train "
-                               "on bare inputs)")  # fmt: skip
+            raise InvalidInput(
+                "task.instruction", "is empty (set omit_instruction to train on bare inputs)"
+            )
         base = resolve_base_model(
-            job.base_model, job.base_model_architecture, job.base_model_artifact,
-            self._store, self._models, self._hub_offline, self._path_roots,
-        )  # fmt: skip
+            job.base_model,
+            job.base_model_architecture,
+            job.base_model_artifact,
+            self._store,
+            self._models,
+            self._hub_offline,
+            self._path_roots,
+        )
         datasets = tuple(self._dataset(i, ref) for i, ref in enumerate(job.datasets))
         data = load_training_data(self._store, datasets, options.seed)
-        key = training_key(base.sha256, [d.sha256 for d in datasets], job.task.instruction,
-                           options)  # fmt: skip
+        key = training_key(base.sha256, [d.sha256 for d in datasets], job.task.instruction, options)
         with self._exclusive(key):
             cached = self._store.recall(key)
             if cached is not None:
@@ -224,9 +236,16 @@ class ModelTrainer:
         except InvalidInput as error:
             raise InvalidInput(f"datasets[{index}].uri", error.problem) from None
 
-    def _store_model(self, key: str, run: _RayRun, checkpoint_dir: Path, report: TrainReport,
-                     base: BaseModel, job: TrainJob, datasets: tuple[ArtifactRef, ...]
-                     ) -> TrainOutcome:  # fmt: skip
+    def _store_model(
+        self,
+        key: str,
+        run: _RayRun,
+        checkpoint_dir: Path,
+        report: TrainReport,
+        base: BaseModel,
+        job: TrainJob,
+        datasets: tuple[ArtifactRef, ...],
+    ) -> TrainOutcome:
         options = job.options
         training = {
             "base_model": base.name,
@@ -263,8 +282,16 @@ def stored_report(store: ArtifactStore, model: ArtifactRef) -> TrainReport:
 class _RayRun:
     """One TorchTrainer.fit, its progress pump, and the checkpoint it leaves."""
 
-    def __init__(self, key: str, work_root: Path, base: BaseModel, job: TrainJob, data: Any,
-                 emit: Callable[[TrainEvent], None], cancel: threading.Event) -> None:  # fmt: skip
+    def __init__(
+        self,
+        key: str,
+        work_root: Path,
+        base: BaseModel,
+        job: TrainJob,
+        data: Any,
+        emit: Callable[[TrainEvent], None],
+        cancel: threading.Event,
+    ) -> None:
         self.name = f"train-{key[:24]}"
         self.work_root = work_root
         self.run_dir = work_root / self.name
@@ -287,8 +314,9 @@ class _RayRun:
         ensure_ray()
         workers = options.num_workers
         if options.use_gpu and cluster_gpus() < workers:
-            raise FailedPrecondition(f"{workers} GPU worker(s) asked for, Ray has "
-                                     f"{cluster_gpus():g} GPU(s)")  # fmt: skip
+            raise FailedPrecondition(
+                f"{workers} GPU worker(s) asked for, Ray has {cluster_gpus():g} GPU(s)"
+            )
         cpus_per_worker = _cpus_per_worker(cluster_cpus(), workers)
         resources = {"CPU": cpus_per_worker, **({"GPU": 1.0} if options.use_gpu else {})}
         control = start_control()

@@ -117,10 +117,20 @@ def build_rayjob(
     workers.update(replicas=num_workers, minReplicas=num_workers, maxReplicas=num_workers)
     worker = _ray_container(workers, "workerGroupSpecs[0]")
     resources = worker.setdefault("resources", {})
-    gpu_names = [n for part in ("limits", "requests") for n in resources.get(part) or {}
-                 if n.endswith("/gpu")]  # fmt: skip
-    template_gpus = max((_count(resources.get(part, {}).get(n)) for part in ("limits", "requests")
-                         for n in gpu_names), default=0)  # fmt: skip
+    gpu_names = [
+        n
+        for part in ("limits", "requests")
+        for n in resources.get(part) or {}
+        if n.endswith("/gpu")
+    ]
+    template_gpus = max(
+        (
+            _count(resources.get(part, {}).get(n))
+            for part in ("limits", "requests")
+            for n in gpu_names
+        ),
+        default=0,
+    )
     if not use_gpu:
         for part in ("limits", "requests"):
             for gpu in gpu_names:
@@ -255,8 +265,14 @@ class RayJobRunner:
         """
         template = load_template(settings.rayjob_template, RAYJOB, "rayjob_template")
         objects = CustomObjects(load_configuration(configuration), settings.k8s_namespace)
-        return cls(objects, store, template, settings.data_dir, image=settings.image,
-                   poll_s=settings.k8s_poll_s)  # fmt: skip
+        return cls(
+            objects,
+            store,
+            template,
+            settings.data_dir,
+            image=settings.image,
+            poll_s=settings.k8s_poll_s,
+        )
 
     def close(self) -> None:
         """Release the API client."""
@@ -318,10 +334,16 @@ class RayJobRunner:
         progress = progress_path(job_file)
         progress.unlink(missing_ok=True)  # progress of an earlier attempt
         manifest = build_rayjob(
-            self._template, key=key, namespace=self._objects.namespace, job_file=job_file,
-            data_dir=self._data_dir, num_workers=job.options.num_workers,
-            use_gpu=job.options.use_gpu, image=self._image, run_id=job.run_id,
-        )  # fmt: skip
+            self._template,
+            key=key,
+            namespace=self._objects.namespace,
+            job_file=job_file,
+            data_dir=self._data_dir,
+            num_workers=job.options.num_workers,
+            use_gpu=job.options.use_gpu,
+            image=self._image,
+            run_id=job.run_id,
+        )
         try:
             self._objects.create(RAYJOB, manifest)
         except AlreadyExists:  # another trainer submitted it in the meantime
@@ -343,8 +365,14 @@ class RayJobRunner:
 
     # -- watch ------------------------------------------------------------------------------
 
-    def _watch(self, name: str, key: str, progress: Path, emit: Callable[[TrainEvent], None],
-               cancel: threading.Event) -> TrainOutcome:  # fmt: skip
+    def _watch(
+        self,
+        name: str,
+        key: str,
+        progress: Path,
+        emit: Callable[[TrainEvent], None],
+        cancel: threading.Event,
+    ) -> TrainOutcome:
         tail = ProgressTail(progress)
         last = TrainEvent(0, 0, 0.0)
         seen: _Phase | None = None
@@ -389,8 +417,16 @@ class RayJobRunner:
             phase = _Phase.of(obj)
             if seen is None or (phase.deployment, phase.job) != (seen.deployment, seen.job):
                 seen = phase
-                emit(replace(last, checkpoint=None, loss=None, eval_loss=None, eta_s=None,
-                             message=f"RayJob {name}: {phase.describe()}"))  # fmt: skip
+                emit(
+                    replace(
+                        last,
+                        checkpoint=None,
+                        loss=None,
+                        eval_loss=None,
+                        eta_s=None,
+                        message=f"RayJob {name}: {phase.describe()}",
+                    )
+                )
             if phase.terminal:
                 pump()
                 if phase.succeeded:
@@ -415,10 +451,13 @@ class RayJobRunner:
                 f"; is {self._data_dir} the same volume in the Ray pods?"
             )
         report = stored_report(self._store, model)
-        log.info("RayJob finished", extra={"ray_job": name, "model": model.uri,
-                                           "watched_s": round(seconds, 1)})  # fmt: skip
-        return TrainOutcome(model, replace(report, backend="rayjob", ray_job_name=name,
-                                           cached=False))  # fmt: skip
+        log.info(
+            "RayJob finished",
+            extra={"ray_job": name, "model": model.uri, "watched_s": round(seconds, 1)},
+        )
+        return TrainOutcome(
+            model, replace(report, backend="rayjob", ray_job_name=name, cached=False)
+        )
 
 
 def _count(value: object) -> int:

@@ -55,8 +55,15 @@ def _check_ranges(message: trainer_pb2.TrainOptions) -> None:
     """Negative values, which the zero-means-default rule would otherwise hide."""
     from p2m.common.errors import InvalidInput
 
-    for name in ("epochs", "learning_rate", "batch_size", "max_steps", "num_workers",
-                 "max_input_tokens", "max_output_tokens"):  # fmt: skip
+    for name in (
+        "epochs",
+        "learning_rate",
+        "batch_size",
+        "max_steps",
+        "num_workers",
+        "max_input_tokens",
+        "max_output_tokens",
+    ):
         if getattr(message, name) < 0:
             raise InvalidInput(f"options.{name}", f"must be >= 0, got {getattr(message, name)}")
     for name in ("r", "alpha"):
@@ -118,14 +125,21 @@ def event_to_pb(event: TrainEvent) -> trainer_pb2.TrainProgress:
 def report_to_pb(report: TrainReport) -> trainer_pb2.TrainReport:
     """Engine report -> proto."""
     message = trainer_pb2.TrainReport(
-        steps=report.steps, epochs=report.epochs, final_loss=report.final_loss,
-        train_seconds=report.train_seconds, samples_per_second=report.samples_per_second,
+        steps=report.steps,
+        epochs=report.epochs,
+        final_loss=report.final_loss,
+        train_seconds=report.train_seconds,
+        samples_per_second=report.samples_per_second,
         resumed_from_checkpoint=report.resumed_from_checkpoint,
-        resumed_from_step=report.resumed_from_step, backend=report.backend,
-        train_examples=report.train_examples, validation_examples=report.validation_examples,
-        num_workers=report.num_workers, device=report.device, ray_job_name=report.ray_job_name,
+        resumed_from_step=report.resumed_from_step,
+        backend=report.backend,
+        train_examples=report.train_examples,
+        validation_examples=report.validation_examples,
+        num_workers=report.num_workers,
+        device=report.device,
+        ray_job_name=report.ray_job_name,
         cached=report.cached,
-    )  # fmt: skip
+    )
     if report.final_eval_loss is not None:
         message.final_eval_loss = report.final_eval_loss
     return message
@@ -135,11 +149,15 @@ def outcome_to_pb(outcome: TrainOutcome) -> trainer_pb2.TrainProgress:
     """The last message of the stream: progress at the end, and the result."""
     report = outcome.report
     done = TrainEvent(
-        step=report.steps, total_steps=report.steps, epoch=report.epochs,
-        loss=report.final_loss, eval_loss=report.final_eval_loss,
-        samples_per_second=report.samples_per_second, eta_s=0.0,
+        step=report.steps,
+        total_steps=report.steps,
+        epoch=report.epochs,
+        loss=report.final_loss,
+        eval_loss=report.final_eval_loss,
+        samples_per_second=report.samples_per_second,
+        eta_s=0.0,
         message="cached" if report.cached else "done",
-    )  # fmt: skip
+    )
     message = event_to_pb(done)
     message.result.CopyFrom(
         trainer_pb2.TrainResult(

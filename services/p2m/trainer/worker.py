@@ -36,8 +36,9 @@ SCHEDULER_FILE = "scheduler.pt"
 _LOSS_WINDOW = 10
 
 
-def load_base_model(base_path: str, architecture: str, options: TrainOptions,
-                    resume_dir: Path | None) -> Any:  # fmt: skip
+def load_base_model(
+    base_path: str, architecture: str, options: TrainOptions, resume_dir: Path | None
+) -> Any:
     """The model to train, in float32: the base, a checkpoint's weights, or LoRA on the base."""
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
@@ -305,8 +306,14 @@ class _Training:
         )
 
 
-def _eval_loss(model: Any, rows: list[dict[str, list[int]]], pad: Any, options: TrainOptions,
-               device: Any, rank: int) -> float | None:  # fmt: skip
+def _eval_loss(
+    model: Any,
+    rows: list[dict[str, list[int]]],
+    pad: Any,
+    options: TrainOptions,
+    device: Any,
+    rank: int,
+) -> float | None:
     """Mean validation loss (rank 0 only; None without validation rows or on other ranks)."""
     import torch
 
@@ -325,8 +332,9 @@ def _eval_loss(model: Any, rows: list[dict[str, list[int]]], pad: Any, options: 
     return total / count if count else None
 
 
-def _report(model: Any, optimizer: Any, scheduler: Any, position: _Position,
-            steps_per_epoch: int, rank: int) -> None:  # fmt: skip
+def _report(
+    model: Any, optimizer: Any, scheduler: Any, position: _Position, steps_per_epoch: int, rank: int
+) -> None:
     """Every rank reports; rank 0 attaches the checkpoint."""
     import ray.train
     import torch
@@ -345,8 +353,12 @@ def _report(model: Any, optimizer: Any, scheduler: Any, position: _Position,
         getattr(model, "module", model).save_pretrained(folder / MODEL_DIR)
         torch.save(optimizer.state_dict(), folder / OPTIMIZER_FILE)
         torch.save(scheduler.state_dict(), folder / SCHEDULER_FILE)
-        state = {"epoch": position.epoch, "step": position.step, "loss": position.last_loss,
-                 "eval_loss": position.last_eval_loss}  # fmt: skip
+        state = {
+            "epoch": position.epoch,
+            "step": position.step,
+            "loss": position.last_loss,
+            "eval_loss": position.last_eval_loss,
+        }
         (folder / STATE_FILE).write_text(json.dumps(state))
         write_manifest(folder)
         ray.train.report(

@@ -1,4 +1,4 @@
-"""bench/report.py: a run of some benches keeps the other sections of RESULTS.md."""
+"""bench/results_md.py: sections, and a run of some benches keeping the other sections."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
-import report
+import results_md
+from outcomes import Outcome
 
 EARLIER = """# Results
 
@@ -46,8 +47,8 @@ new runs
 
 
 def test_sections_not_run_are_kept_and_marked_with_their_run():
-    text = report.merged(NEW, EARLIER)
-    head, sections = report.split_sections(text)
+    text = results_md.merged(NEW, EARLIER)
+    head, sections = results_md.split_sections(text)
     assert "Started 2026-11-30" in head and "**Merged**" in head
     assert list(sections) == [
         "The pipeline",
@@ -59,20 +60,20 @@ def test_sections_not_run_are_kept_and_marked_with_their_run():
     assert "new serving table" in sections["Serving"]
     assert "old serving table" not in text
     paper = sections["The paper's three tasks"]
-    assert paper.lstrip().startswith(report.EARLIER_MARK) and "commit `cd41ff6`" in paper
+    assert paper.lstrip().startswith(results_md.EARLIER_MARK) and "commit `cd41ff6`" in paper
     assert "old paper table" in paper
 
 
 def test_a_kept_section_keeps_its_first_mark_through_a_second_merge():
-    once = report.merged(NEW, EARLIER)
+    once = results_md.merged(NEW, EARLIER)
     newer = NEW.replace("2026-11-30 17:00", "2026-12-01 09:00")
-    twice = report.merged(newer, once)
-    paper = report.split_sections(twice)[1]["The paper's three tasks"]
-    assert paper.count(report.EARLIER_MARK) == 1 and "cd41ff6" in paper
+    twice = results_md.merged(newer, once)
+    paper = results_md.split_sections(twice)[1]["The paper's three tasks"]
+    assert paper.count(results_md.EARLIER_MARK) == 1 and "cd41ff6" in paper
 
 
 def test_a_run_of_every_bench_replaces_every_section():
-    assert report.merged(EARLIER, EARLIER) == EARLIER
+    assert results_md.merged(EARLIER, EARLIER) == EARLIER
 
 
 def test_a_section_shows_its_figures_or_why_it_has_none():
@@ -89,7 +90,7 @@ def test_a_section_shows_its_figures_or_why_it_has_none():
         "machine": {"cpu": "cpu", "arch": "x86_64", "cores": 2, "ram_gib": 8, "python": "3.11"},
         "arms": {"all": {"examples": 4, "train_s": 3.0, "dev": {"score": 20.5}}},
     }
-    ran = report.judge_section(report.Outcome("judge", [], status="ok", figures=figures))
+    ran = results_md.judge_section(Outcome("judge", [], status="ok", figures=figures))
     assert ran[:2] == ["## The judge", ""] and "| all | 4 | 20.5 | 3.0 |" in ran
-    failed = report.judge_section(report.Outcome("judge", [], status="failed", error_tail="boom"))
+    failed = results_md.judge_section(Outcome("judge", [], status="failed", error_tail="boom"))
     assert failed[0] == "## The judge" and any("boom" in line for line in failed)
