@@ -25,27 +25,56 @@ def stub(parser_service: ServiceProcess) -> Iterator[parser_pb2_grpc.ParserStub]
         yield parser_pb2_grpc.ParserStub(channel)
 
 
-@pytest.mark.parametrize("task", ["squad", "temporal", "mconala_ja"])
-def test_paper_prompts_parse_exactly(stub, paper_prompts: dict[str, Any], task: str):
-    spec = paper_prompts[task]
-    reply = stub.Parse(parser_pb2.ParseRequest(prompt=spec["full_prompt"]), timeout=300)
-    got = reply.task
+def _assert_read_deterministically(got: common_pb2.TaskSpec, spec: dict[str, Any]) -> None:
     assert got.parse_method == common_pb2.PARSE_METHOD_DETERMINISTIC
     assert [(d.input, d.output) for d in got.demonstrations] == [
         (e["input"], e["output"]) for e in spec["examples"]
     ]
-    if task == "mconala_ja":
-        assert got.language == "ja"
-        assert got.original_instruction == spec["instruction"]
-        # Translated, or (SmolLM2 sometimes loops, twice) kept as written and said so.
-        failed = any("translation failed" in warning for warning in got.warnings)
-        assert got.instruction and (got.instruction != spec["instruction"] or failed)
-        assert reply.llm_usage.requests >= 1
-    else:
-        assert got.language == "en"
-        assert got.instruction == spec["instruction"]
-        assert got.original_instruction == ""
-        assert reply.llm_usage.requests == 0
+
+
+@pytest.fixture(scope="module")
+def default_stub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[parser_pb2_grpc.ParserStub]:
+    """A parser with no endpoint configured: it starts the embedded default LLM itself."""
+    data_dir = tmp_path_factory.mktemp("parser-default")
+    with (
+        ServiceProcess("parser", data_dir) as service,
+        grpc.insecure_channel(service.address) as channel,
+    ):
+        yield parser_pb2_grpc.ParserStub(channel)
+
+
+@pytest.mark.parametrize("task", ["squad", "temporal"])
+def test_english_paper_prompts_parse_exactly_without_the_llm(
+    stub, paper_prompts: dict[str, Any], task: str
+):
+    spec = paper_prompts[task]
+    reply = stub.Parse(parser_pb2.ParseRequest(prompt=spec["full_prompt"]), timeout=300)
+    got = reply.task
+    _assert_read_deterministically(got, spec)
+    assert got.language == "en"
+    assert got.instruction == spec["instruction"]
+    assert got.original_instruction == ""
+    assert reply.llm_usage.requests == 0
+
+
+def test_the_japanese_paper_prompt_is_translated_whole_by_the_default_llm(
+    default_stub, paper_prompts: dict[str, Any]
+):
+    spec = paper_prompts["mconala_ja"]
+    reply = default_stub.Parse(parser_pb2.ParseRequest(prompt=spec["full_prompt"]), timeout=600)
+    got = reply.task
+    _assert_read_deterministically(got, spec)
+    assert got.language == "ja"
+    assert got.original_instruction == spec["instruction"]
+    assert not got.warnings
+    # Both paragraphs, in English, with what they say: one line of Python, no imports.
+    paragraphs = got.instruction.split("\n\n")
+    assert len(paragraphs) == len(spec["instruction"].split("\n\n")) == 2
+    assert all(ord(ch) < 0x3000 for ch in got.instruction)
+    english = got.instruction.casefold()
+    assert "python" in english and "import" in english
+    assert "line" in english or "one-liner" in english
+    assert reply.llm_usage.requests >= 2  # a request per paragraph
 
 
 def test_free_form_prompt_goes_through_the_llm(stub):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from p2m.common.errors import LLMOutputError
 from p2m.common.llm import ChatResult
 from p2m.parser.core import PromptParser
+from p2m.parser.translation import MAX_PIECE_CHARS, pieces
 
 PROMPT = '英語に翻訳してください。\ninput="猫"\noutput="cat"'
 
@@ -49,3 +50,13 @@ async def test_two_failed_attempts_keep_the_instruction_as_written_with_a_warnin
     assert parsed.task.instruction == "英語に翻訳してください。"
     assert any("translation failed" in warning for warning in parsed.task.warnings)
     assert len(llm.temperatures) == 2
+    assert parsed.usage.requests == 2  # the failed attempts are counted too
+
+
+def test_each_paragraph_is_translated_on_its_own_and_long_ones_cut_at_sentence_ends():
+    long = "これは文です。" * 100
+    cut = pieces(long)
+    assert len(cut) > 1 and "".join(cut) == long
+    assert all(len(piece) <= MAX_PIECE_CHARS for piece in cut)
+    assert all(piece.endswith("。") for piece in cut)
+    assert pieces("One. Two! Three?") == ["One. Two! Three?"]
