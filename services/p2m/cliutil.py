@@ -32,6 +32,9 @@ LlmModel = Annotated[str | None, typer.Option(help="Model name at that endpoint.
 LocalLlm = Annotated[
     str | None, typer.Option(help="Embedded endpoint's model: qwen, smollm2 or a .gguf path.")
 ]
+_PROMPT_HELP = "The prompt, a text file ('-': stdin)."
+PromptFile = Annotated[Path, typer.Option(help=_PROMPT_HELP, show_default=False)]
+OptionalPromptFile = Annotated[Path | None, typer.Option(help=_PROMPT_HELP)]
 
 
 def fail(message: str, code: int = 2) -> NoReturn:

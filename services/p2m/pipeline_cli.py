@@ -23,6 +23,7 @@ from p2m.cliutil import (
     LlmUrl,
     LocalLlm,
     LogLevel,
+    PromptFile,
     client_settings,
     err,
     fail,
@@ -73,7 +74,7 @@ def down_command(data_dir: DataDir = None) -> None:
 
 
 def run_command(
-    prompt_file: Annotated[Path, typer.Option(help="The prompt, a text file ('-': stdin).")],
+    prompt_file: PromptFile,
     gateway: Annotated[
         str | None, typer.Option(help="HOST:PORT of a gateway (default: the local stack).")
     ] = None,

@@ -7,6 +7,7 @@ Each service runs as ``python -m p2m serve <name>`` in its own process group, lo
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -81,7 +82,8 @@ class Stack:
 
 def up(settings: Settings, say: Callable[[str], None] = lambda line: None) -> Stack:
     """Start the stack (or return the one already up)."""
-    data_dir = settings.data_dir.resolve()
+    settings = dataclasses.replace(settings, data_dir=settings.data_dir.resolve())
+    data_dir = settings.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
     existing = Stack.load(data_dir)
     if existing is not None and existing.alive():
@@ -89,7 +91,7 @@ def up(settings: Settings, say: Callable[[str], None] = lambda line: None) -> St
         return existing
     if existing is not None:
         down(settings, say)
-    (data_dir / "logs").mkdir(exist_ok=True)
+    settings.logs_dir.mkdir(exist_ok=True)
     say("checking the local model store (the default student)")
     ModelStore(settings.models_dir).import_shipped("smollm2")
     env = service_env(settings, data_dir)
@@ -98,7 +100,7 @@ def up(settings: Settings, say: Callable[[str], None] = lambda line: None) -> St
         llm_base_url = settings.llm_base_url
         if not llm_base_url:
             say(f"starting the local LLM endpoint ({settings.local_llm})")
-            llm = _start("llm", data_dir, env, ["--local-llm", settings.local_llm])
+            llm = _start("llm", settings, env, ["--local-llm", settings.local_llm])
             started.append(llm)
             _wait_http(f"http://{llm.address}/health", llm)
             llm_base_url = f"http://{llm.address}/v1"
@@ -106,7 +108,7 @@ def up(settings: Settings, say: Callable[[str], None] = lambda line: None) -> St
         for name in STAGE_SERVICES:
             say(f"starting the {name}")
             extra = ["--llm-base-url", llm_base_url] if name in LLM_USERS else []
-            process = _start(name, data_dir, env, extra)
+            process = _start(name, settings, env, extra)
             started.append(process)
             addresses[name] = process.address
         for process in started:
@@ -114,7 +116,7 @@ def up(settings: Settings, say: Callable[[str], None] = lambda line: None) -> St
                 _wait_grpc(process)
         say("starting the gateway")
         gateway_env = {**env, **{f"P2M_{n.upper()}_ADDR": a for n, a in addresses.items()}}
-        gateway = _start("gateway", data_dir, gateway_env, [])
+        gateway = _start("gateway", settings, gateway_env, [])
         started.append(gateway)
         _wait_grpc(gateway)
     except BaseException:
@@ -159,9 +161,9 @@ def service_env(settings: Settings, data_dir: Path) -> dict[str, str]:
     }
 
 
-def _start(name: str, data_dir: Path, env: dict[str, str], extra: list[str]) -> StackProcess:
+def _start(name: str, settings: Settings, env: dict[str, str], extra: list[str]) -> StackProcess:
     port = free_port()
-    log = data_dir / "logs" / f"{name}.log"
+    log = settings.logs_dir / f"{name}.log"
     command = [
         sys.executable,
         "-m",
@@ -171,7 +173,7 @@ def _start(name: str, data_dir: Path, env: dict[str, str], extra: list[str]) -> 
         "--port",
         str(port),
         "--data-dir",
-        str(data_dir),
+        str(settings.data_dir),
         *extra,
     ]
     with log.open("ab") as sink:

@@ -18,8 +18,10 @@ from typing import Annotated
 import typer
 
 from p2m.cliutil import LogLevel, fail, load_settings, out
+from p2m.common.errors import InvalidInput
 from p2m.common.log import setup_logging
 from p2m.common.names import is_deployment_name
+from p2m.common.ranges import Within, check_ranges
 from p2m.deployer.core import MAX_BATCH_SIZE, MAX_LATENCY_MS
 
 # Set for this process unless the caller set them: local files only, no telemetry.
@@ -68,10 +70,15 @@ def serve_model(
         fail(f"--name must be a DNS-1123 label of 1 to 45 characters, got {name!r}")
     if not 1 <= http_port <= 65535 or not 0 <= grpc_port <= 65535 or http_port == grpc_port:
         fail("--http-port must be within 1..65535, --grpc-port within 0..65535, and differ")
-    if not 0 <= max_batch_size <= MAX_BATCH_SIZE:
-        fail(f"--max-batch-size must be within 0..{MAX_BATCH_SIZE}")
-    if not 0 <= max_latency_ms <= MAX_LATENCY_MS:
-        fail(f"--max-latency-ms must be within 0..{MAX_LATENCY_MS:.0f}")
+    try:
+        check_ranges(
+            [
+                Within("--max-batch-size", max_batch_size, 0, MAX_BATCH_SIZE),
+                Within("--max-latency-ms", max_latency_ms, 0, MAX_LATENCY_MS),
+            ]
+        )
+    except InvalidInput as exc:
+        fail(f"{exc.field} {exc.problem}")
     folder = model.resolve()
     if not folder.is_dir():
         fail(f"--model: not a folder: {model}")

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from p2m.common.artifacts import ArtifactRef, ArtifactStore
 from p2m.common.errors import FailedPrecondition, InvalidInput
 from p2m.common.names import check_deployment_name, check_run_id
+from p2m.common.ranges import Within, check_ranges
 from p2m.common.student import StudentSpec
 from p2m.common.types import TaskSpec
 
@@ -82,25 +83,32 @@ class DeployOptions:
 
     def __post_init__(self) -> None:
         """Check every range (the proto's field paths name the culprit)."""
-        if not 0 <= self.max_replicas <= MAX_REPLICAS:
-            raise InvalidInput("options.max_replicas", f"must be within 0..{MAX_REPLICAS}")
-        if not 0 <= self.min_replicas <= self.max_replicas:
-            raise InvalidInput(
-                "options.min_replicas",
-                f"must be within 0..max_replicas ({self.max_replicas}), got {self.min_replicas}",
-            )
-        if not 0 <= self.concurrency_target <= MAX_CONCURRENCY_TARGET:
-            raise InvalidInput(
-                "options.concurrency_target", f"must be within 0..{MAX_CONCURRENCY_TARGET}"
-            )
-        if not 0 <= self.max_batch_size <= MAX_BATCH_SIZE:
-            raise InvalidInput(
-                "options.batching.max_batch_size", f"must be within 0..{MAX_BATCH_SIZE}"
-            )
-        if not 0 <= self.max_latency_ms <= MAX_LATENCY_MS:
-            raise InvalidInput("options.batching.max_latency", "must be within 0..10s")
-        if not 0 < self.ready_timeout_s <= MAX_READY_TIMEOUT_S:
-            raise InvalidInput("options.ready_timeout", "must be more than 0 and at most 1 hour")
+        check_ranges(
+            [
+                Within("options.min_replicas", self.min_replicas, 0, MAX_REPLICAS),
+                Within("options.max_replicas", self.max_replicas, 0, MAX_REPLICAS),
+                Within("options.min_replicas", self.min_replicas, 0, self.max_replicas),
+                Within(
+                    "options.concurrency_target", self.concurrency_target, 0, MAX_CONCURRENCY_TARGET
+                ),
+                Within("options.batching.max_batch_size", self.max_batch_size, 0, MAX_BATCH_SIZE),
+                Within(
+                    "options.batching.max_latency",
+                    self.max_latency_ms / 1000,
+                    0,
+                    MAX_LATENCY_MS / 1000,
+                    unit="s",
+                ),
+                Within(
+                    "options.ready_timeout",
+                    self.ready_timeout_s,
+                    0,
+                    MAX_READY_TIMEOUT_S,
+                    above=True,
+                    unit="s",
+                ),
+            ]
+        )
 
     @property
     def batching(self) -> bool:
@@ -112,6 +120,29 @@ class DeployOptions:
         values = asdict(self)
         values.pop("ready_timeout_s")
         return values
+
+
+def serve_model_args(
+    model_path: str, name: str, host: str, http_port: int, grpc_port: int, options: DeployOptions
+) -> list[str]:
+    """The ``p2m serve-model`` arguments that serve a model as ``options`` say (both backends)."""
+    return [
+        "serve-model",
+        "--model",
+        model_path,
+        "--name",
+        name,
+        "--host",
+        host,
+        "--http-port",
+        str(http_port),
+        "--grpc-port",
+        str(grpc_port),
+        "--max-batch-size",
+        str(options.max_batch_size),
+        "--max-latency-ms",
+        f"{options.max_latency_ms:g}",
+    ]
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from typing import Any
 
 from p2m.common.artifacts import ArtifactRef
 from p2m.common.errors import InvalidInput
-from p2m.deployer.core import DeployOptions
+from p2m.deployer.core import DeployOptions, serve_model_args
 from p2m.k8s.api import LABEL_MANAGED_BY, LABEL_PREFIX, MANAGED_BY, fresh_copy
 
 HTTP_PORT = 8080
@@ -144,23 +144,9 @@ def _set_container(
     http_port = int(ports[0].get("containerPort", HTTP_PORT)) if ports else HTTP_PORT
     grpc_port = GRPC_PORT if http_port != GRPC_PORT else GRPC_PORT + 1
     container["command"] = ["p2m"]
-    container["args"] = [
-        "serve-model",
-        "--model",
-        str(model_path),
-        "--name",
-        name,
-        "--host",
-        "0.0.0.0",
-        "--http-port",
-        str(http_port),
-        "--grpc-port",
-        str(grpc_port),
-        "--max-batch-size",
-        str(options.max_batch_size),
-        "--max-latency-ms",
-        f"{options.max_latency_ms:g}",
-    ]
+    container["args"] = serve_model_args(
+        str(model_path), name, "0.0.0.0", http_port, grpc_port, options
+    )
     if not ports:
         container["ports"] = [{"name": "http1", "containerPort": HTTP_PORT, "protocol": "TCP"}]
 

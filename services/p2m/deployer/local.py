@@ -50,6 +50,7 @@ from p2m.deployer.core import (
     NameLocks,
     Page,
     PageTokens,
+    serve_model_args,
     serving_identity,
     student_model,
 )
@@ -359,23 +360,9 @@ class LocalDeployments:
     def _start_server(self, record: _Record) -> _Proc:
         http_port, grpc_port = record.server.ports
         options = record.options
-        argv = [
-            "serve-model",
-            "--model",
-            record.model_path,
-            "--name",
-            record.name,
-            "--host",
-            LOOPBACK,
-            "--http-port",
-            str(http_port),
-            "--grpc-port",
-            str(grpc_port),
-            "--max-batch-size",
-            str(options.max_batch_size),
-            "--max-latency-ms",
-            f"{options.max_latency_ms:g}",
-        ]
+        argv = serve_model_args(
+            record.model_path, record.name, LOOPBACK, http_port, grpc_port, options
+        )
         return replace(record.server, pid=self._spawn(argv, Path(record.server.log)))
 
     def _start_demo(self, record: _Record, demo: _Proc) -> _Proc:

@@ -30,7 +30,7 @@ from p2m.common.student import SPEC_FILE
 from p2m.evaluator.metrics import METRICS, check_metrics
 
 if TYPE_CHECKING:
-    from p2m.evaluator.engine import EvalData, EvaluateOptions, StudentSubject
+    from p2m.evaluator.engine import EvalData, EvaluateOptions, StudentSubject, TeacherSubject
 
 #: What the command computes when --metrics is not given (the service's default is cheaper).
 CLI_METRICS = METRICS
@@ -95,7 +95,7 @@ def evaluate(
 
     With both, the report is the student's, with the teacher's beside it under "teacher".
     """
-    from p2m.evaluator.engine import EvaluateOptions, read_jsonl
+    from p2m.evaluator.engine import EvaluateOptions, TeacherSubject, read_jsonl
 
     settings = client_settings(data_dir, log_level, llm_base_url, llm_model, local_llm)
     names = [n.strip() for value in metrics or [] for n in value.split(",") if n.strip()]
@@ -109,11 +109,10 @@ def evaluate(
             num_worst_examples=worst,
         )
         options.validate()
+        teacher_subject = TeacherSubject(max_requests=teacher_max_requests)
     except InvalidInput as exc:
-        name = exc.field.removeprefix("options.").removeprefix("decoding.")
+        name = exc.field.removeprefix("options.").removeprefix("decoding.").replace(".", "_")
         fail(f"invalid option {name}: {exc.problem}")
-    if teacher_max_requests < 0:
-        fail("invalid option teacher_max_requests: must be >= 0")
     if model is None and not teacher:
         fail("nothing to score: give --model, --teacher (with --prompt-file), or both")
     if teacher and prompt_file is None:
@@ -132,7 +131,7 @@ def evaluate(
             settings,
             model_ref,
             prompt,
-            teacher_max_requests,
+            teacher_subject,
             data,
             options,
             bertscore_hub_model,
@@ -170,7 +169,7 @@ async def _evaluate_local(
     settings: Settings,
     student: StudentSubject | None,
     prompt: bytes | None,
-    teacher_max_requests: int,
+    teacher: TeacherSubject,
     data: EvalData,
     options: EvaluateOptions,
     bertscore_hub_model: bool,
@@ -178,7 +177,7 @@ async def _evaluate_local(
 ) -> dict[str, Any]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from p2m.evaluator.engine import EvaluationProgress, Evaluator, Subject, TeacherSubject
+    from p2m.evaluator.engine import EvaluationProgress, Evaluator, Subject
     from p2m.local_llm.provider import LLMProvider
 
     provider = LLMProvider(settings)
@@ -199,7 +198,7 @@ async def _evaluate_local(
             subjects.append(("student", student))
         if prompt is not None:
             task = await parse_prompt(provider, settings, prompt)
-            subjects.append(("teacher", TeacherSubject(max_requests=teacher_max_requests)))
+            subjects.append(("teacher", teacher))
         reports: dict[str, dict[str, Any]] = {}
         with bar:
             for name, subject in subjects:

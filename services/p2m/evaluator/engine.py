@@ -24,6 +24,7 @@ from p2m.common.budget import Budget
 from p2m.common.errors import BudgetExhausted, FailedPrecondition, InvalidInput, NotFound
 from p2m.common.llm import LLMClient, UsageCounters
 from p2m.common.model_store import WEIGHT_SUFFIXES
+from p2m.common.ranges import Within, check_ranges
 from p2m.common.settings import Settings
 from p2m.common.splits import read_examples
 from p2m.common.student import Decoding, Student
@@ -83,16 +84,15 @@ class EvaluateOptions:
         if not self.metrics:
             raise InvalidInput("options.metrics", "must name at least one metric")
         check_metrics(self.metrics)
-        checks = [
-            ("options.max_examples", self.max_examples, 0, 100_000),
-            ("options.decoding.max_new_tokens", self.max_new_tokens, 0, 4096),
-            ("options.decoding.num_beams", self.num_beams, 1, 16),
-            ("options.decoding.batch_size", self.batch_size, 0, 1024),
-            ("options.num_worst_examples", self.num_worst_examples, 0, 100),
-        ]
-        for name, value, low, high in checks:
-            if not low <= value <= high:
-                raise InvalidInput(name, f"must be within {low}..{high}, got {value}")
+        check_ranges(
+            [
+                Within("options.max_examples", self.max_examples, 0, 100_000),
+                Within("options.decoding.max_new_tokens", self.max_new_tokens, 0, 4096),
+                Within("options.decoding.num_beams", self.num_beams, 1, 16),
+                Within("options.decoding.batch_size", self.batch_size, 0, 1024),
+                Within("options.num_worst_examples", self.num_worst_examples, 0, 100),
+            ]
+        )
 
 
 @dataclass(frozen=True)
@@ -159,6 +159,10 @@ class TeacherSubject:
 
     model: str = ""
     max_requests: int = 0
+
+    def __post_init__(self) -> None:
+        """Check the budget (named as in the request)."""
+        check_ranges([Within("teacher.max_requests", self.max_requests, 0, 10_000_000)])
 
 
 Subject = StudentSubject | TeacherSubject
@@ -476,11 +480,8 @@ class Evaluator:
             Unavailable: The teacher's endpoint failed.
         """
         options.validate()
-        if isinstance(subject, TeacherSubject):
-            if task is None or not task.instruction.strip():
-                raise InvalidInput("task.instruction", "is empty; the teacher's prompt needs it")
-            if subject.max_requests < 0:
-                raise InvalidInput("teacher.max_requests", "must be >= 0")
+        if isinstance(subject, TeacherSubject) and (task is None or not task.instruction.strip()):
+            raise InvalidInput("task.instruction", "is empty; the teacher's prompt needs it")
         examples = data.examples[: options.max_examples or None]
         if not examples:
             raise FailedPrecondition(f"{data.source} has no examples to score")

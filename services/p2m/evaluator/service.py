@@ -35,34 +35,15 @@ from p2m.local_llm.provider import LLMProvider
 from prompt2model.v1 import common_pb2, evaluator_pb2, evaluator_pb2_grpc
 
 MAX_INLINE_EXAMPLES = 10_000
-# Proto field -> (lowest, highest) allowed; 0 means the default (see evaluator.proto).
-_RANGES = {
-    "options.max_examples": (0, 100_000),
-    "options.decoding.max_new_tokens": (0, 4096),
-    "options.decoding.num_beams": (0, 16),
-    "options.decoding.batch_size": (0, 1024),
-    "options.num_worst_examples": (0, 100),
-}
 
 
 def options_from_pb(message: evaluator_pb2.EvaluateOptions) -> EvaluateOptions:
-    """Proto options -> dataclass; zero or unset fields take the documented defaults.
+    """Proto options -> dataclass (zero or unset fields: the documented defaults), checked.
 
     Raises:
         InvalidInput: A field out of its range, or an unknown or repeated metric (named).
     """
     decoding = message.decoding
-    raw = {
-        "options.max_examples": message.max_examples,
-        "options.decoding.max_new_tokens": decoding.max_new_tokens,
-        "options.decoding.num_beams": decoding.num_beams,
-        "options.decoding.batch_size": decoding.batch_size,
-        "options.num_worst_examples": message.num_worst_examples,
-    }
-    for name, value in raw.items():
-        low, high = _RANGES[name]
-        if not low <= value <= high:
-            raise InvalidInput(name, f"must be within {low}..{high}, got {value}")
     options = EvaluateOptions(
         metrics=check_metrics(list(message.metrics)),
         max_examples=message.max_examples,
@@ -180,8 +161,6 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServicer):
             artifact_ref_from_pb(request.model, "model")
             subject = StudentSubject.from_store(self._store, request.model.uri)
         elif which == "teacher":
-            if request.teacher.max_requests < 0:
-                raise InvalidInput("teacher.max_requests", "must be >= 0")
             if not task.instruction.strip():
                 raise InvalidInput("task.instruction", "is empty; the teacher's prompt needs it")
             subject = TeacherSubject(request.teacher.model, request.teacher.max_requests)

@@ -8,6 +8,7 @@ import re
 from p2m.common.errors import InvalidInput
 from p2m.common.names import check_deployment_name
 from p2m.common.prompt_text import validate_prompt
+from p2m.common.ranges import Within, check_ranges
 from prompt2model.v1 import common_pb2, gateway_pb2
 
 DEFAULT_SEED = 42
@@ -38,13 +39,15 @@ def checked_options(options: gateway_pb2.RunOptions) -> gateway_pb2.RunOptions:
         InvalidInput: The first bad field, named by its path.
     """
     budget = options.budget
-    for name, high in (("num_examples", 100_000), ("epochs", 100)):
-        value = getattr(budget, name)
-        if not 0 <= value <= high:
-            raise InvalidInput(f"options.budget.{name}", f"must be within 0..{high}, got {value}")
-    for name in ("llm_max_requests", "llm_max_tokens"):
-        if getattr(budget, name) < 0:
-            raise InvalidInput(f"options.budget.{name}", "must be >= 0")
+    check_ranges(
+        Within(f"options.budget.{name}", getattr(budget, name), 0, high)
+        for name, high in (
+            ("num_examples", 100_000),
+            ("epochs", 100),
+            ("llm_max_requests", 2**63 - 1),
+            ("llm_max_tokens", 2**63 - 1),
+        )
+    )
     seen: set[int] = set()
     for stage in options.skip_stages:
         label = common_pb2.Stage.Name(stage) if stage in common_pb2.Stage.values() else str(stage)

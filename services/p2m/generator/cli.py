@@ -15,6 +15,7 @@ from p2m.cliutil import (
     LlmUrl,
     LocalLlm,
     LogLevel,
+    PromptFile,
     client_settings,
     err,
     fail,
@@ -28,7 +29,7 @@ from p2m.common.settings import Settings
 
 
 def generate(
-    prompt_file: Annotated[Path, typer.Option(help="The prompt, a text file ('-': stdin).")],
+    prompt_file: PromptFile,
     num_examples: Annotated[int, typer.Option(help="Examples to accept.")] = 100,
     out: Annotated[
         Path | None, typer.Option(help="Folder for train.jsonl / validation.jsonl.")

@@ -7,6 +7,7 @@ import json
 from dataclasses import asdict, dataclass
 
 from p2m.common.errors import InvalidInput
+from p2m.common.ranges import Within, check_ranges
 from p2m.common.teacher_prompt import teacher_instruction
 from p2m.common.types import TaskSpec
 from p2m.generator.invariants import Invariants
@@ -49,32 +50,32 @@ class GenerateOptions:
     judge_threshold: int = DEFAULT_JUDGE_THRESHOLD
 
     def validate(self) -> None:
-        """Raise InvalidInput naming the first field out of range."""
-        checks = [
-            ("num_examples", 1 <= self.num_examples <= 100_000),
-            ("batch_size", 1 <= self.batch_size <= 1000),
-            ("max_concurrency", 1 <= self.max_concurrency <= 256),
-            ("temperature_start", 0.0 <= self.temperature_start <= 2.0),
-            ("temperature_end", self.temperature_start <= self.temperature_end <= 2.0),
-            ("self_consistency_samples", 1 <= self.self_consistency_samples <= 16),
-            ("few_shot_demonstrations", 0 <= self.few_shot_demonstrations <= 64),
-            ("few_shot_generated", 0 <= self.few_shot_generated <= 64),
-            ("max_requests", self.max_requests >= 0),
-            ("max_tokens", self.max_tokens >= 0),
-            ("dedup_similarity_threshold", 0.0 < self.dedup_similarity_threshold <= 1.0),
-            (
-                "dedup_word_similarity_threshold",
-                0.0 < self.dedup_word_similarity_threshold <= 1.0,
-            ),
-            ("meaning_dedup_threshold", 0.0 < self.meaning_dedup_threshold <= 1.0),
-            ("judge_threshold", MIN_SCORE <= self.judge_threshold <= MAX_SCORE),
-            ("max_field_chars", 1 <= self.max_field_chars <= 1_000_000),
-            ("validation_fraction", 0.0 <= self.validation_fraction <= 0.5),
-            ("max_new_tokens", self.max_new_tokens == 0 or 16 <= self.max_new_tokens <= 8192),
-        ]
-        for name, ok in checks:
-            if not ok:
-                raise InvalidInput(f"options.{name}", f"out of range: {getattr(self, name)!r}")
+        """Raise InvalidInput naming the first field out of range (paths as in the proto)."""
+        check_ranges(
+            Within(f"options.{name}", getattr(self, name), low, high, above)
+            for name, low, high, above in (
+                ("num_examples", 1, 100_000, False),
+                ("batch_size", 1, 1000, False),
+                ("max_concurrency", 1, 256, False),
+                ("temperature_start", 0.0, 2.0, False),
+                ("temperature_end", self.temperature_start, 2.0, False),
+                ("self_consistency_samples", 1, 16, False),
+                ("few_shot_demonstrations", 0, 64, False),
+                ("few_shot_generated", 0, 64, False),
+                ("max_requests", 0, 2**63 - 1, False),
+                ("max_tokens", 0, 2**63 - 1, False),
+                ("dedup_similarity_threshold", 0.0, 1.0, True),
+                ("dedup_word_similarity_threshold", 0.0, 1.0, True),
+                ("meaning_dedup_threshold", 0.0, 1.0, True),
+                ("judge_threshold", MIN_SCORE, MAX_SCORE, False),
+                ("max_field_chars", 1, 1_000_000, False),
+                ("validation_fraction", 0.0, 0.5, False),
+            )
+        )
+        tokens = self.max_new_tokens
+        if tokens != 0 and not 16 <= tokens <= 8192:
+            rule = "must be 0 (follow the demonstrations) or within 16..8192"
+            raise InvalidInput("options.max_new_tokens", f"{rule}, got {tokens}")
         if self.invariants is not None:
             self.invariants.validate("options.invariants")
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -15,6 +14,7 @@ from p2m.cliutil import (
     LlmUrl,
     LocalLlm,
     LogLevel,
+    PromptFile,
     client_settings,
     err,
     fail,
@@ -28,7 +28,7 @@ from p2m.common.types import TaskSpec
 
 
 def parse(
-    prompt_file: Annotated[Path, typer.Option(help="The prompt, a text file ('-': stdin).")],
+    prompt_file: PromptFile,
     as_json: Annotated[bool, typer.Option("--json", help="Print the TaskSpec as JSON.")] = False,
     parser_addr: Annotated[
         str | None, typer.Option(help="HOST:PORT of a running parser (default: in-process).")

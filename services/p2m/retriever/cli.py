@@ -18,6 +18,7 @@ from p2m.cliutil import (
     LlmUrl,
     LocalLlm,
     LogLevel,
+    OptionalPromptFile,
     client_settings,
     fail,
     out,
@@ -42,7 +43,7 @@ models_app = typer.Typer(
 # Unattended mode takes the best dataset only if its dense similarity reaches this.
 RELEVANCE_THRESHOLD = 0.45
 
-PromptFile = Annotated[Path | None, typer.Option(help="The prompt, a text file ('-': stdin).")]
+CatalogFile = Annotated[Path | None, typer.Option(help="A catalog file (.jsonl[.gz]).")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 CatalogDir = Annotated[
     str | None, typer.Option(help="Folder of the catalogs (env P2M_CATALOG_DIR).")
@@ -122,9 +123,9 @@ async def _search(
 
 @datasets_app.command("search")
 def datasets_search(
-    prompt_file: PromptFile = None,
+    prompt_file: OptionalPromptFile = None,
     query: Annotated[str | None, typer.Option(help="Free-text query instead of a prompt.")] = None,
-    catalog: Annotated[Path | None, typer.Option(help="A catalog file (.jsonl[.gz]).")] = None,
+    catalog: CatalogFile = None,
     catalog_dir: CatalogDir = None,
     top_k: Annotated[int, typer.Option(help="How many to show.")] = 25,
     as_json: AsJson = False,
@@ -165,7 +166,7 @@ def datasets_prepare(
     unattended: Annotated[bool, typer.Option(help="Choose without asking.")] = False,
     max_rows: Annotated[int, typer.Option(help="Most rows kept.")] = 5000,
     seed: Annotated[int, typer.Option(help="Sampling and split seed.")] = 0,
-    catalog: Annotated[Path | None, typer.Option(help="A catalog file (.jsonl[.gz]).")] = None,
+    catalog: CatalogFile = None,
     catalog_dir: CatalogDir = None,
     datasets_dir: Annotated[
         str | None, typer.Option(help="Local dataset copies (env P2M_DATASETS_DIR).")

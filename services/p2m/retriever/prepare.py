@@ -15,6 +15,7 @@ from typing import Any
 from p2m.common.artifacts import ArtifactRef, ArtifactStore
 from p2m.common.errors import InvalidInput, LLMOutputError
 from p2m.common.llm import LLMClient, UsageCounters
+from p2m.common.ranges import Within, check_ranges
 from p2m.common.splits import read_rows, write_splits
 from p2m.common.types import Example, TaskSpec
 from p2m.retriever.loaders import LoadedDataset, Row
@@ -103,11 +104,13 @@ class PrepareOptions:
 
     def validate(self) -> None:
         """Raise InvalidInput naming a field out of range."""
-        if not 1 <= self.max_rows <= 1_000_000:
-            raise InvalidInput("max_rows", f"out of range: {self.max_rows}")
-        for name in ("validation_fraction", "test_fraction"):
-            if not 0.0 <= getattr(self, name) <= 0.5:
-                raise InvalidInput(name, f"must be within [0, 0.5], got {getattr(self, name)}")
+        check_ranges(
+            [
+                Within("max_rows", self.max_rows, 1, 1_000_000),
+                Within("validation_fraction", self.validation_fraction, 0.0, 0.5),
+                Within("test_fraction", self.test_fraction, 0.0, 0.5),
+            ]
+        )
 
 
 def check_person_choice(

@@ -6,7 +6,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 
-from p2m.common.errors import InvalidInput
+from p2m.common.ranges import Within, check_ranges
 from p2m.common.student import DEFAULT_MAX_INPUT_TOKENS, DEFAULT_MAX_OUTPUT_TOKENS
 
 # Changing how models are trained changes this, so old cache entries are not reused.
@@ -35,22 +35,20 @@ class TrainOptions:
     max_eval_examples: int = 256
 
     def validate(self) -> None:
-        """Raise InvalidInput naming the first field out of range."""
-        checks = [
-            ("epochs", 1 <= self.epochs <= 100),
-            ("learning_rate", 0.0 < self.learning_rate <= 1.0),
-            ("batch_size", 1 <= self.batch_size <= 1024),
-            ("max_steps", self.max_steps >= 0),
-            ("num_workers", 1 <= self.num_workers <= 64),
-            ("max_input_tokens", 8 <= self.max_input_tokens <= 8192),
-            ("max_output_tokens", 1 <= self.max_output_tokens <= 4096),
-            ("lora.r", 1 <= self.lora_r <= 256),
-            ("lora.alpha", 1 <= self.lora_alpha <= 1024),
-        ]
-        for name, ok in checks:
-            if not ok:
-                value = getattr(self, name.replace("lora.", "lora_"))
-                raise InvalidInput(f"options.{name}", f"out of range: {value!r}")
+        """Raise InvalidInput naming the first field out of range (paths as in the proto)."""
+        check_ranges(
+            [
+                Within("options.epochs", self.epochs, 1, 100),
+                Within("options.learning_rate", self.learning_rate, 0.0, 1.0, above=True),
+                Within("options.batch_size", self.batch_size, 1, 1024),
+                Within("options.max_steps", self.max_steps, 0, 2**63 - 1),
+                Within("options.num_workers", self.num_workers, 1, 64),
+                Within("options.max_input_tokens", self.max_input_tokens, 8, 8192),
+                Within("options.max_output_tokens", self.max_output_tokens, 1, 4096),
+                Within("options.lora.r", self.lora_r, 1, 256),
+                Within("options.lora.alpha", self.lora_alpha, 1, 1024),
+            ]
+        )
 
 
 # Fields that change where or how fast training runs, never the weights it gives (on one device).

@@ -23,8 +23,7 @@ log = logging.getLogger(__name__)
 
 
 def options_from_pb(message: trainer_pb2.TrainOptions) -> TrainOptions:
-    """Proto options -> dataclass; zero or unset fields take the defaults, then validated."""
-    _check_ranges(message)
+    """Proto options -> dataclass (zero or unset fields: the defaults), checked by it."""
     defaults = TrainOptions()
     values = {
         name: getattr(message, name) or getattr(defaults, name)
@@ -49,26 +48,6 @@ def options_from_pb(message: trainer_pb2.TrainOptions) -> TrainOptions:
     )
     options.validate()
     return options
-
-
-def _check_ranges(message: trainer_pb2.TrainOptions) -> None:
-    """Negative values, which the zero-means-default rule would otherwise hide."""
-    from p2m.common.errors import InvalidInput
-
-    for name in (
-        "epochs",
-        "learning_rate",
-        "batch_size",
-        "max_steps",
-        "num_workers",
-        "max_input_tokens",
-        "max_output_tokens",
-    ):
-        if getattr(message, name) < 0:
-            raise InvalidInput(f"options.{name}", f"must be >= 0, got {getattr(message, name)}")
-    for name in ("r", "alpha"):
-        if getattr(message.lora, name) < 0:
-            raise InvalidInput(f"options.lora.{name}", "must be >= 0")
 
 
 def job_from_pb(request: trainer_pb2.TrainRequest) -> TrainJob:
