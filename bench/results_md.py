@@ -60,7 +60,7 @@ def merged(text: str, earlier: str) -> str:
         f"*{EARLIER_MARK.strip('_')}* were kept from the RESULTS.md before it.\n\n"
     )
     ours = "".join(f"## {t}\n{b}" for t, b in sections.items())
-    return head + note + ours + "".join(section for _, section in kept)
+    return (head + note + ours + "".join(section for _, section in kept)).rstrip() + "\n"
 
 
 def split_sections(text: str) -> tuple[str, dict[str, str]]:
@@ -69,7 +69,7 @@ def split_sections(text: str) -> tuple[str, dict[str, str]]:
     sections = {}
     for part in parts[1:]:
         title, _, body = part.partition("\n")
-        sections[title.strip()] = body if body.endswith("\n") else body + "\n"
+        sections[title.strip()] = body.rstrip("\n") + "\n\n"  # a blank line before the next
     return parts[0] + "\n", sections
 
 

@@ -94,3 +94,13 @@ def test_a_section_shows_its_figures_or_why_it_has_none():
     assert ran[:2] == ["## The judge", ""] and "| all | 4 | 20.5 | 3.0 |" in ran
     failed = results_md.judge_section(Outcome("judge", [], status="failed", error_tail="boom"))
     assert failed[0] == "## The judge" and any("boom" in line for line in failed)
+
+
+def test_every_heading_of_a_merged_file_follows_a_blank_line():
+    cramped = NEW.replace("new pipeline table\n\n", "- a note\n")
+    text = results_md.merged(cramped, EARLIER)
+    lines = text.splitlines()
+    headings = [i for i, line in enumerate(lines) if line.startswith("## ")]
+    assert len(headings) == 5
+    assert all(lines[i - 1] == "" for i in headings)
+    assert text.endswith("\n") and not text.endswith("\n\n")
