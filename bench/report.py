@@ -97,7 +97,8 @@ def main() -> None:
     parser.add_argument(
         "--render-from",
         type=Path,
-        help="run nothing: write --out again from a run's outcomes.json (kept in its log dir)",
+        help="run nothing: write --out again from a run's outcomes.json (kept in its log dir); "
+        "with --only, the other sections are kept from --out as in a run",
     )
     parser.add_argument(
         "--shared-data",
@@ -105,9 +106,10 @@ def main() -> None:
         default=Path(os.environ.get("P2M_SHARED_DATA", ROOT.parent / "shared" / "data")),
     )
     args = parser.parse_args()
+    earlier = args.out.read_text(encoding="utf-8") if args.only and args.out.exists() else None
     if args.render_from is not None:
         context, outcomes = load_outcomes(args.render_from)
-        write(args.out, context, outcomes)
+        write(args.out, context, outcomes, earlier)
         print(f"wrote {args.out} from {args.render_from}", file=sys.stderr)
         return
     only = [name.strip() for name in args.only.split(",") if name.strip()] or list(BENCHES)
@@ -117,7 +119,6 @@ def main() -> None:
     if unknown or bad_tasks:
         parser.error(f"unknown bench {unknown} or task {bad_tasks}")
     shared = args.shared_data.resolve()
-    earlier = args.out.read_text(encoding="utf-8") if args.only and args.out.exists() else None
     env = {**os.environ, "P2M_SHARED_DATA": str(shared)}
     for key in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY"):
         env.setdefault(key, "1")

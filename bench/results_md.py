@@ -22,6 +22,7 @@ from outcomes import FOREIGN_NOISY_CORES, Outcome
 ROOT = Path(__file__).resolve().parent.parent
 
 EARLIER_MARK = "_From an earlier report run"
+EARLIER_RUNS = "Runs of the earlier report run"
 
 
 def write(
@@ -39,7 +40,8 @@ def write(
 def merged(text: str, earlier: str) -> str:
     """``text`` followed by the sections of ``earlier`` it does not have, each marked as such.
 
-    An earlier "## Runs" table is renamed after its run; a section kept before keeps its mark.
+    An earlier "## Runs" table is renamed after its run (its title says which, so it takes no
+    mark); a section kept before keeps its mark.
     """
     head, sections = split_sections(text)
     earlier_head, earlier_sections = split_sections(earlier)
@@ -47,13 +49,15 @@ def merged(text: str, earlier: str) -> str:
     kept = []
     for title, body in earlier_sections.items():
         if title == "Runs":
-            title = f"Runs of the earlier report run ({run})"
+            title = f"{EARLIER_RUNS} ({run})"
         if title in sections:
             continue
-        if not body.lstrip().startswith(EARLIER_MARK):
+        if title.startswith(EARLIER_RUNS):  # marked by older reports: drop the mark
+            body = re.sub(rf"\n{EARLIER_MARK}[^\n]*\n", "", body, count=1)
+        elif not body.lstrip().startswith(EARLIER_MARK):
             body = f"\n{EARLIER_MARK}: {run}._\n{body}"
         kept.append((title, f"## {title}\n{body}"))
-    if all(title.startswith("Runs of the earlier") for title, _ in kept):
+    if all(title.startswith(EARLIER_RUNS) for title, _ in kept):
         return text  # every bench ran again: no earlier run's table is needed
     note = (
         "> **Merged**: this run ran some of the benches (`--only`); the sections marked "
@@ -589,6 +593,17 @@ def judge_section(f: dict[str, Any]) -> list[str]:
         lines.append(
             f"| {arm} | {entry['examples']} | {entry['dev']['score']} | {entry['train_s']} |"
         )
+    arms = f["arms"]
+    if {"all", "judged", "random"} <= set(arms) and (
+        arms["judged"]["examples"] == arms["all"]["examples"]
+    ):
+        gap = abs(arms["all"]["dev"]["score"] - arms["random"]["dev"]["score"])
+        lines += [
+            "",
+            "The judge kept every example, so *judged* is *all* (trained once) and *random* is "
+            "the same examples in another order: their gap "
+            f"({gap:.1f}) is the training's own noise at this size, not the judge's doing.",
+        ]
     return [*lines, ""]
 
 

@@ -12,6 +12,7 @@ import json
 import random
 import re
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -65,12 +66,14 @@ class FaultyTeacher:
         self.requests = 0
         self.rng = random.Random(0)
         self.prompts: list[str] = []
+        self.conversations: list[list[dict[str, str]]] = []
         self.input_schemas: list[dict] = []
 
     async def chat(self, request: web.Request) -> web.Response:
         self.requests += 1
         body = await request.json()
         self.prompts.append(body["messages"][-1]["content"])
+        self.conversations.append(body["messages"])
         kind = self.rng.choices(list(self.mix), weights=list(self.mix.values()))[0]
         if kind == "error":
             return web.json_response({"error": "boom"}, status=500)
@@ -336,6 +339,23 @@ async def test_a_label_that_reached_its_quota_takes_no_more(teacher, tmp_path: P
     assert report.stop_reason == "no_progress"
 
 
+async def test_a_stalled_generation_stops_with_what_it_made_and_resumes_on_request(
+    teacher, tmp_path: Path
+):
+    options = GenerateOptions(
+        num_examples=12, batch_size=6, seed=7, self_consistency_samples=1, stall_timeout_s=0.01
+    )
+    stubborn = {"stubborn": 1.0}  # only "positive": no new example once its quota is full
+    stalled = await _generate_with(teacher, tmp_path, stubborn, SENTIMENT_TASK, options)
+    assert stalled.report.stop_reason == "stalled"
+    assert stalled.report.accepted == 6 and stalled.report.rounds < 4  # before "no_progress"
+    assert stalled.rows["train"] + stalled.rows["validation"] == 6
+    patient = replace(options, stall_timeout_s=0)  # a speed setting: the same generation
+    resumed = await _generate_with(teacher, tmp_path, {"biased": 1.0}, SENTIMENT_TASK, patient)
+    assert not resumed.report.cached and resumed.report.resumed_from == 6
+    assert resumed.report.accepted == 12 and resumed.report.stop_reason == "target_reached"
+
+
 async def test_the_teacher_plans_topics_once_and_each_new_input_request_gets_one(
     teacher, tmp_path: Path
 ):
@@ -351,6 +371,31 @@ async def test_the_teacher_plans_topics_once_and_each_new_input_request_gets_one
     assert new_inputs and all(
         any(f"touching on: {topic}" in p for topic in journal.hints) for p in new_inputs
     )
+
+
+async def test_a_new_input_request_shows_fewer_demonstrations_than_an_answer_request(
+    teacher, tmp_path: Path
+):
+    faulty, base_url = teacher
+    faulty.mix, faulty.conversations = {"good": 1.0}, []
+    colours = ("blue", "green", "red", "white", "yellow", "black")
+    things = ("sky", "grass", "blood", "snow", "lemon", "coal")
+    task = TaskSpec("Name a colour.", tuple(map(Example, things, colours)))
+    options = GenerateOptions(
+        num_examples=4, batch_size=4, seed=13, input_demonstrations=2, few_shot_demonstrations=5
+    )
+    generator, client = _generator(base_url, tmp_path)
+    async with client:
+        await generator.generate(task, options)
+    asks = [c[-1]["content"] for c in faulty.conversations if "Write one new input" in str(c)]
+    answers = [c for c in faulty.conversations if c[0]["content"].startswith("Name a colour")]
+    assert asks and answers
+    for ask in asks:  # the first two demonstrations, always; never the later ones
+        assert "input: sky" in ask and "input: grass" in ask
+        assert not any(f"input: {thing}\n" in ask for thing in things[2:])
+    for conversation in answers:  # five demonstrations as turns, then the input
+        shown = [m["content"] for m in conversation if m["role"] == "user"][:-1]
+        assert shown[:5] == list(things[:5])
 
 
 async def test_the_judge_drops_the_examples_it_grades_below_the_threshold(teacher, tmp_path: Path):

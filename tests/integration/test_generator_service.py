@@ -116,6 +116,7 @@ def test_thirty_temporal_examples_with_filter_counts(generator, temporal_task):
         (generator_pb2.GenerateOptions(num_examples=-1), "options.num_examples"),
         (generator_pb2.GenerateOptions(temperature_start=3.0), "options.temperature_start"),
         (generator_pb2.GenerateOptions(validation_fraction=0.7), "options.validation_fraction"),
+        (generator_pb2.GenerateOptions(stall_timeout_s=-5), "options.stall_timeout_s"),
     ],
 )
 def test_bad_options_are_invalid_argument(generator, temporal_task, options, field):

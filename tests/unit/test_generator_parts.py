@@ -117,6 +117,8 @@ def test_request_seeds_are_stable_and_distinct():
         ({"dedup_similarity_threshold": 0.0}, "options.dedup_similarity_threshold"),
         ({"meaning_dedup_threshold": 1.5}, "options.meaning_dedup_threshold"),
         ({"dedup_word_similarity_threshold": 0.0}, "options.dedup_word_similarity_threshold"),
+        ({"stall_timeout_s": -1.0}, "options.stall_timeout_s"),
+        ({"input_demonstrations": 65}, "options.input_demonstrations"),
     ],
 )
 def test_bad_options_name_the_field(change: dict[str, object], field: str):
@@ -125,10 +127,11 @@ def test_bad_options_name_the_field(change: dict[str, object], field: str):
     assert info.value.field == field
 
 
-def test_generation_key_ignores_concurrency_only():
+def test_generation_key_ignores_concurrency_and_the_stall_timeout():
     task = TaskSpec("Do it.", DEMOS)
     base = generation_key(task, GenerateOptions(), "m")
     assert generation_key(task, GenerateOptions(max_concurrency=1), "m") == base
+    assert generation_key(task, GenerateOptions(stall_timeout_s=0), "m") == base
     assert generation_key(task, GenerateOptions(seed=1), "m") != base
     assert generation_key(task, GenerateOptions(), "other-model") != base
     assert generation_key(TaskSpec("Do it!", DEMOS), GenerateOptions(), "m") != base
@@ -314,3 +317,16 @@ def test_a_judge_grade_is_read_only_when_it_is_an_integer_in_range():
     assert score_of({"reason": "none"}) is None and score_of("4") is None
     text = judge_messages("Label it.", DEMOS, Example("a new input", "out"))[-1]["content"]
     assert "input: a new input\noutput: out" in text and "5: the input is" in text
+
+
+def test_every_way_to_stop_short_is_explained_to_the_person():
+    from p2m.gateway.stages import _STOPPED_SHORT as GATEWAY_SAYS
+    from p2m.generator.cli import _STOPPED_SHORT as CLI_SAYS
+    from p2m.generator.service import _STOP_REASONS
+    from prompt2model.v1 import generator_pb2
+
+    short = {name for name in _STOP_REASONS if name != "target_reached"}
+    assert set(CLI_SAYS) == short
+    reached = generator_pb2.GENERATION_STOP_REASON_TARGET_REACHED
+    assert set(GATEWAY_SAYS) == {_STOP_REASONS[name] for name in short} - {reached}
+    assert set(_STOP_REASONS.values()) | {0} == set(generator_pb2.GenerationStopReason.values())

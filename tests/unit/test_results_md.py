@@ -62,6 +62,10 @@ def test_sections_not_run_are_kept_and_marked_with_their_run():
     paper = sections["The paper's three tasks"]
     assert paper.lstrip().startswith(results_md.EARLIER_MARK) and "commit `cd41ff6`" in paper
     assert "old paper table" in paper
+    old_runs = sections[
+        f"{results_md.EARLIER_RUNS} (started 2026-11-25 12:48 UTC, commit `cd41ff6`)"
+    ]
+    assert results_md.EARLIER_MARK not in old_runs  # its title already says which run
 
 
 def test_a_kept_section_keeps_its_first_mark_through_a_second_merge():
@@ -92,6 +96,11 @@ def test_a_section_shows_its_figures_or_why_it_has_none():
     }
     ran = results_md.judge_section(Outcome("judge", [], status="ok", figures=figures))
     assert ran[:2] == ["## The judge", ""] and "| all | 4 | 20.5 | 3.0 |" in ran
+    everything = {"examples": 4, "train_s": 3.0, "dev": {"score": 20.5}}
+    reordered = {"examples": 4, "train_s": 3.0, "dev": {"score": 18.0}}
+    figures["arms"] = {"all": everything, "judged": everything, "random": reordered}
+    kept_all = results_md.judge_section(Outcome("judge", [], status="ok", figures=figures))
+    assert any("own noise" in line and "(2.5)" in line for line in kept_all)
     failed = results_md.judge_section(Outcome("judge", [], status="failed", error_tail="boom"))
     assert failed[0] == "## The judge" and any("boom" in line for line in failed)
 

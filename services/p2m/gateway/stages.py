@@ -207,6 +207,20 @@ def _prepare_call(
     return lambda stub: stub.PrepareDataset(request, timeout=1800)
 
 
+# Why a generation that stopped short did (the run goes on with what was made).
+_STOPPED_SHORT = {
+    generator_pb2.GENERATION_STOP_REASON_BUDGET_EXHAUSTED: "the LLM budget ran out",
+    generator_pb2.GENERATION_STOP_REASON_NO_PROGRESS: (
+        "several rounds in a row added no example (the teacher repeated itself or broke the "
+        "demonstrations' rules; see the generation report's drops)"
+    ),
+    generator_pb2.GENERATION_STOP_REASON_STALLED: (
+        "no new example within the stall timeout (a slow or failing endpoint); "
+        "the same run again resumes from them"
+    ),
+}
+
+
 async def generate(ctx: StageContext) -> StageOutcome:
     """Synthetic examples from the teacher."""
     _skip_if_asked(ctx, S.STAGE_GENERATE)
@@ -229,6 +243,9 @@ async def generate(ctx: StageContext) -> StageOutcome:
     )
     result = last.result
     ctx.run.report.generation.CopyFrom(result.report)
+    if why := _STOPPED_SHORT.get(result.report.stop_reason):
+        report = result.report
+        ctx.warn(f"generation stopped at {report.accepted} of {report.requested} examples: {why}")
     return StageOutcome(
         cached=result.report.cached,
         artifacts=[result.dataset],

@@ -26,6 +26,7 @@ from p2m.cliutil import (
 )
 from p2m.common.errors import InvalidInput
 from p2m.common.settings import Settings
+from p2m.generator.options import DEFAULT_STALL_TIMEOUT_S
 
 
 def generate(
@@ -67,6 +68,20 @@ def generate(
         bool, typer.Option(help="The teacher grades each example 1-5 (one request more each).")
     ] = False,
     judge_threshold: Annotated[int, typer.Option(help="Lowest grade kept with --judge.")] = 3,
+    input_demonstrations: Annotated[
+        int,
+        typer.Option(
+            help="Demonstrations a request for a new input shows (a small teacher "
+            "copies what it is shown; answer requests show 8)."
+        ),
+    ] = 3,
+    stall_timeout: Annotated[
+        float,
+        typer.Option(
+            help="Stop with what was made after this many seconds without a new "
+            "example (0: never); the same command again resumes."
+        ),
+    ] = DEFAULT_STALL_TIMEOUT_S,
     invariants_file: Annotated[
         Path | None,
         typer.Option(
@@ -113,6 +128,8 @@ def generate(
         invariants=invariants,
         judge=judge,
         judge_threshold=judge_threshold,
+        stall_timeout_s=stall_timeout,
+        input_demonstrations=input_demonstrations,
     )
     try:
         options.validate()
@@ -215,12 +232,23 @@ def _show_invariants(invariants: Any, as_json: bool) -> None:
         out.print(f"  - {line}", highlight=False)
 
 
+_STOPPED_SHORT = {
+    "budget_exhausted": "the request or token budget ran out.",
+    "no_progress": "several rounds in a row added no example (the teacher repeated itself or "
+    "broke the demonstrations' rules: see the drops below).",
+    "stalled": "no new example within --stall-timeout seconds (a slow or failing endpoint); "
+    "the same command again resumes from the examples kept.",
+}
+
+
 def _show_generation(report: dict[str, Any]) -> None:
     out.print(
         f"[bold]{report['accepted']}/{report['requested']} examples[/] "
         f"({report['stop_reason']}, {report['rounds']} rounds, {report['elapsed_s']:.0f}s"
         f"{', cached' if report['cached'] else ''})"
     )
+    if why := _STOPPED_SHORT.get(report["stop_reason"]):
+        err.print(f"[yellow]stopped short:[/] {why}", highlight=False)
     table = Table("filter", "dropped", title="quality filters")
     for name, count in report["dropped"].items():
         table.add_row(name, str(count))

@@ -251,6 +251,7 @@ class DatasetGenerator:
         resumed_from = len(run.accepted)
         stop_reason = "target_reached"
         stalled = 0
+        last_new = time.monotonic()
         try:
             if run.hints is None and options.diverse_prompts:
                 await self._plan_hints(run)
@@ -269,8 +270,17 @@ class DatasetGenerator:
                     stop_reason = "budget_exhausted"
                     break
                 stalled = stalled + 1 if len(run.accepted) == before else 0
+                if not stalled:
+                    last_new = time.monotonic()
                 if stalled >= max(NO_PROGRESS_ROUNDS, NO_PROGRESS_REQUESTS // options.batch_size):
                     stop_reason = "no_progress"
+                    break
+                if stalled and _timed_out(last_new, options.stall_timeout_s):
+                    stop_reason = "stalled"
+                    log.warning(
+                        "generation stalled",
+                        extra={"accepted": len(run.accepted), "seconds": options.stall_timeout_s},
+                    )
                     break
         finally:
             run.journal.close()
@@ -307,7 +317,7 @@ class DatasetGenerator:
             rounds=run.rounds,
             elapsed_s=round(time.monotonic() - started, 3),
         )
-        return self._publish(key, run, report)
+        return self._publish(key, run, report, cache=stop_reason != "stalled")
 
     def _resume(self, task: TaskSpec, options: GenerateOptions, key: str) -> _Run:
         journal = Journal(self._work_root / key)
@@ -444,7 +454,11 @@ class DatasetGenerator:
         rules = rule_lines(run.invariants, run.task.demonstrations)
         hint = hint_for(run.hints or (), rid)
         messages = new_input_messages(
-            teacher_instruction(run.task), _shown(run, rid), rules, label, hint
+            teacher_instruction(run.task),
+            _shown(run, rid, run.options.input_demonstrations),
+            rules,
+            label,
+            hint,
         )
 
         def ask() -> Awaitable[tuple[Any, ChatResult]]:
@@ -477,7 +491,7 @@ class DatasetGenerator:
             candidate.next_sample += 1
 
         async def one(sid: str) -> None:
-            shown = _shown(run, sid)
+            shown = _shown(run, sid, run.options.few_shot_demonstrations)
             messages = answer_messages(teacher_instruction(run.task), shown, candidate.input)
 
             async def ask() -> tuple[str, ChatResult]:
@@ -640,14 +654,18 @@ class DatasetGenerator:
             rounds=run.rounds,
         )
 
-    def _publish(self, key: str, run: _Run, report: GenerationReport) -> GenerationResult:
+    def _publish(
+        self, key: str, run: _Run, report: GenerationReport, *, cache: bool
+    ) -> GenerationResult:
+        """Store the dataset; with ``cache``, as the answer to every later request like this."""
         folder = self._work_root / key / "dataset"
         rows = write_dataset(
             run.examples, folder, run.options.validation_fraction, run.options.seed
         )
         (folder / REPORT_FILE).write_text(json.dumps(report.to_json(), indent=1), encoding="utf-8")
         ref = self._store.put_dir(folder, "dataset")
-        self._store.remember(key, ref)
+        if cache:
+            self._store.remember(key, ref)
         log.info("generation finished", extra={"key": key, "rows": rows, "artifact": ref.uri})
         return GenerationResult(ref, rows, report)
 
@@ -660,17 +678,25 @@ class DatasetGenerator:
         return GenerationResult(ref, read_rows(folder), report)
 
 
-def _shown(run: _Run, request_id: str) -> list[Example]:
-    """The examples request ``request_id`` shows, sampled with a seed fixed by its id."""
+def _shown(run: _Run, request_id: str, n_demos: int) -> list[Example]:
+    """The examples request ``request_id`` shows: ``n_demos`` demonstrations, then a sample.
+
+    The sample of accepted examples is drawn with a seed fixed by the request's id.
+    """
     options = run.options
     return pick_examples(
         run.task.demonstrations,
         run.examples,
         random.Random(f"{options.seed}:{request_id}"),
-        n_demos=options.few_shot_demonstrations,
+        n_demos=n_demos,
         n_generated=options.few_shot_generated,
         diverse=options.diverse_prompts,
     )
+
+
+def _timed_out(since: float, limit_s: float) -> bool:
+    """Whether ``limit_s`` seconds (0: no limit) have passed since ``since`` (monotonic)."""
+    return limit_s > 0 and time.monotonic() - since >= limit_s
 
 
 def _tokens(result: ChatResult | None) -> int:

@@ -15,6 +15,8 @@ from p2m.generator.judge import DEFAULT_THRESHOLD as DEFAULT_JUDGE_THRESHOLD
 from p2m.generator.judge import MAX_SCORE, MIN_SCORE
 from p2m.generator.meaning import DEFAULT_THRESHOLD
 
+# Seconds without a new example before a generation stops as stalled (0: never).
+DEFAULT_STALL_TIMEOUT_S = 900.0
 # Changing how results are produced changes this, so old cache entries are not reused.
 GENERATOR_VERSION = 3
 
@@ -30,6 +32,7 @@ class GenerateOptions:
     temperature_end: float = 1.4
     self_consistency_samples: int = 3
     few_shot_demonstrations: int = 8
+    input_demonstrations: int = 3
     few_shot_generated: int = 3
     max_requests: int = 0
     max_tokens: int = 0
@@ -48,6 +51,7 @@ class GenerateOptions:
     invariants: Invariants | None = None
     judge: bool = False
     judge_threshold: int = DEFAULT_JUDGE_THRESHOLD
+    stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S
 
     def validate(self) -> None:
         """Raise InvalidInput naming the first field out of range (paths as in the proto)."""
@@ -61,6 +65,7 @@ class GenerateOptions:
                 ("temperature_end", self.temperature_start, 2.0, False),
                 ("self_consistency_samples", 1, 16, False),
                 ("few_shot_demonstrations", 0, 64, False),
+                ("input_demonstrations", 0, 64, False),
                 ("few_shot_generated", 0, 64, False),
                 ("max_requests", 0, 2**63 - 1, False),
                 ("max_tokens", 0, 2**63 - 1, False),
@@ -70,6 +75,7 @@ class GenerateOptions:
                 ("judge_threshold", MIN_SCORE, MAX_SCORE, False),
                 ("max_field_chars", 1, 1_000_000, False),
                 ("validation_fraction", 0.0, 0.5, False),
+                ("stall_timeout_s", 0.0, 86_400.0, False),
             )
         )
         tokens = self.max_new_tokens
@@ -85,8 +91,9 @@ class GenerateOptions:
         return self.self_consistency_samples if self.self_consistency else 1
 
 
-# Fields that change only speed, never which examples come out (for a given seed).
-_SPEED_ONLY = ("max_concurrency",)
+# Fields that never change which examples come out for a given seed: speed, and when a stalled
+# run gives up (a stalled result is not cached, so the same request again resumes it).
+_SPEED_ONLY = ("max_concurrency", "stall_timeout_s")
 
 
 def generation_key(task: TaskSpec, options: GenerateOptions, model: str) -> str:

@@ -28,6 +28,7 @@ _STOP_REASONS = {
     "target_reached": generator_pb2.GENERATION_STOP_REASON_TARGET_REACHED,
     "budget_exhausted": generator_pb2.GENERATION_STOP_REASON_BUDGET_EXHAUSTED,
     "no_progress": generator_pb2.GENERATION_STOP_REASON_NO_PROGRESS,
+    "stalled": generator_pb2.GENERATION_STOP_REASON_STALLED,
 }
 
 
@@ -50,6 +51,7 @@ def options_from_pb(message: generator_pb2.GenerateOptions) -> GenerateOptions:
         "temperature_start",
         "temperature_end",
         "few_shot_demonstrations",
+        "input_demonstrations",
         "few_shot_generated",
         "seed",
         "dedup_similarity_threshold",
@@ -57,6 +59,7 @@ def options_from_pb(message: generator_pb2.GenerateOptions) -> GenerateOptions:
         "meaning_dedup_threshold",
         "judge_threshold",
         "dedup_word_similarity_threshold",
+        "stall_timeout_s",
     ):
         if message.HasField(name):
             values[name] = getattr(message, name)
