@@ -10,8 +10,12 @@ times, the same way, and scored on the task's dev half with the paper's metric:
 - ``random``: as many examples as ``judged``, drawn at random (seeded): the size control, so
   that a difference between ``judged`` and ``all`` is not only the smaller set.
 
+Before that, the judge's eye is tested: it also grades the first ``--swapped`` rows with each
+output swapped for another row's (wrong by construction); a judge worth its request keeps far
+fewer of those than of the rows as they are.
+
     .venv/bin/python bench/judge.py [--task temporal] [--train-limit 200] [--threshold 3]
-        [--eval-limit 50] [--epochs 1] [--teacher qwen] [--quick] [--json]
+        [--eval-limit 50] [--epochs 1] [--swapped 50] [--teacher qwen] [--quick] [--json]
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from p2m.trainer.options import TrainOptions
 ARMS = ("all", "judged", "random")
 SEED = 0
 TIMEOUT_S = 600.0
-QUICK = {"train_limit": 12, "eval_limit": 4, "epochs": 1, "max_steps": 2}
+QUICK = {"train_limit": 12, "eval_limit": 4, "epochs": 1, "max_steps": 2, "swapped": 4}
 
 
 async def grade(base_url: str, alias: str, task: TaskSpec, rows: list[Example]) -> list[int]:
@@ -60,6 +64,21 @@ async def grade(base_url: str, alias: str, task: TaskSpec, rows: list[Example]) 
             return score_of(value) or 0
 
         return list(await asyncio.gather(*(one(row) for row in rows)))
+
+
+def swapped(rows: list[Example]) -> list[Example]:
+    """Each row with the next row's output (one that differs): wrong answers to real inputs."""
+    shifted = [row.output for row in rows[1:] + rows[:1]]
+    return [
+        Example(row.input, output)
+        for row, output in zip(rows, shifted, strict=True)
+        if output.strip() != row.output.strip()
+    ]
+
+
+def kept_share(grades: list[int], threshold: int) -> float:
+    """Share of ``grades`` at or above ``threshold``."""
+    return round(sum(g >= threshold for g in grades) / len(grades), 3) if grades else 0.0
 
 
 def judged_sets(rows: list[Example], grades: list[int], threshold: int) -> dict[str, list[Example]]:
@@ -107,6 +126,8 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     base_url = server.start()
     try:
         grades = asyncio.run(grade(base_url, alias, task, rows))
+        wrong = swapped(rows[: args.swapped])
+        wrong_grades = asyncio.run(grade(base_url, alias, task, wrong))
     finally:
         server.stop()
     grade_s = time.perf_counter() - started
@@ -121,6 +142,12 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "graded": len(rows),
         "grades": dict(sorted(Counter(grades).items())),
         "kept_share": round(len(sets["judged"]) / max(1, len(rows)), 3),
+        "swapped": {
+            "graded": len(wrong),
+            "grades": dict(sorted(Counter(wrong_grades).items())),
+            "kept_share": kept_share(wrong_grades, args.threshold),
+            "kept_share_as_is": kept_share(grades[: len(wrong)], args.threshold),
+        },
         "grade_s": round(grade_s, 1),
         "arms": arms,
     }
@@ -133,6 +160,11 @@ def show(figures: dict[str, Any]) -> None:
         f"{figures['task']}: {figures['teacher']} graded {figures['graded']} examples in "
         f"{figures['grade_s']:.0f} s: {figures['grades']} (0: no grade); kept at >= "
         f"{figures['threshold']}: {figures['kept_share']:.0%}"
+    )
+    wrong = figures["swapped"]
+    print(
+        f"with outputs swapped: {wrong['graded']} graded {wrong['grades']}; kept "
+        f"{wrong['kept_share']:.0%} (as they are: {wrong['kept_share_as_is']:.0%})"
     )
     print(f"{'arm':<10}{'examples':>10}{figures['metric']:>14}{'train s':>10}")
     for arm, entry in figures["arms"].items():
@@ -149,6 +181,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--max-steps", type=int, default=0, help="stop training here (0: none)")
     parser.add_argument("--max-output-tokens", type=int, default=64)
+    parser.add_argument("--swapped", type=int, default=50, help="rows graded with wrong outputs")
     parser.add_argument("--teacher", default="qwen", help="the embedded model that grades")
     parser.add_argument("--models-dir", type=Path, help="where the GGUF files are assembled")
     args = benchkit.parse_arguments(parser, QUICK)

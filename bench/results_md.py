@@ -41,7 +41,7 @@ def merged(text: str, earlier: str) -> str:
     """``text`` followed by the sections of ``earlier`` it does not have, each marked as such.
 
     An earlier "## Runs" table is renamed after its run (its title says which, so it takes no
-    mark); a section kept before keeps its mark.
+    mark) and kept while a section of that run is; a section kept before keeps its mark.
     """
     head, sections = split_sections(text)
     earlier_head, earlier_sections = split_sections(earlier)
@@ -57,8 +57,14 @@ def merged(text: str, earlier: str) -> str:
         elif not body.lstrip().startswith(EARLIER_MARK):
             body = f"\n{EARLIER_MARK}: {run}._\n{body}"
         kept.append((title, f"## {title}\n{body}"))
-    if all(title.startswith(EARLIER_RUNS) for title, _ in kept):
+    figures = "".join(section for title, section in kept if not title.startswith(EARLIER_RUNS))
+    if not figures:
         return text  # every bench ran again: no earlier run's table is needed
+    kept = [  # an earlier run's table only while a section of that run is kept
+        (title, section)
+        for title, section in kept
+        if not title.startswith(EARLIER_RUNS) or title[len(EARLIER_RUNS) + 2 : -1] in figures
+    ]
     note = (
         "> **Merged**: this run ran some of the benches (`--only`); the sections marked "
         f"*{EARLIER_MARK.strip('_')}* were kept from the RESULTS.md before it.\n\n"
@@ -586,6 +592,7 @@ def judge_section(f: dict[str, Any]) -> list[str]:
         f"random, and scored on the dev half. Grading took {f['grade_s']:.0f} s. Ran on "
         f"{benchkit.machine_line(f['machine'])}.",
         "",
+        *judge_eye(f.get("swapped")),
         f"| training set | examples | dev {f['metric']} | train s |",
         "|---|---|---|---|",
     ]
@@ -605,6 +612,19 @@ def judge_section(f: dict[str, Any]) -> list[str]:
             f"({gap:.1f}) is the training's own noise at this size, not the judge's doing.",
         ]
     return [*lines, ""]
+
+
+def judge_eye(wrong: dict[str, Any] | None) -> list[str]:
+    """Whether the judge tells right from wrong: the rows graded with swapped outputs."""
+    if not wrong:
+        return []
+    return [
+        f"The judge's eye: the first {wrong['graded']} rows with each output swapped for another "
+        f"row's (wrong by construction) were graded {wrong['grades']}; it kept "
+        f"{wrong['kept_share']:.0%} of them, against {wrong['kept_share_as_is']:.0%} of the same "
+        "rows as they are.",
+        "",
+    ]
 
 
 @section("Generation")

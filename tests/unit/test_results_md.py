@@ -99,8 +99,10 @@ def test_a_section_shows_its_figures_or_why_it_has_none():
     everything = {"examples": 4, "train_s": 3.0, "dev": {"score": 20.5}}
     reordered = {"examples": 4, "train_s": 3.0, "dev": {"score": 18.0}}
     figures["arms"] = {"all": everything, "judged": everything, "random": reordered}
+    figures["swapped"] = {"graded": 3, "grades": {5: 3}, "kept_share": 1.0, "kept_share_as_is": 1.0}
     kept_all = results_md.judge_section(Outcome("judge", [], status="ok", figures=figures))
     assert any("own noise" in line and "(2.5)" in line for line in kept_all)
+    assert any("swapped" in line and "kept 100% of them" in line for line in kept_all)
     failed = results_md.judge_section(Outcome("judge", [], status="failed", error_tail="boom"))
     assert failed[0] == "## The judge" and any("boom" in line for line in failed)
 
@@ -113,3 +115,14 @@ def test_every_heading_of_a_merged_file_follows_a_blank_line():
     assert len(headings) == 5
     assert all(lines[i - 1] == "" for i in headings)
     assert text.endswith("\n") and not text.endswith("\n\n")
+
+
+def test_an_earlier_runs_table_goes_with_the_last_section_of_its_run():
+    once = results_md.merged(NEW, EARLIER)  # the paper section and its run's table kept
+    paper_again = NEW.replace("## Serving", "## The paper's three tasks\n\nnew paper\n\n## Serving")
+    titles = list(results_md.split_sections(results_md.merged(paper_again, once))[1])
+    assert not any(title.startswith(results_md.EARLIER_RUNS) for title in titles)
+    serving_only = "# Results\n\nStarted 2026-12-02 09:00 UTC.\n\n## Serving\n\nx\n\n## Runs\n\ny\n"
+    titles = list(results_md.split_sections(results_md.merged(serving_only, once))[1])
+    runs = [title for title in titles if title.startswith(results_md.EARLIER_RUNS)]
+    assert len(runs) == 2 and "cd41ff6" in runs[1]  # the pipeline's run and the paper's
