@@ -67,6 +67,7 @@ class FaultyTeacher:
         self.rng = random.Random(0)
         self.prompts: list[str] = []
         self.conversations: list[list[dict[str, str]]] = []
+        self.bodies: list[dict] = []
         self.input_schemas: list[dict] = []
 
     async def chat(self, request: web.Request) -> web.Response:
@@ -74,6 +75,7 @@ class FaultyTeacher:
         body = await request.json()
         self.prompts.append(body["messages"][-1]["content"])
         self.conversations.append(body["messages"])
+        self.bodies.append(body)
         kind = self.rng.choices(list(self.mix), weights=list(self.mix.values()))[0]
         if kind == "error":
             return web.json_response({"error": "boom"}, status=500)
@@ -396,6 +398,21 @@ async def test_a_new_input_request_shows_fewer_demonstrations_than_an_answer_req
     for conversation in answers:  # five demonstrations as turns, then the input
         shown = [m["content"] for m in conversation if m["role"] == "user"][:-1]
         assert shown[:5] == list(things[:5])
+
+
+async def test_only_a_request_for_a_new_input_carries_the_frequency_penalty(
+    teacher, tmp_path: Path
+):
+    faulty, base_url = teacher
+    faulty.mix, faulty.bodies = {"good": 1.0}, []
+    options = GenerateOptions(num_examples=4, batch_size=4, seed=14, input_frequency_penalty=0.7)
+    generator, client = _generator(base_url, tmp_path)
+    async with client:
+        await generator.generate(TASK, options)
+    asks = [b for b in faulty.bodies if "Write one new input" in b["messages"][-1]["content"]]
+    others = [b for b in faulty.bodies if b not in asks]
+    assert asks and all(b["frequency_penalty"] == 0.7 for b in asks)
+    assert others and not any("frequency_penalty" in b for b in others)
 
 
 async def test_the_judge_drops_the_examples_it_grades_below_the_threshold(teacher, tmp_path: Path):

@@ -119,6 +119,7 @@ def test_request_seeds_are_stable_and_distinct():
         ({"dedup_word_similarity_threshold": 0.0}, "options.dedup_word_similarity_threshold"),
         ({"stall_timeout_s": -1.0}, "options.stall_timeout_s"),
         ({"input_demonstrations": 65}, "options.input_demonstrations"),
+        ({"input_frequency_penalty": -0.1}, "options.input_frequency_penalty"),
     ],
 )
 def test_bad_options_name_the_field(change: dict[str, object], field: str):

@@ -524,6 +524,7 @@ class LLMClient:
         max_tokens: int = 512,
         seed: int | None = None,
         budget: Budget | None = None,
+        frequency_penalty: float = 0.0,
     ) -> tuple[Any, ChatResult]:
         """Ask for a JSON answer matching ``schema`` and return it parsed and validated.
 
@@ -539,6 +540,8 @@ class LLMClient:
             max_tokens: Upper bound for generated tokens.
             seed: Sampling seed, sent only when given.
             budget: Shared request/token budget; every attempt reserves from it first.
+            frequency_penalty: OpenAI's penalty on tokens already written (a small model's
+                loops), sent only when not zero.
 
         Returns:
             ``(value, result)``: the parsed JSON value and the raw chat result.
@@ -573,6 +576,7 @@ class LLMClient:
                     stop=None,
                     response_format=response_format,
                     budget=budget,
+                    frequency_penalty=frequency_penalty,
                 )
                 self._supports_response_format = True
             except LLMRequestError as exc:
@@ -594,6 +598,7 @@ class LLMClient:
                 stop=None,
                 response_format=None,
                 budget=budget,
+                frequency_penalty=frequency_penalty,
             )
             if rejected:
                 # Only now is it clear the 400 was about response_format, not the request.
@@ -640,6 +645,7 @@ class LLMClient:
         stop: Sequence[str] | None,
         response_format: dict[str, Any] | None,
         budget: Budget | None = None,
+        frequency_penalty: float = 0.0,
     ) -> ChatResult:
         """Send a chat completion with retries and turn it into a :class:`ChatResult`."""
         if max_tokens < 1:
@@ -656,6 +662,8 @@ class LLMClient:
             kwargs["stop"] = list(stop)
         if response_format is not None:
             kwargs["response_format"] = response_format
+        if frequency_penalty:
+            kwargs["frequency_penalty"] = frequency_penalty
 
         async def send() -> str:
             raw = await self._client.chat.completions.with_raw_response.create(**kwargs)

@@ -75,6 +75,13 @@ def generate(
             "copies what it is shown; answer requests show 8)."
         ),
     ] = 3,
+    input_frequency_penalty: Annotated[
+        float,
+        typer.Option(
+            help="frequency_penalty of a request for a new input (a small teacher "
+            "loops through long inputs without one); 0: none."
+        ),
+    ] = 0.5,
     stall_timeout: Annotated[
         float,
         typer.Option(
@@ -130,6 +137,7 @@ def generate(
         judge_threshold=judge_threshold,
         stall_timeout_s=stall_timeout,
         input_demonstrations=input_demonstrations,
+        input_frequency_penalty=input_frequency_penalty,
     )
     try:
         options.validate()

@@ -470,6 +470,7 @@ class DatasetGenerator:
                 max_tokens=example_tokens(run.task.demonstrations, run.options.max_new_tokens),
                 seed=request_seed(run.options.seed, rid),
                 budget=run.budget,
+                frequency_penalty=run.options.input_frequency_penalty,
             )
 
         value = await self._ask(run, rid, ask, limit)

@@ -33,6 +33,7 @@ class GenerateOptions:
     self_consistency_samples: int = 3
     few_shot_demonstrations: int = 8
     input_demonstrations: int = 3
+    input_frequency_penalty: float = 0.5
     few_shot_generated: int = 3
     max_requests: int = 0
     max_tokens: int = 0
@@ -66,6 +67,7 @@ class GenerateOptions:
                 ("self_consistency_samples", 1, 16, False),
                 ("few_shot_demonstrations", 0, 64, False),
                 ("input_demonstrations", 0, 64, False),
+                ("input_frequency_penalty", 0.0, 2.0, False),
                 ("few_shot_generated", 0, 64, False),
                 ("max_requests", 0, 2**63 - 1, False),
                 ("max_tokens", 0, 2**63 - 1, False),

@@ -52,6 +52,7 @@ def options_from_pb(message: generator_pb2.GenerateOptions) -> GenerateOptions:
         "temperature_end",
         "few_shot_demonstrations",
         "input_demonstrations",
+        "input_frequency_penalty",
         "few_shot_generated",
         "seed",
         "dedup_similarity_threshold",
