@@ -157,7 +157,8 @@ def show(figures: dict[str, Any]) -> None:
     """The figures for people."""
     print(f"machine: {benchkit.machine_line(figures['machine'])}")
     print(
-        f"{figures['task']}: {figures['teacher']} graded {figures['graded']} examples in "
+        f"{figures['task']}: {figures['teacher']} started and graded {figures['graded']} "
+        "examples in "
         f"{figures['grade_s']:.0f} s: {figures['grades']} (0: no grade); kept at >= "
         f"{figures['threshold']}: {figures['kept_share']:.0%}"
     )

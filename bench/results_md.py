@@ -61,9 +61,7 @@ def merged(text: str, earlier: str) -> str:
     if not figures:
         return text  # every bench ran again: no earlier run's table is needed
     kept = [  # an earlier run's table only while a section of that run is kept
-        (title, section)
-        for title, section in kept
-        if not title.startswith(EARLIER_RUNS) or title[len(EARLIER_RUNS) + 2 : -1] in figures
+        (title, section) for title, section in kept if _run_of_table(title) in figures
     ]
     note = (
         "> **Merged**: this run ran some of the benches (`--only`); the sections marked "
@@ -71,6 +69,13 @@ def merged(text: str, earlier: str) -> str:
     )
     ours = "".join(f"## {t}\n{b}" for t, b in sections.items())
     return (head + note + ours + "".join(section for _, section in kept)).rstrip() + "\n"
+
+
+def _run_of_table(title: str) -> str:
+    """The run an earlier run's table names in its title ("" for any other section)."""
+    if not title.startswith(EARLIER_RUNS):
+        return ""
+    return title.removeprefix(f"{EARLIER_RUNS} (").removesuffix(")")
 
 
 def split_sections(text: str) -> tuple[str, dict[str, str]]:
@@ -589,7 +594,8 @@ def judge_section(f: dict[str, Any]) -> list[str]:
         f"{f['task']} set (1-5, the generator's judge request); grades {f['grades']} (0: none "
         f"given). The student is trained {f['epochs']} epoch(s) on every example, on those "
         f"graded {f['threshold']} or more ({f['kept_share']:.0%}), and on as many drawn at "
-        f"random, and scored on the dev half. Grading took {f['grade_s']:.0f} s. Ran on "
+        f"random, and scored on the dev half. Starting the teacher and grading took "
+        f"{f['grade_s']:.0f} s. Ran on "
         f"{benchkit.machine_line(f['machine'])}.",
         "",
         *judge_eye(f.get("swapped")),

@@ -26,7 +26,9 @@ from p2m.cliutil import (
 )
 from p2m.common.errors import InvalidInput
 from p2m.common.settings import Settings
-from p2m.generator.options import DEFAULT_STALL_TIMEOUT_S
+from p2m.generator.options import GenerateOptions
+
+DEFAULTS = GenerateOptions()
 
 
 def generate(
@@ -72,23 +74,23 @@ def generate(
         int,
         typer.Option(
             help="Demonstrations a request for a new input shows (a small teacher "
-            "copies what it is shown; answer requests show 8)."
+            f"copies what it is shown; answer requests show {DEFAULTS.few_shot_demonstrations})."
         ),
-    ] = 3,
+    ] = DEFAULTS.input_demonstrations,
     input_frequency_penalty: Annotated[
         float,
         typer.Option(
             help="frequency_penalty of a request for a new input (a small teacher "
             "loops through long inputs without one); 0: none."
         ),
-    ] = 0.5,
+    ] = DEFAULTS.input_frequency_penalty,
     stall_timeout: Annotated[
         float,
         typer.Option(
             help="Stop with what was made after this many seconds without a new "
             "example (0: never); the same command again resumes."
         ),
-    ] = DEFAULT_STALL_TIMEOUT_S,
+    ] = DEFAULTS.stall_timeout_s,
     invariants_file: Annotated[
         Path | None,
         typer.Option(
@@ -107,8 +109,6 @@ def generate(
     local_llm: LocalLlm = None,
 ) -> None:
     """Generate a synthetic dataset for the prompt's task with the teacher LLM."""
-    from p2m.generator.options import GenerateOptions
-
     settings = client_settings(data_dir, log_level, llm_base_url, llm_model, local_llm)
     prompt = read_prompt(prompt_file)
     if show_invariants:

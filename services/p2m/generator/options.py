@@ -15,8 +15,6 @@ from p2m.generator.judge import DEFAULT_THRESHOLD as DEFAULT_JUDGE_THRESHOLD
 from p2m.generator.judge import MAX_SCORE, MIN_SCORE
 from p2m.generator.meaning import DEFAULT_THRESHOLD
 
-# Seconds without a new example before a generation stops as stalled (0: never).
-DEFAULT_STALL_TIMEOUT_S = 900.0
 # Changing how results are produced changes this, so old cache entries are not reused.
 GENERATOR_VERSION = 3
 
@@ -52,7 +50,7 @@ class GenerateOptions:
     invariants: Invariants | None = None
     judge: bool = False
     judge_threshold: int = DEFAULT_JUDGE_THRESHOLD
-    stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S
+    stall_timeout_s: float = 900.0
 
     def validate(self) -> None:
         """Raise InvalidInput naming the first field out of range (paths as in the proto)."""
