@@ -124,7 +124,7 @@ bench-judge: install ## The optional judge: a student trained on what it keeps v
 bench-pipeline: install ## The product's own number: the paper's prompts through the gateway (embedded defaults), student and teacher on the dev halves (QUICK=1: tiny)
 	$(BIN)/python bench/pipeline.py --shared-data $(SHARED_DATA) $(if $(QUICK),--quick,)
 
-bench-training: install ## Training examples/s: Ray Train 1 and 2 workers vs a plain PyTorch loop (QUICK=1: tiny T5)
+bench-training: install ## Training examples/s: the old loop, each speed change, all of them, Ray Train 1 and 2 workers (QUICK=1: tiny T5)
 	$(BIN)/python bench/training.py --shared-data $(SHARED_DATA) $(if $(QUICK),--quick,)
 
 bench-paper: install ## Paper task (TASK=squad|temporal|mconala_ja, TRAIN_LIMIT, HOLDOUT, EVAL_LIMIT, TEACHER): student vs teacher, dev and generated holdout (QUICK=1: tiny)

@@ -47,8 +47,8 @@ from p2m.common.teacher_prompt import (
     single_line_outputs,
     teacher_instruction,
 )
+from p2m.common.text_scores import chrf_corpus, exact_match
 from p2m.common.types import Example, TaskSpec
-from p2m.evaluator.metrics import chrf_corpus, exact_match
 from p2m.evaluator.teacher import TeacherPredictor
 from p2m.local_llm.server import LocalLLMConfig, LocalLLMServer
 

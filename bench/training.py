@@ -1,11 +1,16 @@
-"""Training throughput: Ray Train with 1 and 2 workers against a plain PyTorch loop.
+"""Training throughput: each speed change beside the old loop, then Ray Train with 1 and 2 workers.
 
-The same model, data (the paper's generated Temporal set), batch size per worker, optimizer and
-number of steps for each. Prints examples/s of the training steps themselves (model loading and
-Ray's start excluded, shown apart as wall time) and the ratios to the plain loop (``--json``: one
-JSON object instead).
+The same model, data (the paper's generated SQuAD set by default: the longest inputs), batch size
+per worker and number of steps for each row. A plain PyTorch loop first, in the trainer's old
+form (fp32, batches in random order, AdamW's per-parameter loop, the instruction's tokens
+computed for every example), then with one change at a time and with all of them (the trainer's
+defaults now), and all of them on bare inputs (``omit_instruction``); then the trainer itself
+through Ray Train. Prints examples/s of the training steps themselves (model
+loading and Ray's start excluded, shown apart as wall time), the share of padding tokens in the
+batches and the ratio to the old loop (``--json``: one JSON object instead).
 
-    .venv/bin/python bench/training.py [--model smollm2|tiny-t5] [--steps 12] [--quick] [--json]
+    .venv/bin/python bench/training.py [--task squad] [--model smollm2|tiny-t5] [--steps 12]
+        [--quick] [--json]
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import benchkit
@@ -22,64 +28,114 @@ import paperdata
 
 from p2m.common.artifacts import ArtifactStore
 from p2m.common.model_store import ModelStore
-from p2m.common.types import TaskSpec
+from p2m.common.types import Example, TaskSpec
+from p2m.trainer.batching import epoch_batches
 from p2m.trainer.data import store_dataset
 from p2m.trainer.encode import collate, encode_examples
 from p2m.trainer.engine import ModelTrainer, TrainJob
 from p2m.trainer.options import TrainOptions
+from p2m.trainer.precision import autocast, resolve_precision
+from p2m.trainer.shared_prefix import training_loss
 from p2m.trainer.worker import load_base_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' tiny models
 from tests.tiny_models import build_tiny_t5
 
 SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
+WARMUP_STEPS = 2  # first steps of each loop, left out of examples/s (allocations, caches)
+
+
+@dataclass(frozen=True)
+class Loop:
+    """One way to run the training steps."""
+
+    fused_adamw: bool = True
+    group_by_length: bool = True
+    precision: str = "auto"
+    shared_prefix: bool = True
+    instruction: bool = True
+
+
+OLD = Loop(fused_adamw=False, group_by_length=False, precision="fp32", shared_prefix=False)
+LOOPS = {
+    "old loop (fp32, random batches, AdamW's loop)": OLD,
+    "+ fused AdamW": replace(OLD, fused_adamw=True),
+    "+ batches grouped by length": replace(OLD, group_by_length=True),
+    "+ bf16 autocast": replace(OLD, precision="auto"),
+    "+ instruction computed once per batch": replace(OLD, shared_prefix=True),
+    "all four (the trainer's defaults)": Loop(),
+    "all four, without the instruction": Loop(instruction=False),
+}
 
 
 def plain_loop(
-    base: Path, architecture: str, task: TaskSpec, examples: list, options: TrainOptions
-) -> tuple[float, float]:
-    """Examples/s of the same steps in one process without Ray, and its wall time."""
+    base: Path,
+    architecture: str,
+    task: TaskSpec,
+    examples: list[Example],
+    steps: int,
+    batch: int,
+    loop: Loop,
+) -> dict[str, float]:
+    """Examples/s, padding share and wall time of ``steps`` steps in one process without Ray."""
     import torch
     from transformers import AutoTokenizer
 
     from p2m.common.student import ensure_pad_token
 
     started = time.perf_counter()
-    torch.manual_seed(options.seed)
+    torch.manual_seed(0)
     torch.set_num_threads(os.cpu_count() or 1)
     tokenizer = AutoTokenizer.from_pretrained(base)
     ensure_pad_token(tokenizer)
+    options = TrainOptions()
     rows = encode_examples(
         tokenizer,
         architecture,
-        task.instruction,
+        task.instruction if loop.instruction else "",
         examples,
         options.max_input_tokens,
         options.max_output_tokens,
     )
+    lengths = [len(row["input_ids"]) for row in rows]
+    batches = epoch_batches(lengths, batch, group_by_length=loop.group_by_length)[:steps]
+    precision = resolve_precision(loop.precision, "cpu")
     model = load_base_model(str(base), architecture, options, None)
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=options.learning_rate)
-    busy, seen = 0.0, 0
-    for step in range(options.max_steps):
-        start = (step * options.batch_size) % len(rows)
-        batch = collate(rows[start : start + options.batch_size], tokenizer.pad_token_id)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=options.learning_rate, fused=loop.fused_adamw or None
+    )
+    busy, seen, real, padded = 0.0, 0, 0, 0
+    for step, indices in enumerate(batches):
+        inputs = collate([rows[i] for i in indices], tokenizer.pad_token_id)
         tick = time.perf_counter()
-        loss = model(**batch).loss
+        with autocast(precision, "cpu"):
+            loss = training_loss(
+                model, inputs, loop.shared_prefix and architecture != "encoder-decoder"
+            )
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), options.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        busy += time.perf_counter() - tick
-        seen += len(batch["input_ids"])
-    return seen / busy, time.perf_counter() - started
+        if step >= WARMUP_STEPS:
+            busy += time.perf_counter() - tick
+            seen += len(indices)
+        real += int(inputs["attention_mask"].sum())
+        padded += inputs["input_ids"].numel()
+    return {
+        "examples_per_s": seen / busy if busy else 0.0,
+        "padding_share": 1 - real / padded if padded else 0.0,
+        "wall_s": time.perf_counter() - started,
+        "precision": precision,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--task", choices=paperdata.TASKS, default="squad")
     parser.add_argument("--model", choices=("smollm2", "tiny-t5"), default="smollm2")
     parser.add_argument("--steps", type=int, default=12)
-    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=8)
     benchkit.common_arguments(parser, "tiny T5, 6 steps")
     args = parser.parse_args()
     if args.quick:
@@ -98,6 +154,7 @@ def main() -> None:
         "machine": benchkit.machine(),
         "load_avg_start": load_start,
         "load_avg_end": benchkit.load_average(),
+        "task": args.task,
         "model": args.model,
         "steps": args.steps,
         "batch_size_per_worker": args.batch_size,
@@ -108,56 +165,57 @@ def main() -> None:
         return
     print(
         f"machine: {benchkit.machine_line(figures['machine'])}; model {args.model}; "
-        f"{args.steps} steps of {args.batch_size} examples per worker"
+        f"{args.task} examples, {args.steps} steps of {args.batch_size} per worker"
     )
     for label, run in runs.items():
+        padding = f"{run['padding_share']:.2f}" if "padding_share" in run else "-"
         print(
-            f"{label:<19}: {run['examples_per_s']:7.2f} examples/s  (wall {run['wall_s']:5.1f} s, "
-            f"ratio to plain {run['ratio_to_plain']:4.2f}; {benchkit.load_note(run['load_avg'])})"
+            f"{label:<45}: {run['examples_per_s']:6.2f} examples/s (x{run['ratio_to_old']:4.2f}; "
+            f"padding {padding}; wall {run['wall_s']:5.1f} s; "
+            f"{benchkit.load_note(run['load_avg'])})"
         )
 
 
 def measure(args: argparse.Namespace, work: Path) -> dict[str, dict]:
-    """Examples/s and wall time of the plain loop and of Ray Train with 1 and 2 workers."""
+    """Each loop's figures, then Ray Train's with 1 and 2 workers, each beside the old loop."""
     store = ArtifactStore(work / "artifacts")
     models = ModelStore(work / "models")
     smollm2 = models.import_shipped("smollm2")
     base = smollm2.path if args.model == "smollm2" else build_tiny_t5(smollm2.path, work / "t5")
     architecture = "decoder-only" if args.model == "smollm2" else "encoder-decoder"
-    task = paperdata.task_spec(args.shared_data, "temporal")
-    examples = paperdata.generated(args.shared_data, "temporal", args.batch_size * 2 * args.steps)
-    folder = paperdata.write_jsonl(examples, work / "data" / "train.jsonl").parent
-    dataset = store_dataset(store, folder)
-    options = TrainOptions(batch_size=args.batch_size, max_steps=args.steps, epochs=1)
-    plain, plain_wall = plain_loop(base, architecture, task, examples, options)
-    runs = {
-        "plain PyTorch loop": {
+    task = paperdata.task_spec(args.shared_data, args.task)
+    steps = args.steps + WARMUP_STEPS
+    examples = paperdata.generated(args.shared_data, args.task, args.batch_size * 2 * steps)
+    runs: dict[str, dict] = {}
+    for label, loop in LOOPS.items():
+        figures = plain_loop(base, architecture, task, examples, steps, args.batch_size, loop)
+        runs[label] = {
             "workers": 1,
-            "examples_per_s": round(plain, 3),
-            "wall_s": round(plain_wall, 2),
-            "ratio_to_plain": 1.0,
+            **{k: round(v, 3) if isinstance(v, float) else v for k, v in figures.items()},
             "load_avg": benchkit.load_average(),
         }
-    }
+    folder = paperdata.write_jsonl(examples, work / "data" / "train.jsonl").parent
+    dataset = store_dataset(store, folder)
     trainer = ModelTrainer(store, models, work / "runs")
     for workers in (1, 2):
         started = time.perf_counter()
-        job = TrainJob(
-            (dataset,),
-            str(base),
-            task,
-            TrainOptions(
-                batch_size=args.batch_size, max_steps=args.steps, epochs=1, num_workers=workers
-            ),
+        options = TrainOptions(
+            batch_size=args.batch_size,
+            max_steps=steps,
+            epochs=1,
+            num_workers=workers,
         )
-        report = trainer.train(job).report
-        runs[f"Ray Train {workers} worker{'s' if workers > 1 else ''}"] = {
+        report = trainer.train(TrainJob((dataset,), str(base), task, options)).report
+        runs[f"Ray Train, {workers} worker{'s' if workers > 1 else ''}, the defaults"] = {
             "workers": workers,
             "examples_per_s": round(report.samples_per_second, 3),
             "wall_s": round(time.perf_counter() - started, 2),
-            "ratio_to_plain": round(report.samples_per_second / plain, 3) if plain else 0.0,
+            "precision": report.precision,
             "load_avg": benchkit.load_average(),
         }
+    old = runs[next(iter(LOOPS))]["examples_per_s"]
+    for run in runs.values():
+        run["ratio_to_old"] = round(run["examples_per_s"] / old, 3) if old else 0.0
     return runs
 
 

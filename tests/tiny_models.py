@@ -7,6 +7,7 @@ exercises the same code (``AutoModelForSeq2SeqLM``, labels, generation) in secon
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from p2m.common.student import ensure_pad_token
 
@@ -37,3 +38,21 @@ def build_tiny_t5(tokenizer_source: Path, out: Path, *, seed: int = 0) -> Path:
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+def tiny_llama(*, seed: int = 0) -> Any:
+    """A 2-layer, 32-wide Llama (a decoder-only model) over a 64-token vocabulary, in memory."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+    )
+    return LlamaForCausalLM(config)

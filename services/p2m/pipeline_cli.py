@@ -318,6 +318,14 @@ def report_json(run: G.Run) -> dict[str, Any]:
             "train_seconds": report.training.train_seconds,
             "samples_per_second": report.training.samples_per_second,
             "cached": report.training.cached,
+            "precision": report.training.precision,
+            "best_step": report.training.best_step,
+            "best_eval_loss": (
+                report.training.best_eval_loss
+                if report.training.HasField("best_eval_loss")
+                else None
+            ),
+            "stopped_early": report.training.stopped_early,
         },
         "llm_usage": {
             "requests": report.llm_usage.requests,
@@ -368,6 +376,12 @@ def _show_report(run: G.Run, report: dict[str, Any]) -> None:
         f"{training['final_loss']:.4f}, {training['train_seconds']:.0f} s"
         f"{' (cached)' if training['cached'] else ''}"
     )
+    if training["best_eval_loss"] is not None:
+        out.print(
+            f"  kept step {training['best_step']}'s weights (validation loss "
+            f"{training['best_eval_loss']:.4f})"
+            + ("; stopped early, no improvement" if training["stopped_early"] else "")
+        )
     metrics = report["metrics"]
     if metrics["student"]:
         on_demos = metrics.get("student_on_demonstrations", {})

@@ -95,6 +95,10 @@ def train(address: str, message: trainer_pb2.TrainRequest) -> list[trainer_pb2.T
         return list(trainer_pb2_grpc.TrainerStub(channel).Train(message, timeout=600))
 
 
+def _is_step(message: trainer_pb2.TrainProgress) -> bool:
+    return not message.progress.message.startswith("validated")
+
+
 def model_folder(data_dir: Path, final: trainer_pb2.TrainProgress) -> Path:
     return ArtifactStore(data_dir / "artifacts").path(final.result.model.uri)
 
@@ -112,7 +116,7 @@ def test_two_workers_train_a_tiny_t5_that_reloads_and_generates(
     # 24 examples, 2 workers x 4 per step: 3 steps an epoch.
     assert (report.steps, report.epochs, report.train_examples) == (6, 2.0, 24)
     assert report.validation_examples == 6 and report.HasField("final_eval_loss")
-    steps = [m for m in stream[:-1] if m.HasField("loss")]
+    steps = [m for m in stream[:-1] if m.HasField("loss") and _is_step(m)]
     assert [m.step for m in steps if not m.HasField("checkpoint")] == [1, 2, 3, 4, 5, 6]
     assert steps[-1].loss < steps[0].loss  # a lr of 1e-3 on a random model: the loss falls
     assert all(m.samples_per_second > 0 and m.total_steps == 6 for m in steps)
@@ -143,6 +147,52 @@ def test_two_workers_train_a_tiny_t5_that_reloads_and_generates(
     )
     assert again[-1].result.report.cached
     assert again[-1].result.model.uri == final.result.model.uri
+
+
+def test_the_best_weights_are_kept_and_a_training_that_stops_learning_stops(
+    trainer: ServiceProcess, trainer_data_dir: Path, tiny_t5: Path, tmp_path: Path
+) -> None:
+    """Validation answers contradict training's: once the model learns, validation loss rises."""
+    folder = tmp_path / "contradiction"
+    folder.mkdir()
+    items = [f"item number {i}" for i in range(24)]
+    for split, answer, rows in (("train", "yes", items), ("validation", "no", items[:6])):
+        (folder / f"{split}.jsonl").write_text(
+            "".join(json.dumps({"input": i, "output": answer}) + "\n" for i in rows)
+        )
+    dataset = store_dataset(ArtifactStore(trainer_data_dir / "artifacts"), folder)
+    options = {"epochs": 5, "batch_size": 4, "learning_rate": 1e-3, "eval_steps": 1}
+    stream = train(
+        trainer.address,
+        request(dataset, str(tiny_t5), **options, early_stopping_patience=1, precision="fp32"),
+    )
+    report = stream[-1].result.report
+    assert report.stopped_early and report.steps < 30  # 6 steps an epoch, 5 epochs
+    assert [e.step for e in report.evaluations] == list(range(1, report.steps + 1))
+    losses = [e.eval_loss for e in report.evaluations]
+    assert report.best_eval_loss == pytest.approx(min(losses))
+    assert report.best_step == losses.index(min(losses)) + 1 < report.steps
+    assert all(e.HasField("exact_match") and e.HasField("chrf") for e in report.evaluations)
+    validated = [m for m in stream if not _is_step(m)]
+    assert len(validated) == report.steps
+    assert {"eval_loss", "eval_chrf", "eval_exact_match"} <= set(validated[-1].progress.figures)
+
+    # The stored model has the best step's weights: its validation loss is the best one.
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    from p2m.common.types import Example
+    from p2m.trainer.encode import collate, encode_examples
+    from p2m.trainer.validation import validation_loss
+
+    stored = model_folder(trainer_data_dir, stream[-1])
+    tokenizer = AutoTokenizer.from_pretrained(stored)
+    rows = encode_examples(
+        tokenizer, "encoder-decoder", INSTRUCTION, [Example(i, "no") for i in items[:6]], 384, 128
+    )
+    model = AutoModelForSeq2SeqLM.from_pretrained(stored)
+    loss = validation_loss(model, rows, lambda r: collate(r, tokenizer.pad_token_id), 4, "cpu")
+    assert loss == pytest.approx(report.best_eval_loss, rel=1e-4)
+    assert loss < losses[-1]
 
 
 def test_two_workers_fine_tune_smollm2_from_the_model_store(
@@ -222,9 +272,11 @@ def test_a_run_killed_after_its_first_checkpoint_resumes_from_it(
 ) -> None:
     """SIGKILL the service (and its Ray) after the first checkpoint; a new one resumes there."""
     data_dir = trainer_data_dir
-    folder = write_temporal(shared_data, tmp_path / "data", 40, 0)
+    folder = write_temporal(shared_data, tmp_path / "data", 40, 4)
     dataset = store_dataset(ArtifactStore(data_dir / "artifacts"), folder)
-    message = request(dataset, str(tiny_t5), epochs=3, batch_size=2, num_workers=1)
+    message = request(
+        dataset, str(tiny_t5), epochs=3, batch_size=2, num_workers=1, early_stopping_patience=0
+    )
     seen: list[int] = []
     first = ServiceProcess("trainer", data_dir).start()
     try:
@@ -245,6 +297,9 @@ def test_a_run_killed_after_its_first_checkpoint_resumes_from_it(
     assert report.steps == 60
     assert stream[0].progress.message.startswith("resumed from step")
     assert min(m.step for m in stream if m.HasField("loss")) > 20
+    # The validations before the kill are kept: the learning curve and the best are whole.
+    assert [e.step for e in report.evaluations] == [20, 40, 60]
+    assert report.best_eval_loss == min(e.eval_loss for e in report.evaluations)
 
 
 def test_a_cancelled_call_stops_its_workers_and_a_retry_resumes(
@@ -324,3 +379,6 @@ def test_cli_names_a_bad_training_line_and_exits_2(tmp_path: Path) -> None:
     assert "line 2" in result.stderr and "--data[0]" in result.stderr
     result = run_p2m("train", "--data", str(bad), "--base-model", "x/y", "--epochs", "0")
     assert result.returncode == 2 and "--epochs" in result.stderr
+    for flag, value in (("--warmup-ratio", "0.9"), ("--precision", "fp16"), ("--lora-r", "0")):
+        result = run_p2m("train", "--data", str(bad), "--base-model", "x/y", flag, value)
+        assert result.returncode == 2 and f"option {flag}:" in result.stderr

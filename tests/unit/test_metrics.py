@@ -7,14 +7,11 @@ from collections import Counter
 import pytest
 
 from p2m.common.errors import InvalidInput
+from p2m.common.text_scores import chrf_corpus, chrf_sentence, exact_match, normalize_answer
 from p2m.evaluator.metrics import (
     DEFAULT_METRICS,
     BertScore,
     check_metrics,
-    chrf_corpus,
-    chrf_sentence,
-    exact_match,
-    normalize_answer,
     score,
     shipped_bertscore_encoder,
 )

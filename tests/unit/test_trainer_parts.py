@@ -19,6 +19,7 @@ from p2m.trainer.encode import IGNORE_INDEX, collate, encode_examples
 from p2m.trainer.finalize import model_card
 from p2m.trainer.options import TrainOptions, training_key
 from p2m.trainer.service import options_from_pb
+from p2m.trainer.validation import BestSoFar, Evaluation
 from prompt2model.v1 import trainer_pb2
 
 
@@ -79,6 +80,7 @@ def test_collate_pads_inputs_and_masks_labels(tokenizer: Any) -> None:
         ({"num_workers": 0}, "options.num_workers"),
         ({"max_input_tokens": 4}, "options.max_input_tokens"),
         ({"lora_r": 0}, "options.lora.r"),
+        ({"precision": "fp16"}, "options.precision"),
     ],
 )
 def test_out_of_range_options_name_the_field(change: dict[str, Any], field: str) -> None:
@@ -96,6 +98,8 @@ def test_the_key_follows_what_changes_the_weights() -> None:
         training_key("b" * 64, ["d" * 64], "Do that.", TrainOptions()),
         training_key("b" * 64, ["d" * 64], "Do it.", TrainOptions(epochs=2)),
         training_key("b" * 64, ["d" * 64], "Do it.", TrainOptions(seed=1)),
+        training_key("b" * 64, ["d" * 64], "Do it.", TrainOptions(precision="fp32")),
+        training_key("b" * 64, ["d" * 64], "Do it.", TrainOptions(group_by_length=False)),
     ):
         assert other != base
     no_instruction = TrainOptions(omit_instruction=True)
@@ -152,6 +156,11 @@ def test_zero_proto_fields_take_the_paper_defaults() -> None:
     assert (parsed.lora, parsed.lora_r, parsed.lora_alpha, parsed.seed) == (True, 8, 16, 0)
     with pytest.raises(InvalidInput, match=r"options\.max_steps"):
         options_from_pb(trainer_pb2.TrainOptions(max_steps=-1))
+    assert (options.precision, options.group_by_length) == ("auto", True)
+    chosen = options_from_pb(trainer_pb2.TrainOptions(precision="fp32", group_by_length=False))
+    assert (chosen.precision, chosen.group_by_length) == ("fp32", False)
+    with pytest.raises(InvalidInput, match=r"options\.precision"):
+        options_from_pb(trainer_pb2.TrainOptions(precision="int4"))
 
 
 def test_the_model_card_names_task_data_base_and_figures(tmp_path: Path) -> None:
@@ -166,3 +175,44 @@ def test_the_model_card_names_task_data_base_and_figures(tmp_path: Path) -> None
     assert "Answer \\| briefly." in card and "| 2+2 | 4 |" in card
     assert "1" * 64 in card and "| steps | 7 |" in card and "0.5000" in card
     assert "r=8, alpha=16 (merged)" in card
+    assert "the last step's" in card and "Validations" not in card
+    training["report"] = {
+        **training["report"],
+        "best_step": 4,
+        "best_eval_loss": 0.25,
+        "stopped_early": True,
+        "evaluations": [
+            {"step": 4, "epoch": 1.0, "loss": 0.5, "eval_loss": 0.25, "exact_match": 0.5},
+            {"step": 7, "epoch": 2.0, "loss": 0.4, "eval_loss": 0.3, "chrf": 41.0},
+        ],
+    }
+    card = model_card(base, task, TrainOptions(), training)
+    assert "step 4's (lowest validation loss, 0.2500), stopped early" in card
+    assert "| 7 | 2.00 | 0.4000 | 0.3000 | n/a | 41.0000 |" in card
+
+
+def test_the_best_validation_is_tracked_and_patience_runs_out() -> None:
+    best = BestSoFar()
+    for step, loss in ((1, 2.0), (2, 1.5), (3, 1.7), (4, None), (5, 1.6)):
+        best.record(Evaluation(step=step, epoch=step / 5, loss=1.0, eval_loss=loss))
+    assert (best.step, best.eval_loss, best.since) == (2, 1.5, 2)  # no loss: not counted
+    assert best.exhausted(2) and not best.exhausted(3) and not best.exhausted(0)
+    assert BestSoFar.from_json(best.to_json()) == best
+    assert best.record(Evaluation(step=6, epoch=1.2, loss=1.0, eval_loss=1.2))
+    assert (best.step, best.since, len(best.history)) == (6, 0, 6)
+
+
+def test_recipe_fields_unset_in_the_proto_take_the_defaults() -> None:
+    options = options_from_pb(trainer_pb2.TrainOptions())
+    defaults = TrainOptions()
+    for name in ("warmup_ratio", "early_stopping_patience", "eval_metric_examples", "keep_best"):
+        assert getattr(options, name) == getattr(defaults, name)
+    chosen = options_from_pb(
+        trainer_pb2.TrainOptions(
+            warmup_ratio=0.0, early_stopping_patience=0, keep_best=False, eval_steps=50
+        )
+    )
+    assert (chosen.warmup_ratio, chosen.early_stopping_patience) == (0.0, 0)
+    assert (chosen.keep_best, chosen.eval_steps) == (False, 50)
+    with pytest.raises(InvalidInput, match=r"options\.warmup_ratio"):
+        options_from_pb(trainer_pb2.TrainOptions(warmup_ratio=0.9))

@@ -118,32 +118,41 @@ class Student:
         return outputs
 
     def _predict_batch(self, inputs: Sequence[str], decoding: Decoding) -> list[str]:
-        import torch
+        return generate_batch(self.model, self.tokenizer, self.spec, inputs, decoding, self.device)
 
-        texts = [format_input(self.spec.instruction, text) for text in inputs]
-        self.tokenizer.padding_side = "left"
-        self.tokenizer.truncation_side = "left"
-        encoded = self.tokenizer(
-            texts,
-            return_tensors="pt",
-            padding=True,
-            truncation=True,
-            max_length=self.spec.max_input_tokens,
-        ).to(self.device)
-        with torch.inference_mode():
-            generated = self.model.generate(
-                **encoded,
-                max_new_tokens=decoding.max_new_tokens,
-                num_beams=decoding.num_beams,
-                do_sample=False,
-                pad_token_id=self.tokenizer.pad_token_id,
-            )
-        if self.spec.architecture == "decoder-only":
-            generated = generated[:, encoded["input_ids"].shape[1] :]
-        return [
-            text.strip()
-            for text in self.tokenizer.batch_decode(generated, skip_special_tokens=True)
-        ]
+
+def generate_batch(
+    model: Any,
+    tokenizer: Any,
+    spec: StudentSpec,
+    inputs: Sequence[str],
+    decoding: Decoding,
+    device: Any = "cpu",
+) -> list[str]:
+    """Greedy (or beam) outputs of ``model`` for raw ``inputs``, formatted as ``spec`` says."""
+    import torch
+
+    texts = [format_input(spec.instruction, text) for text in inputs]
+    tokenizer.padding_side = "left"
+    tokenizer.truncation_side = "left"
+    encoded = tokenizer(
+        texts,
+        return_tensors="pt",
+        padding=True,
+        truncation=True,
+        max_length=spec.max_input_tokens,
+    ).to(device)
+    with torch.inference_mode():
+        generated = model.generate(
+            **encoded,
+            max_new_tokens=decoding.max_new_tokens,
+            num_beams=decoding.num_beams,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    if spec.architecture == "decoder-only":
+        generated = generated[:, encoded["input_ids"].shape[1] :]
+    return [text.strip() for text in tokenizer.batch_decode(generated, skip_special_tokens=True)]
 
 
 def ensure_pad_token(tokenizer: Any) -> None:

@@ -29,6 +29,7 @@ from p2m.common.settings import Settings
 from p2m.common.splits import read_examples
 from p2m.common.student import Decoding, Student
 from p2m.common.teacher_prompt import PROMPT_VERSION, teacher_instruction
+from p2m.common.text_scores import chrf_sentence
 from p2m.common.types import Example, TaskSpec
 from p2m.evaluator.metrics import (
     CHRF,
@@ -36,7 +37,6 @@ from p2m.evaluator.metrics import (
     BertScore,
     check_metrics,
     choose_bertscore_encoder,
-    chrf_sentence,
     score,
     shipped_bertscore_encoder,
 )

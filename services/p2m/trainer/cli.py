@@ -28,8 +28,10 @@ from p2m.cliutil import (
 from p2m.common.errors import Cancelled, InvalidInput, P2MError
 from p2m.common.settings import Settings
 from p2m.common.types import TaskSpec
+from p2m.trainer.options import TrainOptions
 
 EXIT_CANCELLED = 130
+DEFAULTS = TrainOptions()
 
 
 def train(
@@ -64,6 +66,32 @@ def train(
     lora_r: Annotated[int, typer.Option(help="LoRA rank.")] = 8,
     lora_alpha: Annotated[int, typer.Option(help="LoRA alpha.")] = 16,
     gpu: Annotated[bool, typer.Option(help="One GPU per worker.")] = False,
+    precision: Annotated[
+        str,
+        typer.Option(
+            help="Forward pass arithmetic: auto (bf16 where the CPU or GPU runs it natively, "
+            "else fp32), fp32 or bf16."
+        ),
+    ] = "auto",
+    group_by_length: Annotated[
+        bool, typer.Option(help="Batch examples of similar length together (less padding).")
+    ] = True,
+    warmup_ratio: Annotated[
+        float, typer.Option(help="Share of the steps the learning rate warms up over.")
+    ] = DEFAULTS.warmup_ratio,
+    eval_steps: Annotated[
+        int, typer.Option(help="Validate every N steps too (0: at epoch ends only).")
+    ] = 0,
+    early_stopping_patience: Annotated[
+        int, typer.Option(help="Stop after N validations without improvement (0: never).")
+    ] = DEFAULTS.early_stopping_patience,
+    eval_metric_examples: Annotated[
+        int, typer.Option(help="Validation examples decoded for Exact Match and ChrF++.")
+    ] = DEFAULTS.eval_metric_examples,
+    keep_best: Annotated[
+        bool,
+        typer.Option(help="Keep the weights with the lowest validation loss (else the last)."),
+    ] = True,
     seed: Annotated[int, typer.Option(help="Seed for shuffling and initialisation.")] = 42,
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="Copy the trained model folder here.")
@@ -76,8 +104,6 @@ def train(
     local_llm: LocalLlm = None,
 ) -> None:
     """Fine-tune a base model on text-to-text data with Ray Train; rerun to resume."""
-    from p2m.trainer.options import TrainOptions
-
     settings = client_settings(data_dir, log_level, llm_base_url, llm_model, local_llm)
     if instruction is not None and prompt_file is not None:
         fail("give --instruction or --prompt-file, not both")
@@ -95,11 +121,19 @@ def train(
         lora_r=lora_r,
         lora_alpha=lora_alpha,
         omit_instruction=instruction is None and prompt_file is None,
+        precision=precision,
+        group_by_length=group_by_length,
+        warmup_ratio=warmup_ratio,
+        eval_steps=eval_steps,
+        early_stopping_patience=early_stopping_patience,
+        eval_metric_examples=eval_metric_examples,
+        keep_best=keep_best,
     )
     try:
         options.validate()
     except InvalidInput as exc:
-        fail(f"invalid training option --{exc.field.removeprefix('options.')}: {exc.problem}")
+        flag = exc.field.removeprefix("options.").replace(".", "-").replace("_", "-")
+        fail(f"invalid training option --{flag}: {exc.problem}")
     if prompt_file is not None:
         task = run_async(lambda: _parse(settings, read_prompt(prompt_file)))
     else:
@@ -213,7 +247,8 @@ def _show(result: dict[str, Any]) -> None:
     out.print(
         f"[bold]{report['steps']} steps[/], {report['epochs']:.2f} epochs on "
         f"{report['train_examples']} examples ({report['num_workers']} {report['device']} "
-        f"worker(s), {report['train_seconds']:.0f}s, {report['samples_per_second']:.2f} ex/s"
+        f"worker(s), {report['precision']}, {report['train_seconds']:.0f}s, "
+        f"{report['samples_per_second']:.2f} ex/s"
         f"{', cached' if report['cached'] else ''}"
         f"{', resumed from step ' + str(report['resumed_from_step']) if report['resumed_from_checkpoint'] else ''})"  # noqa: E501
     )
@@ -221,6 +256,12 @@ def _show(result: dict[str, Any]) -> None:
         f"final loss {report['final_loss']:.4f}"
         + (f", validation loss {eval_loss:.4f}" if eval_loss is not None else "")
     )
+    if report["best_eval_loss"] is not None:
+        out.print(
+            f"kept the weights of step {report['best_step']} (validation loss "
+            f"{report['best_eval_loss']:.4f})"
+            + (", stopped early: no improvement" if report["stopped_early"] else "")
+        )
     out.print(f"model: {result['model']}", highlight=False, soft_wrap=True)
     out.print(f"  at {result['path']}", highlight=False, soft_wrap=True)
     if result["out"]:

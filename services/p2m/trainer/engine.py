@@ -31,11 +31,12 @@ from p2m.common.names import check_run_id
 from p2m.common.settings import Settings
 from p2m.common.types import TaskSpec
 from p2m.trainer.base_model import BaseModel, resolve_base_model
-from p2m.trainer.checkpoints import FOLDER_GLOB, latest_complete
+from p2m.trainer.checkpoints import FOLDER_GLOB, STATE_FILE, latest_complete
 from p2m.trainer.data import load_training_data
 from p2m.trainer.events import (
     TrainEvent,
     WorkerCheckpointed,
+    WorkerEvaluated,
     WorkerEvent,
     WorkerStarted,
     WorkerStepped,
@@ -83,6 +84,11 @@ class TrainReport:
     device: str
     ray_job_name: str = ""
     cached: bool = False
+    precision: str = "fp32"
+    best_step: int = 0
+    best_eval_loss: float | None = None
+    stopped_early: bool = False
+    evaluations: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -274,7 +280,8 @@ def stored_report(store: ArtifactStore, model: ArtifactRef) -> TrainReport:
 
     path = store.path(model.uri) / TRAINING_FILE
     try:
-        return TrainReport(**json.loads(path.read_text("utf-8"))["report"])
+        data = json.loads(path.read_text("utf-8"))["report"]
+        return TrainReport(**{**data, "evaluations": tuple(data.get("evaluations", ()))})
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise FailedPrecondition(f"{path} holds no training report: {error}") from None
 
@@ -304,6 +311,7 @@ class _RayRun:
         self.total_steps = 0
         self.last_step: WorkerStepped | None = None
         self.stopped_at: int | None = None
+        self.precision = "fp32"
 
     def execute(self) -> tuple[Path, TrainReport]:
         """Run to the end; return the last checkpoint's folder and the report."""
@@ -375,7 +383,8 @@ class _RayRun:
         result = outcome["result"]
         if result.checkpoint is None:
             raise Aborted("training ended without a checkpoint")
-        return Path(result.checkpoint.path), self._report(result.metrics or {}, seconds)
+        folder = Path(result.checkpoint.path)
+        return folder, self._report(result.metrics or {}, seconds, _saved_state(folder))
 
     def _pump(self, control: Any) -> None:
         import ray
@@ -388,6 +397,7 @@ class _RayRun:
             case WorkerStarted():
                 self.resumed_from_step = start = event.resumed_from_step
                 self.total_steps = event.total_steps
+                self.precision = event.precision
                 message = f"resumed from step {start}" if start else "started"
                 self.emit(TrainEvent(start, event.total_steps, 0.0, message=message))
             case WorkerStepped():
@@ -403,10 +413,25 @@ class _RayRun:
                         eta_s=event.eta_s,
                     )
                 )
+            case WorkerEvaluated():
+                self.emit(self._evaluated_event(event))
             case WorkerCheckpointed():
                 self.emit(self._checkpoint_event(event))
             case WorkerStopped():
                 self.stopped_at = event.step
+
+    def _evaluated_event(self, event: WorkerEvaluated) -> TrainEvent:
+        done = event.evaluation
+        best = "best so far" if event.best_step == done.step else f"best at step {event.best_step}"
+        return self._event(
+            step=done.step,
+            epoch=done.epoch,
+            loss=done.loss,
+            eval_loss=done.eval_loss,
+            eval_exact_match=done.exact_match,
+            eval_chrf=done.chrf,
+            message=f"validated ({best})",
+        )
 
     def _checkpoint_event(self, event: WorkerCheckpointed) -> TrainEvent:
         folder = self._latest_checkpoint()
@@ -414,31 +439,40 @@ class _RayRun:
         if folder is not None:
             size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
             ref = ArtifactRef(f"file://{folder}", "", size, "checkpoint")
-        last = self.last_step
-        return TrainEvent(
+        return self._event(
             step=event.step,
-            total_steps=self.total_steps,
             epoch=event.epoch,
             loss=event.loss,
             eval_loss=event.eval_loss,
+            checkpoint=ref,
+            message="checkpoint saved",
+        )
+
+    def _event(self, **fields: Any) -> TrainEvent:
+        """An event between steps: the latest step's rate, speed and ETA beside ``fields``."""
+        last = self.last_step
+        return TrainEvent(
+            total_steps=self.total_steps,
             learning_rate=last.learning_rate if last else 0.0,
             samples_per_second=last.samples_per_second if last else 0.0,
             eta_s=last.eta_s if last else None,
-            checkpoint=ref,
-            message="checkpoint saved",
+            **fields,
         )
 
     def _latest_checkpoint(self) -> Path | None:
         found = sorted(self.run_dir.glob(FOLDER_GLOB))
         return found[-1] if found else None
 
-    def _report(self, metrics: dict[str, Any], seconds: float) -> TrainReport:
+    def _report(
+        self, metrics: dict[str, Any], seconds: float, state: dict[str, Any]
+    ) -> TrainReport:
         options = self.job.options
         last = self.last_step
         steps = int(metrics.get("step", last.step if last else 0))
         busy_s = last.busy_s if last else 0.0
         samples = float(last.samples) if last else 0.0
         eval_loss = metrics.get("eval_loss")
+        best = state.get("best") or {}
         return TrainReport(
             steps=steps,
             epochs=float(metrics.get("epoch", 0.0)),
@@ -453,7 +487,22 @@ class _RayRun:
             validation_examples=len(self.data.validation),
             num_workers=options.num_workers,
             device="cuda" if options.use_gpu else "cpu",
+            precision=self.precision,
+            best_step=int(best.get("step", 0)),
+            best_eval_loss=best.get("eval_loss"),
+            stopped_early=bool(state.get("stopped_early", False)),
+            evaluations=tuple(best.get("history", ())),
         )
+
+
+def _saved_state(checkpoint: Path) -> dict[str, Any]:
+    """Where the checkpoint's training stood: position, best validation, the validations."""
+    import json
+
+    try:
+        return json.loads((checkpoint / STATE_FILE).read_text("utf-8"))
+    except (OSError, ValueError):
+        return {}
 
 
 def _cpus_per_worker(cpus: float, workers: int) -> float:

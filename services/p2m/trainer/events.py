@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from p2m.common.artifacts import ArtifactRef
+from p2m.trainer.validation import Evaluation
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,8 @@ class TrainEvent:
     epoch: float
     loss: float | None = None
     eval_loss: float | None = None
+    eval_exact_match: float | None = None
+    eval_chrf: float | None = None
     learning_rate: float = 0.0
     samples_per_second: float = 0.0
     eta_s: float | None = None
@@ -37,6 +40,7 @@ class WorkerStarted:
     resumed_from_step: int
     steps_per_epoch: int
     world: int
+    precision: str = "fp32"
 
 
 @dataclass(frozen=True)
@@ -65,13 +69,21 @@ class WorkerCheckpointed:
 
 
 @dataclass(frozen=True)
+class WorkerEvaluated:
+    """A validation was done (rank 0); ``best_step`` is where the lowest loss so far was."""
+
+    evaluation: Evaluation
+    best_step: int
+
+
+@dataclass(frozen=True)
 class WorkerStopped:
     """The workers stopped at ``step`` because a stop was asked for."""
 
     step: int
 
 
-WorkerEvent = WorkerStarted | WorkerStepped | WorkerCheckpointed | WorkerStopped
+WorkerEvent = WorkerStarted | WorkerStepped | WorkerEvaluated | WorkerCheckpointed | WorkerStopped
 
 
 def train_event_to_json(event: TrainEvent) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,7 @@ from p2m.common.student import StudentSpec, ensure_pad_token
 from p2m.common.types import TaskSpec
 from p2m.trainer.base_model import BaseModel
 from p2m.trainer.options import TrainOptions
-from p2m.trainer.worker import MODEL_DIR
+from p2m.trainer.worker import BEST_DIR, MODEL_DIR
 
 TRAINING_FILE = "p2m_training.json"
 CARD_FILE = "README.md"
@@ -28,15 +28,17 @@ def build_model_folder(
 ) -> None:
     """Write the student model folder ``out`` from a checkpoint.
 
-    LoRA adapters are merged into the base weights, so the folder loads with plain
+    The weights are the checkpoint's best (lowest validation loss) where it kept them apart,
+    else its own. LoRA adapters are merged into the base weights, so the folder loads with plain
     ``from_pretrained``. Beside the weights: the tokenizer, a generation config with the
     decoding defaults, ``p2m_student.json``, ``p2m_training.json`` and a model card.
     """
     out.mkdir(parents=True, exist_ok=True)
+    weights = checkpoint_dir / (BEST_DIR if (checkpoint_dir / BEST_DIR).is_dir() else MODEL_DIR)
     if options.lora:
-        _merge_lora(checkpoint_dir / MODEL_DIR, base, out)
+        _merge_lora(weights, base, out)
     else:
-        for item in (checkpoint_dir / MODEL_DIR).iterdir():
+        for item in weights.iterdir():
             shutil.copy2(item, out / item.name)
     _save_tokenizer_and_generation(base, options, out)
     spec = StudentSpec(
@@ -126,8 +128,10 @@ examples, combined and shuffled from:
 | setting | value |
 |---|---|
 | epochs | {options.epochs} |
-| learning rate | {options.learning_rate} (AdamW, linear decay) |
+| learning rate | {options.learning_rate} (AdamW; warmup {options.warmup_ratio:.0%}, linear decay) |
 | batch size per worker | {options.batch_size} |
+| precision | {report.get("precision", "fp32")} (forward pass; weights fp32) |
+| batches grouped by length | {"yes" if options.group_by_length else "no"} |
 | workers | {report.get("num_workers", 1)} ({report.get("device", "cpu")}) |
 | LoRA | {f"r={options.lora_r}, alpha={options.lora_alpha} (merged)" if options.lora else "no"} |
 | max input / output tokens | {options.max_input_tokens} / {options.max_output_tokens} |
@@ -140,10 +144,36 @@ examples, combined and shuffled from:
 | steps | {report.get("steps", 0)} |
 | final training loss | {_number(report.get("final_loss"))} |
 | final validation loss | {_number(eval_loss)} |
+| weights kept | {_kept(options, report)} |
 | training throughput (examples/s) | {_number(report.get("samples_per_second"))} |
 
+{_validations_table(report.get("evaluations", ()))}
 Test-set scores come from the evaluator (`p2m evaluate`).
 """
+
+
+def _kept(options: TrainOptions, report: Mapping[str, Any]) -> str:
+    best = report.get("best_eval_loss")
+    if not options.keep_best or best is None:
+        return "the last step's"
+    early = ", stopped early (no improvement)" if report.get("stopped_early") else ""
+    return f"step {report.get('best_step', 0)}'s (lowest validation loss, {best:.4f}){early}"
+
+
+def _validations_table(evaluations: Sequence[Mapping[str, Any]]) -> str:
+    """The learning curve: one row per validation (Exact Match and ChrF++ on the sample)."""
+    if not evaluations:
+        return ""
+    rows = [
+        f"| {e['step']} | {e['epoch']:.2f} | {_number(e.get('loss'))} | "
+        f"{_number(e.get('eval_loss'))} | {_number(e.get('exact_match'))} | "
+        f"{_number(e.get('chrf'))} |"
+        for e in evaluations
+    ]
+    return (
+        "### Validations\n\n| step | epoch | training loss | validation loss | exact match "
+        "(sample) | ChrF++ (sample) |\n|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
+    )
 
 
 def _cell(text: str) -> str:

@@ -6,12 +6,14 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 
+from p2m.common.errors import InvalidInput
 from p2m.common.ranges import Within, check_ranges
 from p2m.common.student import DEFAULT_MAX_INPUT_TOKENS, DEFAULT_MAX_OUTPUT_TOKENS
 
 # Changing how models are trained changes this, so old cache entries are not reused.
-TRAINER_VERSION = 1
+TRAINER_VERSION = 2
 DEFAULT_SEED = 42
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -33,9 +35,18 @@ class TrainOptions:
     omit_instruction: bool = False
     max_grad_norm: float = 1.0
     max_eval_examples: int = 256
+    precision: str = "auto"
+    group_by_length: bool = True
+    warmup_ratio: float = 0.06
+    eval_steps: int = 0
+    early_stopping_patience: int = 2
+    eval_metric_examples: int = 32
+    keep_best: bool = True
 
     def validate(self) -> None:
         """Raise InvalidInput naming the first field out of range (paths as in the proto)."""
+        if self.precision not in PRECISIONS:
+            raise InvalidInput("options.precision", f"must be one of {', '.join(PRECISIONS)}")
         check_ranges(
             [
                 Within("options.epochs", self.epochs, 1, 100),
@@ -47,6 +58,10 @@ class TrainOptions:
                 Within("options.max_output_tokens", self.max_output_tokens, 1, 4096),
                 Within("options.lora.r", self.lora_r, 1, 256),
                 Within("options.lora.alpha", self.lora_alpha, 1, 1024),
+                Within("options.warmup_ratio", self.warmup_ratio, 0.0, 0.5),
+                Within("options.eval_steps", self.eval_steps, 0, 2**31 - 1),
+                Within("options.early_stopping_patience", self.early_stopping_patience, 0, 100),
+                Within("options.eval_metric_examples", self.eval_metric_examples, 0, 1024),
             ]
         )
 

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import AsyncIterator
+from typing import Any
 
 from google.protobuf import duration_pb2
 from grpc import aio
@@ -45,6 +46,18 @@ def options_from_pb(message: trainer_pb2.TrainOptions) -> TrainOptions:
         lora_r=message.lora.r or defaults.lora_r,
         lora_alpha=message.lora.alpha or defaults.lora_alpha,
         omit_instruction=message.omit_instruction,
+        precision=message.precision or defaults.precision,
+        **{
+            name: getattr(message, name) if message.HasField(name) else getattr(defaults, name)
+            for name in (
+                "group_by_length",
+                "warmup_ratio",
+                "early_stopping_patience",
+                "eval_metric_examples",
+                "keep_best",
+            )
+        },
+        eval_steps=message.eval_steps,
     )
     options.validate()
     return options
@@ -76,6 +89,10 @@ def event_to_pb(event: TrainEvent) -> trainer_pb2.TrainProgress:
         figures["loss"] = event.loss
     if event.eval_loss is not None:
         figures["eval_loss"] = event.eval_loss
+    if event.eval_exact_match is not None:
+        figures["eval_exact_match"] = event.eval_exact_match
+    if event.eval_chrf is not None:
+        figures["eval_chrf"] = event.eval_chrf
     message = trainer_pb2.TrainProgress(
         progress=progress_pb(
             common_pb2.STAGE_TRAIN,
@@ -118,10 +135,26 @@ def report_to_pb(report: TrainReport) -> trainer_pb2.TrainReport:
         device=report.device,
         ray_job_name=report.ray_job_name,
         cached=report.cached,
+        precision=report.precision,
+        best_step=report.best_step,
+        stopped_early=report.stopped_early,
+        evaluations=[_evaluation_pb(e) for e in report.evaluations],
     )
     if report.final_eval_loss is not None:
         message.final_eval_loss = report.final_eval_loss
+    if report.best_eval_loss is not None:
+        message.best_eval_loss = report.best_eval_loss
     return message
+
+
+def _evaluation_pb(evaluation: dict[str, Any]) -> trainer_pb2.TrainEvaluation:
+    """One validation (as stored in the report) -> proto; None values stay unset."""
+    return trainer_pb2.TrainEvaluation(
+        **{k: v for k, v in evaluation.items() if v is not None and k in _EVALUATION_FIELDS}
+    )
+
+
+_EVALUATION_FIELDS = frozenset(trainer_pb2.TrainEvaluation.DESCRIPTOR.fields_by_name)
 
 
 def outcome_to_pb(outcome: TrainOutcome) -> trainer_pb2.TrainProgress:

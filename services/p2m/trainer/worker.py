@@ -1,8 +1,14 @@
 """The training function each Ray Train worker runs (``TorchTrainer(train_loop_per_worker=...)``).
 
-Full fine-tuning or LoRA with AdamW and a linear decay, gradient clipping, a checkpoint after
-every epoch (model, optimizer, scheduler, position) reported through ``ray.train.report``, and
-resumption from ``ray.train.get_checkpoint()``. Rank 0 pushes progress to the TrainControl actor
+Full fine-tuning or LoRA with fused AdamW, a linear warmup then linear decay, gradient clipping,
+bf16 autocast where the hardware has it, batches grouped by length, and the instruction's
+tokens computed once per batch (``shared_prefix``). Validation (loss on the
+validation rows, Exact Match and ChrF++ on a sample) every ``eval_steps`` and at each epoch's
+end; the weights with the lowest validation loss are kept, and training stops early after
+``early_stopping_patience`` validations without improvement. A checkpoint after every epoch
+(model, the best weights when they differ, optimizer, scheduler, position and the validations so
+far) is reported through ``ray.train.report``, and a run resumes from
+``ray.train.get_checkpoint()``. Rank 0 pushes progress to the TrainControl actor
 and reads its stop flag, which it shares with the other ranks so that all stop at the same step.
 """
 
@@ -18,40 +24,54 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+from p2m.common.student import StudentSpec
 from p2m.common.types import Example
+from p2m.trainer.batching import epoch_batches, steps_per_epoch
 from p2m.trainer.checkpoints import STATE_FILE, folder_name, step_of, write_manifest
 from p2m.trainer.encode import collate, encode_examples
 from p2m.trainer.events import (
     WorkerCheckpointed,
+    WorkerEvaluated,
     WorkerEvent,
     WorkerStarted,
     WorkerStepped,
     WorkerStopped,
 )
 from p2m.trainer.options import TrainOptions
+from p2m.trainer.precision import autocast, resolve_precision
+from p2m.trainer.shared_prefix import training_loss
+from p2m.trainer.validation import BestSoFar, Evaluation, sample_scores, validation_loss
 
 MODEL_DIR = "model"
+BEST_DIR = "best_model"  # the best weights, when they are not the checkpoint's own
 OPTIMIZER_FILE = "optimizer.pt"
 SCHEDULER_FILE = "scheduler.pt"
 _LOSS_WINDOW = 10
 
 
 def load_base_model(
-    base_path: str, architecture: str, options: TrainOptions, resume_dir: Path | None
+    base_path: str,
+    architecture: str,
+    options: TrainOptions,
+    resume_dir: Path | None,
+    weights: str = MODEL_DIR,
 ) -> Any:
-    """The model to train, in float32: the base, a checkpoint's weights, or LoRA on the base."""
+    """The model to train, in float32: the base, a checkpoint's weights, or LoRA on the base.
+
+    ``weights`` names the checkpoint's folder to load (``MODEL_DIR`` or ``BEST_DIR``).
+    """
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
     loader = AutoModelForSeq2SeqLM if architecture == "encoder-decoder" else AutoModelForCausalLM
     if not options.lora:
-        source = resume_dir / MODEL_DIR if resume_dir else Path(base_path)
+        source = resume_dir / weights if resume_dir else Path(base_path)
         return loader.from_pretrained(source, dtype=torch.float32)
     from peft import LoraConfig, PeftModel, TaskType, get_peft_model
 
     base = loader.from_pretrained(base_path, dtype=torch.float32)
     if resume_dir:
-        return PeftModel.from_pretrained(base, resume_dir / MODEL_DIR, is_trainable=True)
+        return PeftModel.from_pretrained(base, resume_dir / weights, is_trainable=True)
     task = TaskType.SEQ_2_SEQ_LM if architecture == "encoder-decoder" else TaskType.CAUSAL_LM
     config = LoraConfig(task_type=task, r=options.lora_r, lora_alpha=options.lora_alpha)
     return get_peft_model(base, config)
@@ -71,6 +91,20 @@ class _Position:
         self.resumed_from_step = self.step
         self.last_loss = data.get("loss")
         self.last_eval_loss = data.get("eval_loss")
+        self.best = BestSoFar.from_json(data.get("best"))
+        self.stopped_early = bool(data.get("stopped_early", False))
+        self.evaluated_at = self.best.history[-1].step if self.best.history else -1
+
+    def to_json(self) -> dict[str, Any]:
+        """The state saved in a checkpoint."""
+        return {
+            "epoch": self.epoch,
+            "step": self.step,
+            "loss": self.last_loss,
+            "eval_loss": self.last_eval_loss,
+            "best": self.best.to_json(),
+            "stopped_early": self.stopped_early,
+        }
 
 
 def train_worker(config: dict[str, Any]) -> None:
@@ -82,6 +116,7 @@ def train_worker(config: dict[str, Any]) -> None:
             resumed_from_step=training.position.step,
             steps_per_epoch=training.steps_per_epoch,
             world=training.world,
+            precision=training.precision,
         )
     )
     training.run()
@@ -105,7 +140,14 @@ class _Training:
         self._encode_rows(config)
         self.model = ray.train.torch.prepare_model(self._restore(config))
         self.device = ray.train.torch.get_device()
+        self.precision = resolve_precision(options.precision, self.device.type)
         self._prepare_optimization()
+        self.spec = StudentSpec(
+            architecture=self.architecture,
+            instruction="" if options.omit_instruction else config["instruction"],
+            max_input_tokens=options.max_input_tokens,
+            max_output_tokens=options.max_output_tokens,
+        )
         self.losses: deque[float] = deque(maxlen=_LOSS_WINDOW)
         self.times: deque[tuple[float, int]] = deque(maxlen=_LOSS_WINDOW)
         self.samples_seen, self.busy_s = 0, 0.0
@@ -133,6 +175,7 @@ class _Training:
 
         self.train_rows = encode(config["train"])
         self.eval_rows = encode(config["validation"][: options.max_eval_examples])
+        self.eval_sample = _examples(config["validation"][: options.eval_metric_examples])
 
     def pad(self, rows: list[dict[str, list[int]]]) -> dict[str, Any]:
         """A padded batch of encoded rows."""
@@ -146,6 +189,7 @@ class _Training:
         checkpoint = ray.train.get_checkpoint()
         self.position = _Position()
         self.optimizer_state = self.scheduler_state = None
+        self.best_weights: dict[str, Any] | None = None
         with contextlib.ExitStack() as stack:
             resume_dir = (
                 Path(stack.enter_context(checkpoint.as_directory())) if checkpoint else None
@@ -157,32 +201,38 @@ class _Training:
                 self.position = _Position(json.loads((resume_dir / STATE_FILE).read_text()))
                 self.optimizer_state = torch.load(resume_dir / OPTIMIZER_FILE, weights_only=True)
                 self.scheduler_state = torch.load(resume_dir / SCHEDULER_FILE, weights_only=True)
-            return load_base_model(config["base_path"], self.architecture, self.options, resume_dir)
+            model = load_base_model(
+                config["base_path"], self.architecture, self.options, resume_dir
+            )
+            keep = self.options.keep_best and self.position.best.eval_loss is not None
+            if resume_dir is not None and keep:
+                best = model
+                if (resume_dir / BEST_DIR).is_dir():
+                    best = load_base_model(
+                        config["base_path"], self.architecture, self.options, resume_dir, BEST_DIR
+                    )
+                self.best_weights = _trainable_copy(best)
+            return model
 
     def _prepare_optimization(self) -> None:
-        """The data loader, step counts, AdamW and its linear decay (restored when resuming)."""
-        import ray.train.torch
+        """Step counts, AdamW and its linear decay (restored when resuming)."""
         import torch
-        from torch.utils.data import DataLoader
         from transformers import get_linear_schedule_with_warmup
 
         options = self.options
-        self.loader = ray.train.torch.prepare_data_loader(
-            DataLoader(
-                self.train_rows,  # type: ignore[arg-type]
-                batch_size=options.batch_size,
-                shuffle=True,
-                collate_fn=self.pad,
-            )
-        )
-        self.steps_per_epoch = len(self.loader)
+        self.lengths = [len(row["input_ids"]) for row in self.train_rows]
+        self.steps_per_epoch = steps_per_epoch(len(self.train_rows), options.batch_size, self.world)
         self.total_steps = self.steps_per_epoch * options.epochs
         if options.max_steps:
             self.total_steps = min(self.total_steps, options.max_steps)
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(self.trainable, lr=options.learning_rate)
+        self.optimizer = torch.optim.AdamW(
+            self.trainable, lr=options.learning_rate, fused=_fused_adamw(self.device.type)
+        )
         self.scheduler = get_linear_schedule_with_warmup(
-            self.optimizer, 0, max(self.total_steps, 1)
+            self.optimizer,
+            round(options.warmup_ratio * self.total_steps),
+            max(self.total_steps, 1),
         )
         if self.optimizer_state is not None:
             self.optimizer.load_state_dict(self.optimizer_state)
@@ -196,24 +246,33 @@ class _Training:
     def stop_requested(self) -> bool:
         """Whether a stop was asked for, agreed by every rank (so all stop at one step)."""
         import ray
+
+        asked = False
+        if self.rank == 0 and self.control is not None:
+            asked = bool(ray.get(self.control.should_stop.remote()))
+        return self._agree(asked)
+
+    def _agree(self, flag: bool) -> bool:
+        """True on every rank when ``flag`` is true on any."""
         import torch
 
-        flag = 0.0
-        if self.rank == 0 and self.control is not None:
-            flag = float(bool(ray.get(self.control.should_stop.remote())))
-        if self.world > 1:
-            shared = torch.tensor([flag])
-            torch.distributed.all_reduce(shared, op=torch.distributed.ReduceOp.MAX)
-            flag = float(shared.item())
-        return flag > 0
+        if self.world == 1:
+            return flag
+        shared = torch.tensor([float(flag)])
+        torch.distributed.all_reduce(shared, op=torch.distributed.ReduceOp.MAX)
+        return bool(shared.item() > 0)
 
     def run(self) -> None:
-        """Epochs until done or stopped, each ending with a checkpoint.
+        """Epochs until done, stopped or stopped early, each ending with a checkpoint.
 
         A resumed run with nothing left reports its last checkpoint again, to hand it back.
         """
         position, reported = self.position, False
-        while position.epoch < self.options.epochs and position.step < self.total_steps:
+        while (
+            position.epoch < self.options.epochs
+            and position.step < self.total_steps
+            and not position.stopped_early
+        ):
             if not self._epoch():
                 self.push(WorkerStopped(position.step))
                 return
@@ -226,21 +285,30 @@ class _Training:
         """The rest of the current epoch; False when a stop was asked for."""
         import torch
 
-        position, loader = self.position, self.loader
+        position, options = self.position, self.options
         epoch = position.epoch
-        torch.manual_seed(self.options.seed + epoch)
-        if self.world > 1 and hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
-            loader.sampler.set_epoch(epoch)
+        torch.manual_seed(options.seed + epoch)
+        batches = epoch_batches(
+            self.lengths,
+            options.batch_size,
+            world=self.world,
+            rank=self.rank,
+            seed=options.seed,
+            epoch=epoch,
+            group_by_length=options.group_by_length,
+        )
         self.model.train()
         steps_done_this_epoch = position.step - epoch * self.steps_per_epoch
-        for index, batch in enumerate(loader):
-            if index < steps_done_this_epoch:  # resumed mid-epoch (a max_steps stop)
-                continue
-            self._step(batch)
+        for indices in batches[steps_done_this_epoch:]:  # resumed mid-epoch: a max_steps stop
+            self._step(self.pad([self.train_rows[i] for i in indices]))
             if self.stop_requested():
                 return False
             if position.step >= self.total_steps:
                 break
+            if options.eval_steps and position.step % options.eval_steps == 0:
+                self._evaluate()
+                if position.stopped_early:
+                    break
         if position.step - epoch * self.steps_per_epoch >= self.steps_per_epoch:
             position.epoch += 1
         return True
@@ -252,7 +320,8 @@ class _Training:
         position = self.position
         started = time.perf_counter()
         batch = {k: v.to(self.device) for k, v in batch.items()}
-        loss = self.model(**batch).loss
+        with autocast(self.precision, self.device.type):
+            loss = training_loss(self.model, batch, self.architecture == "decoder-only")
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.trainable, self.options.max_grad_norm)
         self.optimizer.step()
@@ -279,7 +348,44 @@ class _Training:
             )
         )
 
+    def _evaluate(self) -> None:
+        """Validate (rank 0), keep the best weights so far, agree on stopping early; once a step."""
+        position, options = self.position, self.options
+        if position.evaluated_at == position.step:
+            return
+        position.evaluated_at = position.step
+        if self.rank == 0:
+            with autocast(self.precision, self.device.type):
+                position.last_eval_loss = validation_loss(
+                    self.model, self.eval_rows, self.pad, options.batch_size, self.device
+                )
+                exact, chrf = sample_scores(
+                    self.model,
+                    self.tokenizer,
+                    self.spec,
+                    self.eval_sample,
+                    options.batch_size,
+                    self.device,
+                )
+            evaluation = Evaluation(
+                step=position.step,
+                epoch=position.step / self.steps_per_epoch,
+                loss=position.last_loss,
+                eval_loss=position.last_eval_loss,
+                exact_match=exact,
+                chrf=chrf,
+                examples_seen=self.samples_seen,
+            )
+            improved = position.best.record(evaluation)
+            if improved and options.keep_best:
+                self.best_weights = _trainable_copy(self.model)
+            if evaluation.eval_loss is not None:
+                self.push(WorkerEvaluated(evaluation, best_step=position.best.step))
+        exhausted = position.best.exhausted(options.early_stopping_patience)
+        position.stopped_early = self._agree(exhausted)
+
     def _report(self) -> None:
+        best = self.best_weights if self.position.best.step != self.position.step else None
         _report(
             self.model,
             self.optimizer,
@@ -287,14 +393,13 @@ class _Training:
             self.position,
             self.steps_per_epoch,
             self.rank,
+            best if self.options.keep_best else None,
         )
 
     def _checkpoint(self) -> None:
-        """Validation loss, then a checkpoint reported to Ray Train, then its event."""
+        """Validation, then a checkpoint reported to Ray Train, then its event."""
         position = self.position
-        position.last_eval_loss = _eval_loss(
-            self.model, self.eval_rows, self.pad, self.options, self.device, self.rank
-        )
+        self._evaluate()
         self._report()
         self.push(
             WorkerCheckpointed(
@@ -306,36 +411,42 @@ class _Training:
         )
 
 
-def _eval_loss(
-    model: Any,
-    rows: list[dict[str, list[int]]],
-    pad: Any,
-    options: TrainOptions,
-    device: Any,
-    rank: int,
-) -> float | None:
-    """Mean validation loss (rank 0 only; None without validation rows or on other ranks)."""
+def _fused_adamw(device_type: str) -> bool | None:
+    """Fused AdamW (one kernel for all parameters: 6x faster steps on CPU) where torch has it."""
+    return True if device_type in ("cpu", "cuda") else None
+
+
+def _trainable_copy(model: Any) -> dict[str, Any]:
+    """A copy of the trainable weights (all of them, or the LoRA adapters)."""
+    inner = getattr(model, "module", model)
+    return {n: p.detach().clone() for n, p in inner.named_parameters() if p.requires_grad}
+
+
+def _save_best(model: Any, weights: dict[str, Any], folder: Path) -> None:
+    """Save ``model`` with ``weights`` swapped in to ``folder``, then swap its own back."""
     import torch
 
-    if rank != 0 or not rows:
-        return None
     inner = getattr(model, "module", model)
-    inner.eval()
-    total, count = 0.0, 0
-    with torch.inference_mode():
-        for start in range(0, len(rows), options.batch_size):
-            chunk = rows[start : start + options.batch_size]
-            batch = {k: v.to(device) for k, v in pad(chunk).items()}
-            total += float(inner(**batch).loss.item()) * len(chunk)
-            count += len(chunk)
-    inner.train()
-    return total / count if count else None
+    own = _trainable_copy(inner)
+    parameters = dict(inner.named_parameters())
+    with torch.no_grad():
+        for name, value in weights.items():
+            parameters[name].copy_(value)
+        inner.save_pretrained(folder)
+        for name, value in own.items():
+            parameters[name].copy_(value)
 
 
 def _report(
-    model: Any, optimizer: Any, scheduler: Any, position: _Position, steps_per_epoch: int, rank: int
+    model: Any,
+    optimizer: Any,
+    scheduler: Any,
+    position: _Position,
+    steps_per_epoch: int,
+    rank: int,
+    best_weights: dict[str, Any] | None,
 ) -> None:
-    """Every rank reports; rank 0 attaches the checkpoint."""
+    """Every rank reports; rank 0 attaches the checkpoint (with the best weights when given)."""
     import ray.train
     import torch
 
@@ -351,15 +462,11 @@ def _report(
     folder = Path(tempfile.mkdtemp(prefix="p2m-ckpt-"))
     try:
         getattr(model, "module", model).save_pretrained(folder / MODEL_DIR)
+        if best_weights is not None:
+            _save_best(model, best_weights, folder / BEST_DIR)
         torch.save(optimizer.state_dict(), folder / OPTIMIZER_FILE)
         torch.save(scheduler.state_dict(), folder / SCHEDULER_FILE)
-        state = {
-            "epoch": position.epoch,
-            "step": position.step,
-            "loss": position.last_loss,
-            "eval_loss": position.last_eval_loss,
-        }
-        (folder / STATE_FILE).write_text(json.dumps(state))
+        (folder / STATE_FILE).write_text(json.dumps(position.to_json()))
         write_manifest(folder)
         ray.train.report(
             metrics,
