@@ -3,11 +3,12 @@
 The same model, data (the paper's generated SQuAD set by default: the longest inputs), batch size
 per worker and number of steps for each row. A plain PyTorch loop first, in the trainer's old
 form (fp32, batches in random order, AdamW's per-parameter loop, the instruction's tokens
-computed for every example), then with one change at a time and with all of them (the trainer's
-defaults now), and all of them on bare inputs (``omit_instruction``); then the trainer itself
-through Ray Train. Prints examples/s of the training steps themselves (model
-loading and Ray's start excluded, shown apart as wall time), the share of padding tokens in the
-batches and the ratio to the old loop (``--json``: one JSON object instead).
+computed for every example), then with one change at a time, with the three the trainer now
+makes by default, with those and bf16 autocast (``--precision auto``), and that on bare inputs
+(``omit_instruction``); then the trainer itself through Ray Train. Prints examples/s of the
+training steps themselves (model loading and Ray's start excluded, shown apart as wall time),
+the share of padding tokens in the batches and the ratio to the old loop (``--json``: one JSON
+object instead).
 
     .venv/bin/python bench/training.py [--task squad] [--model smollm2|tiny-t5] [--steps 12]
         [--quick] [--json]
@@ -51,20 +52,21 @@ class Loop:
 
     fused_adamw: bool = True
     group_by_length: bool = True
-    precision: str = "auto"
+    precision: str = "fp32"
     shared_prefix: bool = True
     instruction: bool = True
 
 
-OLD = Loop(fused_adamw=False, group_by_length=False, precision="fp32", shared_prefix=False)
+OLD = Loop(fused_adamw=False, group_by_length=False, shared_prefix=False)
 LOOPS = {
-    "old loop (fp32, random batches, AdamW's loop)": OLD,
+    "old loop (random batches, AdamW's loop)": OLD,
     "+ fused AdamW": replace(OLD, fused_adamw=True),
     "+ batches grouped by length": replace(OLD, group_by_length=True),
-    "+ bf16 autocast": replace(OLD, precision="auto"),
     "+ instruction computed once per batch": replace(OLD, shared_prefix=True),
-    "all four (the trainer's defaults)": Loop(),
-    "all four, without the instruction": Loop(instruction=False),
+    "+ bf16 autocast": replace(OLD, precision="auto"),
+    "the first three: the trainer's defaults (fp32)": Loop(),
+    "the defaults + bf16 autocast (--precision auto)": Loop(precision="auto"),
+    "the same without the instruction": Loop(precision="auto", instruction=False),
 }
 
 
@@ -206,7 +208,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, dict]:
             num_workers=workers,
         )
         report = trainer.train(TrainJob((dataset,), str(base), task, options)).report
-        runs[f"Ray Train, {workers} worker{'s' if workers > 1 else ''}, the defaults"] = {
+        runs[f"Ray Train, {workers} worker{'s' if workers > 1 else ''}, the defaults (fp32)"] = {
             "workers": workers,
             "examples_per_s": round(report.samples_per_second, 3),
             "wall_s": round(time.perf_counter() - started, 2),
