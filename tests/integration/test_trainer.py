@@ -195,6 +195,72 @@ def test_the_best_weights_are_kept_and_a_training_that_stops_learning_stops(
     assert loss < losses[-1]
 
 
+def test_a_search_stops_the_weak_trial_and_keeps_the_lowest_validation_loss(
+    trainer: ServiceProcess, trainer_data_dir: Path, tiny_t5: Path, temporal: ArtifactRef
+) -> None:
+    """Seed 40 draws 1.1e-3 for 1 epoch, 7.5e-4 for 3, then 2.9e-5 for 2 (run in that order).
+
+    The first call is cancelled once trial 1 has its checkpoint; the retry resumes from it.
+    """
+    message = request(
+        temporal,
+        str(tiny_t5),
+        epochs=3,
+        batch_size=4,
+        seed=40,
+        search_trials=3,
+        search_min_learning_rate=1e-5,
+        search_max_learning_rate=1e-2,
+    )
+    with grpc.insecure_channel(trainer.address) as channel:
+        call = trainer_pb2_grpc.TrainerStub(channel).Train(message, timeout=600)
+        for progress in call:
+            if progress.trial == 1 and progress.checkpoint.uri:
+                call.cancel()
+                break
+    stream = train(trainer.address, message)
+    trial_1 = [m for m in stream if m.trial == 1]
+    assert trial_1[0].progress.message == "trial 1/3: resumed from step 6"
+    assert not [m for m in trial_1 if _is_step(m) and m.HasField("loss") and m.step < 6]
+    report = stream[-1].result.report
+    trials = list(report.search_trials)
+    assert [(t.trial, t.learning_rate, t.epochs) for t in trials] == [
+        (1, 1.1e-3, 1),
+        (2, 7.5e-4, 3),
+        (3, 2.9e-5, 2),
+    ]
+    # The lowest rate trails both others after its first epoch: ASHA has it stop there.
+    assert (trials[2].outcome, trials[2].steps) == ("stopped", 6)  # 24 examples, 4 a step
+    chosen = [t for t in trials if t.outcome == "chosen"]
+    assert len(chosen) == 1
+    assert chosen[0].best_eval_loss == min(t.best_eval_loss for t in trials)
+    assert report.best_eval_loss == pytest.approx(chosen[0].best_eval_loss)
+    assert report.steps == chosen[0].steps
+    progress = stream[:-1]
+    assert {m.trial for m in progress} == {1, 2, 3} and {m.trials for m in progress} == {3}
+    assert any(m.progress.message.startswith("trial 3/3: ") for m in progress)
+
+    folder = model_folder(trainer_data_dir, stream[-1])
+    training = json.loads((folder / TRAINING_FILE).read_text())
+    assert training["options"]["learning_rate"] == chosen[0].learning_rate
+    assert "### Search" in (folder / "README.md").read_text()
+    assert Student(folder).predict(["[Posted: 2021-09-15] See you next Monday."])
+    assert not list((trainer_data_dir / "cache" / "train").glob("search-*"))
+
+
+def test_a_search_needs_validation_data(
+    trainer: ServiceProcess, trainer_data_dir: Path, tiny_t5: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "no-validation"
+    folder.mkdir()
+    (folder / "train.jsonl").write_text(json.dumps({"input": "a", "output": "b"}) + "\n")
+    dataset = store_dataset(ArtifactStore(trainer_data_dir / "artifacts"), folder)
+    with pytest.raises(grpc.RpcError) as caught:
+        train(trainer.address, request(dataset, str(tiny_t5), search_trials=2))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "options.search_trials" in caught.value.details()
+
+
 def test_two_workers_fine_tune_smollm2_from_the_model_store(
     trainer: ServiceProcess, trainer_data_dir: Path, temporal: ArtifactRef
 ) -> None:
@@ -244,6 +310,12 @@ def test_lora_adapters_are_merged_into_a_plain_model(
         ({"uri": "p2m-artifact://sha256/" + "0" * 64}, grpc.StatusCode.NOT_FOUND, "0000"),
         ({"uri": "file:///etc/passwd"}, grpc.StatusCode.INVALID_ARGUMENT, "datasets[0].uri"),
         ({"instruction": ""}, grpc.StatusCode.INVALID_ARGUMENT, "task.instruction"),
+        ({"search_trials": 65}, grpc.StatusCode.INVALID_ARGUMENT, "options.search_trials"),
+        (
+            {"search_trials": 2, "search_max_learning_rate": 1e-6},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "options.search_max_learning_rate",
+        ),
     ],
 )
 def test_bad_requests_name_the_field(
@@ -258,7 +330,13 @@ def test_bad_requests_name_the_field(
         message.base_model.architecture = change["architecture"]
     if "instruction" in change:
         message.task.instruction = ""
-    for name in ("epochs", "num_workers", "learning_rate"):
+    for name in (
+        "epochs",
+        "num_workers",
+        "learning_rate",
+        "search_trials",
+        "search_max_learning_rate",
+    ):
         if name in change:
             setattr(message.options, name, change[name])
     with pytest.raises(grpc.RpcError) as caught:
@@ -379,6 +457,11 @@ def test_cli_names_a_bad_training_line_and_exits_2(tmp_path: Path) -> None:
     assert "line 2" in result.stderr and "--data[0]" in result.stderr
     result = run_p2m("train", "--data", str(bad), "--base-model", "x/y", "--epochs", "0")
     assert result.returncode == 2 and "--epochs" in result.stderr
-    for flag, value in (("--warmup-ratio", "0.9"), ("--precision", "fp16"), ("--lora-r", "0")):
+    for flag, value in (
+        ("--warmup-ratio", "0.9"),
+        ("--precision", "fp16"),
+        ("--lora-r", "0"),
+        ("--search-max-learning-rate", "1e-9"),
+    ):
         result = run_p2m("train", "--data", str(bad), "--base-model", "x/y", flag, value)
         assert result.returncode == 2 and f"option {flag}:" in result.stderr

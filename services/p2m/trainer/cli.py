@@ -92,6 +92,19 @@ def train(
         bool,
         typer.Option(help="Keep the weights with the lowest validation loss (else the last)."),
     ] = True,
+    search_trials: Annotated[
+        int,
+        typer.Option(
+            help="Search learning rate and epochs first: this many Ray Tune trials (ASHA "
+            "stops the weak ones), keeping the one with the lowest validation loss (0: none)."
+        ),
+    ] = 0,
+    search_min_learning_rate: Annotated[
+        float, typer.Option(help="Lowest learning rate a search tries.")
+    ] = DEFAULTS.search_min_learning_rate,
+    search_max_learning_rate: Annotated[
+        float, typer.Option(help="Highest learning rate a search tries.")
+    ] = DEFAULTS.search_max_learning_rate,
     seed: Annotated[int, typer.Option(help="Seed for shuffling and initialisation.")] = 42,
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="Copy the trained model folder here.")
@@ -128,6 +141,9 @@ def train(
         early_stopping_patience=early_stopping_patience,
         eval_metric_examples=eval_metric_examples,
         keep_best=keep_best,
+        search_trials=search_trials,
+        search_min_learning_rate=search_min_learning_rate,
+        search_max_learning_rate=search_max_learning_rate,
     )
     try:
         options.validate()
@@ -196,11 +212,12 @@ def _train(
             def show(event: TrainEvent) -> None:
                 loss = f"loss {event.loss:.4f}" if event.loss is not None else event.message
                 speed = f", {event.samples_per_second:.1f} ex/s" if event.samples_per_second else ""
+                trial = f"trial {event.trial}/{event.trials}, " if event.trial else ""
                 bar.update(
                     bar_id,
                     completed=event.step,
                     total=event.total_steps or None,
-                    status=f"epoch {event.epoch:.2f}, {loss}{speed}",
+                    status=f"{trial}epoch {event.epoch:.2f}, {loss}{speed}",
                 )
 
             outcome = trainer.train(job, show, cancel)
@@ -261,6 +278,15 @@ def _show(result: dict[str, Any]) -> None:
             f"kept the weights of step {report['best_step']} (validation loss "
             f"{report['best_eval_loss']:.4f})"
             + (", stopped early: no improvement" if report["stopped_early"] else "")
+        )
+    for trial in report["search_trials"]:
+        loss = trial["best_eval_loss"]
+        out.print(
+            f"trial {trial['trial']}: learning rate {trial['learning_rate']:.1e}, "
+            f"{trial['epochs']} epoch(s), {trial['steps']} steps, validation loss "
+            f"{'-' if loss is None else f'{loss:.4f}'}: {trial['outcome']}",
+            highlight=False,
+            soft_wrap=True,
         )
     out.print(f"model: {result['model']}", highlight=False, soft_wrap=True)
     out.print(f"  at {result['path']}", highlight=False, soft_wrap=True)

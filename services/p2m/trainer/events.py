@@ -16,7 +16,10 @@ from p2m.trainer.validation import Evaluation
 
 @dataclass(frozen=True)
 class TrainEvent:
-    """One progress update; ``checkpoint`` is set right after a checkpoint is persisted."""
+    """One progress update; ``checkpoint`` is set right after a checkpoint is persisted.
+
+    During a search ``trial`` (1-based) of ``trials`` names the run the step counts belong to.
+    """
 
     step: int
     total_steps: int
@@ -30,6 +33,8 @@ class TrainEvent:
     eta_s: float | None = None
     checkpoint: ArtifactRef | None = None
     message: str = ""
+    trial: int = 0
+    trials: int = 0
 
 
 @dataclass(frozen=True)

@@ -148,6 +148,7 @@ examples, combined and shuffled from:
 | training throughput (examples/s) | {_number(report.get("samples_per_second"))} |
 
 {_validations_table(report.get("evaluations", ()))}
+{_search_table(report.get("search_trials", ()))}
 Test-set scores come from the evaluator (`p2m evaluate`).
 """
 
@@ -173,6 +174,22 @@ def _validations_table(evaluations: Sequence[Mapping[str, Any]]) -> str:
     return (
         "### Validations\n\n| step | epoch | training loss | validation loss | exact match "
         "(sample) | ChrF++ (sample) |\n|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
+    )
+
+
+def _search_table(trials: Sequence[Mapping[str, Any]]) -> str:
+    """The trials of a learning rate and epochs search, the chosen one marked."""
+    if not trials:
+        return ""
+    rows = [
+        f"| {t['trial']} | {t['learning_rate']:.1e} | {t['epochs']} | {t['steps']} | "
+        f"{_number(t.get('best_eval_loss'))} | {_cell(t['outcome'])} |"
+        for t in trials
+    ]
+    return (
+        "### Search\n\nRay Tune trials (ASHA stopped those behind at an epoch); the model is "
+        "the chosen one's.\n\n| trial | learning rate | epochs | steps | lowest validation loss "
+        "| outcome |\n|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
     )
 
 

@@ -42,6 +42,9 @@ class TrainOptions:
     early_stopping_patience: int = 2
     eval_metric_examples: int = 32
     keep_best: bool = True
+    search_trials: int = 0
+    search_min_learning_rate: float = 1e-5
+    search_max_learning_rate: float = 5e-4
 
     def validate(self) -> None:
         """Raise InvalidInput naming the first field out of range (paths as in the proto)."""
@@ -62,6 +65,20 @@ class TrainOptions:
                 Within("options.eval_steps", self.eval_steps, 0, 2**31 - 1),
                 Within("options.early_stopping_patience", self.early_stopping_patience, 0, 100),
                 Within("options.eval_metric_examples", self.eval_metric_examples, 0, 1024),
+                Within("options.search_trials", self.search_trials, 0, 64),
+                Within(
+                    "options.search_min_learning_rate",
+                    self.search_min_learning_rate,
+                    0.0,
+                    1.0,
+                    above=True,
+                ),
+                Within(
+                    "options.search_max_learning_rate",
+                    self.search_max_learning_rate,
+                    self.search_min_learning_rate,
+                    1.0,
+                ),
             ]
         )
 

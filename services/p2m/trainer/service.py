@@ -55,9 +55,12 @@ def options_from_pb(message: trainer_pb2.TrainOptions) -> TrainOptions:
                 "early_stopping_patience",
                 "eval_metric_examples",
                 "keep_best",
+                "search_min_learning_rate",
+                "search_max_learning_rate",
             )
         },
         eval_steps=message.eval_steps,
+        search_trials=message.search_trials,
     )
     options.validate()
     return options
@@ -93,10 +96,13 @@ def event_to_pb(event: TrainEvent) -> trainer_pb2.TrainProgress:
         figures["eval_exact_match"] = event.eval_exact_match
     if event.eval_chrf is not None:
         figures["eval_chrf"] = event.eval_chrf
+    text = event.message or f"step {event.step}/{event.total_steps}"
+    if event.trial:
+        text = f"trial {event.trial}/{event.trials}: {text}"
     message = trainer_pb2.TrainProgress(
         progress=progress_pb(
             common_pb2.STAGE_TRAIN,
-            event.message or f"step {event.step}/{event.total_steps}",
+            text,
             event.step,
             event.total_steps,
             figures,
@@ -106,6 +112,8 @@ def event_to_pb(event: TrainEvent) -> trainer_pb2.TrainProgress:
         epoch=event.epoch,
         learning_rate=event.learning_rate,
         samples_per_second=event.samples_per_second,
+        trial=event.trial,
+        trials=event.trials,
     )
     if event.loss is not None:
         message.loss = event.loss
@@ -139,6 +147,7 @@ def report_to_pb(report: TrainReport) -> trainer_pb2.TrainReport:
         best_step=report.best_step,
         stopped_early=report.stopped_early,
         evaluations=[_evaluation_pb(e) for e in report.evaluations],
+        search_trials=[_search_trial_pb(t) for t in report.search_trials],
     )
     if report.final_eval_loss is not None:
         message.final_eval_loss = report.final_eval_loss
@@ -152,6 +161,11 @@ def _evaluation_pb(evaluation: dict[str, Any]) -> trainer_pb2.TrainEvaluation:
     return trainer_pb2.TrainEvaluation(
         **{k: v for k, v in evaluation.items() if v is not None and k in _EVALUATION_FIELDS}
     )
+
+
+def _search_trial_pb(trial: dict[str, Any]) -> trainer_pb2.SearchTrial:
+    """One trial of a search (as stored in the report) -> proto."""
+    return trainer_pb2.SearchTrial(**{k: v for k, v in trial.items() if v is not None})
 
 
 _EVALUATION_FIELDS = frozenset(trainer_pb2.TrainEvaluation.DESCRIPTOR.fields_by_name)

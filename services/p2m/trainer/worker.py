@@ -455,6 +455,9 @@ def _report(
         "epoch": position.step / max(steps_per_epoch, 1),
         "loss": position.last_loss if position.last_loss is not None else math.nan,
         "eval_loss": position.last_eval_loss if position.last_eval_loss is not None else math.nan,
+        "best_eval_loss": position.best.eval_loss
+        if position.best.eval_loss is not None
+        else math.nan,
     }
     if rank != 0:
         ray.train.report(metrics)

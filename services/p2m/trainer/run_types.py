@@ -1,0 +1,58 @@
+"""What a training is asked for and what it gives: the job, the report, the outcome."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from p2m.common.artifacts import ArtifactRef
+from p2m.common.types import TaskSpec
+from p2m.trainer.options import TrainOptions
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """What to train: datasets (artifact refs), base model, task and options."""
+
+    datasets: tuple[ArtifactRef, ...]
+    base_model: str
+    task: TaskSpec
+    options: TrainOptions = field(default_factory=TrainOptions)
+    base_model_architecture: str = ""
+    base_model_artifact: str = ""
+    run_id: str = ""
+
+
+@dataclass(frozen=True)
+class TrainReport:
+    """What a training did (see TrainReport in trainer.proto)."""
+
+    steps: int
+    epochs: float
+    final_loss: float
+    final_eval_loss: float | None
+    train_seconds: float
+    samples_per_second: float
+    resumed_from_checkpoint: bool
+    resumed_from_step: int
+    backend: str
+    train_examples: int
+    validation_examples: int
+    num_workers: int
+    device: str
+    ray_job_name: str = ""
+    cached: bool = False
+    precision: str = "fp32"
+    best_step: int = 0
+    best_eval_loss: float | None = None
+    stopped_early: bool = False
+    evaluations: tuple[dict[str, Any], ...] = ()
+    search_trials: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    """The model artifact and the report."""
+
+    model: ArtifactRef
+    report: TrainReport
