@@ -54,7 +54,7 @@ NAMESPACE ?= prompt2model
 VALUES ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install protos browser tools test test-unit run lint fmt clean chart-lint chart-test render bench-generation bench-teacher bench-judge bench-pipeline bench-training bench-paper bench-retrieval bench-serving results
+.PHONY: help install protos browser tools test test-unit run lint fmt clean chart-lint chart-test render bench-generation bench-teacher bench-judge bench-pipeline bench-training bench-curves bench-paper bench-retrieval bench-serving results
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -126,6 +126,10 @@ bench-pipeline: install ## The product's own number: the paper's prompts through
 
 bench-training: install ## Training examples/s: the old loop, each speed change, all of them, Ray Train 1 and 2 workers (QUICK=1: tiny T5)
 	$(BIN)/python bench/training.py --shared-data $(SHARED_DATA) $(if $(QUICK),--quick,)
+
+bench-curves: install ## Learning curves (TASK, TRAIN=2000, EPOCHS=3, LR): dev score and losses against examples and epochs, PNG in bench/figures (DATA_DIR keeps it resumable)
+	$(BIN)/python bench/curves.py --shared-data $(SHARED_DATA) --task $(TASK) --train $(or $(TRAIN),2000) \
+		--epochs $(or $(EPOCHS),3) $(if $(LR),--learning-rate $(LR),) $(if $(DATA_DIR),--data-dir $(DATA_DIR),) $(if $(QUICK),--quick,)
 
 bench-paper: install ## Paper task (TASK=squad|temporal|mconala_ja, TRAIN_LIMIT, HOLDOUT, EVAL_LIMIT, TEACHER): student vs teacher, dev and generated holdout (QUICK=1: tiny)
 	$(BIN)/python bench/paper.py --shared-data $(SHARED_DATA) --task $(TASK) --train-limit $(TRAIN_LIMIT) \
