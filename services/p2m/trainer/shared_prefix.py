@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from p2m.trainer.encode import IGNORE_INDEX
+from p2m.trainer.wrapped import unwrapped
 
 MIN_SHARED_TOKENS = 16  # below this the second forward call costs more than it saves
 
@@ -39,7 +40,7 @@ def training_loss(model: Any, batch: dict[str, Any], decoder_only: bool) -> Any:
     import torch
 
     rows = batch["input_ids"].shape[0]
-    inner = getattr(model, "module", model)  # the DDP wrapper syncs on the second call
+    inner = unwrapped(model)  # the DDP wrapper syncs on the second call
     cache = inner(input_ids=batch["input_ids"][:1, :prefix], use_cache=True).cache
     cache.batch_repeat_interleave(rows)
     width = batch["input_ids"].shape[1]

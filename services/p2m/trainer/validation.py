@@ -13,6 +13,7 @@ from typing import Any
 from p2m.common.student import Decoding, StudentSpec, generate_batch
 from p2m.common.text_scores import chrf_corpus, exact_match
 from p2m.common.types import Example
+from p2m.trainer.wrapped import evaluating
 
 DECODING_SLACK_TOKENS = 8  # beyond the longest reference in the sample
 
@@ -93,15 +94,12 @@ def validation_loss(
 
     if not rows:
         return None
-    inner = getattr(model, "module", model)
-    inner.eval()
     total = 0.0
-    with torch.inference_mode():
+    with evaluating(model) as inner, torch.inference_mode():
         for start in range(0, len(rows), batch_size):
             chunk = list(rows[start : start + batch_size])
             batch = {k: v.to(device) for k, v in pad(chunk).items()}
             total += float(inner(**batch).loss.item()) * len(chunk)
-    inner.train()
     return total / len(rows)
 
 
@@ -121,13 +119,11 @@ def sample_scores(
         max_new_tokens=min(spec.max_output_tokens, longest + DECODING_SLACK_TOKENS),
         batch_size=batch_size,
     )
-    inner = getattr(model, "module", model)
-    inner.eval()
     predictions: list[str] = []
-    for start in range(0, len(examples), batch_size):
-        inputs = [e.input for e in examples[start : start + batch_size]]
-        predictions += generate_batch(inner, tokenizer, spec, inputs, decoding, device)
-    inner.train()
+    with evaluating(model) as inner:
+        for start in range(0, len(examples), batch_size):
+            inputs = [e.input for e in examples[start : start + batch_size]]
+            predictions += generate_batch(inner, tokenizer, spec, inputs, decoding, device)
     references = [e.output.strip() for e in examples]
     matches = sum(exact_match(p, r) for p, r in zip(predictions, references, strict=True))
     return matches / len(examples), chrf_corpus(predictions, references)

@@ -41,6 +41,7 @@ from p2m.trainer.options import TrainOptions
 from p2m.trainer.precision import autocast, resolve_precision
 from p2m.trainer.shared_prefix import training_loss
 from p2m.trainer.validation import BestSoFar, Evaluation, sample_scores, validation_loss
+from p2m.trainer.wrapped import unwrapped
 
 MODEL_DIR = "model"
 BEST_DIR = "best_model"  # the best weights, when they are not the checkpoint's own
@@ -418,7 +419,7 @@ def _fused_adamw(device_type: str) -> bool | None:
 
 def _trainable_copy(model: Any) -> dict[str, Any]:
     """A copy of the trainable weights (all of them, or the LoRA adapters)."""
-    inner = getattr(model, "module", model)
+    inner = unwrapped(model)
     return {n: p.detach().clone() for n, p in inner.named_parameters() if p.requires_grad}
 
 
@@ -426,7 +427,7 @@ def _save_best(model: Any, weights: dict[str, Any], folder: Path) -> None:
     """Save ``model`` with ``weights`` swapped in to ``folder``, then swap its own back."""
     import torch
 
-    inner = getattr(model, "module", model)
+    inner = unwrapped(model)
     own = _trainable_copy(inner)
     parameters = dict(inner.named_parameters())
     with torch.no_grad():
@@ -464,7 +465,7 @@ def _report(
         return
     folder = Path(tempfile.mkdtemp(prefix="p2m-ckpt-"))
     try:
-        getattr(model, "module", model).save_pretrained(folder / MODEL_DIR)
+        unwrapped(model).save_pretrained(folder / MODEL_DIR)
         if best_weights is not None:
             _save_best(model, best_weights, folder / BEST_DIR)
         torch.save(optimizer.state_dict(), folder / OPTIMIZER_FILE)
