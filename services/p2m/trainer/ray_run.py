@@ -103,17 +103,8 @@ class RayRun:
         control = start_control()
         self.work_root.mkdir(parents=True, exist_ok=True)
         trainer = torch_trainer(self.spec(control))
-        stop_sent = False
-
-        def tick() -> None:
-            nonlocal stop_sent
-            self.pump(control)
-            if self.cancel.is_set() and not stop_sent:
-                control.stop.remote()
-                stop_sent = True
-
         started = time.monotonic()
-        result = fit_in_thread(trainer.fit, self.name, tick)
+        result, stop_sent = fit_watched(trainer.fit, self.name, [(self, control)], self.cancel)
         seconds = time.monotonic() - started
         if stop_sent or self.stopped_at is not None:
             raise self.cancelled()
@@ -285,19 +276,37 @@ def torch_trainer(spec: dict[str, Any], callbacks: Sequence[Any] = ()) -> Any:
     )
 
 
-def fit_in_thread(fit: Callable[[], Any], name: str, tick: Callable[[], None]) -> Any:
-    """``fit()`` in a thread, calling ``tick`` every half second and once after; its result.
+def fit_watched(
+    fit: Callable[[], Any],
+    name: str,
+    runs: Sequence[tuple[RayRun, Any]],
+    cancel: threading.Event,
+) -> tuple[Any, bool]:
+    """``fit()`` in a thread, its runs' progress pumped; the result and whether it was cancelled.
+
+    Each run's control is drained every half second and once after ``fit`` ends; once ``cancel``
+    is set every control is told to stop (the workers stop at their next step).
 
     Raises:
         Aborted: ``fit`` raised.
     """
     outcome: dict[str, Any] = {}
+    stop_sent = False
 
     def run() -> None:
         try:
             outcome["result"] = fit()
         except BaseException as error:  # re-raised in the caller's thread
             outcome["error"] = error
+
+    def tick() -> None:
+        nonlocal stop_sent
+        for watched, control in runs:
+            watched.pump(control)
+        if cancel.is_set() and not stop_sent:
+            for _, control in runs:
+                control.stop.remote()
+            stop_sent = True
 
     thread = threading.Thread(target=run, name=f"ray-fit-{name}", daemon=True)
     thread.start()
@@ -307,7 +316,7 @@ def fit_in_thread(fit: Callable[[], Any], name: str, tick: Callable[[], None]) -
     tick()
     if "error" in outcome:
         raise Aborted(f"training failed: {short_error(outcome['error'])}") from None
-    return outcome["result"]
+    return outcome["result"], stop_sent
 
 
 def _cpus_per_worker(cpus: float, workers: int) -> float:

@@ -28,7 +28,7 @@ from p2m.trainer.options import TrainOptions
 from p2m.trainer.ray_run import (
     RayRun,
     check_gpus,
-    fit_in_thread,
+    fit_watched,
     saved_state,
     short_error,
     torch_trainer,
@@ -142,26 +142,16 @@ class SearchRun:
             ),
             run_config=tune.RunConfig(name=self.name, storage_path=str(self.work_root), verbose=0),
         )
-        stop_sent = False
-
-        def tick() -> None:
-            nonlocal stop_sent
-            for trial, control in zip(self.trials, controls, strict=True):
-                trial.pump(control)
-            if self.cancel.is_set() and not stop_sent:
-                for control in controls:
-                    control.stop.remote()
-                stop_sent = True
-
         started = time.monotonic()
-        grid = fit_in_thread(tuner.fit, self.name, tick)
+        runs = list(zip(self.trials, controls, strict=True))
+        grid, stop_sent = fit_watched(tuner.fit, self.name, runs, self.cancel)
         if stop_sent:
             raise Cancelled(
                 "training search cancelled; a retry resumes each trial from its last checkpoint"
             )
-        return self._choose(grid, scheduler.stopped, time.monotonic() - started)
+        return self._choose(grid, time.monotonic() - started)
 
-    def _choose(self, grid: Any, stopped: set[int], seconds: float) -> tuple[Path, TrainReport]:
+    def _choose(self, grid: Any, seconds: float) -> tuple[Path, TrainReport]:
         results = {result.config["trial"]: result for result in grid}
         rows: list[dict[str, Any]] = []
         chosen: int | None = None
