@@ -499,9 +499,24 @@ def retrieval_section(f: dict[str, Any]) -> list[str]:
     latency = f["fused_latency_ms"]
     lines += [
         "",
-        f"Fused search latency: p50 {latency['p50']:.0f} ms, p99 {latency['p99']:.0f} ms.",
+        f"Default search latency: p50 {latency['p50']:.0f} ms, p99 {latency['p99']:.0f} ms.",
         "",
     ]
+    prompts = f.get("prompts") or []
+    if prompts:
+        in_top5 = sum(1 for p in prompts if p["rank"] and p["rank"] <= 5)
+        lines += [
+            f"Test prompts (tests/data/dataset_prompts.json) and the paper's SQuAD prompt over the "
+            f"Hugging Face catalog: the usual dataset in the top 5 for {in_top5} of "
+            f"{len(prompts)}.",
+            "",
+            "| prompt | rank of its usual dataset | top 3 |",
+            "|---|---|---|",
+        ]
+        lines += [
+            f"| {p['task']} | {p['rank'] or '>100'} | {', '.join(p['top3'])} |" for p in prompts
+        ]
+        lines.append("")
     return lines
 
 

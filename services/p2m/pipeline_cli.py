@@ -96,6 +96,12 @@ def run_command(
     interactive: Annotated[bool, typer.Option(help="Ask at the choice points.")] = False,
     seed: Annotated[int | None, typer.Option(help="Seed of the whole run.")] = None,
     deployment_name: Annotated[str | None, typer.Option(help="Name of the deployment.")] = None,
+    rerank_datasets: Annotated[
+        bool, typer.Option(help="Let the LLM rerank the dataset search's candidates (slower).")
+    ] = False,
+    include_gated_datasets: Annotated[
+        bool, typer.Option(help="Also consider datasets the hub gates behind conditions.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     data_dir: DataDir = None,
     log_level: LogLevel = None,
@@ -123,6 +129,8 @@ def run_command(
         seed,
         deployment_name,
     )
+    options.dataset_search.rerank = rerank_datasets
+    options.dataset_search.include_gated = include_gated_datasets
     if gateway is None:
         from p2m.stack import up
 

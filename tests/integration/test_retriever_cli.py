@@ -32,10 +32,20 @@ def test_datasets_search_json(env: dict[str, str]):
         env=env,
     )
     assert result.returncode == 0, result.stderr
-    hits = json.loads(result.stdout)
-    assert len(hits) == 5
-    assert "banking77" in [h["name"] for h in hits]
-    assert {"name", "score", "matched_fields", "description"} <= set(hits[0])
+    found = json.loads(result.stdout)
+    hits = found["datasets"]
+    assert len(hits) == 5 and found["catalog_size"] > 2000 and found["rerank"] is None
+    assert {"name", "score", "matched_fields", "description", "variants"} <= set(hits[0])
+    banking = next(h for h in hits if h["name"] == "banking77")
+    # One family: the PolyAI mirror is a variant, not a hit of its own.
+    assert "PolyAI/banking77" in banking["variants"]
+    assert "PolyAI/banking77" not in [h["name"] for h in hits]
+    # The preview reads the local copy: its splits and columns, a sample row.
+    preview = banking["preview"]
+    assert preview["source"] == "local" and preview["loadable"]
+    assert preview["split_rows"]["train"] > 1000 and "test" in preview["split_rows"]
+    assert {"text", "category"} <= set(preview["columns"]) and preview["sample_row"]["text"]
+    assert preview["licenses"] == ["cc-by-4.0"] and not preview["gated"]
 
 
 def test_datasets_search_needs_exactly_one_query(env: dict[str, str]):

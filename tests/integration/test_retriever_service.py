@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,18 @@ def test_free_text_query(retriever):
         (retriever_pb2.SearchDatasetsRequest(text="   "), "text"),
         (retriever_pb2.SearchDatasetsRequest(text="x", catalog_path="/nope.jsonl"), "catalog_path"),
         (retriever_pb2.SearchDatasetsRequest(task=common_pb2.TaskSpec()), "task.instruction"),
+        (retriever_pb2.SearchDatasetsRequest(text="x", rerank_candidates=10), "rerank_candidates"),
+        (
+            retriever_pb2.SearchDatasetsRequest(text="x", rerank=True, rerank_candidates=51),
+            "rerank_candidates",
+        ),
+        (
+            retriever_pb2.SearchDatasetsRequest(
+                text="x", top_k=8, rerank=True, rerank_candidates=5
+            ),
+            "rerank_candidates",
+        ),
+        (retriever_pb2.SearchDatasetsRequest(text="x", top_k=60, rerank=True), "top_k"),
     ],
 )
 def test_bad_searches_are_invalid_argument(retriever, request_, field):
@@ -92,6 +105,63 @@ def test_bad_searches_are_invalid_argument(retriever, request_, field):
         retriever.SearchDatasets(request_, timeout=30)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert info.value.details().startswith(field)
+
+
+def test_gated_datasets_are_left_out_unless_asked(retriever, retriever_data_dir: Path):
+    catalog = retriever_data_dir / "gated-catalog.jsonl"
+    rows = [
+        {
+            "name": "open/film-reviews",
+            "description": "Film reviews with a positive or negative sentiment label.",
+            "downloads": 50,
+        },
+        {
+            "name": "locked/movie-opinions",
+            "description": "Movie opinions written by critics, each labelled positive or negative.",
+            "downloads": 90000,
+            "gated": True,
+        },
+        {"name": "weather", "description": "Hourly rainfall readings.", "downloads": 10},
+        {"name": "recipes", "description": "Cooking recipes with their steps.", "downloads": 10},
+    ]
+    catalog.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    request = retriever_pb2.SearchDatasetsRequest(
+        text="movie review sentiment", top_k=2, catalog_path=str(catalog)
+    )
+    reply = retriever.SearchDatasets(request, timeout=120)
+    assert reply.datasets[0].name == "open/film-reviews"
+    assert "locked/movie-opinions" not in [d.name for d in reply.datasets]
+    assert reply.gated_left_out == 1 and "gated" in reply.note
+    request.include_gated = True
+    reply = retriever.SearchDatasets(request, timeout=120)
+    assert reply.datasets[0].name == "locked/movie-opinions"
+    assert reply.datasets[0].preview.gated and reply.gated_left_out == 0
+    # Not in the datasets folder and the hub unreachable: nothing says it can be loaded.
+    assert not reply.datasets[0].preview.loadable and reply.datasets[0].preview.source == ""
+
+
+def test_the_llm_reranks_the_first_stage_candidates(retriever):
+    first_stage = retriever.SearchDatasets(
+        retriever_pb2.SearchDatasetsRequest(task=BANKING_TASK, top_k=6), timeout=120
+    )
+    assert not first_stage.HasField("rerank") and first_stage.llm_usage.requests == 0
+    assert not any(d.HasField("llm_grade") for d in first_stage.datasets)
+    request = retriever_pb2.SearchDatasetsRequest(
+        task=BANKING_TASK, top_k=3, rerank=True, rerank_candidates=6
+    )
+    reply = retriever.SearchDatasets(request, timeout=600)
+    assert reply.rerank.candidates == 6 and reply.rerank.model and reply.rerank.seconds > 0
+    assert reply.rerank.unjudged < 6, "the LLM judged none of the candidates"
+    assert reply.llm_usage.requests >= 6
+    assert len(reply.datasets) == 3 and reply.first_stage_seconds > 0
+    scores = [d.score for d in reply.datasets]
+    assert scores == sorted(scores, reverse=True)
+    # Each score is the first stage's plus the grade (the middle grade 1.5 when unjudged).
+    before = {d.name: d.score for d in first_stage.datasets}
+    for d in reply.datasets:
+        grade = d.llm_grade if d.HasField("llm_grade") else 1.5
+        assert 0 <= grade <= 3
+        assert d.score == pytest.approx(before[d.name] + grade)
 
 
 def test_banking77_prepares_with_the_person_chosen_columns(retriever):

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from p2m.common.dataset_preview import preview_line
 from p2m.common.errors import FailedPrecondition, NotFound, P2MError
 from p2m.gateway.clients import StageClients
 from prompt2model.v1 import (
@@ -120,8 +121,13 @@ async def retrieve_datasets(ctx: StageContext) -> StageOutcome:
         )
         raise Skip("the person brought a dataset file")
     _skip_if_asked(ctx, S.STAGE_RETRIEVE_DATASETS)
+    search = ctx.run.options.dataset_search
     request = retriever_pb2.SearchDatasetsRequest(
-        task=ctx.run.task, top_k=DATASET_CANDIDATES, run_id=ctx.run.run_id
+        task=ctx.run.task,
+        top_k=DATASET_CANDIDATES,
+        run_id=ctx.run.run_id,
+        include_gated=search.include_gated,
+        rerank=search.rerank,
     )
     response = await ctx.clients.unary(
         "retriever", lambda stub: stub.SearchDatasets(request, timeout=900)
@@ -138,7 +144,7 @@ async def retrieve_datasets(ctx: StageContext) -> StageOutcome:
                 "generated data)",
                 options=[
                     gateway_pb2.ChoiceOption(
-                        value=d.name, label=d.name, detail=d.description[:300], score=d.score
+                        value=d.name, label=d.name, detail=_dataset_detail(d), score=d.score
                     )
                     for d in candidates
                 ],
@@ -151,10 +157,28 @@ async def retrieve_datasets(ctx: StageContext) -> StageOutcome:
     del ctx.run.datasets[:]
     ctx.run.datasets.extend(candidates)
     return StageOutcome(
-        figures={"candidates": len(candidates), "catalog_size": response.catalog_size},
+        figures={
+            "candidates": len(candidates),
+            "catalog_size": response.catalog_size,
+            "gated_left_out": response.gated_left_out,
+            "search_s": round(response.first_stage_seconds, 3),
+            **(
+                {"rerank_s": round(response.rerank.seconds, 1)}
+                if response.HasField("rerank")
+                else {}
+            ),
+        },
         note=response.note,
         usage=response.llm_usage,
     )
+
+
+def _dataset_detail(dataset: common_pb2.DatasetRef) -> str:
+    """What a person sees of a candidate: its description, what it holds, its variants."""
+    lines = [" ".join(dataset.description.split())[:240], preview_line(dataset.preview)]
+    if dataset.variants:
+        lines.append("also: " + ", ".join(dataset.variants[:5]))
+    return "\n".join(lines)
 
 
 async def prepare_dataset(ctx: StageContext) -> StageOutcome:

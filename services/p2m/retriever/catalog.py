@@ -26,10 +26,13 @@ class DatasetEntry:
     tags: tuple[str, ...] = ()
     language: tuple[str, ...] = ()
     license: tuple[str, ...] = ()
-    downloads: int = 0
+    downloads: int | None = None  # None: the catalog's source did not count them
     card_text: str = ""
     pretty_name: str = ""
     configs: tuple[dict[str, Any], ...] = field(default=(), compare=False, hash=False)
+    config_names: tuple[str, ...] = ()
+    size_category: str = ""
+    gated: bool = False  # the hub asks people to accept conditions before downloading
 
     def fields(self) -> dict[str, str]:
         """The searchable text of each field, by field name."""
@@ -104,6 +107,11 @@ def _strings(value: Any) -> tuple[str, ...]:
     return tuple(str(v) for v in value or () if v)
 
 
+def _count(value: Any) -> int | None:
+    """A non-negative count, or None when absent."""
+    return None if value is None else max(0, int(value))
+
+
 def _file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
@@ -138,10 +146,13 @@ def load_datasets(path: Path) -> Catalog:
                 tags=_strings(row.get("tags")),
                 language=_strings(row.get("language")),
                 license=_strings(row.get("license")),
-                downloads=int(row.get("downloads") or 0),
+                downloads=_count(row.get("downloads")),
                 card_text=str(row.get("card_text") or ""),
                 pretty_name=str(row.get("pretty_name") or ""),
                 configs=tuple(c for c in row.get("configs") or () if isinstance(c, dict)),
+                config_names=_strings(row.get("config_names")),
+                size_category=", ".join(_strings(row.get("size_categories"))),
+                gated=bool(row.get("gated")),
             )
         )
     return Catalog(path, _file_sha256(path), tuple(records))

@@ -40,8 +40,10 @@ def dataset_record(info: Any) -> dict[str, Any]:
         "language": _tag_values(tags, "language:"),
         "license": _tag_values(tags, "license:"),
         "tags": tags,
-        "downloads": getattr(info, "downloads", None) or 0,
-        "likes": getattr(info, "likes", None) or 0,
+        "downloads": getattr(info, "downloads", None),
+        "likes": getattr(info, "likes", None),
+        "gated": bool(getattr(info, "gated", False)),
+        "size_categories": _tag_values(tags, "size_categories:"),
         "pretty_name": card.get("pretty_name") or "",
         "sources": ["hub"],
     }

@@ -27,13 +27,15 @@ from p2m.cliutil import (
     run_async,
 )
 from p2m.common.artifacts import ArtifactStore
+from p2m.common.dataset_preview import preview_line
 from p2m.common.settings import Settings
 from p2m.common.types import TaskSpec
 from p2m.local_llm.provider import LLMProvider
-from p2m.retriever.core import Retriever, hub_reachable
-from p2m.retriever.dataset_search import DatasetHit, task_query
+from p2m.retriever.core import FoundDatasets, Retriever, hub_reachable
+from p2m.retriever.dataset_search import task_query
 from p2m.retriever.model_search import ModelConstraints, ModelSearch
 from p2m.retriever.prepare import PrepareOptions, prepare
+from p2m.retriever.rerank import DEFAULT_CANDIDATES, MAX_CANDIDATES
 
 datasets_app = typer.Typer(help="Find and prepare datasets.", no_args_is_help=True)
 models_app = typer.Typer(
@@ -83,42 +85,73 @@ async def _task_of(core: Retriever, prompt_file: Path | None) -> TaskSpec | None
     return await parse_prompt(core.provider, core.settings, read_prompt(prompt_file))
 
 
-def _hits_json(hits: list[DatasetHit]) -> list[dict[str, Any]]:
-    return [
+def _found_json(found: FoundDatasets) -> dict[str, Any]:
+    hits = [
         {
             "name": h.entry.name,
             "score": round(h.score, 5),
             "bm25": round(h.bm25, 3),
             "dense": round(h.dense, 4),
+            "grade": h.grade,
             "matched_fields": list(h.matched_fields),
             "task_categories": list(h.entry.task_categories),
+            "variants": list(h.variants),
             "description": h.entry.description[:300],
+            "preview": asdict(p),
         }
-        for h in hits
+        for h, p in zip(found.hits, found.previews, strict=True)
     ]
+    r = found.reranked
+    return {
+        "datasets": hits,
+        "catalog_size": found.catalog_size,
+        "gated_left_out": found.gated_left_out,
+        "first_stage_seconds": round(found.first_stage_seconds, 3),
+        "rerank": None
+        if r is None
+        else {"candidates": r.candidates, "unjudged": r.unjudged, "seconds": round(r.seconds, 1)},
+    }
 
 
-def _show_hits(hits: list[DatasetHit]) -> None:
-    table = Table("#", "dataset", "score", "dense", "matched", "description")
-    for number, hit in enumerate(hits, 1):
-        table.add_row(
-            str(number),
-            hit.entry.name,
-            f"{hit.score:.4f}",
-            f"{hit.dense:.2f}",
-            ", ".join(hit.matched_fields),
-            hit.entry.description[:80].replace("\n", " "),
-        )
+def _show_found(found: FoundDatasets) -> None:
+    graded = found.reranked is not None
+    table = Table("#", "dataset", "score", *(("LLM",) if graded else ()), "what it holds")
+    for number, (hit, preview) in enumerate(zip(found.hits, found.previews, strict=True), 1):
+        name = hit.entry.name
+        if hit.variants:
+            shown = ", ".join(hit.variants[:3]) + (" ..." if len(hit.variants) > 3 else "")
+            name += f"\n[dim]also: {shown}[/]"
+        about = hit.entry.description[:100].replace("\n", " ") + "\n[dim]" + preview_line(preview)
+        grade = ("-" if hit.grade is None else str(hit.grade),) if graded else ()
+        table.add_row(str(number), name, f"{hit.score:.2f}", *grade, about + "[/]")
     out.print(table)
+    notes = []
+    if found.gated_left_out:
+        notes.append(f"{found.gated_left_out} gated dataset(s) left out (--include-gated)")
+    if found.reranked is not None:
+        r = found.reranked
+        notes.append(
+            f"reranked {r.candidates} candidates with {r.model} in {r.seconds:.1f} s"
+            + (f" ({r.unjudged} unjudged)" if r.unjudged else "")
+        )
+    for note in notes:
+        out.print(f"[dim]{note}[/]")
 
 
-async def _search(
-    core: Retriever, query: str, catalog: Path | None, top_k: int
-) -> list[DatasetHit]:
-    search = await core.dataset_search(str(catalog) if catalog else "")
-    if search is None:
+async def _find(
+    core: Retriever,
+    query: str,
+    catalog: Path | None,
+    top_k: int,
+    include_gated: bool = False,
+    rerank_candidates: int = 0,
+) -> FoundDatasets:
+    found = await core.find_datasets(
+        query, top_k, str(catalog) if catalog else "", include_gated, rerank_candidates
+    )
+    if found is None:
         fail("no dataset catalog: pass --catalog or set P2M_CATALOG_DIR", 1)
-    return search.search(query, top_k)
+    return found
 
 
 @datasets_app.command("search")
@@ -128,6 +161,15 @@ def datasets_search(
     catalog: CatalogFile = None,
     catalog_dir: CatalogDir = None,
     top_k: Annotated[int, typer.Option(help="How many to show.")] = 25,
+    include_gated: Annotated[
+        bool, typer.Option(help="Also list datasets the hub gates behind conditions.")
+    ] = False,
+    rerank: Annotated[
+        bool, typer.Option(help="Let the LLM rerank the first stage's candidates (slower).")
+    ] = False,
+    rerank_candidates: Annotated[
+        int, typer.Option(help=f"Candidates the LLM reranks (top-k..{MAX_CANDIDATES}).")
+    ] = DEFAULT_CANDIDATES,
     as_json: AsJson = False,
     data_dir: DataDir = None,
     log_level: LogLevel = None,
@@ -135,22 +177,26 @@ def datasets_search(
     llm_model: LlmModel = None,
     local_llm: LocalLlm = None,
 ) -> None:
-    """Rank the dataset catalog for a prompt or a query, best first."""
+    """Rank the dataset catalog for a prompt or a query, best first, with what each holds."""
     if (prompt_file is None) == (query is None):
         fail("give exactly one of --prompt-file and --query")
     if not 1 <= top_k <= 100:
         fail("--top-k must be within 1..100")
+    if rerank and not top_k <= rerank_candidates <= MAX_CANDIDATES:
+        fail(f"--rerank-candidates must be within --top-k ({top_k})..{MAX_CANDIDATES}")
     settings = _settings(data_dir, log_level, llm_base_url, llm_model, local_llm, catalog_dir)
 
-    async def work(core: Retriever) -> list[DatasetHit]:
+    async def work(core: Retriever) -> FoundDatasets:
         task = await _task_of(core, prompt_file)
-        return await _search(core, task_query(task) if task else str(query), catalog, top_k)
+        text = task_query(task) if task else str(query)
+        candidates = rerank_candidates if rerank else 0
+        return await _find(core, text, catalog, top_k, include_gated, candidates)
 
-    hits = _with_core(settings, work)
+    found = _with_core(settings, work)
     if as_json:
-        print(json.dumps(_hits_json(hits), ensure_ascii=False))
+        print(json.dumps(_found_json(found), ensure_ascii=False))
     else:
-        _show_hits(hits)
+        _show_found(found)
 
 
 @datasets_app.command("prepare")
@@ -247,12 +293,13 @@ def datasets_prepare(
 async def _choose(
     core: Retriever, task: TaskSpec, catalog: Path | None, unattended: bool
 ) -> str | None:
-    hits = await _search(core, task_query(task), catalog, 25)
+    found = await _find(core, task_query(task), catalog, 25)
+    hits = found.hits
     if unattended:  # the best relevant dataset that can be loaded now, or none
         usable = (h for h in hits if h.dense >= RELEVANCE_THRESHOLD and core.can_load(h.entry.name))
         best = next(usable, None)
         return best.entry.name if best else None
-    _show_hits(hits)
+    _show_found(found)
     answer = Prompt.ask("Pick a dataset by number, or 'none'", default="1")
     if answer.strip().lower() == "none":
         return None

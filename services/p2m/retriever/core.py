@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from p2m.common.artifacts import ArtifactStore
@@ -13,10 +15,12 @@ from p2m.common.errors import InvalidInput, NotFound
 from p2m.common.paths import readable_path
 from p2m.common.settings import Settings
 from p2m.local_llm.provider import LLMProvider
-from p2m.retriever.catalog import Catalog, load_datasets, load_models
-from p2m.retriever.dataset_search import DatasetSearch
+from p2m.retriever.catalog import Catalog, DatasetEntry, load_datasets, load_models
+from p2m.retriever.dataset_search import DatasetHit, DatasetSearch
 from p2m.retriever.loaders import LoadedDataset, load_hub, load_local, locate
 from p2m.retriever.model_search import LocalModel
+from p2m.retriever.preview import Preview, catalog_preview, with_local_copy
+from p2m.retriever.rerank import Reranked, rerank
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +42,18 @@ def find_catalog(catalog_dir: str, names: tuple[str, ...]) -> Path | None:
 def hub_reachable(settings: Settings) -> bool:
     """Whether models and datasets may be fetched from the hub."""
     return not (settings.offline)
+
+
+@dataclass(frozen=True)
+class FoundDatasets:
+    """A dataset search's answer: the hits with their previews, and what the search did."""
+
+    catalog_size: int
+    hits: list[DatasetHit]
+    previews: list[Preview]
+    gated_left_out: int
+    first_stage_seconds: float
+    reranked: Reranked | None = None
 
 
 class Retriever:
@@ -62,6 +78,7 @@ class Retriever:
         self.encoder = SentenceEncoder(shipped_encoder_path(), SHIPPED_ENCODER_NAME)
         self._dataset_search: dict[Path, DatasetSearch] = {}
         self._model_catalogs: dict[Path, Catalog] = {}
+        self._local_previews: dict[str, Preview] = {}
         self._lock = asyncio.Lock()
 
     def _catalog_path(self, catalog_path: str, names: tuple[str, ...]) -> Path | None:
@@ -87,6 +104,39 @@ class Retriever:
                 )
             return self._dataset_search[path]
 
+    async def find_datasets(
+        self,
+        query: str,
+        top_k: int,
+        catalog_path: str = "",
+        include_gated: bool = False,
+        rerank_candidates: int = 0,
+    ) -> FoundDatasets | None:
+        """The ``top_k`` best datasets for ``query`` with previews; None without a catalog.
+
+        ``rerank_candidates`` > 0: the LLM reranks that many first-stage candidates.
+        """
+        search = await self.dataset_search(catalog_path)
+        if search is None:
+            return None
+        started = time.monotonic()
+        ranking = await asyncio.to_thread(
+            search.search, query, rerank_candidates or top_k, include_gated=include_gated
+        )
+        first_stage_s = time.monotonic() - started
+        hits, reranked = ranking.hits, None
+        if rerank_candidates:
+            reranked = await rerank(await self.provider.client(), query, hits)
+            hits = reranked.hits[:top_k]
+        return FoundDatasets(
+            catalog_size=len(search.catalog.records),
+            hits=hits,
+            previews=[await self.preview(h.entry) for h in hits],
+            gated_left_out=ranking.gated_left_out,
+            first_stage_seconds=first_stage_s,
+            reranked=reranked,
+        )
+
     async def model_catalog(self, catalog_path: str) -> Catalog | None:
         """The model catalog at ``catalog_path`` (or the configured one); None without one."""
         path = self._catalog_path(catalog_path, MODEL_CATALOG_NAMES)
@@ -106,6 +156,29 @@ class Retriever:
             LocalModel(m.name, m.description, m.architecture, m.size_bytes, m.license, str(m.path))
             for m in store.list()
         ]
+
+    async def preview(self, entry: DatasetEntry) -> Preview:
+        """What ``entry`` holds: the catalog's record, or its local copy's splits and first row."""
+        datasets_dir = Path(self.settings.datasets_dir) if self.settings.datasets_dir else None
+        try:
+            local = locate(entry.name, datasets_dir)
+        except InvalidInput:
+            local = None
+        source = "local" if local else "hub" if hub_reachable(self.settings) else ""
+        preview = catalog_preview(entry, source)
+        if local is None:
+            return preview
+        if entry.name not in self._local_previews:
+            try:
+                loaded = await asyncio.to_thread(load_local, local, entry.name)
+            except (InvalidInput, NotFound) as error:
+                log.warning(
+                    "cannot preview the local copy",
+                    extra={"dataset": entry.name, "error": str(error)},
+                )
+                return preview
+            self._local_previews[entry.name] = with_local_copy(preview, loaded)
+        return self._local_previews[entry.name]
 
     def can_load(self, name: str) -> bool:
         """Whether ``name`` can be loaded now: a local copy, or the hub is reachable."""

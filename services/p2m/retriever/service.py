@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from dataclasses import asdict
 
 from grpc import aio
 
@@ -15,9 +15,11 @@ from p2m.common.settings import Settings
 from p2m.common.types import TaskSpec
 from p2m.local_llm.provider import LLMProvider
 from p2m.retriever.core import DATASET_CATALOG_NAMES, Retriever, find_catalog, hub_reachable
-from p2m.retriever.dataset_search import task_query
+from p2m.retriever.dataset_search import DatasetHit, task_query
 from p2m.retriever.model_search import ModelCandidate, ModelConstraints, ModelSearch
 from p2m.retriever.prepare import PrepareOptions, prepare
+from p2m.retriever.preview import Preview
+from p2m.retriever.rerank import DEFAULT_CANDIDATES, MAX_CANDIDATES
 from prompt2model.v1 import common_pb2, retriever_pb2, retriever_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -60,27 +62,39 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServicer):
         else:
             query = task_query(_task(request.task))
         top_k = _top_k(request.top_k)
-        search = await self._core.dataset_search(request.catalog_path)
-        if search is None:
+        found = await self._core.find_datasets(
+            query,
+            top_k,
+            request.catalog_path,
+            request.include_gated,
+            _rerank_candidates(request, top_k),
+        )
+        if found is None:
             return retriever_pb2.SearchDatasetsResponse(
                 catalog_available=False,
                 note="no dataset catalog is configured (P2M_CATALOG_DIR): "
                 "the run goes on without retrieved data",
             )
-        hits = await asyncio.to_thread(search.search, query, top_k)
-        return retriever_pb2.SearchDatasetsResponse(
-            datasets=[
-                common_pb2.DatasetRef(
-                    name=h.entry.name,
-                    description=h.entry.description[:500],
-                    score=h.score,
-                    matched_fields=list(h.matched_fields),
-                )
-                for h in hits
-            ],
+        response = retriever_pb2.SearchDatasetsResponse(
+            datasets=[_dataset_pb(h, p) for h, p in zip(found.hits, found.previews, strict=True)],
             catalog_available=True,
-            catalog_size=len(search.catalog.records),
+            catalog_size=found.catalog_size,
+            gated_left_out=found.gated_left_out,
+            first_stage_seconds=found.first_stage_seconds,
         )
+        if found.gated_left_out:
+            response.note = (
+                f"{found.gated_left_out} gated dataset(s) left out (include_gated lists them)"
+            )
+        if found.reranked is not None:
+            r = found.reranked
+            response.rerank.CopyFrom(
+                retriever_pb2.RerankReport(
+                    candidates=r.candidates, unjudged=r.unjudged, seconds=r.seconds, model=r.model
+                )
+            )
+            response.llm_usage.CopyFrom(usage_to_pb(r.usage))
+        return response
 
     async def PrepareDataset(  # noqa: N802 (gRPC method name)
         self, request: retriever_pb2.PrepareDatasetRequest, context: aio.ServicerContext
@@ -162,6 +176,35 @@ class RetrieverServicer(retriever_pb2_grpc.RetrieverServicer):
             catalog_size=result.catalog_size,
             llm_usage=usage_to_pb(result.usage),
         )
+
+
+def _rerank_candidates(request: retriever_pb2.SearchDatasetsRequest, top_k: int) -> int:
+    """How many candidates the LLM reranks (0: no reranking)."""
+    if not request.rerank:
+        if request.rerank_candidates:
+            raise InvalidInput("rerank_candidates", "is set but rerank is not")
+        return 0
+    if top_k > MAX_CANDIDATES:
+        raise InvalidInput("top_k", f"must be at most {MAX_CANDIDATES} with rerank, got {top_k}")
+    candidates = request.rerank_candidates or max(DEFAULT_CANDIDATES, top_k)
+    if not top_k <= candidates <= MAX_CANDIDATES:
+        raise InvalidInput(
+            "rerank_candidates",
+            f"must be within top_k ({top_k})..{MAX_CANDIDATES}, got {candidates}",
+        )
+    return candidates
+
+
+def _dataset_pb(hit: DatasetHit, preview: Preview) -> common_pb2.DatasetRef:
+    return common_pb2.DatasetRef(
+        name=hit.entry.name,
+        description=hit.entry.description[:500],
+        score=hit.score,
+        matched_fields=list(hit.matched_fields),
+        variants=list(hit.variants),
+        preview=common_pb2.DatasetPreview(**asdict(preview)),
+        llm_grade=hit.grade,
+    )
 
 
 def _model_pb(c: ModelCandidate) -> common_pb2.ModelRef:
