@@ -14,7 +14,7 @@ A long run: start it in the background with ``--data-dir`` kept; the same comman
 from the last checkpoint (the training is named by its data and options).
 
     .venv/bin/python bench/curves.py --task temporal [--train 2000] [--epochs 3]
-        [--eval-every 50] [--dev 100] [--learning-rate 1e-4] [--out bench/figures]
+        [--eval-every 125] [--dev 100] [--learning-rate 1e-4] [--out bench/figures]
         [--data-dir DIR] [--quick] [--json]
 """
 
@@ -50,7 +50,12 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=2000, help="generated training examples")
     parser.add_argument("--dev", type=int, default=100, help="dev examples watched and scored")
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--eval-every", type=int, default=50, help="steps between validations")
+    parser.add_argument(
+        "--eval-every",
+        type=int,
+        default=125,
+        help="steps between validations (each one decodes every dev example greedily)",
+    )
     parser.add_argument("--learning-rate", type=float, default=TrainOptions().learning_rate)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-output-tokens", type=int, default=64)
@@ -93,14 +98,18 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         early_stopping_patience=0,
     )
     events_path = args.out / f"events-{args.task}.jsonl"
-    steps: list[dict[str, Any]] = []
+    # A resumed run (same --data-dir) keeps the training losses its earlier part logged; the
+    # steps it repeats from its checkpoint replace theirs.
+    losses = _logged_losses(events_path) if args.data_dir else {}
+    if not args.data_dir:
+        events_path.unlink(missing_ok=True)
 
     def record(event: TrainEvent) -> None:
         row = {k: v for k, v in asdict(event).items() if k != "checkpoint"}
         with events_path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(row) + "\n")
         if event.loss is not None and not event.message:
-            steps.append({"step": event.step, "loss": event.loss})
+            losses[event.step] = event.loss
 
     task = paperdata.task_spec(args.shared_data, args.task)
     started = time.perf_counter()
@@ -134,10 +143,22 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "final_dev_score": _score(metric, result.metrics),
         "final_dev_metrics": result.metrics,
         "validations": list(report.evaluations),
-        "training_loss": steps,
+        "training_loss": [{"step": k, "loss": v} for k, v in sorted(losses.items())],
         "paper_gpt35": paperdata.PAPER[args.task].paper_teacher,
         "paper_prompt2model": paperdata.PAPER[args.task].paper_student,
     }
+
+
+def _logged_losses(events_path: Path) -> dict[int, float]:
+    """Training loss by step from an earlier part's events (none when there is no file)."""
+    if not events_path.exists():
+        return {}
+    losses = {}
+    for line in events_path.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        if row.get("loss") is not None and not row.get("message"):
+            losses[int(row["step"])] = float(row["loss"])
+    return losses
 
 
 def _score(metric: str, metrics: dict[str, float]) -> float:
