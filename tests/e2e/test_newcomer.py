@@ -147,7 +147,8 @@ def test_each_stage_command_works_with_the_default_data_dir(
     assert missing.returncode != 0 and "catalog" in missing.stderr
     seed_catalog_index(catalog_index, data_dir)
     found = p2m_json(workdir, *search, env={"P2M_CATALOG_DIR": str(shared_data / "catalogs")})
-    assert len(found) == 3 and all(hit["name"] for hit in found)
+    hits = found["datasets"]
+    assert len(hits) == 3 and all(hit["name"] and "split_rows" in hit["preview"] for hit in hits)
 
     # generate: the embedded endpoint in-process (SmolLM2 for speed), a dataset in --out.
     generate = (

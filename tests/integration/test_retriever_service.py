@@ -243,6 +243,23 @@ def test_model_search_returns_only_resolvable_models(retriever, paper_prompts):
     assert all(m.skip_reason for m in reply.skipped)
     assert any("not resolvable" in m.skip_reason for m in reply.skipped)
     assert reply.llm_usage.requests >= 1
+    # Why it fits, from the store's manifest: the architecture, size, licence and languages.
+    assert list(reply.models[0].languages) == ["en"]
+    assert reply.models[0].fit_reason.startswith("decoder-only (trainable here); 0.")
+    assert "licence apache-2.0; languages: en; in the local model store" in (
+        reply.models[0].fit_reason
+    )
+    assert not any(m.fit_reason for m in reply.skipped)
+
+
+def test_a_japanese_task_is_told_when_no_student_states_japanese(retriever, paper_prompts):
+    task = _task(paper_prompts["mconala_ja"])
+    task.language = "ja"
+    reply = retriever.SearchModels(
+        retriever_pb2.SearchModelsRequest(task=task, top_k=1), timeout=300
+    )
+    assert [m.name for m in reply.models] == ["HuggingFaceTB/SmolLM2-135M-Instruct"]
+    assert "no model within reach states the task's language (ja)" in reply.models[0].fit_reason
 
 
 def test_without_a_catalog_search_says_so(local_llm: ServiceProcess, tmp_path: Path):

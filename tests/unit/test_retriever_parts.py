@@ -255,3 +255,56 @@ def test_bad_constraints(constraints: ModelConstraints, field: str):
     with pytest.raises(InvalidInput) as info:
         constraints.validate()
     assert info.value.field == field
+
+
+def _multilingual_search(local_languages: tuple[str, ...], hub: bool = True) -> ModelSearch:
+    english = ModelEntry(
+        "en/t5",
+        "t5 model for code generation",
+        downloads=90,
+        size_bytes=300_000_000,
+        license=("mit",),
+        language=("en",),
+        architecture_guess="t5",
+    )
+    multilingual = ModelEntry(
+        "multi/mt5",
+        "mt5 model",
+        downloads=10,
+        size_bytes=1_200_000_000,
+        language=("multilingual",),
+        architecture_guess="mt5",
+    )
+    coder = LocalModel(
+        "local/coder",
+        "code generation chat",
+        "decoder-only",
+        1,
+        "apache-2.0",
+        "/p",
+        local_languages,
+    )
+    catalog = Catalog(Path("x"), "0" * 64, (english, multilingual))
+    return ModelSearch(catalog, [coder], hub_reachable=hub)
+
+
+def test_a_japanese_task_prefers_a_model_that_states_japanese():
+    query = "t5 model for code generation"
+    search = _multilingual_search(("en", "zh"))
+    english, _ = search.rank(query, ModelConstraints(), top_k=2)
+    assert english[0].model_id == "en/t5"
+    assert "languages: en" in english[0].fit_reason
+    assert "0.30 GB under the 3.0 GB cap" in english[0].fit_reason
+    japanese, _ = search.rank(query, ModelConstraints(), top_k=2, language="ja")
+    assert [m.model_id for m in japanese] == ["multi/mt5", "en/t5"]
+    assert "states the task's language (ja)" in japanese[0].fit_reason
+    assert "from the hub" in japanese[0].fit_reason
+    # Where no model within reach states it, the order stays and the reason says so.
+    offline = _multilingual_search(("en", "zh"), hub=False)
+    only, _ = offline.rank(query, ModelConstraints(), top_k=1, language="ja")
+    assert only[0].model_id == "local/coder"
+    assert "no model within reach states the task's language (ja)" in only[0].fit_reason
+    assert "in the local model store" in only[0].fit_reason
+    # Two that state it keep their own order: the local coder matches the query better.
+    both = _multilingual_search(("en", "ja")).rank(query, ModelConstraints(), 2, language="ja")[0]
+    assert [m.model_id for m in both] == ["local/coder", "multi/mt5"]

@@ -60,6 +60,7 @@ class StoredModel:
         source: Where the weights came from, e.g. "gguf:SmolLM2-135M-Instruct-Q4_1 (dequantised)".
         license: SPDX-style licence id, e.g. "apache-2.0".
         description: The model card (README.md) text, which the model search ranks.
+        languages: ISO 639-1 codes of the languages its card states (empty when none).
     """
 
     name: str
@@ -70,6 +71,7 @@ class StoredModel:
     source: str
     license: str
     description: str
+    languages: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -320,6 +322,7 @@ def _read_entry(folder: Path) -> StoredModel:
             source=str(manifest["source"]),
             license=str(manifest["license"]),
             description=description,
+            languages=tuple(str(code) for code in manifest.get("languages", ())),
         )
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise FailedPrecondition(f"unreadable model manifest {manifest_path}: {error}") from error

@@ -325,7 +325,8 @@ async def retrieve_model(ctx: StageContext) -> StageOutcome:
                         value=m.name,
                         label=m.name,
                         score=m.score,
-                        detail=f"{m.architecture}, {m.size_bytes / 1e6:.0f} MB, {m.license}",
+                        detail=m.fit_reason
+                        or f"{m.architecture}, {m.size_bytes / 1e6:.0f} MB, {m.license}",
                     )
                     for m in models
                 ],
@@ -336,9 +337,10 @@ async def retrieve_model(ctx: StageContext) -> StageOutcome:
         )
         chosen_model = next(m for m in models if m.name == values[0])
     ctx.run.base_model.CopyFrom(chosen_model)
+    why = f"{chosen_model.name}: {chosen_model.fit_reason}" if chosen_model.fit_reason else ""
     return StageOutcome(
         figures={"candidates": len(models), "skipped": len(response.skipped)},
-        note=response.note,
+        note="; ".join(part for part in (why, response.note) if part),
         usage=response.llm_usage,
     )
 

@@ -362,6 +362,9 @@ def models_search(
             "yes" if m["local_path"] else "",
         )
     out.print(table)
+    if report["models"]:
+        best = report["models"][0]
+        out.print(f"[bold]{best['model_id']}[/] fits: {best['fit_reason']}", soft_wrap=True)
     if report["skipped"]:
         skipped = Table("better-ranked but skipped", "why", title="skipped")
         for m in report["skipped"][:10]:

@@ -153,7 +153,15 @@ class Retriever:
 
         store = ModelStore(self.settings.models_dir)
         return [
-            LocalModel(m.name, m.description, m.architecture, m.size_bytes, m.license, str(m.path))
+            LocalModel(
+                m.name,
+                m.description,
+                m.architecture,
+                m.size_bytes,
+                m.license,
+                str(m.path),
+                m.languages,
+            )
             for m in store.list()
         ]
 

@@ -113,6 +113,7 @@ class LocalModel:
     size_bytes: int
     license: str
     path: str
+    languages: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,8 @@ class ModelCandidate:
     resolvable: bool
     local_path: str = ""
     skip_reason: str = ""
+    languages: tuple[str, ...] = ()
+    fit_reason: str = ""  # why a chosen model fits (size, architecture, licence, languages)
 
 
 @dataclass(frozen=True)
@@ -163,7 +166,13 @@ class ModelSearch:
         self._local = {m.model_id: m for m in local}
         entries = [e for e in (catalog.records if catalog else ()) if e.model_id not in self._local]
         entries += [
-            ModelEntry(m.model_id, m.description, size_bytes=m.size_bytes, license=(m.license,))
+            ModelEntry(
+                m.model_id,
+                m.description,
+                size_bytes=m.size_bytes,
+                license=(m.license,),
+                language=m.languages,
+            )
             for m in local
         ]
         self._entries: list[ModelEntry] = entries
@@ -191,7 +200,8 @@ class ModelSearch:
         constraints.validate()
         usage = UsageCounters()
         card = await self.hypothetical_card(llm, task, usage)
-        models, skipped = self.rank(f"{card}\n{task.instruction}", constraints, top_k)
+        query = f"{card}\n{task.instruction}"
+        models, skipped = self.rank(query, constraints, top_k, task.language or "en")
         note = "" if self._catalog else "no model catalog: only the local model store was ranked"
         if not models:
             note = (note + "; " if note else "") + "no model meets the constraints"
@@ -206,28 +216,39 @@ class ModelSearch:
         )
 
     def rank(
-        self, query: str, constraints: ModelConstraints, top_k: int
+        self, query: str, constraints: ModelConstraints, top_k: int, language: str = "en"
     ) -> tuple[list[ModelCandidate], list[ModelCandidate]]:
         """BM25 rank for ``query``; return (models meeting the constraints, better ones skipped).
 
         Scores are rounded to one decimal so that near-ties go to the more downloaded model.
+        For a task in another ``language`` than English, the models whose cards state that
+        language (or multilingual) come first, in their own order, when any meets the
+        constraints; each chosen model says why it fits.
         """
         scores = self._bm25.scores(query)
         ranked = sorted(
             range(len(self._entries)),
             key=lambda i: (-round(float(scores[i]), 1), -self._entries[i].downloads),
         )
-        models: list[ModelCandidate] = []
+        fitting: list[ModelCandidate] = []
         skipped: list[ModelCandidate] = []
         for index in ranked:
-            if len(models) >= top_k:
-                break
             candidate = self._candidate(self._entries[index], float(scores[index]))
             reason = self._skip_reason(candidate, self._entries[index], constraints)
             if not reason:
-                models.append(candidate)
-            elif len(skipped) < MAX_SKIPPED:
+                fitting.append(candidate)
+                if language == "en" and len(fitting) >= top_k:
+                    break
+            elif len(skipped) < MAX_SKIPPED and len(fitting) < top_k:
                 skipped.append(_with_reason(candidate, reason))
+        speakers = [c for c in fitting if speaks(c.languages, language)]
+        if language != "en" and speakers:
+            fitting = speakers + [c for c in fitting if c not in speakers]
+        limit = constraints.max_size_bytes or DEFAULT_MAX_SIZE_BYTES
+        models = [
+            dataclasses.replace(c, fit_reason=fit_reason(c, limit, language, bool(speakers)))
+            for c in fitting[:top_k]
+        ]
         return models, skipped
 
     def _candidate(self, entry: ModelEntry, score: float) -> ModelCandidate:
@@ -241,6 +262,7 @@ class ModelSearch:
             license=entry.license[0] if entry.license else "",
             resolvable=local is not None or self._hub_reachable,
             local_path=local.path if local else "",
+            languages=entry.language,
         )
 
     def _skip_reason(
@@ -263,6 +285,31 @@ class ModelSearch:
         if constraints.only_resolvable and not candidate.resolvable:
             return "not resolvable: not in the local model store and the hub is unreachable"
         return ""
+
+
+def speaks(languages: Sequence[str], language: str) -> bool:
+    """Whether a card's languages cover ``language`` (no languages stated: English only)."""
+    stated = {code.lower() for code in languages} or {"en"}
+    return language in stated or "multilingual" in stated
+
+
+def fit_reason(candidate: ModelCandidate, limit: int, language: str, any_speaker: bool) -> str:
+    """Why a chosen model fits: architecture, size against the cap, licence, languages, source."""
+    size = f"{candidate.size_bytes / 1e9:.2f} GB" if candidate.size_bytes else "size unknown"
+    languages = ", ".join(candidate.languages) or "not stated (English assumed)"
+    parts = [
+        f"{candidate.architecture} (trainable here)",
+        f"{size} under the {limit / 1e9:.1f} GB cap",
+        f"licence {candidate.license or 'not stated'}",
+        f"languages: {languages}",
+    ]
+    if language != "en":
+        if speaks(candidate.languages, language):
+            parts.append(f"its card states the task's language ({language})")
+        elif not any_speaker:
+            parts.append(f"no model within reach states the task's language ({language})")
+    parts.append("in the local model store" if candidate.local_path else "from the hub")
+    return "; ".join(parts)
 
 
 def _with_reason(candidate: ModelCandidate, reason: str) -> ModelCandidate:

@@ -217,6 +217,8 @@ def _model_pb(c: ModelCandidate) -> common_pb2.ModelRef:
         license=c.license,
         resolvable=c.resolvable,
         skip_reason=c.skip_reason,
+        languages=list(c.languages),
+        fit_reason=c.fit_reason,
     )
 
 
