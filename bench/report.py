@@ -11,7 +11,7 @@ time on the machine, from /proc/stat, less the bench's own), since on a shared m
 what makes a figure noisy.
 
     .venv/bin/python bench/report.py [--quick] [--only paper,serving] [--tasks squad,temporal]
-        [--out RESULTS.md] [--render-from LOG_DIR/outcomes.json]
+        [--out RESULTS.md] [--render-from LOG_DIR/outcomes.json] [--curves-dir DIR]
 
 Each run keeps its outcomes in ``LOG_DIR/outcomes.json``; ``--render-from`` writes RESULTS.md
 again from them, running nothing.
@@ -54,6 +54,7 @@ BENCHES = (
     "judge",
     "training",
     "paper",
+    "curves",
     "pipeline",
     "serving",
 )
@@ -63,6 +64,7 @@ TIMEOUTS = {
     "generation": (3600, 1500),
     "training": (3600, 1200),
     "paper": (6 * 3600, 1800),
+    "curves": (8 * 3600, 1200),
     "teacher": (3 * 3600, 1200),
     "judge": (2 * 3600, 1200),
     "pipeline": (8 * 3600, 2400),
@@ -94,6 +96,12 @@ def main() -> None:
     )
     parser.add_argument("--timeout-scale", type=float, default=1.0, help="multiply every limit")
     parser.add_argument("--log-dir", type=Path, help="keep each bench's stderr here")
+    parser.add_argument(
+        "--curves-dir",
+        type=Path,
+        help="curves: keep each task's runs in DIR/<task>, so a stopped report resumes them "
+        "(default: LOG_DIR/curves)",
+    )
     parser.add_argument(
         "--render-from",
         type=Path,
@@ -138,7 +146,8 @@ def main() -> None:
     }
     print(f"logs in {log_dir}; writing {args.out}", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="p2m-bench-models-", ignore_cleanup_errors=True) as t:
-        plan = planned(args, only, tasks, shared, Path(t))
+        curves_dir = (args.curves_dir or log_dir / "curves").resolve()
+        plan = planned(args, only, tasks, shared, Path(t), curves_dir)
         outcomes = [Outcome(name, argv) for name, argv in plan]
         for outcome in outcomes:
             limit = TIMEOUTS[outcome.name.split(":")[0]][1 if args.quick else 0]
@@ -158,7 +167,12 @@ def main() -> None:
 
 
 def planned(
-    args: argparse.Namespace, only: list[str], tasks: list[str], shared: Path, models: Path
+    args: argparse.Namespace,
+    only: list[str],
+    tasks: list[str],
+    shared: Path,
+    models: Path,
+    curves: Path,
 ) -> list[tuple[str, list[str]]]:
     """(name, argv) of every bench process to run, in order."""
     quick = ["--quick"] if args.quick else []
@@ -187,6 +201,10 @@ def planned(
                 )
                 argv = [*base, *data, "--task", task, "--teacher", args.teacher, *sizes]
                 plan.append((f"paper:{task}", [*argv, "--models-dir", str(models)]))
+        elif name == "curves":
+            for task in tasks:
+                argv = [*base, *data, "--task", task, "--data-dir", str(curves / task)]
+                plan.append((f"curves:{task}", argv))
         elif name == "serving":
             plan.append((name, [*base, "--models-dir", str(models)]))
         elif name == "pipeline":

@@ -112,6 +112,9 @@ def render(context: dict[str, Any], outcomes: list[Outcome]) -> str:
     if papers:
         lines += paper_section(papers, context)
         lines += agreement_section(papers, context)
+    for outcome in outcomes:
+        if outcome.name.startswith("curves:"):
+            lines += curves_section(outcome)
     for name, section in (
         ("retrieval", retrieval_section),
         ("generation", generation_section),
@@ -477,6 +480,43 @@ def section(title: str) -> Callable[[SectionBody], Callable[[Outcome], list[str]
         return render_section
 
     return wrap
+
+
+def curves_section(outcome: Outcome) -> list[str]:
+    """One task's full-size training: the dev score as it learned, and the PNG of its curves."""
+    task = outcome.name.split(":", 1)[1]
+    head = [f"## Learning curves: {task}", ""]
+    f = outcome.figures
+    if f is None:
+        return head + failure_block(outcome)
+    options = f["options"]
+    scale = 100.0 if f["metric"] == "exact_match" else 1.0
+    key = "exact_match" if f["metric"] == "exact_match" else "chrf"
+    lines = [
+        *head,
+        f"SmolLM2-135M trained on the first {f['train']} of the paper's generated {task} examples "
+        f"for {options['epochs']} epochs (learning rate {options['learning_rate']}, batch "
+        f"{options['batch_size']}, {f['steps']} steps, {f['examples_per_s']} examples/s, "
+        f"{f['wall_s']} s{', cached' if f['cached'] else ''}); every {options['eval_steps']} "
+        f"steps and at each epoch's end the dev half's first {f['dev']} examples were decoded "
+        "greedily, watching only (the last weights are kept, nothing stops early). "
+        f"Final model on the same dev examples: **{f['final_dev_score']}** "
+        f"({f['metric']}); the paper: gpt-3.5-turbo {f['paper_gpt35']}, its Prompt2Model student "
+        f"{f['paper_prompt2model']}. Ran on {benchkit.machine_line(f['machine'])}.",
+        "",
+        "| step | examples seen | epoch | dev loss | dev score |",
+        "|---|---|---|---|---|",
+    ]
+    for v in f["validations"]:
+        score, loss = v.get(key), v.get("eval_loss")
+        lines.append(
+            f"| {v['step']} | {v['examples_seen']} | {v['epoch']:.2f} | "
+            f"{'-' if loss is None else f'{loss:.4f}'} | "
+            f"{'-' if score is None else round(score * scale, 2)} |"
+        )
+    png = Path(f["png"]).name
+    lines += ["", f"![{task} learning curves](bench/figures/{png})", ""]
+    return lines
 
 
 @section("Dataset retrieval (DataFinder)")

@@ -126,3 +126,37 @@ def test_an_earlier_runs_table_goes_with_the_last_section_of_its_run():
     titles = list(results_md.split_sections(results_md.merged(serving_only, once))[1])
     runs = [title for title in titles if title.startswith(results_md.EARLIER_RUNS)]
     assert len(runs) == 2 and "cd41ff6" in runs[1]  # the pipeline's run and the paper's
+
+
+def test_each_tasks_learning_curves_have_their_own_section_and_picture():
+    validations = [
+        {"step": 125, "epoch": 0.5, "examples_seen": 1000, "eval_loss": 0.652, "chrf": 36.61},
+        {"step": 250, "epoch": 1.0, "examples_seen": 2000, "eval_loss": None, "chrf": None},
+    ]
+    figures = {
+        "task": "temporal",
+        "metric": "chrf",
+        "train": 2000,
+        "dev": 100,
+        "options": {"epochs": 3, "learning_rate": 5e-5, "batch_size": 8, "eval_steps": 125},
+        "steps": 750,
+        "examples_per_s": 2.5,
+        "wall_s": 3000,
+        "cached": False,
+        "final_dev_score": 47.5,
+        "paper_gpt35": 30.7,
+        "paper_prompt2model": 55.2,
+        "machine": {"cpu": "cpu", "arch": "x86_64", "cores": 2, "ram_gib": 8, "python": "3.11"},
+        "png": "/anywhere/bench/figures/curves-temporal.png",
+        "validations": validations,
+    }
+    outcome = Outcome("curves:temporal", [], status="ok", figures=figures)
+    lines = results_md.curves_section(outcome)
+    assert lines[:2] == ["## Learning curves: temporal", ""]
+    assert any("**47.5** (chrf)" in line and "Prompt2Model student 55.2" in line for line in lines)
+    assert "| 125 | 1000 | 0.50 | 0.6520 | 36.61 |" in lines
+    assert "| 250 | 2000 | 1.00 | - | - |" in lines
+    assert "![temporal learning curves](bench/figures/curves-temporal.png)" in lines
+    squad = Outcome("curves:squad", [], status="failed", error_tail="killed")
+    failed = results_md.curves_section(squad)
+    assert failed[0] == "## Learning curves: squad" and any("killed" in line for line in failed)
