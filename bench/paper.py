@@ -265,6 +265,7 @@ def summary(result: EvaluationResult, metric: str) -> dict[str, Any]:
         "chrf": round(chrf, 2),
         "examples": result.num_examples,
         "latency_p50_ms": round(result.latency.p50_ms, 1),
+        "runtime": result.notes.get("runtime", ""),
         "wall_s": round(result.latency.total_seconds, 1),
         "worst": (
             {

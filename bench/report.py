@@ -94,6 +94,12 @@ def main() -> None:
     parser.add_argument(
         "--pipeline-examples", type=int, default=80, help="pipeline: examples generated per task"
     )
+    parser.add_argument(
+        "--serving-model",
+        type=Path,
+        help="serving: a trained student folder (default: untrained SmolLM2), scored on the dev "
+        "half per runtime",
+    )
     parser.add_argument("--timeout-scale", type=float, default=1.0, help="multiply every limit")
     parser.add_argument("--log-dir", type=Path, help="keep each bench's stderr here")
     parser.add_argument(
@@ -206,7 +212,11 @@ def planned(
                 argv = [*base, *data, "--task", task, "--data-dir", str(curves / task)]
                 plan.append((f"curves:{task}", argv))
         elif name == "serving":
-            plan.append((name, [*base, "--models-dir", str(models)]))
+            served = [*base, *data, "--models-dir", str(models)]
+            if args.serving_model is not None:
+                model = ["--model", str(args.serving_model.resolve())]
+                served += [*model, "--score", "10" if args.quick else "100"]
+            plan.append((name, served))
         elif name == "pipeline":
             sizes = (
                 []

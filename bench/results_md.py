@@ -594,6 +594,16 @@ def pipeline_section(f: dict[str, Any]) -> list[str]:
         )
     lines.append("")
     for t in f["tasks"]:
+        student, teacher = t.get("student") or {}, t.get("teacher") or {}
+        if student.get("latency_p50_ms") and teacher.get("latency_p50_ms"):
+            ratio = teacher["latency_p50_ms"] / student["latency_p50_ms"]
+            runtime = f" ({student['runtime']})" if student.get("runtime") else ""
+            lines.append(
+                f"- {t['task']}: the student takes {student['latency_p50_ms']:.0f} ms per dev "
+                f"example{runtime}, the teacher {teacher['latency_p50_ms']:.0f} ms: "
+                f"{ratio:.1f}x faster (p50; both as the evaluator batches them)."
+            )
+    for t in f["tasks"]:
         if t["state"] != "succeeded":
             lines.append(f"- {t['task']}: the run {t['state']}: {short(t['error'], 300)}")
         for note in t["run_estimate"]["notes"]:
@@ -740,7 +750,75 @@ def training_section(f: dict[str, Any]) -> list[str]:
 
 @section("Serving")
 def serving_section(f: dict[str, Any]) -> list[str]:
-    """The model server under load."""
+    """Where a student's time goes, runtime by runtime, and the model server under load."""
+    if "bare" not in f:  # a run from before the runtimes were compared
+        return _serving_load_only(f)
+    lines = [
+        f"One student, {f['model']}, on the first {f['inputs']} inputs of {f['task']}, greedy, "
+        f"at most {f['max_output_tokens']} new tokens, one client, one input per call, after "
+        "one warm-up call. *Bare*: called in the bench's own process (llama.cpp through its "
+        "GGUF export, in its own process on loopback); *v1*/*v2*: through `p2m serve-model` "
+        "(KServe REST). *Same*: the share of answers identical to fp32 transformers'. Ran on "
+        f"{benchkit.machine_line(f['machine'])}.",
+        "",
+        "| runtime | where | p50 ms | p95 ms | p99 ms | tokens/s | p50 / bare transformers | "
+        "same |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    base = f["bare"]["transformers:f32"]["latency_ms"]["p50"]
+    rows = [(label, "bare", row) for label, row in f["bare"].items()]
+    for label, row in f["served"].items():
+        rows += [(label, protocol, row[protocol]) for protocol in ("v1", "v2")]
+    if f.get("teacher"):
+        rows.append((f"teacher ({f['teacher']['model']})", "llama.cpp endpoint", f["teacher"]))
+    for label, where, row in rows:
+        latency = row["latency_ms"]
+        tokens = f"{row['tokens_per_s']:.1f}" if row.get("tokens") else "-"
+        same = f"{row['same_as_transformers']:.2f}" if "same_as_transformers" in row else "-"
+        lines.append(
+            f"| {label} | {where} | {latency['p50']:.0f} | {latency['p95']:.0f} | "
+            f"{latency['p99']:.0f} | {tokens} | {latency['p50'] / base:.2f} | {same} |"
+        )
+    summary = f["summary"]
+    overhead = ", ".join(f"{k} {v:.2f}x" for k, v in summary["kserve_overhead"].items())
+    lines += ["", f"KServe's overhead (served p50 over the same runtime's bare p50): {overhead}."]
+    if "speedup_over_teacher" in summary:
+        speedup = ", ".join(f"{k} {v:.1f}x" for k, v in summary["speedup_over_teacher"].items())
+        lines.append(f"The student's speed-up per example over the teacher (p50): {speedup}.")
+    if f.get("scores"):
+        lines += ["", "| runtime | dev examples | score | seconds (batched) |", "|---|---|---|---|"]
+        for label, row in f["scores"].items():
+            lines.append(
+                f"| {label} | {row['examples']} | {row['metric']} {row['score']:.2f} | "
+                f"{row['seconds']:.0f} |"
+            )
+    batching = f["batching"]
+    lines += [
+        "",
+        f"Load: C clients sending one-input v1 requests back to back for {f['duration_s']:g} s "
+        f"per row; batching on: at most {batching['max_batch_size']} requests per batch, "
+        f"{batching['max_latency_ms']:g} ms wait.",
+        "",
+        "| runtime | batching | clients | requests/s | p50 ms | p95 ms | p99 ms | errors | "
+        "requests per batch | load avg |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for label, row in f["served"].items():
+        for mode in ("off", "on"):
+            for level, load in row[f"load_batching_{mode}"].items():
+                latency = load["latency_ms"]
+                lines.append(
+                    f"| {label} | {mode} | {level} | {load['requests_per_s']:.2f} | "
+                    f"{latency['p50']:.0f} | {latency['p95']:.0f} | {latency['p99']:.0f} | "
+                    f"{load['errors']} | {load['mean_batch_requests']:.2f} | "
+                    f"{fmt_load(load['load_avg'])} |"
+                )
+    ready = ", ".join(f"{label} {row['ready_s']:.0f} s" for label, row in f["served"].items())
+    return [*lines, "", f"Time from start to ready (GGUF export included): {ready}.", ""]
+
+
+def _serving_load_only(f: dict[str, Any]) -> list[str]:
+    """The earlier serving bench: one runtime under load, batching off and on."""
     lines: list[str] = []
     on = f["batching"]["on"]
     lines += [

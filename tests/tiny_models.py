@@ -56,3 +56,80 @@ def tiny_llama(*, seed: int = 0) -> Any:
         max_position_embeddings=128,
     )
     return LlamaForCausalLM(config)
+
+
+QWEN2_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_CORPUS = [
+    "The cat sat on the mat. The dog ate 12 bones in 2024.",
+    "Classify the sentiment: I loved it! Terrible service, never again.",
+    "What is the capital of France? Paris is the capital of France.",
+    "def add(a, b):\n    return a + b\n",
+]
+
+
+def build_tiny_decoder(out: Path, *, model_type: str = "llama", seed: int = 0) -> Path:
+    """Save a 2-layer decoder-only student (``llama`` or ``qwen2``) in ``out``; return it.
+
+    Its byte-level BPE tokenizer is trained here on a few sentences (a Qwen2-style split for
+    ``qwen2``, GPT-2's for ``llama``); the weights are random but spread wide (init 0.2), so
+    greedy decoding has no near-ties for two runtimes to break differently.
+    """
+    import torch
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import (
+        LlamaConfig,
+        LlamaForCausalLM,
+        PreTrainedTokenizerFast,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+    )
+
+    from p2m.common.student import StudentSpec
+
+    tokenizer = Tokenizer(models.BPE())
+    if model_type == "qwen2":
+        tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated"),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ]
+        )
+    else:
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<|endoftext|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tokenizer.train_from_iterator(_CORPUS, trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, eos_token="<|im_end|>", unk_token="<|endoftext|>"
+    )
+    fast.pad_token = fast.eos_token
+    size = dict(
+        vocab_size=len(fast),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        initializer_range=0.2,
+        eos_token_id=fast.eos_token_id,
+        pad_token_id=fast.pad_token_id,
+        bos_token_id=None,
+    )
+    torch.manual_seed(seed)
+    if model_type == "qwen2":
+        model: Any = Qwen2ForCausalLM(Qwen2Config(**size, tie_word_embeddings=True))
+    else:
+        model = LlamaForCausalLM(LlamaConfig(**size, tie_word_embeddings=False))
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    fast.save_pretrained(out)
+    StudentSpec("decoder-only", "Answer.", max_output_tokens=12, base_model="tiny").save(out)
+    return out

@@ -308,6 +308,7 @@ def report_json(run: G.Run) -> dict[str, Any]:
         "v1_predict_url": report.endpoint.v1_predict_url,
         "v2_infer_url": report.endpoint.v2_infer_url,
         "grpc_address": report.endpoint.grpc_address,
+        "runtime": report.endpoint.runtime,
         "demo": report.demo_url,
         "metrics": metrics,
         "metrics_source": report.metrics_source,
@@ -407,8 +408,9 @@ def _show_report(run: G.Run, report: dict[str, Any]) -> None:
     for note in report["estimate_notes"]:
         out.print(f"[yellow]note:[/] {note}", highlight=False)
     if report["endpoint"]:
+        served = f", {report['runtime']}" if report["runtime"] else ""
         out.print(
-            f"endpoint: {report['endpoint']}  (v1: {report['v1_predict_url']})",
+            f"endpoint: {report['endpoint']}  (v1: {report['v1_predict_url']}{served})",
             highlight=False,
             soft_wrap=True,
         )

@@ -195,7 +195,9 @@ def test_each_stage_command_works_with_the_default_data_dir(
         if demo is not None:
             stop(demo)
         stop(server)
-    assert "/v1/models/model:predict" in server.communicate()[0]
+    said = server.communicate()[0]
+    assert "/v1/models/model:predict" in said
+    assert "(llama.cpp f32)" in said  # a SmolLM2 student: llama.cpp by default
 
 
 @pytest.mark.slow

@@ -257,6 +257,7 @@ def test_deploy_answers_v1_v2_rest_and_v2_grpc(setup: Setup, tiny: common_pb2.En
     assert tiny.grpc_address.startswith("127.0.0.1:")
     assert tiny.model.uri == setup.models["a"].uri and tiny.model.size_bytes > 0
     assert tiny.update_time.seconds > 0
+    assert tiny.runtime == "transformers f32"  # a T5: llama.cpp serves decoder-only students
     expected = setup.expected["a"]
 
     instances = [INPUTS[0], {"input": INPUTS[1]}, INPUTS[2], {"input": INPUTS[3]}]
@@ -536,6 +537,24 @@ def test_invalid_requests_name_the_field(setup: Setup):
             "options.ready_timeout",
         ),
         (deployer_pb2.DeployRequest(name="ok", model=model, run_id="r" * 65), "run_id"),
+        (
+            deployer_pb2.DeployRequest(name="ok", model=model, options=options(runtime="onnx")),
+            "options.runtime",
+        ),
+        (
+            deployer_pb2.DeployRequest(name="ok", model=model, options=options(precision="int4")),
+            "options.precision",
+        ),
+        (  # a tiny T5: llama.cpp serves decoder-only students
+            deployer_pb2.DeployRequest(
+                name="ok", model=model, options=options(runtime="llama.cpp")
+            ),
+            "options.runtime",
+        ),
+        (
+            deployer_pb2.DeployRequest(name="ok", model=model, options=options(precision="q8_0")),
+            "options.precision",
+        ),
         (deployer_pb2.DeployRequest(name="ok", model=setup.models["dataset"]), "model.uri"),
     ]
     for request, field in deploy_cases:

@@ -131,10 +131,16 @@ def test_smollm2_student_scores_and_is_cached(setup: Setup):
     assert reply.num_parameters > 100_000_000
     assert 0 < reply.latency.p50_ms <= reply.latency.p95_ms and reply.latency.total_seconds > 0
     assert reply.llm_usage.requests == 0 and not reply.cached
+    assert metrics.notes["runtime"] == "llama.cpp f32"  # as the model server serves it
     again = setup.stub.Evaluate(request, timeout=60)
     assert again.cached
     assert dict(again.metrics.values) == dict(metrics.values)
     assert list(again.metrics.worst_examples) == list(metrics.worst_examples)
+    # transformers gives the same answers, hence the same scores.
+    request.options.runtime = "transformers"
+    plain = setup.stub.Evaluate(request, timeout=300)
+    assert not plain.cached and plain.metrics.notes["runtime"] == "transformers f32"
+    assert dict(plain.metrics.values) == dict(metrics.values)
 
 
 def test_examples_given_in_the_request_are_scored_instead_of_a_dataset(setup: Setup):
@@ -219,6 +225,21 @@ def test_teacher_through_the_local_llm(setup: Setup):
             "task.instruction",
         ),
         (lambda r: setattr(r, "run_id", "x" * 65), grpc.StatusCode.INVALID_ARGUMENT, "run_id"),
+        (
+            lambda r: setattr(r.options, "runtime", "onnx"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "options.runtime",
+        ),
+        (
+            lambda r: setattr(r.options, "precision", "int4"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "options.precision",
+        ),
+        (  # the tiny T5 is an encoder-decoder
+            lambda r: setattr(r.options, "runtime", "llama.cpp"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "llama.cpp cannot serve this student: it is an encoder-decoder model",
+        ),
         (
             lambda r: r.examples.add(input="a", output="b"),
             grpc.StatusCode.INVALID_ARGUMENT,

@@ -643,7 +643,13 @@ async def test_the_deployer_creates_rolls_lists_and_deletes_an_inferenceservice(
         "16",
         "--max-latency-ms",
         "20",
+        # auto resolved by the deployer: this folder has no tokenizer or weights to export.
+        "--runtime",
+        "transformers",
+        "--precision",
+        "f32",
     ]
+    assert meta["annotations"]["prompt2model/runtime"] == "transformers f32"
     assert {"name": "data", "mountPath": "/data", "readOnly": True} in container["volumeMounts"]
 
     # KServe reports Ready: the endpoint is the InferenceService's URL.
@@ -656,6 +662,7 @@ async def test_the_deployer_creates_rolls_lists_and_deletes_an_inferenceservice(
     assert endpoint.v1_predict_url == f"{base}/v1/models/sentiment:predict"
     assert endpoint.v2_infer_url == f"{base}/v2/models/sentiment/infer"
     assert endpoint.k8s_namespace == NAMESPACE and endpoint.model == model
+    assert endpoint.runtime == "transformers f32"
 
     # The same again writes nothing; other options roll it (a PUT of the new spec).
     again = await deployments.deploy(spec)

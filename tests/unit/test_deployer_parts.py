@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
+import time
 from unittest import mock
 
 import pytest
@@ -54,6 +55,27 @@ async def test_without_batching_every_request_is_its_own_batch():
     answers = await asyncio.gather(*(batcher.submit([t]) for t in "xyz"))
     assert answers == [["X"], ["Y"], ["Z"]] and len(model.calls) == 3
     assert await batcher.submit([]) == []
+    await batcher.close()
+
+
+async def test_batches_run_side_by_side_up_to_in_flight():
+    running, most = 0, 0
+    lock = threading.Lock()
+
+    def slow(inputs: list[str]) -> list[str]:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.2)
+        with lock:
+            running -= 1
+        return [text.upper() for text in inputs]
+
+    batcher = MicroBatcher(slow, Batching(0, 0.0), in_flight=3)
+    answers = await asyncio.gather(*(batcher.submit([t]) for t in "abcdef"))
+    assert answers == [[t.upper()] for t in "abcdef"]  # each request its own answer
+    assert most == 3 and batcher.stats.batches == 6
     await batcher.close()
 
 

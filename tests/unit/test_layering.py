@@ -10,8 +10,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "services" / "p2m"
 STAGES = ("parser", "retriever", "generator", "trainer", "evaluator", "deployer", "gateway", "demo")
 # What each layer may import from p2m besides itself.
-SHARED = {"common": (), "k8s": ("common",), "local_llm": ("common",)}
-FOR_STAGES = ("common", "k8s", "local_llm", "cliutil")
+SHARED = {"common": (), "k8s": ("common",), "local_llm": ("common",), "llamacpp": ("common",)}
+FOR_STAGES = ("common", "k8s", "local_llm", "llamacpp", "cliutil")
 
 
 def p2m_imports(path: Path) -> set[str]:

@@ -160,3 +160,61 @@ def test_each_tasks_learning_curves_have_their_own_section_and_picture():
     squad = Outcome("curves:squad", [], status="failed", error_tail="killed")
     failed = results_md.curves_section(squad)
     assert failed[0] == "## Learning curves: squad" and any("killed" in line for line in failed)
+
+
+def _latency(p50: float, tokens: int = 0) -> dict:
+    return {
+        "calls": 4,
+        "latency_ms": {"p50": p50, "p95": p50, "p99": p50},
+        "tokens": tokens,
+        "tokens_per_s": tokens and 20.0,
+    }
+
+
+def test_the_serving_section_sets_each_runtime_beside_bare_transformers():
+    load = {
+        "1": {
+            "requests_per_s": 2.0,
+            "latency_ms": {"p50": 500, "p95": 600, "p99": 700},
+            "errors": 0,
+            "mean_batch_requests": 1.0,
+            "load_avg": [1.0, 1.0, 1.0],
+        }
+    }
+    served = {
+        "v1": {**_latency(330.0), "same_as_transformers": 1.0},
+        "v2": {**_latency(340.0), "same_as_transformers": 1.0},
+        "ready_s": 3.0,
+        "load_batching_off": load,
+        "load_batching_on": load,
+    }
+    figures = {
+        "machine": {"cpu": "x", "arch": "x86_64", "cores": 2, "ram_gib": 1.0, "python": "3.11"},
+        "model": "m",
+        "task": "temporal",
+        "inputs": 4,
+        "max_output_tokens": 16,
+        "bare": {
+            "transformers:f32": {**_latency(1000.0, 40), "same_as_transformers": 1.0},
+            "llama.cpp:f32": {**_latency(300.0, 40), "same_as_transformers": 1.0},
+        },
+        "served": {"llama.cpp:f32": served},
+        "teacher": {**_latency(2000.0, 40), "model": "qwen"},
+        "scores": {
+            "llama.cpp:f32": {"metric": "chrf", "score": 44.4, "examples": 100, "seconds": 30.0}
+        },
+        "summary": {
+            "kserve_overhead": {"llama.cpp:f32 v1": 1.1},
+            "speedup_over_teacher": {"llama.cpp:f32 v1": 6.06},
+        },
+        "duration_s": 5.0,
+        "batching": {"max_batch_size": 8, "max_latency_ms": 20.0},
+    }
+    lines = results_md.serving_section(Outcome("serving", [], status="ok", figures=figures))
+    text = "\n".join(lines)
+    assert "| llama.cpp:f32 | bare | 300 | 300 | 300 | 20.0 | 0.30 | 1.00 |" in text
+    assert "| llama.cpp:f32 | v1 | 330 | 330 | 330 | - | 0.33 | 1.00 |" in text
+    assert "| teacher (qwen) | llama.cpp endpoint | 2000 |" in text
+    assert "llama.cpp:f32 v1 1.10x" in text and "llama.cpp:f32 v1 6.1x" in text
+    assert "| llama.cpp:f32 | 100 | chrf 44.40 | 30 |" in text
+    assert "| llama.cpp:f32 | off | 1 | 2.00 | 500 |" in text

@@ -5,8 +5,12 @@ workload-templates ConfigMap as inferenceservice.yaml and read by the deployer
 runs the project's model server (`p2m serve-model`, the same image) on the model folder on the
 artifacts volume. On a copy the deployer sets:
   - metadata.name (here "placeholder") and metadata.labels (it may add to these),
-  - spec.predictor.containers[0].args: the model folder under the data dir and the model name
-    (here /data/models/placeholder and "placeholder"),
+  - spec.predictor.containers[0].args: the model folder under the data dir, the model name
+    (here /data/models/placeholder and "placeholder"), batching, and what decodes: on a CPU
+    predictor llama.cpp from the student's GGUF export in deployer.precision (f32 answers as
+    transformers does; q8_0 is int8), on a GPU predictor (deployer.inferenceService.gpus > 0)
+    transformers on the GPU; deployer.runtime and the Deploy request's options choose,
+  - the annotation prompt2model.io/runtime ("llama.cpp f32", "transformers f32"),
   - optionally spec.predictor.minReplicas/maxReplicas/scaleTarget per deployment.
 Everything else comes from values: image, resources and GPUs, nodeSelector and tolerations,
 the artifacts volume (read-only) at the data dir, the ServiceAccount and the autoscaling
@@ -59,6 +63,10 @@ spec:
           - {{ $is.port | quote }}
           - --grpc-port
           - "0"
+          - --runtime
+          - {{ if gt (int $is.gpus) 0 }}transformers{{ else }}{{ .Values.deployer.runtime }}{{ end }}
+          - --precision
+          - {{ if gt (int $is.gpus) 0 }}f32{{ else }}{{ .Values.deployer.precision | quote }}{{ end }}
         ports:
           - name: http1
             containerPort: {{ $is.port }}

@@ -20,6 +20,9 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 SECRETS = ("llm_api_key", "gateway_token")  # also read from P2M_<NAME>_FILE
 TRAINER_BACKENDS = ("local-ray", "rayjob")
 DEPLOYER_BACKENDS = ("local", "kserve")
+# What decodes a served student, and llama.cpp's weight precisions (p2m.llamacpp.runtime).
+SERVING_RUNTIMES = ("auto", "llama.cpp", "transformers")
+SERVING_PRECISIONS = ("f32", "f16", "bf16", "q8_0")
 # Kubernetes names: a namespace is a DNS-1123 label, a PersistentVolumeClaim a subdomain.
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
@@ -74,6 +77,11 @@ class Settings:
             the Ray cluster ``RAY_ADDRESS`` names) or "rayjob" (a KubeRay RayJob per training).
         deployer_backend: How the deployer serves models: "local" (a KServe ModelServer
             process on loopback) or "kserve" (a KServe InferenceService on the cluster).
+        serving_runtime: What decodes a deployed student when a Deploy request leaves it
+            unset: "auto" (llama.cpp where the student exports to GGUF, transformers
+            otherwise), "llama.cpp" or "transformers".
+        serving_precision: llama.cpp's weights when a Deploy request leaves it unset: "f32"
+            (the same answers as transformers), "f16", "bf16" or "q8_0".
         k8s_namespace: Namespace of the RayJobs and InferenceServices p2m creates.
         rayjob_template: The RayJob manifest (YAML) the chart renders; each training's
             name, entrypoint, worker count and GPUs are set on a copy of it.
@@ -122,6 +130,8 @@ class Settings:
     stage_patience_s: float = 300.0
     trainer_backend: str = "local-ray"
     deployer_backend: str = "local"
+    serving_runtime: str = "auto"
+    serving_precision: str = "f32"
     k8s_namespace: str = "default"
     rayjob_template: Path = Path("/etc/p2m/templates/rayjob.yaml")
     inferenceservice_template: Path = Path("/etc/p2m/templates/inferenceservice.yaml")
@@ -274,6 +284,10 @@ class Settings:
             raise InvalidInput("trainer_backend", f"must be one of {TRAINER_BACKENDS}")
         if self.deployer_backend not in DEPLOYER_BACKENDS:
             raise InvalidInput("deployer_backend", f"must be one of {DEPLOYER_BACKENDS}")
+        if self.serving_runtime not in SERVING_RUNTIMES:
+            raise InvalidInput("serving_runtime", f"must be one of {SERVING_RUNTIMES}")
+        if self.serving_precision not in SERVING_PRECISIONS:
+            raise InvalidInput("serving_precision", f"must be one of {SERVING_PRECISIONS}")
         if not _DNS_LABEL.match(self.k8s_namespace):
             raise InvalidInput("k8s_namespace", f"not a namespace name: {self.k8s_namespace!r}")
         if self.artifacts_pvc and not _DNS_SUBDOMAIN.match(self.artifacts_pvc):

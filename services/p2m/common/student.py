@@ -132,16 +132,7 @@ def generate_batch(
     """Greedy (or beam) outputs of ``model`` for raw ``inputs``, formatted as ``spec`` says."""
     import torch
 
-    texts = [format_input(spec.instruction, text) for text in inputs]
-    tokenizer.padding_side = "left"
-    tokenizer.truncation_side = "left"
-    encoded = tokenizer(
-        texts,
-        return_tensors="pt",
-        padding=True,
-        truncation=True,
-        max_length=spec.max_input_tokens,
-    ).to(device)
+    encoded = _tokenize(tokenizer, spec, inputs, return_tensors="pt", padding=True).to(device)
     with torch.inference_mode():
         generated = model.generate(
             **encoded,
@@ -153,6 +144,19 @@ def generate_batch(
     if spec.architecture == "decoder-only":
         generated = generated[:, encoded["input_ids"].shape[1] :]
     return [text.strip() for text in tokenizer.batch_decode(generated, skip_special_tokens=True)]
+
+
+def encode_prompts(tokenizer: Any, spec: StudentSpec, inputs: Sequence[str]) -> list[list[int]]:
+    """The token ids ``generate_batch`` feeds the model for ``inputs`` (unpadded)."""
+    return [list(ids) for ids in _tokenize(tokenizer, spec, inputs)["input_ids"]]
+
+
+def _tokenize(tokenizer: Any, spec: StudentSpec, inputs: Sequence[str], **kwargs: Any) -> Any:
+    """``inputs`` as the model reads them: formatted, tokenized, truncated from the left."""
+    tokenizer.padding_side = "left"
+    tokenizer.truncation_side = "left"
+    texts = [format_input(spec.instruction, text) for text in inputs]
+    return tokenizer(texts, truncation=True, max_length=spec.max_input_tokens, **kwargs)
 
 
 def ensure_pad_token(tokenizer: Any) -> None:

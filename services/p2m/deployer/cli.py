@@ -23,6 +23,7 @@ from p2m.common.log import setup_logging
 from p2m.common.names import is_deployment_name
 from p2m.common.ranges import Within, check_ranges
 from p2m.deployer.core import MAX_BATCH_SIZE, MAX_LATENCY_MS
+from p2m.llamacpp.runtime import AUTO, DEFAULT_PRECISION, resolve
 
 # Set for this process unless the caller set them: local files only, no telemetry.
 OFFLINE_ENV = {
@@ -62,6 +63,20 @@ def serve_model(
     max_latency_ms: Annotated[
         float, typer.Option(help="Longest a request waits for its batch to fill.")
     ] = 20.0,
+    runtime: Annotated[
+        str,
+        typer.Option(
+            help="What decodes: llama.cpp (a GGUF export; decoder-only students), transformers, "
+            "or auto (llama.cpp where it can, transformers otherwise)."
+        ),
+    ] = AUTO,
+    precision: Annotated[
+        str,
+        typer.Option(
+            help="llama.cpp's weights: f32 (the same answers as transformers), f16, bf16 or "
+            "q8_0 (int8)."
+        ),
+    ] = DEFAULT_PRECISION,
     log_level: LogLevel = None,
 ) -> None:
     """Serve a student model with KServe (v1 and v2 REST, v2 gRPC) until SIGTERM."""
@@ -82,6 +97,10 @@ def serve_model(
     folder = model.resolve()
     if not folder.is_dir():
         fail(f"--model: not a folder: {model}")
+    try:
+        serving = resolve(folder, runtime, precision, prefix="--")
+    except InvalidInput as exc:
+        fail(f"{exc.field} {exc.problem}")
     for key, value in OFFLINE_ENV.items():
         os.environ.setdefault(key, value)
     settings = load_settings(log_level=log_level)
@@ -96,7 +115,13 @@ def serve_model(
     from p2m.deployer.model import Batching, StudentModel
     from p2m.deployer.modelserver import HostModelServer
 
-    student = StudentModel(name, folder, Batching(max_batch_size, max_latency_ms / 1000.0))
+    student = StudentModel(
+        name,
+        folder,
+        Batching(max_batch_size, max_latency_ms / 1000.0),
+        serving,
+        settings.cache_dir("gguf"),
+    )
     try:
         student.load()
     except P2MError as exc:
@@ -109,5 +134,7 @@ def serve_model(
         grace_period=STOP_GRACE_S,
     )
     url = f"http://{host}:{http_port}/v1/models/{name}:predict"
-    out.print(f"serving {name} at {url}", highlight=False)
+    out.print(f"serving {name} at {url} ({serving.label})", highlight=False)
+    if serving.reason:
+        out.print(f"[dim]{serving.reason}[/]", highlight=False)
     server.start([student])

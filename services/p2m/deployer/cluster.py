@@ -15,6 +15,7 @@ import asyncio
 import builtins
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -44,11 +45,13 @@ from p2m.deployer.core import (
     student_model,
 )
 from p2m.deployer.inferenceservice import (
+    ANNOTATION_RUNTIME,
     ANNOTATION_SERVED_AS,
     ANNOTATION_UPDATE_TIME,
     MODE_RUNTIME,
     build_inferenceservice,
     model_of,
+    predictor_gpus,
     predictor_mode,
     readiness,
     storage_uri,
@@ -63,6 +66,7 @@ from p2m.k8s.api import (
     load_configuration,
     load_template,
 )
+from p2m.llamacpp.runtime import AUTO, TRANSFORMERS
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +174,10 @@ class ClusterDeployments:
             Unavailable: The cluster cannot be reached.
         """
         model, folder = student_model(self._store, spec.model)
+        options = spec.options
+        if options.runtime == AUTO and predictor_gpus(self._template) > 0:
+            options = replace(options, runtime=TRANSFORMERS)  # the llama.cpp wheel is CPU-only
+        spec = replace(spec, options=options.served_on(folder))
         served_as = serving_identity(spec, model.sha256, self._image)
         async with self._lock(spec.name):
             current = await self._objects.find(INFERENCESERVICE, spec.name)
@@ -309,6 +317,7 @@ class ClusterDeployments:
             model=model,
             update_time=update_time,
             k8s_namespace=self._objects.namespace,
+            runtime=_annotation(obj, ANNOTATION_RUNTIME),
         )
 
 

@@ -14,7 +14,7 @@ import hashlib
 import hmac
 import json
 import secrets
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,6 +25,7 @@ from p2m.common.names import check_deployment_name, check_run_id
 from p2m.common.ranges import Within, check_ranges
 from p2m.common.student import StudentSpec
 from p2m.common.types import TaskSpec
+from p2m.llamacpp.runtime import AUTO, DEFAULT_PRECISION, check_choice, resolve
 
 MAX_REPLICAS = 100
 MAX_CONCURRENCY_TARGET = 1_000
@@ -71,6 +72,8 @@ class DeployOptions:
         max_batch_size: Most requests answered in one batch; 0 or 1: no batching.
         max_latency_ms: Longest a request waits for its batch to fill.
         ready_timeout_s: How long Deploy waits for the endpoint to answer.
+        runtime: What decodes: "auto", "llama.cpp" or "transformers" (``p2m.llamacpp.runtime``).
+        precision: llama.cpp's weights: "f32", "f16", "bf16" or "q8_0".
     """
 
     min_replicas: int = 1
@@ -80,9 +83,12 @@ class DeployOptions:
     max_batch_size: int = 0
     max_latency_ms: float = DEFAULT_MAX_LATENCY_MS
     ready_timeout_s: float = DEFAULT_READY_TIMEOUT_S
+    runtime: str = AUTO
+    precision: str = DEFAULT_PRECISION
 
     def __post_init__(self) -> None:
-        """Check every range (the proto's field paths name the culprit)."""
+        """Check every range and name (the proto's field paths name the culprit)."""
+        check_choice(self.runtime, self.precision)
         check_ranges(
             [
                 Within("options.min_replicas", self.min_replicas, 0, MAX_REPLICAS),
@@ -121,6 +127,16 @@ class DeployOptions:
         values.pop("ready_timeout_s")
         return values
 
+    def served_on(self, folder: Path) -> DeployOptions:
+        """These options with the runtime resolved for the student in ``folder``.
+
+        Raises:
+            InvalidInput: llama.cpp (or a precision only it has) asked for a student it cannot
+                serve, naming ``options.runtime`` or ``options.precision``.
+        """
+        chosen = resolve(folder, self.runtime, self.precision)
+        return replace(self, runtime=chosen.runtime, precision=chosen.precision)
+
 
 def serve_model_args(
     model_path: str, name: str, host: str, http_port: int, grpc_port: int, options: DeployOptions
@@ -142,6 +158,10 @@ def serve_model_args(
         str(options.max_batch_size),
         "--max-latency-ms",
         f"{options.max_latency_ms:g}",
+        "--runtime",
+        options.runtime,
+        "--precision",
+        options.precision,
     ]
 
 
@@ -187,6 +207,7 @@ class Endpoint:
     model: ArtifactRef
     update_time: datetime
     k8s_namespace: str = ""
+    runtime: str = ""
 
 
 @dataclass(frozen=True)

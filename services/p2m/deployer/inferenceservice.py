@@ -41,8 +41,20 @@ ANNOTATION_MODEL = f"{LABEL_PREFIX}model"  # the ArtifactRef as JSON
 ANNOTATION_SERVED_AS = f"{LABEL_PREFIX}served-as"
 ANNOTATION_UPDATE_TIME = f"{LABEL_PREFIX}update-time"
 ANNOTATION_RUN_ID = f"{LABEL_PREFIX}run-id"
+ANNOTATION_RUNTIME = f"{LABEL_PREFIX}runtime"  # e.g. "llama.cpp f32" (the project's predictor)
 MODE_CONTAINER = "container"
 MODE_RUNTIME = "runtime"
+
+
+def predictor_gpus(template: Mapping[str, Any]) -> int:
+    """GPUs the template's predictor container asks for (``nvidia.com/gpu`` in its limits)."""
+    predictor = (template.get("spec") or {}).get("predictor") or {}
+    containers = predictor.get("containers") or [{}]
+    limits = (containers[0].get("resources") or {}).get("limits") or {}
+    try:
+        return int(limits.get("nvidia.com/gpu", 0))
+    except (TypeError, ValueError):
+        return 0
 
 
 def predictor_mode(template: Mapping[str, Any]) -> str:
@@ -121,6 +133,7 @@ def build_inferenceservice(
         predictor["model"]["storageUri"] = model_uri
     else:
         _set_container(predictor, name, model_path, options, image)
+        metadata["annotations"][ANNOTATION_RUNTIME] = f"{options.runtime} {options.precision}"
     predictor["minReplicas"] = options.min_replicas
     predictor["maxReplicas"] = options.max_replicas
     predictor.setdefault("scaleMetric", "concurrency")  # the chart may choose "cpu" (raw mode)

@@ -251,6 +251,7 @@ class LocalDeployments:
 
     async def _deploy(self, spec: DeploySpec) -> DeployOutcome:
         model, folder = student_model(self._store, spec.model)
+        spec = replace(spec, options=spec.options.served_on(folder))
         served_as = serving_identity(spec, model.sha256)
         timeout_s = spec.options.ready_timeout_s
         async with self._lock(spec.name):
@@ -498,6 +499,7 @@ class LocalDeployments:
             message="" if status.ready else status.message,
             model=record.model,
             update_time=datetime.fromisoformat(record.update_time),
+            runtime=f"{record.options.runtime} {record.options.precision}",
         )
 
     def _names(self) -> builtins.list[str]:

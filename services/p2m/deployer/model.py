@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import tempfile
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,9 +27,11 @@ from typing import Any
 from kserve import Model
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
-from prometheus_client import Counter
+from prometheus_client import Counter, Info
 
 from p2m.common.student import Decoding, Student
+from p2m.llamacpp.runtime import LLAMA_CPP, TRANSFORMERS, ServingRuntime
+from p2m.llamacpp.student import LlamaCppStudent
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,9 @@ V2_OUTPUT_NAME = "output"
 BATCHES = Counter("p2m_batches", "Batches the micro-batcher ran.", ["model_name"])
 BATCH_REQUESTS = Counter("p2m_batch_requests", "Requests answered in batches.", ["model_name"])
 BATCH_INPUTS = Counter("p2m_batch_inputs", "Inputs predicted in batches.", ["model_name"])
+RUNTIME = Info("p2m_model_runtime", "Runtime and precision serving the model.", ["model_name"])
+# Most llama.cpp decoding slots (concurrent sequences) a server opens.
+MAX_LLAMA_CPP_SLOTS = 64
 
 
 @dataclass(frozen=True)
@@ -79,13 +85,14 @@ class _Pending:
 
 
 class MicroBatcher:
-    """Gathers concurrent requests into one call of a blocking ``predict`` run in a thread.
+    """Gathers concurrent requests into calls of a blocking ``predict`` run in threads.
 
     A batch starts with the first waiting request and takes others until it holds
     ``max_batch_size`` requests or ``max_latency_s`` has passed since it started; then their
-    inputs go to ``predict`` in one call and the outputs are split back in order. Batches run one
-    at a time (the model is not shared between threads). With batching off every request is a
-    batch of one, still run off the event loop.
+    inputs go to ``predict`` in one call and the outputs are split back in order. At most
+    ``in_flight`` batches run at once: 1 for a model that is not shared between threads
+    (transformers), more for a runtime that decodes concurrent calls together (llama.cpp's
+    slots). With batching off every request is a batch of one, still run off the event loop.
     """
 
     def __init__(
@@ -93,14 +100,17 @@ class MicroBatcher:
         predict: Callable[[list[str]], list[str]],
         batching: Batching,
         on_batch: Callable[[int, int], None] | None = None,
+        in_flight: int = 1,
     ) -> None:
         """Batch calls to ``predict``; ``on_batch(requests, inputs)`` is told of every batch."""
         self._predict = predict
         self._max_size = max(1, batching.max_batch_size)
         self._max_latency_s = batching.max_latency_s if batching.enabled else 0.0
         self._on_batch = on_batch
+        self._in_flight = max(1, in_flight)
         self._queue: asyncio.Queue[_Pending] | None = None
         self._worker: asyncio.Task[None] | None = None
+        self._running: set[asyncio.Task[None]] = set()
         self.stats = BatchStats()
 
     async def submit(self, inputs: Sequence[str]) -> list[str]:
@@ -120,11 +130,14 @@ class MicroBatcher:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
+        for task in list(self._running):
+            task.cancel()
         while self._queue is not None and not self._queue.empty():
             self._queue.get_nowait().future.cancel()
 
     async def _run(self, queue: asyncio.Queue[_Pending]) -> None:
         loop = asyncio.get_running_loop()
+        slots = asyncio.Semaphore(self._in_flight)
         while True:
             batch = [await queue.get()]
             deadline = loop.time() + self._max_latency_s
@@ -139,7 +152,11 @@ class MicroBatcher:
                     batch.append(await asyncio.wait_for(queue.get(), remaining))
                 except TimeoutError:
                     break
-            await self._answer([p for p in batch if not p.future.cancelled()])
+            await slots.acquire()
+            task = asyncio.create_task(self._answer([p for p in batch if not p.future.cancelled()]))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+            task.add_done_callback(lambda _: slots.release())
 
     async def _answer(self, batch: list[_Pending]) -> None:
         if not batch:
@@ -272,38 +289,77 @@ def _check_text(text: str, where: str) -> str:
 
 
 class StudentModel(Model):
-    """A student model folder served by KServe; ``load()`` reads it, then ``ready`` is True."""
+    """A student model folder served by KServe; ``load()`` reads it, then ``ready`` is True.
 
-    def __init__(self, name: str, folder: Path, batching: Batching | None = None) -> None:
+    ``runtime`` says what decodes it: transformers (the default here; on the GPU when one is
+    visible) or llama.cpp from a GGUF export written to ``cache_dir`` (default: a folder under
+    the system's temp dir; see ``p2m.llamacpp.runtime``).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        folder: Path,
+        batching: Batching | None = None,
+        runtime: ServingRuntime | None = None,
+        cache_dir: Path | None = None,
+    ) -> None:
         """Prepare (not load) the model in ``folder`` under ``name``."""
         super().__init__(name)
         self.folder = folder
         self.batching = batching or Batching()
-        self._student: Student | None = None
+        self.runtime = runtime or ServingRuntime(TRANSFORMERS, "f32")
+        self.cache_dir = cache_dir or Path(tempfile.gettempdir()) / "p2m-gguf"
+        self._student: Student | LlamaCppStudent | None = None
         self._decoding = Decoding()
-        self._batcher = MicroBatcher(self._predict_batch, self.batching, self._export_batch)
+        # llama.cpp decodes concurrent calls together in its slots; transformers one at a time.
+        in_flight = (
+            min(self._batch_size, MAX_LLAMA_CPP_SLOTS) if self.runtime.runtime == LLAMA_CPP else 1
+        )
+        self._batcher = MicroBatcher(
+            self._predict_batch, self.batching, self._export_batch, in_flight
+        )
 
     @property
     def stats(self) -> BatchStats:
         """The micro-batcher's running totals."""
         return self._batcher.stats
 
+    @property
+    def _batch_size(self) -> int:
+        return max(Decoding().batch_size, self.batching.max_batch_size)
+
     def load(self) -> bool:
         """Load the tokenizer and weights (CPU); the model is ready afterwards."""
-        student = Student(self.folder)
+        batch_size = self._batch_size
+        student: Student | LlamaCppStudent
+        if self.runtime.runtime == LLAMA_CPP:
+            student = LlamaCppStudent(
+                self.folder,
+                self.runtime.precision,
+                self.cache_dir,
+                parallel=min(batch_size, MAX_LLAMA_CPP_SLOTS),
+            )
+        else:
+            import torch
+
+            student = Student(self.folder, "cuda" if torch.cuda.is_available() else "cpu")
         self._decoding = Decoding(
-            max_new_tokens=student.spec.max_output_tokens,
-            num_beams=1,
-            batch_size=max(Decoding().batch_size, self.batching.max_batch_size),
+            max_new_tokens=student.spec.max_output_tokens, num_beams=1, batch_size=batch_size
         )
         self._student = student
         self.ready = True
+        RUNTIME.labels(model_name=self.name).info(
+            {"runtime": self.runtime.runtime, "precision": self.runtime.precision}
+        )
         log.info(
             "model loaded",
             extra={
                 "model_name": self.name,
                 "folder": str(self.folder),
                 "architecture": student.spec.architecture,
+                "runtime": self.runtime.label,
+                "runtime_reason": self.runtime.reason,
                 "max_batch_size": self.batching.max_batch_size,
                 "max_latency_s": self.batching.max_latency_s,
             },
@@ -340,8 +396,10 @@ class StudentModel(Model):
         return await self._batcher.submit(texts)
 
     def stop(self) -> None:
-        """Mark the model unready (KServe calls this on shutdown)."""
+        """Mark the model unready and stop llama.cpp's process (KServe calls this on shutdown)."""
         self.ready = False
+        if isinstance(self._student, LlamaCppStudent):
+            self._student.close()
 
     def _predict_batch(self, inputs: list[str]) -> list[str]:
         if self._student is None:

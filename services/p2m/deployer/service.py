@@ -40,9 +40,13 @@ def duration_seconds(value: duration_pb2.Duration, field: str) -> float:
 
 
 def options_from_pb(
-    message: deployer_pb2.DeployOptions, default_ready_timeout_s: float = DEFAULT_READY_TIMEOUT_S
+    message: deployer_pb2.DeployOptions,
+    default_ready_timeout_s: float = DEFAULT_READY_TIMEOUT_S,
+    defaults: DeployOptions | None = None,
 ) -> DeployOptions:
     """Proto options -> dataclass (zero or unset fields: the defaults), checked by it.
+
+    ``defaults`` gives the runtime and precision an empty field takes.
 
     Raises:
         InvalidInput: A field out of its range (named), or a malformed duration.
@@ -58,11 +62,15 @@ def options_from_pb(
         max_batch_size=message.batching.max_batch_size,
         max_latency_ms=latency_s * 1000 or DEFAULT_MAX_LATENCY_MS,
         ready_timeout_s=ready_s or default_ready_timeout_s,
+        runtime=message.runtime or (defaults or DeployOptions()).runtime,
+        precision=message.precision or (defaults or DeployOptions()).precision,
     )
 
 
 def spec_from_pb(
-    request: deployer_pb2.DeployRequest, default_ready_timeout_s: float = DEFAULT_READY_TIMEOUT_S
+    request: deployer_pb2.DeployRequest,
+    default_ready_timeout_s: float = DEFAULT_READY_TIMEOUT_S,
+    defaults: DeployOptions | None = None,
 ) -> DeploySpec:
     """A checked DeploySpec from a Deploy request.
 
@@ -72,7 +80,7 @@ def spec_from_pb(
     check_run_id(request.run_id)
     check_deployment_name(request.name)
     model = artifact_ref_from_pb(request.model, "model")
-    options = options_from_pb(request.options, default_ready_timeout_s)
+    options = options_from_pb(request.options, default_ready_timeout_s, defaults)
     task = task_spec_from_pb(request.task) if request.HasField("task") else None
     metrics = dict(request.metrics.values) if request.HasField("metrics") else None
     return DeploySpec(request.name, model, options, task, metrics or None, request.run_id)
@@ -95,6 +103,7 @@ def endpoint_to_pb(endpoint: Endpoint) -> common_pb2.Endpoint:
         model=artifact_ref_to_pb(endpoint.model),
         update_time=update_time,
         k8s_namespace=endpoint.k8s_namespace,
+        runtime=endpoint.runtime,
     )
 
 
@@ -102,17 +111,24 @@ class DeployerServicer(deployer_pb2_grpc.DeployerServicer):
     """Serves ``prompt2model.v1.Deployer`` over any ``Deployments``."""
 
     def __init__(
-        self, deployments: Deployments, default_ready_timeout_s: float = DEFAULT_READY_TIMEOUT_S
+        self,
+        deployments: Deployments,
+        default_ready_timeout_s: float = DEFAULT_READY_TIMEOUT_S,
+        defaults: DeployOptions | None = None,
     ) -> None:
-        """Deploy with ``deployments``; Deploy waits ``default_ready_timeout_s`` unless told."""
+        """Deploy with ``deployments``; Deploy waits ``default_ready_timeout_s`` unless told.
+
+        ``defaults`` gives the runtime and precision of a request that leaves them empty.
+        """
         self._deployments = deployments
         self._default_ready_timeout_s = default_ready_timeout_s
+        self._defaults = defaults or DeployOptions()
 
     async def Deploy(  # noqa: N802 (gRPC method name)
         self, request: deployer_pb2.DeployRequest, context: aio.ServicerContext
     ) -> deployer_pb2.DeployResponse:
         """Serve a model (and its demo) under a name; roll the name to a new model."""
-        spec = spec_from_pb(request, self._default_ready_timeout_s)
+        spec = spec_from_pb(request, self._default_ready_timeout_s, self._defaults)
         run_id_var.set(spec.run_id)
         outcome = await self._deployments.deploy(spec)
         return deployer_pb2.DeployResponse(
@@ -159,7 +175,8 @@ def build(settings: Settings) -> ServiceBinding:
         deployments = ClusterDeployments.from_settings(settings, store)
     else:
         deployments = LocalDeployments(store, settings.deployments_dir)
-    servicer = DeployerServicer(deployments)
+    defaults = DeployOptions(runtime=settings.serving_runtime, precision=settings.serving_precision)
+    servicer = DeployerServicer(deployments, defaults=defaults)
     return ServiceBinding(
         full_name=deployer_pb2.DESCRIPTOR.services_by_name["Deployer"].full_name,
         register=lambda server: deployer_pb2_grpc.add_DeployerServicer_to_server(servicer, server),

@@ -77,6 +77,16 @@ def evaluate(
         int, typer.Option(help="Examples per forward pass / teacher requests in flight (0: auto).")
     ] = 0,
     worst: Annotated[int, typer.Option(help="Lowest-scoring examples to show.")] = 5,
+    runtime: Annotated[
+        str,
+        typer.Option(
+            help="What decodes the model: auto (llama.cpp where the model server would use it), "
+            "llama.cpp or transformers."
+        ),
+    ] = "auto",
+    precision: Annotated[
+        str, typer.Option(help="llama.cpp's weights: f32, f16, bf16 or q8_0.")
+    ] = "f32",
     teacher_max_requests: Annotated[
         int, typer.Option(help="Request budget of the teacher, retries included (0: none).")
     ] = 0,
@@ -107,6 +117,8 @@ def evaluate(
             num_beams=num_beams,
             batch_size=batch_size,
             num_worst_examples=worst,
+            runtime=runtime,
+            precision=precision,
         )
         options.validate()
         teacher_subject = TeacherSubject(max_requests=teacher_max_requests)

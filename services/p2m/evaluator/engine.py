@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import math
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -41,6 +42,15 @@ from p2m.evaluator.metrics import (
     shipped_bertscore_encoder,
 )
 from p2m.evaluator.teacher import TeacherPredictor
+from p2m.llamacpp.runtime import (
+    AUTO,
+    DEFAULT_PRECISION,
+    LLAMA_CPP,
+    TRANSFORMERS,
+    check_choice,
+    resolve,
+)
+from p2m.llamacpp.student import LlamaCppStudent
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +80,10 @@ class EvaluateOptions:
         batch_size: Examples per forward pass, or the teacher's requests in flight (0: 8 for a
             student, the LLM client's concurrency for the teacher).
         num_worst_examples: Lowest-scoring examples kept in the report.
+        runtime: What decodes a student: "auto" (llama.cpp for a decoder-only student decoded
+            greedily on the CPU, as the model server does; transformers otherwise), "llama.cpp"
+            or "transformers".
+        precision: llama.cpp's weights ("f32": the same answers as transformers).
     """
 
     metrics: tuple[str, ...] = DEFAULT_METRICS
@@ -78,6 +92,8 @@ class EvaluateOptions:
     num_beams: int = 1
     batch_size: int = 0
     num_worst_examples: int = DEFAULT_NUM_WORST
+    runtime: str = AUTO
+    precision: str = DEFAULT_PRECISION
 
     def validate(self) -> None:
         """Raise InvalidInput naming the first field out of range (paths as in the proto)."""
@@ -93,6 +109,9 @@ class EvaluateOptions:
                 Within("options.num_worst_examples", self.num_worst_examples, 0, 100),
             ]
         )
+        check_choice(self.runtime, self.precision)
+        if self.runtime == LLAMA_CPP and self.num_beams != 1:
+            raise InvalidInput("options.runtime", "llama.cpp decodes greedily: num_beams must be 1")
 
 
 @dataclass(frozen=True)
@@ -421,6 +440,7 @@ class Evaluator:
             llm=llm,
             teacher_model=settings.teacher_model,
             bertscore=BertScore(encoder),
+            gguf_cache=settings.cache_dir("gguf"),
         )
 
     def __init__(
@@ -431,6 +451,7 @@ class Evaluator:
         teacher_model: str = "",
         bertscore: BertScore | None = None,
         device: str = "cpu",
+        gguf_cache: Path | None = None,
     ) -> None:
         """Evaluate into ``store``.
 
@@ -441,8 +462,11 @@ class Evaluator:
             bertscore: The BERTScore scorer (default: the shipped all-MiniLM-L6-v2, loaded when
                 first needed).
             device: Where students run ("cpu", "cuda").
+            gguf_cache: Where students exported for llama.cpp are kept (default: a folder in
+                the system's temp dir).
         """
         self._store = store
+        self._gguf_cache = gguf_cache or Path(tempfile.gettempdir()) / "p2m-gguf"
         self._llm = llm
         self._teacher_model = teacher_model
         self._bertscore = bertscore
@@ -552,28 +576,50 @@ class Evaluator:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # no bars in a service's log or a CLI's stderr
-        student = await asyncio.to_thread(Student, subject.folder, self._device)
+        runtime = options.runtime
+        if runtime == AUTO and (options.num_beams != 1 or self._device != "cpu"):
+            runtime = TRANSFORMERS  # beams, or a GPU: transformers decodes
+        chosen = resolve(subject.folder, runtime, options.precision)
+        batch_size = options.batch_size or DEFAULT_STUDENT_BATCH_SIZE
+        student: Student | LlamaCppStudent
+        if chosen.runtime == LLAMA_CPP:
+            student = await asyncio.to_thread(
+                LlamaCppStudent,
+                subject.folder,
+                chosen.precision,
+                self._gguf_cache,
+                parallel=batch_size,
+            )
+        else:
+            student = await asyncio.to_thread(Student, subject.folder, self._device)
         decoding = Decoding(
             max_new_tokens=options.max_new_tokens or student.spec.max_output_tokens,
             num_beams=options.num_beams,
-            batch_size=options.batch_size or DEFAULT_STUDENT_BATCH_SIZE,
+            batch_size=batch_size,
         )
         predictions: list[str] = []
         latencies: list[float] = []
         started = time.monotonic()
-        for start in range(0, len(examples), decoding.batch_size):
-            batch = [e.input for e in examples[start : start + decoding.batch_size]]
-            batch_started = time.monotonic()
-            predictions.extend(await asyncio.to_thread(student.predict, batch, decoding))
-            latencies.extend([(time.monotonic() - batch_started) / len(batch)] * len(batch))
-            progress(len(predictions))
+        try:
+            for start in range(0, len(examples), decoding.batch_size):
+                batch = [e.input for e in examples[start : start + decoding.batch_size]]
+                batch_started = time.monotonic()
+                predictions.extend(await asyncio.to_thread(student.predict, batch, decoding))
+                latencies.extend([(time.monotonic() - batch_started) / len(batch)] * len(batch))
+                progress(len(predictions))
+        finally:
+            if isinstance(student, LlamaCppStudent):
+                student.close()
         wall_s = time.monotonic() - started
         notes = {
             "subject": "student",
             "architecture": student.spec.architecture,
             "decoding": _decoding_note(decoding),
             "device": self._device,
+            "runtime": chosen.label,
         }
+        if chosen.reason and options.runtime == AUTO:
+            notes["runtime_reason"] = chosen.reason
         if student.spec.base_model:
             notes["base_model"] = student.spec.base_model
         return _Predictions(

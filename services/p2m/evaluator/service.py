@@ -51,6 +51,8 @@ def options_from_pb(message: evaluator_pb2.EvaluateOptions) -> EvaluateOptions:
         num_beams=decoding.num_beams or 1,
         batch_size=decoding.batch_size,
         num_worst_examples=message.num_worst_examples or DEFAULT_NUM_WORST,
+        runtime=message.runtime or EvaluateOptions.runtime,
+        precision=message.precision or EvaluateOptions.precision,
     )
     options.validate()
     return options

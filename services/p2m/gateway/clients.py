@@ -30,6 +30,8 @@ from prompt2model.v1 import (
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+# What gRPC's C core says of a stream whose peer vanished (status UNKNOWN).
+_TRANSPORT_WORDS = ("Stream removed", "Socket closed")
 UNAVAILABLE_PATIENCE_S = 300.0  # how long a stage waits for its service to come back
 _BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0)
 _STUBS = {
@@ -84,13 +86,12 @@ class StageClients:
 
     async def unary(self, service: str, call: Callable[[Any], Awaitable[T]]) -> T:
         """``call(stub)``, made again while the service is unavailable."""
-        deadline = time.monotonic() + self.patience_s
-        for attempt in range(1_000_000):
+        outage = Outage(self.patience_s)
+        while True:
             try:
                 return await call(self.stub(service))
             except aio.AioRpcError as error:
-                await self._retry_or_raise(service, error, attempt, deadline)
-        raise AssertionError("unreachable")
+                await self._retry_or_raise(service, error, outage)
 
     async def stream(
         self,
@@ -100,36 +101,71 @@ class StageClients:
     ) -> T:
         """Read ``call(stub)`` to its end, passing each message on; return the last one.
 
-        A stream broken by the service going away is opened again (the service resumes).
+        A stream broken by the service going away is opened again (the service resumes). The
+        patience runs from the break, and a message from the service ends the outage: a stage
+        that works for longer than the patience is still waited for when its service dies.
         """
-        deadline = time.monotonic() + self.patience_s
-        for attempt in range(1_000_000):
+        outage = Outage(self.patience_s)
+        while True:
             last: T | None = None
             try:
                 async for message in call(self.stub(service)):
+                    outage.over()
                     last = message
                     on_message(message)
             except aio.AioRpcError as error:
-                await self._retry_or_raise(service, error, attempt, deadline)
+                await self._retry_or_raise(service, error, outage)
                 continue
             if last is None:
                 raise errors.Aborted(f"the {service} ended its stream without a result")
             return last
-        raise AssertionError("unreachable")
 
-    async def _retry_or_raise(
-        self, service: str, error: aio.AioRpcError, attempt: int, deadline: float
-    ) -> None:
-        code = error.code()
-        if code == grpc.StatusCode.UNAVAILABLE and time.monotonic() < deadline:
-            pause = _BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)]
+    async def _retry_or_raise(self, service: str, error: aio.AioRpcError, outage: Outage) -> None:
+        if service_went_away(error) and outage.patient():
+            pause = _BACKOFF_S[min(outage.attempts, len(_BACKOFF_S) - 1)]
+            outage.attempts += 1
             log.warning(
                 "stage service unavailable; calling again",
-                extra={"service": service, "attempt": attempt + 1, "pause_s": pause},
+                extra={"service": service, "attempt": outage.attempts, "pause_s": pause},
             )
             await asyncio.sleep(pause)
             return
         raise as_p2m_error(service, error) from None
+
+
+class Outage:
+    """How long a service has been away: patience runs from the first failed call."""
+
+    def __init__(self, patience_s: float) -> None:
+        """Wait at most ``patience_s`` for the service once it goes away."""
+        self.patience_s = patience_s
+        self.attempts = 0
+        self._deadline: float | None = None
+
+    def patient(self) -> bool:
+        """True while the outage (started now if none was) is within the patience."""
+        now = time.monotonic()
+        if self._deadline is None:
+            self._deadline = now + self.patience_s
+        return now < self._deadline
+
+    def over(self) -> None:
+        """The service answered: the next failure starts a new outage."""
+        self._deadline = None
+        self.attempts = 0
+
+
+def service_went_away(error: aio.AioRpcError) -> bool:
+    """True when the call broke because the service went away (not because it refused).
+
+    UNAVAILABLE says so; a service killed in the middle of a stream can also leave the call
+    UNKNOWN with gRPC's transport words ("Stream removed", "Socket closed") as its details.
+    """
+    code = error.code()
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return True
+    details = error.details() or ""
+    return code == grpc.StatusCode.UNKNOWN and any(w in details for w in _TRANSPORT_WORDS)
 
 
 def as_p2m_error(service: str, error: aio.AioRpcError) -> errors.P2MError:

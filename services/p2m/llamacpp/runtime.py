@@ -1,0 +1,109 @@
+"""Which runtime decodes a served student, in which precision, and why.
+
+``llama.cpp`` serves a decoder-only student exported to GGUF (``gguf_export``): about a third of
+transformers' time per token on a CPU, and in ``f32`` the same greedy answers. ``transformers``
+serves anything a trainer writes (encoder-decoders included) in fp32. ``auto`` takes llama.cpp
+where the student can be exported and transformers otherwise, saying why.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from p2m.common.errors import FailedPrecondition, InvalidInput
+from p2m.common.settings import SERVING_RUNTIMES
+from p2m.common.student import StudentSpec
+from p2m.llamacpp.gguf_export import ARCHITECTURES, PRECISIONS, Unsupported, pre_tokenizer
+
+RUNTIMES = SERVING_RUNTIMES
+AUTO, LLAMA_CPP, TRANSFORMERS = RUNTIMES
+DEFAULT_PRECISION = "f32"
+
+
+@dataclass(frozen=True)
+class ServingRuntime:
+    """A resolved choice.
+
+    Attributes:
+        runtime: ``llama.cpp`` or ``transformers``.
+        precision: The weights' precision as served (transformers: always ``f32``).
+        reason: Why this runtime, when ``auto`` chose transformers; empty otherwise.
+    """
+
+    runtime: str
+    precision: str
+    reason: str = ""
+
+    @property
+    def label(self) -> str:
+        """E.g. "llama.cpp f32"."""
+        return f"{self.runtime} {self.precision}"
+
+
+def check_choice(runtime: str, precision: str, prefix: str = "options.") -> None:
+    """Check the names alone (before any model is looked at).
+
+    Raises:
+        InvalidInput: An unknown runtime or precision, or transformers asked for another
+            precision than f32 (named ``<prefix>runtime`` / ``<prefix>precision``).
+    """
+    if runtime not in RUNTIMES:
+        raise InvalidInput(f"{prefix}runtime", f"must be one of {list(RUNTIMES)}, got {runtime!r}")
+    if precision not in PRECISIONS:
+        raise InvalidInput(
+            f"{prefix}precision", f"must be one of {list(PRECISIONS)}, got {precision!r}"
+        )
+    if runtime == TRANSFORMERS and precision != DEFAULT_PRECISION:
+        raise InvalidInput(f"{prefix}precision", f"transformers serves f32 only, got {precision!r}")
+
+
+def resolve(
+    folder: Path, runtime: str = AUTO, precision: str = DEFAULT_PRECISION, prefix: str = "options."
+) -> ServingRuntime:
+    """The runtime that serves the student in ``folder``.
+
+    Raises:
+        InvalidInput: A bad name (see ``check_choice``), or llama.cpp asked for a student it
+            cannot serve (the message says why).
+    """
+    check_choice(runtime, precision, prefix)
+    if runtime == TRANSFORMERS:
+        return ServingRuntime(TRANSFORMERS, DEFAULT_PRECISION)
+    why_not = llama_cpp_unfit(folder)
+    if why_not is None:
+        return ServingRuntime(LLAMA_CPP, precision)
+    if runtime == LLAMA_CPP:
+        raise InvalidInput(f"{prefix}runtime", f"llama.cpp cannot serve this student: {why_not}")
+    if precision != DEFAULT_PRECISION:
+        raise InvalidInput(
+            f"{prefix}precision",
+            f"{precision} needs llama.cpp, which cannot serve this student: {why_not}",
+        )
+    return ServingRuntime(TRANSFORMERS, DEFAULT_PRECISION, f"not llama.cpp: {why_not}")
+
+
+def llama_cpp_unfit(folder: Path) -> str | None:
+    """Why llama.cpp cannot serve the student in ``folder``, or None when it can."""
+    try:
+        spec = StudentSpec.load(folder)
+    except FailedPrecondition as exc:
+        return str(exc)
+    if spec.architecture != "decoder-only":
+        return f"it is an {spec.architecture} model"
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        tokenizer = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return f"unreadable config or tokenizer: {exc}"
+    model_type = config.get("model_type")
+    if model_type not in ARCHITECTURES:
+        return f"{model_type!r} is not one of the exportable {sorted(ARCHITECTURES)}"
+    if not list(folder.glob("*.safetensors")):
+        return "its weights are not in safetensors files"
+    try:
+        pre_tokenizer(tokenizer)
+    except Unsupported as exc:
+        return str(exc)
+    return None
