@@ -492,12 +492,15 @@ def curves_section(outcome: Outcome) -> list[str]:
     options = f["options"]
     scale = 100.0 if f["metric"] == "exact_match" else 1.0
     key = "exact_match" if f["metric"] == "exact_match" else "chrf"
+    took = f"{f['wall_s']} s"
+    if f["cached"]:
+        took = f"{took} in its first run" if f["wall_s"] else "trained earlier: this report read it"
     lines = [
         *head,
         f"SmolLM2-135M trained on the first {f['train']} of the paper's generated {task} examples "
         f"for {options['epochs']} epochs (learning rate {options['learning_rate']}, batch "
         f"{options['batch_size']}, {f['steps']} steps, {f['examples_per_s']} examples/s, "
-        f"{f['wall_s']} s{', cached' if f['cached'] else ''}); every {options['eval_steps']} "
+        f"{took}); every {options['eval_steps']} "
         f"steps and at each epoch's end the dev half's first {f['dev']} examples were decoded "
         "greedily, watching only (the last weights are kept, nothing stops early). "
         f"Final model on the same dev examples: **{f['final_dev_score']}** "

@@ -80,7 +80,12 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help="a trained student folder (default: SmolLM2)")
     parser.add_argument("--task", choices=paperdata.TASKS, default="temporal")
     parser.add_argument("--inputs", type=int, default=20, help="held-out inputs timed")
-    parser.add_argument("--max-output-tokens", type=int, default=16)
+    parser.add_argument(
+        "--max-output-tokens",
+        type=int,
+        default=16,
+        help="the untrained default student's limit (a trained one keeps its own)",
+    )
     parser.add_argument("--precisions", default="f32,bf16,q8_0", help="llama.cpp, bare")
     parser.add_argument(
         "--served",
@@ -107,7 +112,9 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     models_dir = (args.models_dir or work / "models").resolve()
     task, inputs, dev = task_inputs(args)
     folder, described = student_folder(args, work, models_dir, task)
-    decoding = Decoding(max_new_tokens=args.max_output_tokens, batch_size=8)
+    # The served model decodes up to its spec's limit; the bare calls and the teacher get the same.
+    limit = StudentSpec.load(folder).max_output_tokens
+    decoding = Decoding(max_new_tokens=limit, batch_size=8)
     bare, answers = bare_latencies(args, folder, work / "gguf", inputs, decoding)
     served: dict[str, Any] = {}
     for choice in [c.strip() for c in args.served.split(",") if c.strip()]:
@@ -116,12 +123,14 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             args, folder, work, runtime, precision or "f32", inputs, answers
         )
     scores = dev_scores(args, folder, work / "gguf", dev, decoding) if dev else {}
-    teacher = teacher_latency(args, models_dir, task, inputs) if args.teacher != "none" else {}
+    teacher = (
+        teacher_latency(args, models_dir, task, inputs, limit) if args.teacher != "none" else {}
+    )
     figures: dict[str, Any] = {
         "model": described,
         "task": args.task if has_benchmarks(args) else "built-in sentiment sentences",
         "inputs": len(inputs),
-        "max_output_tokens": args.max_output_tokens,
+        "max_output_tokens": limit,
         "threads": os.cpu_count(),
         "bare": bare,
         "served": served,
@@ -272,6 +281,7 @@ def dev_scores(
             "metric": metric,
             "score": round(100 * value if metric == "exact_match" else value, 2),
             "examples": len(inputs),
+            "max_new_tokens": decoding.max_new_tokens,
             "seconds": round(seconds, 1),
         }
         del model
@@ -280,7 +290,7 @@ def dev_scores(
 
 
 def teacher_latency(
-    args: argparse.Namespace, models_dir: Path, task: TaskSpec, inputs: list[str]
+    args: argparse.Namespace, models_dir: Path, task: TaskSpec, inputs: list[str], limit: int
 ) -> dict[str, Any]:
     """The embedded teacher on the same inputs, one request at a time (the evaluator's)."""
     path, alias = resolve_gguf(args.teacher, models_dir)
@@ -294,7 +304,7 @@ def teacher_latency(
                 predictor = TeacherPredictor(
                     llm,
                     task,
-                    max_new_tokens=args.max_output_tokens,
+                    max_new_tokens=limit,
                     concurrency=1,
                     budget=Budget(),
                 )
