@@ -169,7 +169,8 @@ def student_folder(
     """The folder to serve and a description of it."""
     if args.model:
         spec = StudentSpec.load(args.model)
-        return args.model.resolve(), f"{args.model} ({spec.base_model or spec.architecture})"
+        trained = f"a student trained from {spec.base_model or spec.architecture}"
+        return args.model.resolve(), f"{trained} (folder {args.model.name[:16]})"
     stored = ModelStore(models_dir).import_shipped("smollm2")
     folder = work / "student"
     # Hard links where the file system allows: the store's entry stays as it is.
