@@ -205,16 +205,21 @@ def timed(
     return latency_figures(latencies, sum(map(count, answers))), answers
 
 
+def percentiles(latencies_ms: list[float]) -> dict[str, float]:
+    """p50/p95/p99 of the latencies (ms)."""
+    ordered = sorted(latencies_ms)
+    return {
+        name: round(benchkit.percentile(ordered, q), 1)
+        for name, q in (("p50", 0.50), ("p95", 0.95), ("p99", 0.99))
+    }
+
+
 def latency_figures(latencies_ms: list[float], tokens: int) -> dict[str, Any]:
     """p50/p95/p99 (ms), calls and output tokens per second of busy time."""
-    ordered = sorted(latencies_ms)
-    busy_s = sum(ordered) / 1000
+    busy_s = sum(latencies_ms) / 1000
     return {
-        "calls": len(ordered),
-        "latency_ms": {
-            name: round(benchkit.percentile(ordered, q), 1)
-            for name, q in (("p50", 0.50), ("p95", 0.95), ("p99", 0.99))
-        },
+        "calls": len(latencies_ms),
+        "latency_ms": percentiles(latencies_ms),
         "tokens": tokens,
         "tokens_per_s": round(tokens / busy_s, 1) if busy_s else 0.0,
     }
@@ -487,17 +492,13 @@ async def drive(
 
         await asyncio.gather(*(client(i) for i in range(concurrency)))
         elapsed = time.perf_counter() - started
-    latencies.sort()
     return {
         "requests": len(latencies),
         "errors": sum(errors.values()),
         "error_kinds": errors,
         "elapsed_s": round(elapsed, 2),
         "requests_per_s": round(len(latencies) / elapsed, 3) if elapsed else 0.0,
-        "latency_ms": {
-            name: round(benchkit.percentile(latencies, q), 1)
-            for name, q in (("p50", 0.50), ("p95", 0.95), ("p99", 0.99))
-        },
+        "latency_ms": percentiles(latencies),
     }
 
 

@@ -313,9 +313,7 @@ class StudentModel(Model):
         self._student: Student | LlamaCppStudent | None = None
         self._decoding = Decoding()
         # llama.cpp decodes concurrent calls together in its slots; transformers one at a time.
-        in_flight = (
-            min(self._batch_size, MAX_LLAMA_CPP_SLOTS) if self.runtime.runtime == LLAMA_CPP else 1
-        )
+        in_flight = self._llama_cpp_slots if self.runtime.runtime == LLAMA_CPP else 1
         self._batcher = MicroBatcher(
             self._predict_batch, self.batching, self._export_batch, in_flight
         )
@@ -329,6 +327,10 @@ class StudentModel(Model):
     def _batch_size(self) -> int:
         return max(Decoding().batch_size, self.batching.max_batch_size)
 
+    @property
+    def _llama_cpp_slots(self) -> int:
+        return min(self._batch_size, MAX_LLAMA_CPP_SLOTS)
+
     def load(self) -> bool:
         """Load the tokenizer and weights (CPU); the model is ready afterwards."""
         batch_size = self._batch_size
@@ -338,7 +340,7 @@ class StudentModel(Model):
                 self.folder,
                 self.runtime.precision,
                 self.cache_dir,
-                parallel=min(batch_size, MAX_LLAMA_CPP_SLOTS),
+                parallel=self._llama_cpp_slots,
             )
         else:
             import torch
