@@ -66,7 +66,6 @@ from p2m.k8s.api import (
     load_configuration,
     load_template,
 )
-from p2m.llamacpp.runtime import AUTO, TRANSFORMERS
 
 log = logging.getLogger(__name__)
 
@@ -174,10 +173,9 @@ class ClusterDeployments:
             Unavailable: The cluster cannot be reached.
         """
         model, folder = student_model(self._store, spec.model)
-        options = spec.options
-        if options.runtime == AUTO and predictor_gpus(self._template) > 0:
-            options = replace(options, runtime=TRANSFORMERS)  # the llama.cpp wheel is CPU-only
-        spec = replace(spec, options=options.served_on(folder))
+        on_gpu = "a GPU predictor (the llama.cpp wheel is CPU-only)"
+        on_gpu = on_gpu if predictor_gpus(self._template) > 0 else ""
+        spec = replace(spec, options=spec.options.served_on(folder, on_gpu))
         served_as = serving_identity(spec, model.sha256, self._image)
         async with self._lock(spec.name):
             current = await self._objects.find(INFERENCESERVICE, spec.name)

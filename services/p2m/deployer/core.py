@@ -127,14 +127,18 @@ class DeployOptions:
         values.pop("ready_timeout_s")
         return values
 
-    def served_on(self, folder: Path) -> DeployOptions:
+    def served_on(self, folder: Path, transformers_because: str = "") -> DeployOptions:
         """These options with the runtime resolved for the student in ``folder``.
+
+        ``transformers_because``: a reason for ``auto`` to take transformers (a GPU predictor).
 
         Raises:
             InvalidInput: llama.cpp (or a precision only it has) asked for a student it cannot
                 serve, naming ``options.runtime`` or ``options.precision``.
         """
-        chosen = resolve(folder, self.runtime, self.precision)
+        chosen = resolve(
+            folder, self.runtime, self.precision, transformers_because=transformers_because
+        )
         return replace(self, runtime=chosen.runtime, precision=chosen.precision)
 
 

@@ -46,7 +46,6 @@ from p2m.llamacpp.runtime import (
     AUTO,
     DEFAULT_PRECISION,
     LLAMA_CPP,
-    TRANSFORMERS,
     check_choice,
     resolve,
 )
@@ -576,10 +575,12 @@ class Evaluator:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # no bars in a service's log or a CLI's stderr
-        runtime = options.runtime
-        if runtime == AUTO and (options.num_beams != 1 or self._device != "cpu"):
-            runtime = TRANSFORMERS  # beams, or a GPU: transformers decodes
-        chosen = resolve(subject.folder, runtime, options.precision)
+        because = ""
+        if options.num_beams != 1 or self._device != "cpu":
+            because = "beam search, or a GPU to decode on"
+        chosen = resolve(
+            subject.folder, options.runtime, options.precision, transformers_because=because
+        )
         batch_size = options.batch_size or DEFAULT_STUDENT_BATCH_SIZE
         student: Student | LlamaCppStudent
         if chosen.runtime == LLAMA_CPP:

@@ -60,9 +60,17 @@ def check_choice(runtime: str, precision: str, prefix: str = "options.") -> None
 
 
 def resolve(
-    folder: Path, runtime: str = AUTO, precision: str = DEFAULT_PRECISION, prefix: str = "options."
+    folder: Path,
+    runtime: str = AUTO,
+    precision: str = DEFAULT_PRECISION,
+    prefix: str = "options.",
+    *,
+    transformers_because: str = "",
 ) -> ServingRuntime:
     """The runtime that serves the student in ``folder``.
+
+    ``transformers_because`` names a reason of the caller's for ``auto`` to take transformers
+    whatever the student (a GPU to decode on, beam search).
 
     Raises:
         InvalidInput: A bad name (see ``check_choice``), or llama.cpp asked for a student it
@@ -71,7 +79,7 @@ def resolve(
     check_choice(runtime, precision, prefix)
     if runtime == TRANSFORMERS:
         return ServingRuntime(TRANSFORMERS, DEFAULT_PRECISION)
-    why_not = llama_cpp_unfit(folder)
+    why_not = (transformers_because if runtime == AUTO else "") or llama_cpp_unfit(folder)
     if why_not is None:
         return ServingRuntime(LLAMA_CPP, precision)
     if runtime == LLAMA_CPP:
