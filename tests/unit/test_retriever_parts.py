@@ -308,3 +308,51 @@ def test_a_japanese_task_prefers_a_model_that_states_japanese():
     # Two that state it keep their own order: the local coder matches the query better.
     both = _multilingual_search(("en", "ja")).rank(query, ModelConstraints(), 2, language="ja")[0]
     assert [m.model_id for m in both] == ["local/coder", "multi/mt5"]
+
+
+def _retriever_with_local_copy(tmp_path: Path, hub_offline: bool = True):
+    from p2m.common.artifacts import ArtifactStore
+    from p2m.common.settings import Settings
+    from p2m.local_llm.provider import LLMProvider
+    from p2m.retriever.core import Retriever
+
+    catalogs, datasets = tmp_path / "catalogs", tmp_path / "datasets"
+    catalogs.mkdir()
+    _write(
+        catalogs / "hf_datasets.jsonl",
+        [
+            {"name": "org/bank", "description": "bank customer messages labelled by intent"},
+            {"name": "far", "description": "recipes for cakes"},
+        ],
+        gz=False,
+    )
+    (datasets / "org--bank").mkdir(parents=True)
+    (datasets / "org--bank" / "train.csv").write_text("text,category\nWhere is my card?,card\n")
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        catalog_dir=str(catalogs),
+        datasets_dir=str(datasets),
+        hub_offline=hub_offline,
+    )
+    return Retriever(settings, LLMProvider(settings), ArtifactStore(tmp_path / "artifacts"))
+
+
+def test_the_local_copy_is_found_once_for_preview_load_and_can_load(tmp_path: Path):
+    import asyncio
+
+    core = _retriever_with_local_copy(tmp_path)
+    assert core.can_load("org/bank")
+    assert not core.can_load("far")  # no copy, hub offline
+    assert not core.can_load("../escape")  # not a name: no error, just not loadable
+    loaded = asyncio.run(core.load_dataset("org/bank", ""))
+    assert loaded.num_rows == 1
+    with pytest.raises(InvalidInput, match=r"dataset\.name"):
+        asyncio.run(core.load_dataset("../escape", ""))
+    with pytest.raises(NotFound, match="no local copy"):
+        asyncio.run(core.load_dataset("far", ""))
+    found = asyncio.run(core.find_datasets("bank intent", top_k=2))
+    assert found is not None and found.hits[0].entry.name == "org/bank"
+    assert [p.source for p in found.previews] == ["local", ""]
+    unseen = asyncio.run(core.find_datasets("bank intent", top_k=2, with_previews=False))
+    assert unseen is not None and unseen.previews == []
+    assert [h.entry.name for h in unseen.hits] == [h.entry.name for h in found.hits]

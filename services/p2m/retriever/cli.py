@@ -145,9 +145,15 @@ async def _find(
     top_k: int,
     include_gated: bool = False,
     rerank_candidates: int = 0,
+    with_previews: bool = True,
 ) -> FoundDatasets:
     found = await core.find_datasets(
-        query, top_k, str(catalog) if catalog else "", include_gated, rerank_candidates
+        query,
+        top_k,
+        str(catalog) if catalog else "",
+        include_gated,
+        rerank_candidates,
+        with_previews,
     )
     if found is None:
         fail("no dataset catalog: pass --catalog or set P2M_CATALOG_DIR", 1)
@@ -293,7 +299,7 @@ def datasets_prepare(
 async def _choose(
     core: Retriever, task: TaskSpec, catalog: Path | None, unattended: bool
 ) -> str | None:
-    found = await _find(core, task_query(task), catalog, 25)
+    found = await _find(core, task_query(task), catalog, 25, with_previews=not unattended)
     hits = found.hits
     if unattended:  # the best relevant dataset that can be loaded now, or none
         usable = (h for h in hits if h.dense >= RELEVANCE_THRESHOLD and core.can_load(h.entry.name))

@@ -50,7 +50,7 @@ class FoundDatasets:
 
     catalog_size: int
     hits: list[DatasetHit]
-    previews: list[Preview]
+    previews: list[Preview]  # empty when the search was asked for none
     gated_left_out: int
     first_stage_seconds: float
     reranked: Reranked | None = None
@@ -111,10 +111,12 @@ class Retriever:
         catalog_path: str = "",
         include_gated: bool = False,
         rerank_candidates: int = 0,
+        with_previews: bool = True,
     ) -> FoundDatasets | None:
         """The ``top_k`` best datasets for ``query`` with previews; None without a catalog.
 
         ``rerank_candidates`` > 0: the LLM reranks that many first-stage candidates.
+        ``with_previews`` False: no previews (no local copy is read), for a choice made unseen.
         """
         search = await self.dataset_search(catalog_path)
         if search is None:
@@ -131,7 +133,7 @@ class Retriever:
         return FoundDatasets(
             catalog_size=len(search.catalog.records),
             hits=hits,
-            previews=[await self.preview(h.entry) for h in hits],
+            previews=[await self.preview(h.entry) for h in hits] if with_previews else [],
             gated_left_out=ranking.gated_left_out,
             first_stage_seconds=first_stage_s,
             reranked=reranked,
@@ -167,11 +169,7 @@ class Retriever:
 
     async def preview(self, entry: DatasetEntry) -> Preview:
         """What ``entry`` holds: the catalog's record, or its local copy's splits and first row."""
-        datasets_dir = Path(self.settings.datasets_dir) if self.settings.datasets_dir else None
-        try:
-            local = locate(entry.name, datasets_dir)
-        except InvalidInput:
-            local = None
+        local = self._local_copy(entry.name, strict=False)
         source = "local" if local else "hub" if hub_reachable(self.settings) else ""
         preview = catalog_preview(entry, source)
         if local is None:
@@ -188,28 +186,41 @@ class Retriever:
             self._local_previews[entry.name] = with_local_copy(preview, loaded)
         return self._local_previews[entry.name]
 
-    def can_load(self, name: str) -> bool:
-        """Whether ``name`` can be loaded now: a local copy, or the hub is reachable."""
+    def _local_copy(self, name: str, *, strict: bool = True) -> Path | None:
+        """The local copy of dataset ``name`` in the datasets folder; None without one.
+
+        Raises:
+            InvalidInput: ``name`` cannot name a dataset (only when ``strict``; else None).
+        """
         datasets_dir = Path(self.settings.datasets_dir) if self.settings.datasets_dir else None
         try:
-            return locate(name, datasets_dir) is not None or hub_reachable(self.settings)
+            return locate(name, datasets_dir)
+        except InvalidInput:
+            if strict:
+                raise
+            return None
+
+    def can_load(self, name: str) -> bool:
+        """Whether ``name`` can be loaded now: a local copy, or the hub is reachable."""
+        try:
+            return self._local_copy(name) is not None or hub_reachable(self.settings)
         except InvalidInput:
             return False
 
     async def load_dataset(self, name: str, config: str) -> LoadedDataset:
         """Find ``name`` locally (a path, or the datasets folder), else on the hub."""
-        datasets_dir = Path(self.settings.datasets_dir) if self.settings.datasets_dir else None
         if Path(name).is_absolute():
             path = readable_path(name, self.path_roots, "dataset.name")
             if not path.exists():
                 raise NotFound(f"no dataset file or folder at {name}")
             return await asyncio.to_thread(load_local, path, name)
-        local = locate(name, datasets_dir)
+        local = self._local_copy(name)
         if local is not None:
             return await asyncio.to_thread(load_local, local, name)
         if not hub_reachable(self.settings):
             raise NotFound(
-                f"dataset {name!r} has no local copy in {datasets_dir or '(no datasets folder)'} "
+                f"dataset {name!r} has no local copy in "
+                f"{self.settings.datasets_dir or '(no datasets folder)'} "
                 "and the hub is unreachable"
             )
         return await asyncio.to_thread(load_hub, name, config)
