@@ -139,7 +139,7 @@ bench-paper: install ## Paper task (TASK=squad|temporal|mconala_ja, TRAIN_LIMIT,
 bench-retrieval: install ## Dataset retrieval on DataFinder: recall@k, MRR, MAP, latency (QUICK=1: small)
 	$(BIN)/python bench/retrieval.py --shared-data $(SHARED_DATA) $(if $(QUICK),--quick,)
 
-bench-serving: install ## One student bare, per runtime (transformers, llama.cpp f32/bf16/q8_0) and behind KServe, beside the teacher; load with batching off and on (MODEL=DIR: a trained student, also scored per runtime; QUICK=1: short)
+bench-serving: install ## One student bare, per runtime (transformers, llama.cpp f32/bf16/q8_0/q5_0/q4_0) and behind KServe, beside the teacher; load with batching off and on (MODEL=DIR: a trained student, also scored per runtime; QUICK=1: short)
 	$(BIN)/python bench/serving.py --shared-data $(SHARED_DATA) $(if $(MODEL),--model $(MODEL) --score 100,) $(if $(QUICK),--quick,)
 
 results: install ## Run every bench (bench/report.py) and write RESULTS.md (QUICK=1: CI-sized; ONLY=pipeline,teacher: those, the rest kept)

@@ -21,7 +21,8 @@ Prints latency p50/p95/p99, tokens/s, ratios and the share of answers identical 
 transformers'.
 
     .venv/bin/python bench/serving.py [--model DIR] [--task temporal] [--inputs 20]
-        [--precisions f32,bf16,q8_0] [--served llama.cpp:f32,llama.cpp:q8_0,transformers:f32]
+        [--precisions f32,bf16,q8_0,q5_0,q4_0]
+        [--served llama.cpp:f32,llama.cpp:q8_0,llama.cpp:q4_0,transformers:f32]
         [--teacher qwen|none] [--score 0] [--concurrency 1,8] [--duration 20] [--quick] [--json]
 """
 
@@ -86,10 +87,10 @@ def main() -> None:
         default=16,
         help="the untrained default student's limit (a trained one keeps its own)",
     )
-    parser.add_argument("--precisions", default="f32,bf16,q8_0", help="llama.cpp, bare")
+    parser.add_argument("--precisions", default="f32,bf16,q8_0,q5_0,q4_0", help="llama.cpp, bare")
     parser.add_argument(
         "--served",
-        default="llama.cpp:f32,llama.cpp:q8_0,transformers:f32",
+        default="llama.cpp:f32,llama.cpp:q8_0,llama.cpp:q4_0,transformers:f32",
         help="runtime:precision served by serve-model",
     )
     parser.add_argument("--teacher", default="qwen", help="shipped teacher, or none")

@@ -57,7 +57,7 @@ def test_llama_cpp_answers_as_transformers_on_tiny_students(
 
 
 @pytest.mark.timeout(300)
-def test_smollm2_in_llama_cpp_f32_is_the_same_model_and_q8_0_is_smaller(
+def test_smollm2_in_llama_cpp_f32_is_the_same_model_and_q8_0_q4_0_are_smaller(
     smol_student: Path, tmp_path: Path
 ) -> None:
     decoding = Decoding(max_new_tokens=24)
@@ -82,6 +82,14 @@ def test_smollm2_in_llama_cpp_f32_is_the_same_model_and_q8_0_is_smaller(
     # int8 weights move some answers, not most: the first words agree on most inputs.
     same_start = sum(a.split()[:1] == b.split()[:1] for a, b in zip(answers, expected, strict=True))
     assert same_start >= len(INPUTS) // 2, list(zip(answers, expected, strict=True))
+    q8_size = small.gguf_path.stat().st_size
+    small.close()
+
+    smaller = LlamaCppStudent(smol_student, "q4_0", cache, parallel=2)
+    assert smaller.gguf_path.stat().st_size < 0.8 * q8_size
+    answers = smaller.predict(INPUTS, decoding)
+    assert len(answers) == len(INPUTS) and all(answers)  # llama.cpp reads the 4-bit mix
+    smaller.close()
 
 
 def _post(url: str, body: dict[str, object]) -> dict[str, object]:

@@ -95,6 +95,27 @@ def test_q8_0_quantises_matrices_and_keeps_vectors_f32(
     assert not list(tmp_path.glob(".*.tmp"))  # written through a temporary file
 
 
+@pytest.mark.parametrize("model_type", ["llama", "qwen2"])
+def test_q4_0_and_q5_0_keep_the_output_layer_in_q8_0(
+    model_type: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    import gguf
+
+    folder = build_tiny_decoder(tmp_path_factory.mktemp("tiny") / model_type, model_type=model_type)
+    output = "output.weight" if model_type == "llama" else "token_embd.weight"  # qwen2 ties them
+    kind = gguf.GGMLQuantizationType
+    sizes = {}
+    for precision, matrices in (("q8_0", kind.Q8_0), ("q5_0", kind.Q5_0), ("q4_0", kind.Q4_0)):
+        exported = export_gguf(folder, folder.parent / f"{precision}.gguf", precision)
+        reader = gguf.GGUFReader(str(exported.path))
+        kinds = {t.name: t.tensor_type for t in reader.tensors}
+        assert kinds["blk.0.ffn_up.weight"] == matrices
+        assert kinds[output] == kind.Q8_0
+        assert kinds["blk.1.attn_norm.weight"] == kind.F32
+        sizes[precision] = exported.size_bytes
+    assert sizes["q4_0"] < sizes["q5_0"] < sizes["q8_0"]
+
+
 def test_an_unexportable_model_is_refused_with_the_reason(tmp_path: Path) -> None:
     folder = tmp_path / "t5"
     folder.mkdir()

@@ -73,8 +73,8 @@ def serve_model(
     precision: Annotated[
         str,
         typer.Option(
-            help="llama.cpp's weights: f32 (the same answers as transformers), f16, bf16 or "
-            "q8_0 (int8)."
+            help="llama.cpp's weights: f32 (the same answers as transformers), f16, bf16, "
+            "q8_0 (int8), q5_0 or q4_0."
         ),
     ] = DEFAULT_PRECISION,
     log_level: LogLevel = None,

@@ -73,7 +73,7 @@ class DeployOptions:
         max_latency_ms: Longest a request waits for its batch to fill.
         ready_timeout_s: How long Deploy waits for the endpoint to answer.
         runtime: What decodes: "auto", "llama.cpp" or "transformers" (``p2m.llamacpp.runtime``).
-        precision: llama.cpp's weights: "f32", "f16", "bf16" or "q8_0".
+        precision: llama.cpp's weights: "f32", "f16", "bf16", "q8_0", "q5_0" or "q4_0".
     """
 
     min_replicas: int = 1

@@ -85,7 +85,7 @@ def evaluate(
         ),
     ] = "auto",
     precision: Annotated[
-        str, typer.Option(help="llama.cpp's weights: f32, f16, bf16 or q8_0.")
+        str, typer.Option(help="llama.cpp's weights: f32, f16, bf16, q8_0, q5_0 or q4_0.")
     ] = "f32",
     teacher_max_requests: Annotated[
         int, typer.Option(help="Request budget of the teacher, retries included (0: none).")

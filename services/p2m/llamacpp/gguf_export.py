@@ -2,9 +2,11 @@
 
 The weights come from the folder's safetensors; the tokenizer's vocabulary, merges and special
 tokens from its ``tokenizer.json``; the architecture's numbers from ``config.json``. Precisions:
-``f32`` (the same numbers as the folder), ``f16``, ``bf16`` and ``q8_0`` (matrices only; norms
-and biases stay f32). Llama's query and key rows are reordered the way llama.cpp's rotary
-embedding expects them (HF rotates halves, ggml adjacent pairs).
+``f32`` (the same numbers as the folder), ``f16``, ``bf16``, ``q8_0``, ``q5_0`` and ``q4_0``
+(matrices only; norms and biases stay f32; in ``q5_0`` and ``q4_0`` the output layer, or the
+token embeddings it is tied to, stays ``q8_0``, as llama.cpp's own quantizer keeps it finer).
+Llama's query and key rows are reordered the way llama.cpp's rotary embedding expects them (HF
+rotates halves, ggml adjacent pairs).
 
 A student of another kind (an encoder-decoder, a tokenizer that is not byte-level BPE) raises
 ``Unsupported`` naming why, so the caller can serve it with transformers instead.
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 PRECISIONS = SERVING_PRECISIONS
+COARSE = ("q5_0", "q4_0")  # their output layer stays q8_0
 # HF model_type -> (GGUF architecture, whether query/key rows are reordered for ggml's rope).
 ARCHITECTURES = {"llama": ("llama", True), "qwen2": ("qwen2", False)}
 # The byte-level pre-tokenizers llama.cpp knows, told apart by the regex they split with.
@@ -115,6 +118,8 @@ def _file_type(precision: str) -> int:
         "f16": gguf.LlamaFileType.MOSTLY_F16,
         "bf16": gguf.LlamaFileType.MOSTLY_BF16,
         "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
+        "q5_0": gguf.LlamaFileType.MOSTLY_Q5_0,
+        "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0,
     }[precision]
 
 
@@ -212,6 +217,7 @@ def _tensors(
     heads = int(config["num_attention_heads"])
     kv_heads = int(config.get("num_key_value_heads", heads))
     tied = bool(config.get("tie_word_embeddings", False))
+    output = "token_embd.weight" if tied else "output.weight"
     for file in files:
         with safe_open(file, framework="pt") as weights:
             for hf_name in weights.keys():  # noqa: SIM118 (safe_open is not a mapping)
@@ -225,7 +231,8 @@ def _tensors(
                     data = _rope_rows(data, heads)
                 elif permute and hf_name.endswith("k_proj.weight"):
                     data = _rope_rows(data, kv_heads)
-                yield name, *_encode(data, precision)
+                finer = precision in COARSE and name == output
+                yield name, *_encode(data, "q8_0" if finer else precision)
 
 
 def _rope_rows(weight: np.ndarray, heads: int) -> np.ndarray:
@@ -248,7 +255,7 @@ def _encode(data: np.ndarray, precision: str) -> tuple[np.ndarray, Any]:
         return data.astype(np.float32), kind.F32
     if precision == "f16":
         return data.astype(np.float16), kind.F16
-    qtype = kind.BF16 if precision == "bf16" else kind.Q8_0
-    if precision == "q8_0" and data.shape[-1] % gguf.GGML_QUANT_SIZES[kind.Q8_0][0]:
-        return data.astype(np.float16), kind.F16  # rows that do not split into Q8_0 blocks
+    qtype = kind[precision.upper()]
+    if qtype != kind.BF16 and data.shape[-1] % gguf.GGML_QUANT_SIZES[qtype][0]:
+        return data.astype(np.float16), kind.F16  # rows that do not split into blocks
     return gguf.quants.quantize(data, qtype), qtype
