@@ -197,7 +197,7 @@ def test_each_stage_command_works_with_the_default_data_dir(
         stop(server)
     said = server.communicate()[0]
     assert "/v1/models/model:predict" in said
-    assert "(llama.cpp f32)" in said  # a SmolLM2 student: llama.cpp by default
+    assert "(llama.cpp q8_0)" in said  # a SmolLM2 student: llama.cpp in int8 by default
 
 
 @pytest.mark.slow

@@ -131,16 +131,19 @@ def test_smollm2_student_scores_and_is_cached(setup: Setup):
     assert reply.num_parameters > 100_000_000
     assert 0 < reply.latency.p50_ms <= reply.latency.p95_ms and reply.latency.total_seconds > 0
     assert reply.llm_usage.requests == 0 and not reply.cached
-    assert metrics.notes["runtime"] == "llama.cpp f32"  # as the model server serves it
+    assert metrics.notes["runtime"] == "llama.cpp q8_0"  # as the model server serves it
     again = setup.stub.Evaluate(request, timeout=60)
     assert again.cached
     assert dict(again.metrics.values) == dict(metrics.values)
     assert list(again.metrics.worst_examples) == list(metrics.worst_examples)
-    # transformers gives the same answers, hence the same scores.
-    request.options.runtime = "transformers"
+    # In f32 llama.cpp and transformers give the same answers, hence the same scores.
+    request.options.precision = "f32"
+    full = setup.stub.Evaluate(request, timeout=300)
+    assert not full.cached and full.metrics.notes["runtime"] == "llama.cpp f32"
+    request.options.runtime, request.options.precision = "transformers", ""
     plain = setup.stub.Evaluate(request, timeout=300)
     assert not plain.cached and plain.metrics.notes["runtime"] == "transformers f32"
-    assert dict(plain.metrics.values) == dict(metrics.values)
+    assert dict(plain.metrics.values) == dict(full.metrics.values)
 
 
 def test_examples_given_in_the_request_are_scored_instead_of_a_dataset(setup: Setup):

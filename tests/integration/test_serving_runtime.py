@@ -101,12 +101,13 @@ def _post(url: str, body: dict[str, object]) -> dict[str, object]:
 
 
 @pytest.mark.timeout(300)
-def test_serve_model_takes_llama_cpp_by_default_and_answers_as_transformers(
+def test_serve_model_takes_llama_cpp_in_the_set_precision_and_answers_as_transformers(
     smol_student: Path, tmp_path: Path
 ) -> None:
     expected = Student(smol_student).predict(INPUTS, Decoding(max_new_tokens=24))
     port = free_port()
-    env = {**os.environ, "P2M_DATA_DIR": str(tmp_path / "data")}
+    # No --runtime or --precision: auto, and the setting's precision (f32: transformers' answers).
+    env = {**os.environ, "P2M_DATA_DIR": str(tmp_path / "data"), "P2M_SERVING_PRECISION": "f32"}
     argv = [sys.executable, "-m", "p2m", "serve-model", "--model", str(smol_student)]
     argv += ["--name", "smol", "--http-port", str(port), "--grpc-port", "0"]
     argv += ["--max-batch-size", "4"]

@@ -460,6 +460,13 @@ def test_should_set_the_cluster_backend_environment_when_kuberay_and_kserve_are_
         assert set(configmap["data"]) == {"rayjob.yaml", "inferenceservice.yaml"}
 
 
+def test_should_give_the_evaluator_the_deployers_serving_precision(render: RenderFn):
+    for precision in ("q8_0", "f32"):  # the default, and one set
+        rendered = render(deployer__precision=precision) if precision != "q8_0" else render()
+        assert rendered.env("deployer")["P2M_SERVING_PRECISION"] == precision
+        assert rendered.env("evaluator")["P2M_SERVING_PRECISION"] == precision  # scores as served
+
+
 def test_should_run_ray_in_the_trainer_pod_with_a_memory_dev_shm_when_backend_is_local_ray(
     render: RenderFn,
 ):

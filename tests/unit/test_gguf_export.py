@@ -10,7 +10,7 @@ import pytest
 from p2m.common.errors import InvalidInput
 from p2m.common.student import StudentSpec
 from p2m.llamacpp.gguf_export import Unsupported, _rope_rows, export_gguf, pre_tokenizer
-from p2m.llamacpp.runtime import LLAMA_CPP, TRANSFORMERS, llama_cpp_unfit, resolve
+from p2m.llamacpp.runtime import LLAMA_CPP, llama_cpp_unfit, resolve
 from tests.tiny_models import QWEN2_SPLIT, build_tiny_decoder
 
 
@@ -132,15 +132,22 @@ def test_auto_takes_llama_cpp_where_it_can_and_says_why_not(
 ) -> None:
     assert llama_cpp_unfit(tiny_llama_folder) is None
     chosen = resolve(tiny_llama_folder)
-    assert (chosen.runtime, chosen.precision, chosen.reason) == (LLAMA_CPP, "f32", "")
-    assert resolve(tiny_llama_folder, "auto", "q8_0").label == "llama.cpp q8_0"
+    assert (chosen.runtime, chosen.precision, chosen.reason) == (LLAMA_CPP, "q8_0", "")
+    assert resolve(tiny_llama_folder, "auto", "f32").label == "llama.cpp f32"
+    assert resolve(tiny_llama_folder, default_precision="q5_0").label == "llama.cpp q5_0"
+    assert resolve(tiny_llama_folder, "llama.cpp", "bf16", default_precision="q5_0").label == (
+        "llama.cpp bf16"  # one asked for wins over the default
+    )
     assert resolve(tiny_llama_folder, "transformers").label == "transformers f32"
+    gpu = resolve(tiny_llama_folder, transformers_because="a GPU")
+    assert (gpu.label, gpu.reason) == ("transformers f32", "not llama.cpp: a GPU")
 
     seq2seq = tmp_path / "t5"
     seq2seq.mkdir()
     StudentSpec("encoder-decoder", "Answer.").save(seq2seq)
-    chosen = resolve(seq2seq)
-    assert chosen.runtime == TRANSFORMERS and "encoder-decoder" in chosen.reason
+    chosen = resolve(seq2seq)  # an unset precision follows the runtime: f32 for transformers
+    assert chosen.label == "transformers f32" and "encoder-decoder" in chosen.reason
+    assert resolve(seq2seq, "auto", "f32").label == "transformers f32"
     cases = [
         (dict(runtime="llama.cpp"), "options.runtime", "encoder-decoder"),
         (dict(precision="q8_0"), "options.precision", "needs llama.cpp"),

@@ -23,6 +23,7 @@ DEPLOYER_BACKENDS = ("local", "kserve")
 # What decodes a served student, and llama.cpp's weight precisions (p2m.llamacpp.runtime).
 SERVING_RUNTIMES = ("auto", "llama.cpp", "transformers")
 SERVING_PRECISIONS = ("f32", "f16", "bf16", "q8_0", "q5_0", "q4_0")
+DEFAULT_SERVING_PRECISION = "q8_0"
 # Kubernetes names: a namespace is a DNS-1123 label, a PersistentVolumeClaim a subdomain.
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
@@ -80,8 +81,9 @@ class Settings:
         serving_runtime: What decodes a deployed student when a Deploy request leaves it
             unset: "auto" (llama.cpp where the student exports to GGUF, transformers
             otherwise), "llama.cpp" or "transformers".
-        serving_precision: llama.cpp's weights when a Deploy request leaves it unset: "f32"
-            (the same answers as transformers), "f16", "bf16", "q8_0" (int8), "q5_0" or "q4_0".
+        serving_precision: llama.cpp's weights when a Deploy or Evaluate request leaves them
+            unset: "q8_0" (int8, the default), "f32" (the same answers as transformers), "f16",
+            "bf16", "q5_0" or "q4_0". Where transformers serves (a T5, a GPU), f32.
         k8s_namespace: Namespace of the RayJobs and InferenceServices p2m creates.
         rayjob_template: The RayJob manifest (YAML) the chart renders; each training's
             name, entrypoint, worker count and GPUs are set on a copy of it.
@@ -131,7 +133,7 @@ class Settings:
     trainer_backend: str = "local-ray"
     deployer_backend: str = "local"
     serving_runtime: str = "auto"
-    serving_precision: str = "f32"
+    serving_precision: str = DEFAULT_SERVING_PRECISION
     k8s_namespace: str = "default"
     rayjob_template: Path = Path("/etc/p2m/templates/rayjob.yaml")
     inferenceservice_template: Path = Path("/etc/p2m/templates/inferenceservice.yaml")

@@ -23,7 +23,7 @@ from p2m.common.log import setup_logging
 from p2m.common.names import is_deployment_name
 from p2m.common.ranges import Within, check_ranges
 from p2m.deployer.core import MAX_BATCH_SIZE, MAX_LATENCY_MS
-from p2m.llamacpp.runtime import AUTO, DEFAULT_PRECISION, resolve
+from p2m.llamacpp.runtime import AUTO, UNSET, resolve
 
 # Set for this process unless the caller set them: local files only, no telemetry.
 OFFLINE_ENV = {
@@ -73,10 +73,11 @@ def serve_model(
     precision: Annotated[
         str,
         typer.Option(
-            help="llama.cpp's weights: f32 (the same answers as transformers), f16, bf16, "
-            "q8_0 (int8), q5_0 or q4_0."
+            help="llama.cpp's weights: q8_0 (int8), f32 (the same answers as transformers), "
+            "f16, bf16, q5_0 or q4_0. Default: P2M_SERVING_PRECISION (q8_0) where llama.cpp "
+            "serves, f32 where transformers does."
         ),
-    ] = DEFAULT_PRECISION,
+    ] = UNSET,
     log_level: LogLevel = None,
 ) -> None:
     """Serve a student model with KServe (v1 and v2 REST, v2 gRPC) until SIGTERM."""
@@ -97,13 +98,15 @@ def serve_model(
     folder = model.resolve()
     if not folder.is_dir():
         fail(f"--model: not a folder: {model}")
-    try:
-        serving = resolve(folder, runtime, precision, prefix="--")
-    except InvalidInput as exc:
-        fail(f"{exc.field} {exc.problem}")
     for key, value in OFFLINE_ENV.items():
         os.environ.setdefault(key, value)
     settings = load_settings(log_level=log_level)
+    try:
+        serving = resolve(
+            folder, runtime, precision, prefix="--", default_precision=settings.serving_precision
+        )
+    except InvalidInput as exc:
+        fail(f"{exc.field} {exc.problem}")
     setup_logging(settings.log_level, settings.log_format)
     if settings.log_level.upper() != "DEBUG":  # KServe's per-request timing lines
         logging.getLogger("kserve.trace").setLevel(logging.WARNING)

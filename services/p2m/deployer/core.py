@@ -25,7 +25,7 @@ from p2m.common.names import check_deployment_name, check_run_id
 from p2m.common.ranges import Within, check_ranges
 from p2m.common.student import StudentSpec
 from p2m.common.types import TaskSpec
-from p2m.llamacpp.runtime import AUTO, DEFAULT_PRECISION, check_choice, resolve
+from p2m.llamacpp.runtime import AUTO, DEFAULT_PRECISION, PRECISIONS, UNSET, check_choice, resolve
 
 MAX_REPLICAS = 100
 MAX_CONCURRENCY_TARGET = 1_000
@@ -73,7 +73,10 @@ class DeployOptions:
         max_latency_ms: Longest a request waits for its batch to fill.
         ready_timeout_s: How long Deploy waits for the endpoint to answer.
         runtime: What decodes: "auto", "llama.cpp" or "transformers" (``p2m.llamacpp.runtime``).
-        precision: llama.cpp's weights: "f32", "f16", "bf16", "q8_0", "q5_0" or "q4_0".
+        precision: llama.cpp's weights: "f32", "f16", "bf16", "q8_0", "q5_0" or "q4_0";
+            unset (""): ``default_precision`` where llama.cpp serves, f32 where transformers does.
+        default_precision: What an unset precision is where llama.cpp serves (the deployer's
+            ``P2M_SERVING_PRECISION``).
     """
 
     min_replicas: int = 1
@@ -84,11 +87,14 @@ class DeployOptions:
     max_latency_ms: float = DEFAULT_MAX_LATENCY_MS
     ready_timeout_s: float = DEFAULT_READY_TIMEOUT_S
     runtime: str = AUTO
-    precision: str = DEFAULT_PRECISION
+    precision: str = UNSET
+    default_precision: str = DEFAULT_PRECISION
 
     def __post_init__(self) -> None:
         """Check every range and name (the proto's field paths name the culprit)."""
         check_choice(self.runtime, self.precision)
+        if self.default_precision not in PRECISIONS:
+            raise InvalidInput("default_precision", f"must be one of {list(PRECISIONS)}")
         check_ranges(
             [
                 Within("options.min_replicas", self.min_replicas, 0, MAX_REPLICAS),
@@ -125,6 +131,7 @@ class DeployOptions:
         """What decides how the model is served (all but how long Deploy waits)."""
         values = asdict(self)
         values.pop("ready_timeout_s")
+        values.pop("default_precision")  # served_on has set the precision
         return values
 
     def served_on(self, folder: Path, transformers_because: str = "") -> DeployOptions:
@@ -137,7 +144,11 @@ class DeployOptions:
                 serve, naming ``options.runtime`` or ``options.precision``.
         """
         chosen = resolve(
-            folder, self.runtime, self.precision, transformers_because=transformers_because
+            folder,
+            self.runtime,
+            self.precision,
+            default_precision=self.default_precision,
+            transformers_because=transformers_because,
         )
         return replace(self, runtime=chosen.runtime, precision=chosen.precision)
 

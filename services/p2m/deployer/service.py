@@ -46,7 +46,8 @@ def options_from_pb(
 ) -> DeployOptions:
     """Proto options -> dataclass (zero or unset fields: the defaults), checked by it.
 
-    ``defaults`` gives the runtime and precision an empty field takes.
+    ``defaults`` gives the runtime an empty field takes, and the precision an empty one
+    becomes where llama.cpp serves.
 
     Raises:
         InvalidInput: A field out of its range (named), or a malformed duration.
@@ -63,7 +64,8 @@ def options_from_pb(
         max_latency_ms=latency_s * 1000 or DEFAULT_MAX_LATENCY_MS,
         ready_timeout_s=ready_s or default_ready_timeout_s,
         runtime=message.runtime or (defaults or DeployOptions()).runtime,
-        precision=message.precision or (defaults or DeployOptions()).precision,
+        precision=message.precision,
+        default_precision=(defaults or DeployOptions()).default_precision,
     )
 
 
@@ -175,7 +177,9 @@ def build(settings: Settings) -> ServiceBinding:
         deployments = ClusterDeployments.from_settings(settings, store)
     else:
         deployments = LocalDeployments(store, settings.deployments_dir)
-    defaults = DeployOptions(runtime=settings.serving_runtime, precision=settings.serving_precision)
+    defaults = DeployOptions(
+        runtime=settings.serving_runtime, default_precision=settings.serving_precision
+    )
     servicer = DeployerServicer(deployments, defaults=defaults)
     return ServiceBinding(
         full_name=deployer_pb2.DESCRIPTOR.services_by_name["Deployer"].full_name,

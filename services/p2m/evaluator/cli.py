@@ -85,8 +85,13 @@ def evaluate(
         ),
     ] = "auto",
     precision: Annotated[
-        str, typer.Option(help="llama.cpp's weights: f32, f16, bf16, q8_0, q5_0 or q4_0.")
-    ] = "f32",
+        str,
+        typer.Option(
+            help="llama.cpp's weights: q8_0, f32, f16, bf16, q5_0 or q4_0. Default: "
+            "P2M_SERVING_PRECISION (q8_0), as the model server serves it; f32 where "
+            "transformers decodes."
+        ),
+    ] = "",
     teacher_max_requests: Annotated[
         int, typer.Option(help="Request budget of the teacher, retries included (0: none).")
     ] = 0,

@@ -46,6 +46,8 @@ from p2m.llamacpp.runtime import (
     AUTO,
     DEFAULT_PRECISION,
     LLAMA_CPP,
+    UNSET,
+    ServingRuntime,
     check_choice,
     resolve,
 )
@@ -82,7 +84,9 @@ class EvaluateOptions:
         runtime: What decodes a student: "auto" (llama.cpp for a decoder-only student decoded
             greedily on the CPU, as the model server does; transformers otherwise), "llama.cpp"
             or "transformers".
-        precision: llama.cpp's weights ("f32": the same answers as transformers).
+        precision: llama.cpp's weights ("f32": the same answers as transformers); unset (""):
+            the serving default (``P2M_SERVING_PRECISION``, q8_0), so that the report scores
+            what the model server serves; f32 where transformers decodes.
     """
 
     metrics: tuple[str, ...] = DEFAULT_METRICS
@@ -92,7 +96,7 @@ class EvaluateOptions:
     batch_size: int = 0
     num_worst_examples: int = DEFAULT_NUM_WORST
     runtime: str = AUTO
-    precision: str = DEFAULT_PRECISION
+    precision: str = UNSET
 
     def validate(self) -> None:
         """Raise InvalidInput naming the first field out of range (paths as in the proto)."""
@@ -440,6 +444,7 @@ class Evaluator:
             teacher_model=settings.teacher_model,
             bertscore=BertScore(encoder),
             gguf_cache=settings.cache_dir("gguf"),
+            serving_precision=settings.serving_precision,
         )
 
     def __init__(
@@ -451,6 +456,7 @@ class Evaluator:
         bertscore: BertScore | None = None,
         device: str = "cpu",
         gguf_cache: Path | None = None,
+        serving_precision: str = DEFAULT_PRECISION,
     ) -> None:
         """Evaluate into ``store``.
 
@@ -463,6 +469,8 @@ class Evaluator:
             device: Where students run ("cpu", "cuda").
             gguf_cache: Where students exported for llama.cpp are kept (default: a folder in
                 the system's temp dir).
+            serving_precision: llama.cpp's weights where options leave the precision unset (as
+                the deployer's setting of the same name).
         """
         self._store = store
         self._gguf_cache = gguf_cache or Path(tempfile.gettempdir()) / "p2m-gguf"
@@ -470,6 +478,7 @@ class Evaluator:
         self._teacher_model = teacher_model
         self._bertscore = bertscore
         self._device = device
+        self._serving_precision = serving_precision
 
     @property
     def bertscore(self) -> BertScore:
@@ -513,6 +522,9 @@ class Evaluator:
         teacher_model = ""
         if isinstance(subject, TeacherSubject):
             teacher_model = subject.model or self._teacher_model
+        else:
+            decoder = self._decoder(subject, options)
+            options = dataclasses.replace(options, precision=decoder.precision)  # in the key
         key = evaluation_key(subject, data, options, task, teacher_model, bertscore_model)
         stored = self._store.recall(key)
         if stored is not None:
@@ -527,7 +539,7 @@ class Evaluator:
 
         progress(0)
         if isinstance(subject, StudentSubject):
-            predicted = await self._predict_student(subject, examples, options, progress)
+            predicted = await self._predict_student(subject, decoder, examples, options, progress)
         else:
             predicted = await self._predict_teacher(
                 subject, teacher_model, task or TaskSpec(""), examples, options, progress
@@ -565,9 +577,23 @@ class Evaluator:
         )
         return result
 
+    def _decoder(self, subject: StudentSubject, options: EvaluateOptions) -> ServingRuntime:
+        """What decodes ``subject`` under ``options``, as the model server would choose it."""
+        because = ""
+        if options.num_beams != 1 or self._device != "cpu":
+            because = "beam search, or a GPU to decode on"
+        return resolve(
+            subject.folder,
+            options.runtime,
+            options.precision,
+            default_precision=self._serving_precision,
+            transformers_because=because,
+        )
+
     async def _predict_student(
         self,
         subject: StudentSubject,
+        chosen: ServingRuntime,
         examples: tuple[Example, ...],
         options: EvaluateOptions,
         progress: Callable[[int], None],
@@ -575,12 +601,6 @@ class Evaluator:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # no bars in a service's log or a CLI's stderr
-        because = ""
-        if options.num_beams != 1 or self._device != "cpu":
-            because = "beam search, or a GPU to decode on"
-        chosen = resolve(
-            subject.folder, options.runtime, options.precision, transformers_because=because
-        )
         batch_size = options.batch_size or DEFAULT_STUDENT_BATCH_SIZE
         student: Student | LlamaCppStudent
         if chosen.runtime == LLAMA_CPP:
