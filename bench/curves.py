@@ -155,6 +155,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "cached": report.cached,
         "final_dev_score": _score(metric, result.metrics),
         "final_dev_metrics": result.metrics,
+        "final_dev_runtime": result.notes.get("runtime", ""),
         "validations": list(report.evaluations),
         "training_loss": [{"step": k, "loss": v} for k, v in sorted(losses.items())],
         "paper_gpt35": paperdata.PAPER[args.task].paper_teacher,

@@ -493,6 +493,8 @@ def curves_section(outcome: Outcome) -> list[str]:
     scale = 100.0 if f["metric"] == "exact_match" else 1.0
     key = "exact_match" if f["metric"] == "exact_match" else "chrf"
     took = f"{f['wall_s']} s"
+    runtime = f.get("final_dev_runtime")
+    served = f", decoded as the model server serves it ({runtime})" if runtime else ""
     if f["cached"]:
         took = f"{took} in its first run" if f["wall_s"] else "trained earlier: this report read it"
     lines = [
@@ -503,7 +505,7 @@ def curves_section(outcome: Outcome) -> list[str]:
         f"{took}); every {options['eval_steps']} "
         f"steps and at each epoch's end the dev half's first {f['dev']} examples were decoded "
         "greedily, watching only (the last weights are kept, nothing stops early). "
-        f"Final model on the same dev examples: **{f['final_dev_score']}** "
+        f"Final model on the same dev examples{served}: **{f['final_dev_score']}** "
         f"({f['metric']}); the paper: gpt-3.5-turbo {f['paper_gpt35']}, its Prompt2Model student "
         f"{f['paper_prompt2model']}. Ran on {benchkit.machine_line(f['machine'])}.",
         "",
