@@ -76,12 +76,16 @@ def main() -> None:
 
 
 def trained_seconds(args: argparse.Namespace, cached: bool, wall: float) -> int:
-    """How long the training took: this call's time, or the earlier run's when it was cached."""
+    """How long the training took: this call's time, or the earlier run's when it was cached.
+
+    A cached run's figures carry the first run's time forward, so any number of later reports
+    keep it (0: not known).
+    """
     if cached:
         earlier = args.out / f"curves-{args.task}.json"
         try:
             figures = json.loads(earlier.read_text(encoding="utf-8"))
-            if figures.get("train") == args.train and not figures.get("cached"):
+            if figures.get("train") == args.train and figures.get("wall_s"):
                 return int(figures["wall_s"])
         except (OSError, ValueError, KeyError, TypeError):
             pass
