@@ -520,11 +520,11 @@ class Evaluator:
         needs_bertscore = "bertscore_f1" in options.metrics
         bertscore_model = self.bertscore.encoder.name if needs_bertscore else ""
         teacher_model = ""
-        if isinstance(subject, TeacherSubject):
-            teacher_model = subject.model or self._teacher_model
-        else:
+        if isinstance(subject, StudentSubject):
             decoder = self._decoder(subject, options)
             options = dataclasses.replace(options, precision=decoder.precision)  # in the key
+        else:
+            teacher_model = subject.model or self._teacher_model
         key = evaluation_key(subject, data, options, task, teacher_model, bertscore_model)
         stored = self._store.recall(key)
         if stored is not None:
