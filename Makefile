@@ -54,7 +54,7 @@ NAMESPACE ?= prompt2model
 VALUES ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install protos browser tools test test-unit run lint fmt clean chart-lint chart-test render bench-generation bench-teacher bench-judge bench-pipeline bench-training bench-curves bench-paper bench-retrieval bench-serving results
+.PHONY: help install protos browser tools test test-unit run lint fmt clean chart-lint chart-test render bench-generation bench-teacher bench-judge bench-output-share bench-pipeline bench-training bench-curves bench-paper bench-retrieval bench-serving results
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -117,6 +117,9 @@ bench-generation: install ## Generation figures against the local SmolLM2 endpoi
 
 bench-teacher: install ## The embedded teachers on the paper's dev halves: today's request vs the one it replaced (QUICK=1: small)
 	$(BIN)/python bench/teacher.py --shared-data $(SHARED_DATA) $(if $(QUICK),--quick,)
+
+bench-output-share: install ## Repeated answers: a student trained on the paper's generated SQuAD set as it came vs each answer capped (QUICK=1: tiny)
+	$(BIN)/python bench/output_share.py --shared-data $(SHARED_DATA) $(if $(QUICK),--quick,)
 
 bench-judge: install ## The optional judge: a student trained on what it keeps vs all and a random set of the same size (QUICK=1: tiny)
 	$(BIN)/python bench/judge.py --shared-data $(SHARED_DATA) $(if $(QUICK),--quick,)

@@ -31,19 +31,14 @@ from typing import Any
 
 import benchkit
 import paperdata
-from paper import SMOLLM2, evaluate_options, summary
+from paper import student_on_dev
 
-from p2m.common.artifacts import ArtifactStore
 from p2m.common.llm import LLMClient, LLMConfig
-from p2m.common.model_store import ModelStore
 from p2m.common.shipped_models import resolve_gguf
 from p2m.common.teacher_prompt import teacher_instruction
 from p2m.common.types import Example, TaskSpec
-from p2m.evaluator.engine import Evaluator, StudentSubject, read_jsonl
 from p2m.generator.judge import JUDGE_SCHEMA, JUDGE_TOKENS, judge_messages, score_of
 from p2m.local_llm.server import LocalLLMConfig, LocalLLMServer
-from p2m.trainer.data import store_dataset
-from p2m.trainer.engine import ModelTrainer, TrainJob
 from p2m.trainer.options import TrainOptions
 
 ARMS = ("all", "judged", "random")
@@ -92,27 +87,8 @@ def train_and_score(
     args: argparse.Namespace, work: Path, task: TaskSpec, rows: list[Example], arm: str
 ) -> dict[str, Any]:
     """Train the student on ``rows``; its score on the dev half."""
-    store = ArtifactStore(work / "artifacts")
-    models = ModelStore((work / "models").resolve())
-    models.import_shipped("smollm2")
-    data = store_dataset(store, paperdata.write_jsonl(rows, work / arm / "train.jsonl"))
     options = TrainOptions(epochs=args.epochs, max_steps=args.max_steps, batch_size=8)
-    started = time.perf_counter()
-    try:
-        outcome = ModelTrainer(store, models, work / "runs").train(
-            TrainJob((data,), SMOLLM2, task, options)
-        )
-    finally:
-        benchkit.stop_ray()
-    train_s = time.perf_counter() - started
-    dev = read_jsonl(paperdata.write_jsonl(args.dev, work / "dev.jsonl"))
-    subject = StudentSubject.from_store(store, outcome.model.uri)
-    result = asyncio.run(Evaluator(store).evaluate(subject, dev, evaluate_options(args)))
-    return {
-        "examples": len(rows),
-        "train_s": round(train_s, 1),
-        "dev": summary(result, paperdata.PAPER[args.task].metric),
-    }
+    return {"examples": len(rows), **student_on_dev(args, work, task, rows, arm, options)}
 
 
 def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:

@@ -183,6 +183,35 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     }
 
 
+def student_on_dev(
+    args: argparse.Namespace,
+    work: Path,
+    task: TaskSpec,
+    rows: list[Example],
+    name: str,
+    options: TrainOptions,
+) -> dict[str, Any]:
+    """SmolLM2 trained on ``rows`` (kept under ``work/name``): its training seconds and its score
+    on ``args.dev`` in the metric of ``args.task``."""
+    store = ArtifactStore(work / "artifacts")
+    models = ModelStore((work / "models").resolve())
+    models.import_shipped("smollm2")
+    data = store_dataset(store, paperdata.write_jsonl(rows, work / name / "train.jsonl"))
+    started = time.perf_counter()
+    try:
+        outcome = ModelTrainer(store, models, work / "runs").train(
+            TrainJob((data,), SMOLLM2, task, options)
+        )
+    finally:
+        benchkit.stop_ray()
+    train_s = time.perf_counter() - started
+    dev = read_jsonl(paperdata.write_jsonl(args.dev, work / "dev.jsonl"))
+    subject = StudentSubject.from_store(store, outcome.model.uri)
+    result = asyncio.run(Evaluator(store).evaluate(subject, dev, evaluate_options(args)))
+    metric = paperdata.PAPER[args.task].metric
+    return {"train_s": round(train_s, 1), "dev": summary(result, metric)}
+
+
 def load_sets(args: argparse.Namespace, work: Path) -> Sets:
     """Training rows, the generated holdout after them, and the dev rows, as files and data."""
     rows = paperdata.generated(args.shared_data, args.task, args.train_limit + args.holdout)

@@ -130,7 +130,7 @@ def stage_figures(stage: gateway_pb2.StageResult) -> dict[str, Any]:
 def generation_figures(report: Any) -> dict[str, Any]:
     """Accepted, dropped by reason, duplicate shares and the label histogram of a run."""
     figures = generation_json(report)
-    for share in ("duplicate_share", "near_duplicate_share"):
+    for share in ("duplicate_share", "near_duplicate_share", "commonest_output_share"):
         figures[share] = round(figures[share], 3)
     return {**figures, "requests": report.llm_usage.requests}
 

@@ -52,6 +52,7 @@ BENCHES = (
     "generation",
     "teacher",
     "judge",
+    "output_share",
     "training",
     "paper",
     "curves",
@@ -67,6 +68,7 @@ TIMEOUTS = {
     "curves": (8 * 3600, 1200),
     "teacher": (3 * 3600, 1200),
     "judge": (2 * 3600, 1200),
+    "output_share": (3 * 3600, 1200),
     "pipeline": (8 * 3600, 2400),
     "serving": (1800, 900),
 }

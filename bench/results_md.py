@@ -91,10 +91,10 @@ def split_sections(text: str) -> tuple[str, dict[str, str]]:
 def earlier_run(head: str) -> str:
     """The start date and commit a RESULTS.md header names ("unknown" parts where it names none)."""
     started = re.search(r"Started (\d{4}-\d{2}-\d{2} \d{2}:\d{2}) UTC", head)
-    commit = re.search(r"- commit: `([0-9a-f]+)`", head)
+    commit = re.search(r"- commit: `([0-9a-f]+)( \+ uncommitted changes)?`", head)
     return (
         f"started {started.group(1) if started else 'unknown'} UTC, commit "
-        f"`{commit.group(1) if commit else 'unknown'}`"
+        f"`{''.join(commit.groups('')) if commit else 'unknown'}`"
     )
 
 
@@ -108,6 +108,8 @@ def render(context: dict[str, Any], outcomes: list[Outcome]) -> str:
         lines += teacher_section(by_name["teacher"])
     if "judge" in by_name:
         lines += judge_section(by_name["judge"])
+    if "output_share" in by_name:
+        lines += output_share_section(by_name["output_share"])
     papers = [o for o in outcomes if o.name.startswith("paper:")]
     if papers:
         lines += paper_section(papers, context)
@@ -687,6 +689,38 @@ def judge_section(f: dict[str, Any]) -> list[str]:
             "the same examples in another order: their gap "
             f"({gap:.1f}) is the training's own noise at this size, not the judge's doing.",
         ]
+    return [*lines, ""]
+
+
+@section("Repeated answers")
+def output_share_section(f: dict[str, Any]) -> list[str]:
+    """The student trained on the paper's generated set as it came and with each answer capped."""
+    lines = [
+        f"The student (SmolLM2-135M) is trained {f['epochs']} epoch(s), training precision "
+        f"{f['precision']}, on the first "
+        f"{f['arms']['as generated']['examples']} examples of the paper's generated {f['task']} "
+        "set, and on as many walked in order with each output capped at "
+        f"{f['share']:.0%} of them (the generator's `max_output_share`: what it keeps with the "
+        f"cap on), then scored on {f['dev_examples']} dev examples, decoded as served. Ran on "
+        f"{benchkit.machine_line(f['machine'])}.",
+        "",
+        f"| training set | examples | distinct outputs | commonest output | dev {f['metric']} by "
+        "seed | mean | train s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for arm, entry in f["arms"].items():
+        outputs = entry["outputs"]
+        output, _ = outputs["commonest"][0] if outputs["commonest"] else ("", 0)
+        scores = " / ".join(str(run["dev"]["score"]) for run in entry["runs"])
+        seconds = " / ".join(f"{run['train_s']:.0f}" for run in entry["runs"])
+        lines.append(
+            f"| {arm} | {entry['examples']} | {outputs['distinct']} | {output} "
+            f"({outputs['commonest_share']:.0%}) | {scores} | {entry['mean']} | {seconds} |"
+        )
+    arms = f["arms"]
+    if {"as generated", "capped"} <= set(arms):
+        gain = arms["capped"]["mean"] - arms["as generated"]["mean"]
+        lines += ["", f"The cap moves the mean dev {f['metric']} by {gain:+.1f}."]
     return [*lines, ""]
 
 

@@ -431,5 +431,6 @@ def generation_json(report: Any) -> dict[str, Any]:
         "label_counts": dict(report.label_counts),
         "duplicate_share": report.duplicate_share,
         "near_duplicate_share": report.near_duplicate_share,
+        "commonest_output_share": report.commonest_output_share,
         "invariants": MessageToDict(report.invariants, preserving_proto_field_name=True),
     }

@@ -57,8 +57,9 @@ class FaultyTeacher:
 
     Besides "good" (inputs "thing number N <random>"), "span" writes inputs in SPAN_TASK's form
     and "biased" writes SENTIMENT_TASK reviews, preferring "positive". Answers name the colour or
-    label their input names ("sloppy": a near-miss of it, "Positively"). A request for topics gets
-    a list of them.
+    label their input names ("colour N" for "thing number N"; "sloppy": a near-miss of the label,
+    "Positively"; "repetitive": "colour 7" whatever the input). A request for topics gets a list
+    of them.
     """
 
     def __init__(self) -> None:
@@ -93,12 +94,14 @@ class FaultyTeacher:
             self.input_schemas.append(wanted)
             content = json.dumps({"input": self._input(kind, body["messages"][-1]["content"])})
         else:  # an answer: what the input names; as JSON when a schema asks for one
-            named = re.search(
-                r"(colour \d|positive|neutral|negative)$", body["messages"][-1]["content"]
-            )
-            content = named.group(1) if named else f"colour {self.requests % 3}"
+            asked = body["messages"][-1]["content"]
+            named = re.search(r"(colour \d+|positive|neutral|negative)$", asked)
+            number = re.search(r"thing number (\d+)", asked)
+            content = named.group(1) if named else f"colour {number.group(1) if number else 0}"
             if kind == "sloppy":  # a near-miss of the label
                 content = content.capitalize() + "ly"
+            if kind == "repetitive":  # the one answer a small teacher knows
+                content = "colour 7"
         usage = {"prompt_tokens": 50, "completion_tokens": 10, "total_tokens": 60}
         return web.json_response(
             {
@@ -122,7 +125,7 @@ class FaultyTeacher:
         if kind == "dated":  # DATED_TASK's form: a "[Day NN]" prefix
             return f"[Day {n % 90 + 10}] thing number {n} {noise}"
         if kind == "span":  # SPAN_TASK's form: the answer is a span of the context
-            return f"Question: thing {n}? Context: thing {n} {noise} is colour {n % 3}"
+            return f"Question: thing {n}? Context: thing {n} {noise} is colour {n}"
         if kind in ("biased", "stubborn", "sloppy"):  # asked for another label, it may obey
             asked = re.search(r'its correct output must be "(\w+)"', prompt)  # half the time
             obeys = kind == "biased" and self.rng.random() < 0.5  # or never
@@ -339,6 +342,26 @@ async def test_a_label_that_reached_its_quota_takes_no_more(teacher, tmp_path: P
     assert report.label_counts == {"positive": 6, "neutral": 0, "negative": 0}  # 1.5 x 12 / 3
     assert report.dropped["over_quota"] > 0
     assert report.stop_reason == "no_progress"
+
+
+async def test_an_open_output_stops_at_its_share_and_new_inputs_are_asked_to_avoid_it(
+    teacher, tmp_path: Path
+):
+    faulty, _ = teacher
+    options = GenerateOptions(num_examples=10, batch_size=4, seed=8, self_consistency_samples=1)
+    before = len(faulty.prompts)
+    report = (await _generate_with(teacher, tmp_path, {"repetitive": 1.0}, TASK, options)).report
+    assert not report.invariants.output_choices  # open outputs: no labels' quota
+    assert report.accepted == 2  # 2% of 10 is below the floor of 2 examples an output may have
+    assert report.dropped["repeated_output"] > 0
+    assert report.commonest_output_share == 1.0
+    assert report.stop_reason == "no_progress"
+    asked = [p for p in faulty.prompts[before:] if p.startswith("Task:")]
+    assert any('its correct output must not be "colour 7"' in p for p in asked)
+
+    uncapped = replace(options, max_output_share=0.0)
+    report = (await _generate_with(teacher, tmp_path, {"repetitive": 1.0}, TASK, uncapped)).report
+    assert report.accepted == 10 and report.dropped["repeated_output"] == 0
 
 
 async def test_a_stalled_generation_stops_with_what_it_made_and_resumes_on_request(

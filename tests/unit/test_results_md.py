@@ -107,6 +107,32 @@ def test_a_section_shows_its_figures_or_why_it_has_none():
     assert failed[0] == "## The judge" and any("boom" in line for line in failed)
 
 
+def test_the_repeated_answers_section_gives_each_arms_outputs_and_scores_by_seed():
+    def arm(examples, distinct, top, share, scores):
+        runs = [{"seed": i, "train_s": 60.4, "dev": {"score": s}} for i, s in enumerate(scores)]
+        outputs = {"distinct": distinct, "commonest_share": share, "commonest": [[top, 9]]}
+        mean = sum(scores) / len(scores)
+        return {"examples": examples, "outputs": outputs, "runs": runs, "mean": mean}
+
+    figures = {
+        "task": "squad",
+        "metric": "exact_match",
+        "share": 0.02,
+        "epochs": 1,
+        "precision": "auto",
+        "dev_examples": 200,
+        "machine": {"cpu": "cpu", "arch": "x86_64", "cores": 2, "ram_gib": 8, "python": "3.11"},
+        "arms": {
+            "as generated": arm(1000, 56, "Jupiter", 0.095, [20.0, 22.0]),
+            "capped": arm(1000, 205, "Paris", 0.02, [25.0, 27.0]),
+        },
+    }
+    lines = results_md.output_share_section(Outcome("output_share", [], "ok", figures=figures))
+    assert lines[:2] == ["## Repeated answers", ""]
+    assert "| as generated | 1000 | 56 | Jupiter (10%) | 20.0 / 22.0 | 21.0 | 60 / 60 |" in lines
+    assert "| capped | 1000 | 205 | Paris (2%) | 25.0 / 27.0 | 26.0 | 60 / 60 |" in lines
+
+
 def test_every_heading_of_a_merged_file_follows_a_blank_line():
     cramped = NEW.replace("new pipeline table\n\n", "- a note\n")
     text = results_md.merged(cramped, EARLIER)
@@ -115,6 +141,13 @@ def test_every_heading_of_a_merged_file_follows_a_blank_line():
     assert len(headings) == 5
     assert all(lines[i - 1] == "" for i in headings)
     assert text.endswith("\n") and not text.endswith("\n\n")
+
+
+def test_an_earlier_run_is_named_by_its_commit_even_with_uncommitted_changes():
+    dirty = EARLIER.replace("`cd41ff6`", "`cd41ff6 + uncommitted changes`")
+    named = results_md.earlier_run(dirty)
+    assert named == "started 2026-11-25 12:48 UTC, commit `cd41ff6 + uncommitted changes`"
+    assert results_md.earlier_run("no header") == "started unknown UTC, commit `unknown`"
 
 
 def test_an_earlier_runs_table_goes_with_the_last_section_of_its_run():

@@ -70,6 +70,13 @@ def generate(
         bool, typer.Option(help="The teacher grades each example 1-5 (one request more each).")
     ] = False,
     judge_threshold: Annotated[int, typer.Option(help="Lowest grade kept with --judge.")] = 3,
+    max_output_share: Annotated[
+        float,
+        typer.Option(
+            help="Most of the examples one output may make when outputs are open (not a "
+            "closed set of labels); 0: no cap."
+        ),
+    ] = DEFAULTS.max_output_share,
     input_demonstrations: Annotated[
         int,
         typer.Option(
@@ -135,6 +142,7 @@ def generate(
         invariants=invariants,
         judge=judge,
         judge_threshold=judge_threshold,
+        max_output_share=max_output_share,
         stall_timeout_s=stall_timeout,
         input_demonstrations=input_demonstrations,
         input_frequency_penalty=input_frequency_penalty,
@@ -265,7 +273,8 @@ def _show_generation(report: dict[str, Any]) -> None:
     out.print(table)
     out.print(
         f"duplicates: {report['duplicate_share']:.0%} of the candidates dropped; "
-        f"{report['near_duplicate_share']:.0%} of the kept inputs near another (word trigrams)"
+        f"{report['near_duplicate_share']:.0%} of the kept inputs near another (word trigrams); "
+        f"the commonest output makes {report['commonest_output_share']:.0%}"
     )
     if report["label_counts"]:
         labels = ", ".join(f"{label} {n}" for label, n in report["label_counts"].items())

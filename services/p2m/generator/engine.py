@@ -41,6 +41,7 @@ from p2m.generator.judge import JUDGE_SCHEMA, JUDGE_TOKENS, judge_messages, scor
 from p2m.generator.limits import answer_tokens, example_tokens
 from p2m.generator.meaning import Encoder, MeaningIndex
 from p2m.generator.options import GenerateOptions, generation_key
+from p2m.generator.output_share import OutputCap, OutputCounts
 from p2m.generator.prompts import (
     input_schema,
     new_input_messages,
@@ -61,6 +62,7 @@ DROP_REASONS = (
     "same_meaning",
     "over_quota",
     "judged_low",
+    "repeated_output",
 )
 DUPLICATE_REASONS = ("exact_duplicate", "near_duplicate", "same_meaning")
 # A drop by an invariant is journalled as "invariant:<rule>".
@@ -98,6 +100,7 @@ class GenerationReport:
     duplicate_share: float
     near_duplicate_share: float
     judge_mean_score: float
+    commonest_output_share: float
     self_consistency_agreement: float
     usage: UsageCounters
     resumed_from: int
@@ -187,6 +190,16 @@ class _Run:
     hints: list[str] | None = None
     hint_requests: int = 0
     judge_scores: list[int] = field(default_factory=list)
+    output_cap: OutputCap = field(init=False)
+    outputs: OutputCounts = field(init=False)
+
+    def __post_init__(self) -> None:
+        choices = self.invariants.output_choices  # a closed set has its labels' quota instead
+        share = 0.0 if choices else self.options.max_output_share
+        self.output_cap = OutputCap.for_demonstrations(
+            self.task.demonstrations, self.options.num_examples, share
+        )
+        self.outputs = OutputCounts(example.output for _, example, _ in self.accepted)
 
     @property
     def examples(self) -> list[Example]:
@@ -307,6 +320,7 @@ class DatasetGenerator:
             judge_mean_score=(
                 round(sum(run.judge_scores) / len(run.judge_scores), 3) if run.judge_scores else 0.0
             ),
+            commonest_output_share=round(run.outputs.commonest_share(), 4),
             self_consistency_agreement=(
                 sum(agreements) / len(agreements) if options.self_consistency else 0.0
             ),
@@ -459,6 +473,7 @@ class DatasetGenerator:
             rules,
             label,
             hint,
+            avoid=run.outputs.at_cap(run.output_cap),
         )
 
         def ask() -> Awaitable[tuple[Any, ChatResult]]:
@@ -599,7 +614,7 @@ class DatasetGenerator:
         return Example(candidate.input, output), share * len(kept) / len(votes)
 
     def _accept(self, run: _Run, rid: str, example: Example, agreement: float) -> None:
-        """Keep ``example`` unless the target or its label's quota is reached."""
+        """Keep ``example`` unless the target, its label's quota or its output's cap is reached."""
         if len(run.accepted) >= run.options.num_examples:
             self._drop(run, rid, "surplus")
             return
@@ -609,8 +624,12 @@ class DatasetGenerator:
         ):
             self._drop(run, rid, "over_quota")
             return
+        if run.outputs.full(example.output, run.output_cap):
+            self._drop(run, rid, "repeated_output")
+            return
         run.journal.accept(rid, example, agreement)
         run.accepted.append((rid, example, agreement))
+        run.outputs.add(example.output)
 
     async def _judge(
         self, run: _Run, candidate: Candidate, example: Example, limit: asyncio.Semaphore

@@ -14,9 +14,10 @@ from p2m.generator.invariants import Invariants
 from p2m.generator.judge import DEFAULT_THRESHOLD as DEFAULT_JUDGE_THRESHOLD
 from p2m.generator.judge import MAX_SCORE, MIN_SCORE
 from p2m.generator.meaning import DEFAULT_THRESHOLD
+from p2m.generator.output_share import DEFAULT_SHARE as DEFAULT_OUTPUT_SHARE
 
 # Changing how results are produced changes this, so old cache entries are not reused.
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class GenerateOptions:
     invariants: Invariants | None = None
     judge: bool = False
     judge_threshold: int = DEFAULT_JUDGE_THRESHOLD
+    max_output_share: float = DEFAULT_OUTPUT_SHARE
     stall_timeout_s: float = 900.0
 
     def validate(self) -> None:
@@ -73,6 +75,7 @@ class GenerateOptions:
                 ("dedup_word_similarity_threshold", 0.0, 1.0, True),
                 ("meaning_dedup_threshold", 0.0, 1.0, True),
                 ("judge_threshold", MIN_SCORE, MAX_SCORE, False),
+                ("max_output_share", 0.0, 1.0, False),
                 ("max_field_chars", 1, 1_000_000, False),
                 ("validation_fraction", 0.0, 0.5, False),
                 ("stall_timeout_s", 0.0, 86_400.0, False),

@@ -88,11 +88,13 @@ def new_input_messages(
     rules: Sequence[str] = (),
     label: str | None = None,
     hint: str | None = None,
+    avoid: Sequence[str] = (),
 ) -> list[dict[str, str]]:
     """Ask for one new input of the task that keeps ``rules`` (see ``rule_lines``).
 
     With ``label``, an input whose correct output is that label (balancing a closed set); with
-    ``hint``, an input about that topic (varying the inputs).
+    ``hint``, an input about that topic (varying the inputs); with ``avoid``, an input whose
+    output is none of those (outputs the dataset holds enough of).
     """
     parts = [f"Task: {instruction}"]
     if shown:
@@ -104,6 +106,8 @@ def new_input_messages(
         ask += f" but touching on: {hint}"
     if label is not None:
         ask += f'; its correct output must be "{label}"'
+    if avoid:
+        ask += "; its correct output must not be " + ", ".join(f'"{a}"' for a in avoid)
     parts.append(ask + ". Reply with the input only, not its output.")
     return [
         {"role": "system", "content": NEW_INPUT_SYSTEM},

@@ -59,6 +59,7 @@ def options_from_pb(message: generator_pb2.GenerateOptions) -> GenerateOptions:
         "validation_fraction",
         "meaning_dedup_threshold",
         "judge_threshold",
+        "max_output_share",
         "dedup_word_similarity_threshold",
         "stall_timeout_s",
     ):
@@ -135,6 +136,7 @@ def report_to_pb(report: GenerationReport) -> generator_pb2.GenerationReport:
         duplicate_share=report.duplicate_share,
         near_duplicate_share=report.near_duplicate_share,
         judge_mean_score=report.judge_mean_score,
+        commonest_output_share=report.commonest_output_share,
     )
 
 
