@@ -313,6 +313,20 @@ def test_cli_json_report(setup: Setup, test_file: Path, tmp_path: Path):
     assert "teacher" not in report
 
 
+def test_cli_decodes_with_the_serving_runtime_setting(setup: Setup, test_file: Path, tmp_path):
+    smollm2 = ArtifactStore(setup.data_dir / "artifacts").path(setup.smollm2.sha256)
+    args = ["evaluate", "--model", str(smollm2), "--test", str(test_file), "--json"]
+    args += ["--input-field", "country", "--output-field", "capital", "--metrics", "exact_match"]
+    args += ["--max-examples", "2", "--data-dir", str(tmp_path)]
+    runtimes = {}
+    for setting in ("auto", "transformers"):
+        result = p2m(*args, env={"P2M_SERVING_RUNTIME": setting})
+        assert result.returncode == 0, result.stderr
+        runtimes[setting] = json.loads(result.stdout)["notes"]["runtime"]
+    # Unset on the command line, the runtime is the setting's, as the model server's would be.
+    assert runtimes == {"auto": "llama.cpp q8_0", "transformers": "transformers f32"}
+
+
 def test_cli_student_and_teacher_side_by_side(
     setup: Setup, test_file: Path, tmp_path: Path, local_llm: ServiceProcess
 ):

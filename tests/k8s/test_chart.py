@@ -460,11 +460,17 @@ def test_should_set_the_cluster_backend_environment_when_kuberay_and_kserve_are_
         assert set(configmap["data"]) == {"rayjob.yaml", "inferenceservice.yaml"}
 
 
-def test_should_give_the_evaluator_the_deployers_serving_precision(render: RenderFn):
-    for precision in ("q8_0", "f32"):  # the default, and one set
-        rendered = render(deployer__precision=precision) if precision != "q8_0" else render()
-        assert rendered.env("deployer")["P2M_SERVING_PRECISION"] == precision
-        assert rendered.env("evaluator")["P2M_SERVING_PRECISION"] == precision  # scores as served
+def test_should_give_the_evaluator_the_deployers_serving_runtime_and_precision(
+    render: RenderFn,
+):
+    for runtime, precision in (("auto", "q8_0"), ("transformers", "f32")):  # defaults, and set
+        set_ = runtime != "auto"
+        rendered = (
+            render(deployer__runtime=runtime, deployer__precision=precision) if set_ else render()
+        )
+        for component in ("deployer", "evaluator"):  # the evaluator scores what is served
+            assert rendered.env(component)["P2M_SERVING_RUNTIME"] == runtime
+            assert rendered.env(component)["P2M_SERVING_PRECISION"] == precision
 
 
 def test_should_run_ray_in_the_trainer_pod_with_a_memory_dev_shm_when_backend_is_local_ray(

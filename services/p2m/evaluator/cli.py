@@ -81,9 +81,10 @@ def evaluate(
         str,
         typer.Option(
             help="What decodes the model: auto (llama.cpp where the model server would use it), "
-            "llama.cpp or transformers."
+            "llama.cpp or transformers. Default: P2M_SERVING_RUNTIME (auto), as the model "
+            "server's."
         ),
-    ] = "auto",
+    ] = "",
     precision: Annotated[
         str,
         typer.Option(

@@ -83,7 +83,8 @@ class EvaluateOptions:
         num_worst_examples: Lowest-scoring examples kept in the report.
         runtime: What decodes a student: "auto" (llama.cpp for a decoder-only student decoded
             greedily on the CPU, as the model server does; transformers otherwise), "llama.cpp"
-            or "transformers".
+            or "transformers"; unset (""): the serving default (``P2M_SERVING_RUNTIME``, auto),
+            as the deployer's.
         precision: llama.cpp's weights ("f32": the same answers as transformers); unset (""):
             the serving default (``P2M_SERVING_PRECISION``, q8_0), so that the report scores
             what the model server serves; f32 where transformers decodes.
@@ -95,7 +96,7 @@ class EvaluateOptions:
     num_beams: int = 1
     batch_size: int = 0
     num_worst_examples: int = DEFAULT_NUM_WORST
-    runtime: str = AUTO
+    runtime: str = UNSET
     precision: str = UNSET
 
     def validate(self) -> None:
@@ -112,7 +113,7 @@ class EvaluateOptions:
                 Within("options.num_worst_examples", self.num_worst_examples, 0, 100),
             ]
         )
-        check_choice(self.runtime, self.precision)
+        check_choice(self.runtime or AUTO, self.precision)
         if self.runtime == LLAMA_CPP and self.num_beams != 1:
             raise InvalidInput("options.runtime", "llama.cpp decodes greedily: num_beams must be 1")
 
@@ -444,6 +445,7 @@ class Evaluator:
             teacher_model=settings.teacher_model,
             bertscore=BertScore(encoder),
             gguf_cache=settings.cache_dir("gguf"),
+            serving_runtime=settings.serving_runtime,
             serving_precision=settings.serving_precision,
         )
 
@@ -456,6 +458,7 @@ class Evaluator:
         bertscore: BertScore | None = None,
         device: str = "cpu",
         gguf_cache: Path | None = None,
+        serving_runtime: str = AUTO,
         serving_precision: str = DEFAULT_PRECISION,
     ) -> None:
         """Evaluate into ``store``.
@@ -469,6 +472,8 @@ class Evaluator:
             device: Where students run ("cpu", "cuda").
             gguf_cache: Where students exported for llama.cpp are kept (default: a folder in
                 the system's temp dir).
+            serving_runtime: What decodes a student where options leave the runtime unset (as
+                the deployer's setting of the same name).
             serving_precision: llama.cpp's weights where options leave the precision unset (as
                 the deployer's setting of the same name).
         """
@@ -478,6 +483,7 @@ class Evaluator:
         self._teacher_model = teacher_model
         self._bertscore = bertscore
         self._device = device
+        self._serving_runtime = serving_runtime
         self._serving_precision = serving_precision
 
     @property
@@ -521,6 +527,7 @@ class Evaluator:
         bertscore_model = self.bertscore.encoder.name if needs_bertscore else ""
         teacher_model = ""
         if isinstance(subject, StudentSubject):
+            options = dataclasses.replace(options, runtime=options.runtime or self._serving_runtime)
             decoder = self._decoder(subject, options)
             options = dataclasses.replace(options, precision=decoder.precision)  # in the key
         else:
@@ -579,6 +586,8 @@ class Evaluator:
 
     def _decoder(self, subject: StudentSubject, options: EvaluateOptions) -> ServingRuntime:
         """What decodes ``subject`` under ``options``, as the model server would choose it."""
+        if options.runtime == LLAMA_CPP and options.num_beams != 1:  # P2M_SERVING_RUNTIME's
+            raise InvalidInput("options.runtime", "llama.cpp decodes greedily: num_beams must be 1")
         because = ""
         if options.num_beams != 1 or self._device != "cpu":
             because = "beam search, or a GPU to decode on"
