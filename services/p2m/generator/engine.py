@@ -387,9 +387,10 @@ class DatasetGenerator:
         if choices := run.invariants.output_choices:
             so_far = [e.output for e in run.examples] + [c.output for c in run.pending.values()]
             wanted = list(labels.targets(choices, labels.label_counts(so_far, choices), gen_ids))
+        avoid = run.outputs.at_cap(run.output_cap)  # outputs the dataset holds enough of
         answers = await asyncio.gather(
             *(
-                self._new_example(run, rid, label, temperature, limit)
+                self._new_example(run, rid, label, avoid, temperature, limit)
                 for rid, label in zip(gen_ids, wanted, strict=True)
             )
         )
@@ -458,10 +459,11 @@ class DatasetGenerator:
         run: _Run,
         rid: str,
         label: str | None,
+        avoid: list[str],
         temperature: float,
         limit: asyncio.Semaphore,
     ) -> Example | NoValue:
-        """A new input (meant to have output ``label``, when given), or why there is none.
+        """A new input (output ``label`` if given, none of ``avoid``), or why there is none.
 
         Its output is left to the answer requests (``_samples``).
         """
@@ -473,7 +475,7 @@ class DatasetGenerator:
             rules,
             label,
             hint,
-            avoid=run.outputs.at_cap(run.output_cap),
+            avoid,
         )
 
         def ask() -> Awaitable[tuple[Any, ChatResult]]:
