@@ -109,6 +109,8 @@ def _command(prompt: Path, data_dir: Path, base_url: str) -> list[str]:
         "11",
         "--json",
         "--no-check-invariants",  # SmolLM2 rarely keeps the Temporal demonstrations' form
+        "--max-output-share",  # and answers "N/A" to most inputs: the cap would stall it
+        "0",
     ]
 
 
