@@ -114,8 +114,13 @@ class EvaluateOptions:
             ]
         )
         check_choice(self.runtime or AUTO, self.precision)
-        if self.runtime == LLAMA_CPP and self.num_beams != 1:
-            raise InvalidInput("options.runtime", "llama.cpp decodes greedily: num_beams must be 1")
+        check_greedy(self.runtime, self.num_beams)
+
+
+def check_greedy(runtime: str, num_beams: int) -> None:
+    """Refuse beams for llama.cpp, which decodes greedily (InvalidInput naming options.runtime)."""
+    if runtime == LLAMA_CPP and num_beams != 1:
+        raise InvalidInput("options.runtime", "llama.cpp decodes greedily: num_beams must be 1")
 
 
 @dataclass(frozen=True)
@@ -586,8 +591,7 @@ class Evaluator:
 
     def _decoder(self, subject: StudentSubject, options: EvaluateOptions) -> ServingRuntime:
         """What decodes ``subject`` under ``options``, as the model server would choose it."""
-        if options.runtime == LLAMA_CPP and options.num_beams != 1:  # P2M_SERVING_RUNTIME's
-            raise InvalidInput("options.runtime", "llama.cpp decodes greedily: num_beams must be 1")
+        check_greedy(options.runtime, options.num_beams)  # a runtime from P2M_SERVING_RUNTIME
         because = ""
         if options.num_beams != 1 or self._device != "cpu":
             because = "beam search, or a GPU to decode on"

@@ -621,8 +621,8 @@ class DatasetGenerator:
             self._drop(run, rid, "surplus")
             return
         choices = run.invariants.output_choices
-        if choices and sum(1 for _, kept, _ in run.accepted if kept.output == example.output) >= (
-            labels.quota(run.options.num_examples, choices)
+        if choices and run.outputs.count(example.output) >= labels.quota(
+            run.options.num_examples, choices
         ):
             self._drop(run, rid, "over_quota")
             return

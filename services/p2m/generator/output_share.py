@@ -77,10 +77,13 @@ class OutputCounts:
         self._counts[key] += 1
         self._spelling.setdefault(key, output)
 
+    def count(self, output: str) -> int:
+        """Examples counted with ``output`` (case, spacing and punctuation aside)."""
+        return self._counts[normalise(output)]
+
     def full(self, output: str, cap: OutputCap) -> bool:
         """True when ``output`` already has as many examples as ``cap`` allows."""
-        key = normalise(output)
-        return cap.active and self._counts[key] >= cap.limit(key)
+        return cap.active and self.count(output) >= cap.limit(normalise(output))
 
     def at_cap(self, cap: OutputCap, most: int = AVOID_SHOWN) -> list[str]:
         """Up to ``most`` outputs that have reached ``cap``, the commonest first."""
