@@ -1,7 +1,8 @@
 """Learning curves on a paper task: the dev score and the losses against examples and epochs.
 
 Trains the student (SmolLM2-135M by default) on the first ``--train`` of the paper's generated
-examples with the trainer's recipe, except that the validation split is the task's dev half and
+examples (with ``--share``, the first that the generator's output-share cap keeps) with the
+trainer's recipe, except that the validation split is the task's dev half and
 only watches: the last weights are kept (``keep_best`` off) and nothing stops early, so the dev
 half chooses nothing. Every ``--eval-every`` steps and at each epoch's end the trainer's
 validation gives the dev loss and the dev metric (greedy outputs on all ``--dev`` examples); the
@@ -14,8 +15,8 @@ A long run: start it in the background with ``--data-dir`` kept; the same comman
 from the last checkpoint (the training is named by its data and options).
 
     .venv/bin/python bench/curves.py --task temporal [--train 2000] [--epochs 3]
-        [--eval-every 125] [--dev 100] [--learning-rate 1e-4] [--out bench/figures]
-        [--data-dir DIR] [--quick] [--json]
+        [--eval-every 125] [--dev 100] [--learning-rate 1e-4] [--share 0.02]
+        [--out bench/figures] [--data-dir DIR] [--quick] [--json]
 """
 
 from __future__ import annotations
@@ -60,6 +61,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-output-tokens", type=int, default=64)
     parser.add_argument("--seed", type=int, default=TrainOptions().seed)
+    parser.add_argument(
+        "--share",
+        type=float,
+        default=0.0,
+        help="train on the generated set walked under the generator's output-share cap at this "
+        "share (0: the first --train examples as generated)",
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "figures")
     parser.add_argument("--data-dir", type=Path, help="keep runs here (resumable; default: temp)")
     args = benchkit.parse_arguments(parser, QUICK)
@@ -85,7 +93,8 @@ def trained_seconds(args: argparse.Namespace, cached: bool, wall: float) -> int:
         earlier = args.out / f"curves-{args.task}.json"
         try:
             figures = json.loads(earlier.read_text(encoding="utf-8"))
-            if figures.get("train") == args.train and figures.get("wall_s"):
+            same = (figures.get("train"), figures.get("share", 0.0)) == (args.train, args.share)
+            if same and figures.get("wall_s"):
                 return int(figures["wall_s"])
         except (OSError, ValueError, KeyError, TypeError):
             pass
@@ -98,10 +107,15 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     models = ModelStore(work / "models")
     models.import_shipped("smollm2")
     dev_rows = paperdata.dev(args.shared_data, args.task, args.dev)
-    folder = work / f"data-{args.task}-{args.train}"
-    paperdata.write_jsonl(
-        paperdata.generated(args.shared_data, args.task, args.train), folder / "train.jsonl"
-    )
+    task = paperdata.task_spec(args.shared_data, args.task)
+    if args.share:
+        pool = paperdata.generated(args.shared_data, args.task, paperdata.POOL)
+        rows = paperdata.capped(pool, task, args.train, args.share)
+        folder = work / f"data-{args.task}-{args.train}-share{args.share:g}"
+    else:
+        rows = paperdata.generated(args.shared_data, args.task, args.train)
+        folder = work / f"data-{args.task}-{args.train}"
+    paperdata.write_jsonl(rows, folder / "train.jsonl")
     paperdata.write_jsonl(dev_rows, folder / "validation.jsonl")
     options = TrainOptions(
         epochs=args.epochs,
@@ -128,7 +142,6 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         if event.loss is not None and not event.message:
             losses[event.step] = event.loss
 
-    task = paperdata.task_spec(args.shared_data, args.task)
     started = time.perf_counter()
     try:
         outcome = ModelTrainer(store, models, work / "runs").train(
@@ -150,7 +163,8 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     return {
         "task": args.task,
         "metric": metric,
-        "train": args.train,
+        "train": len(rows),
+        "share": args.share,
         "dev": len(dev_rows),
         "options": asdict(options),
         "wall_s": trained_seconds(args, report.cached, wall),

@@ -28,25 +28,11 @@ import paperdata
 from paper import student_on_dev
 
 from p2m.common.types import Example, TaskSpec
-from p2m.generator.output_share import DEFAULT_SHARE, OutputCap, OutputCounts
+from p2m.generator.output_share import DEFAULT_SHARE, OutputCounts
 from p2m.trainer.options import TrainOptions
 
 ARMS = ("as generated", "capped")
-POOL = 5000  # the paper's generated sets hold 5,000 examples each
 QUICK = {"train_limit": 12, "eval_limit": 4, "epochs": 1, "max_steps": 2, "seeds": "1"}
-
-
-def capped(pool: list[Example], task: TaskSpec, size: int, share: float) -> list[Example]:
-    """The first ``size`` examples of ``pool`` whose output has not yet reached its cap."""
-    cap = OutputCap.for_demonstrations(task.demonstrations, size, share)
-    counts, kept = OutputCounts(), []
-    for example in pool:
-        if len(kept) == size:
-            break
-        if not counts.full(example.output, cap):
-            kept.append(example)
-            counts.add(example.output)
-    return kept
 
 
 def outputs_of(rows: list[Example]) -> dict[str, Any]:
@@ -77,12 +63,12 @@ def train_and_score(
 def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """Both arms' training sets, then each trained and scored once per seed."""
     task = paperdata.task_spec(args.shared_data, args.task)
-    pool = paperdata.generated(args.shared_data, args.task, POOL)
+    pool = paperdata.generated(args.shared_data, args.task, paperdata.POOL)
     args.metric = paperdata.PAPER[args.task].metric
     args.dev = paperdata.dev(args.shared_data, args.task, args.eval_limit)
     sets = {
         "as generated": pool[: args.train_limit],
-        "capped": capped(pool, task, args.train_limit, args.share),
+        "capped": paperdata.capped(pool, task, args.train_limit, args.share),
     }
     seeds = [int(seed) for seed in args.seeds.split(",")]
     arms: dict[str, Any] = {}

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from p2m.common.types import Example, TaskSpec
+from p2m.generator.output_share import OutputCap, OutputCounts
 from p2m.parser.markers import parse_marked
 
 TASKS = ("squad", "temporal", "mconala_ja")
@@ -20,6 +21,7 @@ GENERATED = {
     "temporal": "temporal_generated_0.3_1.4_with_filtering.jsonl",
     "mconala_ja": "jp2python_generated.jsonl",
 }
+POOL = 5000  # the paper's generated sets hold 5,000 examples each
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,22 @@ def generated(shared: Path, task: str, limit: int) -> list[Example]:
             if len(rows) == limit:
                 break
     return rows
+
+
+def capped(pool: list[Example], task: TaskSpec, size: int, share: float) -> list[Example]:
+    """The first ``size`` examples of ``pool`` whose output has not yet reached its cap.
+
+    What the generator keeps with its output-share cap at ``share``.
+    """
+    cap = OutputCap.for_demonstrations(task.demonstrations, size, share)
+    counts, kept = OutputCounts(), []
+    for example in pool:
+        if len(kept) == size:
+            break
+        if not counts.full(example.output, cap):
+            kept.append(example)
+            counts.add(example.output)
+    return kept
 
 
 def dev(shared: Path, task: str, limit: int = 0) -> list[Example]:

@@ -98,7 +98,7 @@ def test_the_key_follows_what_changes_the_weights() -> None:
         training_key("b" * 64, ["d" * 64], "Do that.", TrainOptions()),
         training_key("b" * 64, ["d" * 64], "Do it.", TrainOptions(epochs=2)),
         training_key("b" * 64, ["d" * 64], "Do it.", TrainOptions(seed=1)),
-        training_key("b" * 64, ["d" * 64], "Do it.", TrainOptions(precision="auto")),
+        training_key("b" * 64, ["d" * 64], "Do it.", TrainOptions(precision="fp32")),
         training_key("b" * 64, ["d" * 64], "Do it.", TrainOptions(group_by_length=False)),
     ):
         assert other != base
@@ -156,7 +156,7 @@ def test_zero_proto_fields_take_the_paper_defaults() -> None:
     assert (parsed.lora, parsed.lora_r, parsed.lora_alpha, parsed.seed) == (True, 8, 16, 0)
     with pytest.raises(InvalidInput, match=r"options\.max_steps"):
         options_from_pb(trainer_pb2.TrainOptions(max_steps=-1))
-    assert (options.precision, options.group_by_length) == ("fp32", True)
+    assert (options.precision, options.group_by_length) == ("auto", True)
     chosen = options_from_pb(trainer_pb2.TrainOptions(precision="fp32", group_by_length=False))
     assert (chosen.precision, chosen.group_by_length) == ("fp32", False)
     with pytest.raises(InvalidInput, match=r"options\.precision"):

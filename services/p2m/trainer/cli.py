@@ -69,8 +69,8 @@ def train(
     precision: Annotated[
         str,
         typer.Option(
-            help="Forward pass arithmetic: fp32, auto (bf16 where the CPU or GPU runs it "
-            "natively, else fp32; about 2x faster, measured less accurate) or bf16."
+            help="Forward pass arithmetic: auto (bf16 where the CPU or GPU runs it natively, "
+            "about 2x faster; else fp32), fp32 or bf16."
         ),
     ] = DEFAULTS.precision,
     group_by_length: Annotated[

@@ -35,7 +35,7 @@ class TrainOptions:
     omit_instruction: bool = False
     max_grad_norm: float = 1.0
     max_eval_examples: int = 256
-    precision: str = "fp32"
+    precision: str = "auto"
     group_by_length: bool = True
     warmup_ratio: float = 0.06
     eval_steps: int = 0
