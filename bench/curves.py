@@ -1,15 +1,16 @@
 """Learning curves on a paper task: the dev score and the losses against examples and epochs.
 
 Trains the student (SmolLM2-135M by default) on the first ``--train`` of the paper's generated
-examples (with ``--share``, the first that the generator's output-share cap keeps) with the
-trainer's recipe, except that the validation split is the task's dev half and
-only watches: the last weights are kept (``keep_best`` off) and nothing stops early, so the dev
-half chooses nothing. Every ``--eval-every`` steps and at each epoch's end the trainer's
-validation gives the dev loss and the dev metric (greedy outputs on all ``--dev`` examples); the
-training loss comes from the step events. At the end the evaluator scores the final model on the
-same dev examples (the figure RESULTS.md gives). Writes ``curves-<task>.json`` and
-``curves-<task>.png`` (dev score against examples seen, epochs marked; training and dev loss
-against steps) to ``--out``, and the events as they come to ``events-<task>.jsonl``.
+examples that the generator's output-share cap keeps (``--share``, the generator's default; 0:
+the first as generated) with the trainer's recipe, except that the validation split is the
+task's dev half and only watches: the last weights are kept (``keep_best`` off) and nothing
+stops early, so the dev half chooses nothing. Every ``--eval-every`` steps and at each epoch's
+end the trainer's validation gives the dev loss and the dev metric (greedy outputs on all
+``--dev`` examples); the training loss comes from the step events. At the end the evaluator
+scores the final model on the same dev examples (the figure RESULTS.md gives). Writes
+``curves-<task>.json`` and ``curves-<task>.png`` (dev score against examples seen, epochs
+marked; training and dev loss against steps) to ``--out``, and the events as they come to
+``events-<task>.jsonl``.
 
 A long run: start it in the background with ``--data-dir`` kept; the same command again resumes
 from the last checkpoint (the training is named by its data and options).
@@ -36,6 +37,7 @@ import paperdata
 from p2m.common.artifacts import ArtifactStore
 from p2m.common.model_store import ModelStore
 from p2m.evaluator.engine import EvaluateOptions, Evaluator, StudentSubject, read_jsonl
+from p2m.generator.output_share import DEFAULT_SHARE
 from p2m.trainer.data import store_dataset
 from p2m.trainer.engine import ModelTrainer, TrainEvent, TrainJob
 from p2m.trainer.options import TrainOptions
@@ -64,9 +66,9 @@ def main() -> None:
     parser.add_argument(
         "--share",
         type=float,
-        default=0.0,
-        help="train on the generated set walked under the generator's output-share cap at this "
-        "share (0: the first --train examples as generated)",
+        default=DEFAULT_SHARE,
+        help="train on the first --train examples the generator's output-share cap keeps at "
+        "this share, as the generator does by default (0: the first --train as generated)",
     )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "figures")
     parser.add_argument("--data-dir", type=Path, help="keep runs here (resumable; default: temp)")
@@ -169,6 +171,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "options": asdict(options),
         "wall_s": trained_seconds(args, report.cached, wall),
         "examples_per_s": round(report.samples_per_second, 2),
+        "precision": report.precision,
         "steps": report.steps,
         "cached": report.cached,
         "final_dev_score": _score(metric, result.metrics),

@@ -499,11 +499,19 @@ def curves_section(outcome: Outcome) -> list[str]:
     served = f", decoded as the model server serves it ({runtime})" if runtime else ""
     if f["cached"]:
         took = f"{took} in its first run" if f["wall_s"] else "trained earlier: this report read it"
+    share = f.get("share", 0.0)
+    examples = (
+        f"the first {f['train']} of the paper's generated {task} examples that the generator's "
+        f"output-share cap keeps (no output above {share:.0%} of them, as the generator keeps "
+        "by default)"
+        if share
+        else f"the first {f['train']} of the paper's generated {task} examples"
+    )
     lines = [
         *head,
-        f"SmolLM2-135M trained on the first {f['train']} of the paper's generated {task} examples "
-        f"for {options['epochs']} epochs (learning rate {options['learning_rate']}, batch "
-        f"{options['batch_size']}, {f['steps']} steps, {f['examples_per_s']} examples/s, "
+        f"SmolLM2-135M trained on {examples} for {options['epochs']} epochs (learning rate "
+        f"{options['learning_rate']}, batch {options['batch_size']}, forward pass in "
+        f"{f.get('precision', 'fp32')}, {f['steps']} steps, {f['examples_per_s']} examples/s, "
         f"{took}); every {options['eval_steps']} "
         f"steps and at each epoch's end the dev half's first {f['dev']} examples were decoded "
         "greedily, watching only (the last weights are kept, nothing stops early). "

@@ -190,6 +190,16 @@ def test_each_tasks_learning_curves_have_their_own_section_and_picture():
     assert "| 125 | 1000 | 0.50 | 0.6520 | 36.61 |" in lines
     assert "| 250 | 2000 | 1.00 | - | - |" in lines
     assert "![temporal learning curves](bench/figures/curves-temporal.png)" in lines
+    assert any(
+        "first 2000 of the paper's generated temporal examples for" in line for line in lines
+    )
+    assert any("forward pass in fp32" in line for line in lines)
+    capped = {**figures, "share": 0.02, "precision": "bf16"}
+    text = "\n".join(
+        results_md.curves_section(Outcome("curves:temporal", [], status="ok", figures=capped))
+    )
+    assert "examples that the generator's output-share cap keeps (no output above 2%" in text
+    assert "forward pass in bf16" in text
     squad = Outcome("curves:squad", [], status="failed", error_tail="killed")
     failed = results_md.curves_section(squad)
     assert failed[0] == "## Learning curves: squad" and any("killed" in line for line in failed)
