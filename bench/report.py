@@ -12,6 +12,7 @@ what makes a figure noisy.
 
     .venv/bin/python bench/report.py [--quick] [--only paper,serving] [--tasks squad,temporal]
         [--out RESULTS.md] [--render-from LOG_DIR/outcomes.json] [--curves-dir DIR]
+        [--pipeline-dir DIR]
 
 Each run keeps its outcomes in ``LOG_DIR/outcomes.json``; ``--render-from`` writes RESULTS.md
 again from them, running nothing.
@@ -109,6 +110,12 @@ def main() -> None:
         type=Path,
         help="curves: keep each task's runs in DIR/<task>, so a stopped report resumes them "
         "(default: LOG_DIR/curves)",
+    )
+    parser.add_argument(
+        "--pipeline-dir",
+        type=Path,
+        help="pipeline: keep its runs' data in DIR, so a stopped report resumes them from what "
+        "they had (default: a temporary folder)",
     )
     parser.add_argument(
         "--render-from",
@@ -234,7 +241,8 @@ def planned(
             )
             teacher = "qwen" if args.teacher == "none" else args.teacher
             which = ["--tasks", ",".join(tasks)]
-            plan.append((name, [*base, *data, "--teacher", teacher, *which, *sizes]))
+            kept = ["--data-dir", str(args.pipeline_dir.resolve())] if args.pipeline_dir else []
+            plan.append((name, [*base, *data, "--teacher", teacher, *which, *sizes, *kept]))
         else:
             plan.append((name, [*base, *data]))
     return plan
