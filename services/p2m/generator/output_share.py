@@ -83,7 +83,8 @@ class OutputCounts:
 
     def full(self, output: str, cap: OutputCap) -> bool:
         """True when ``output`` already has as many examples as ``cap`` allows."""
-        return cap.active and self.count(output) >= cap.limit(normalise(output))
+        key = normalise(output)
+        return cap.active and self._counts[key] >= cap.limit(key)
 
     def at_cap(self, cap: OutputCap, most: int = AVOID_SHOWN) -> list[str]:
         """Up to ``most`` outputs that have reached ``cap``, the commonest first."""
