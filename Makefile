@@ -139,8 +139,8 @@ bench-paper: install ## Paper task (TASK=squad|temporal|mconala_ja, TRAIN_LIMIT,
 	$(BIN)/python bench/paper.py --shared-data $(SHARED_DATA) --task $(TASK) --train-limit $(TRAIN_LIMIT) \
 		--holdout $(HOLDOUT) --eval-limit $(EVAL_LIMIT) --teacher $(TEACHER) $(if $(QUICK),--quick,)
 
-bench-retrieval: install ## Dataset retrieval on DataFinder: recall@k, MRR, MAP, latency (QUICK=1: small)
-	$(BIN)/python bench/retrieval.py --shared-data $(SHARED_DATA) $(if $(QUICK),--quick,)
+bench-retrieval: install ## Dataset retrieval on DataFinder: recall@k, MRR, MAP, latency (RERANK=10: the LLM reranks each query's top 10; QUICK=1: small)
+	$(BIN)/python bench/retrieval.py --shared-data $(SHARED_DATA) $(if $(RERANK),--rerank $(RERANK),) $(if $(QUICK),--quick,)
 
 bench-serving: install ## One student bare, per runtime (transformers, llama.cpp f32/bf16/q8_0/q5_0/q4_0) and behind KServe, beside the teacher; load with batching off and on (MODEL=DIR: a trained student, also scored per runtime; QUICK=1: short)
 	$(BIN)/python bench/serving.py --shared-data $(SHARED_DATA) $(if $(MODEL),--model $(MODEL) --score 100,) $(if $(QUICK),--quick,)

@@ -72,7 +72,7 @@ def capped(pool: list[Example], task: TaskSpec, size: int, share: float) -> list
     What the generator keeps with its output-share cap at ``share``.
     """
     cap = OutputCap.for_demonstrations(task.demonstrations, size, share)
-    counts, kept = OutputCounts(), []
+    counts, kept = OutputCounts(), list[Example]()
     for example in pool:
         if len(kept) == size:
             break

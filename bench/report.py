@@ -103,6 +103,13 @@ def main() -> None:
         help="serving: a trained student folder (default: untrained SmolLM2), scored on the dev "
         "half per runtime",
     )
+    parser.add_argument(
+        "--rerank",
+        type=int,
+        default=0,
+        help="retrieval: the LLM reranks the top K of every DataFinder query (0: not measured; "
+        "its grades kept in LOG_DIR/retrieval-grades.jsonl, so a rerun reuses them)",
+    )
     parser.add_argument("--timeout-scale", type=float, default=1.0, help="multiply every limit")
     parser.add_argument("--log-dir", type=Path, help="keep each bench's stderr here")
     parser.add_argument(
@@ -162,7 +169,7 @@ def main() -> None:
     print(f"logs in {log_dir}; writing {args.out}", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="p2m-bench-models-", ignore_cleanup_errors=True) as t:
         curves_dir = (args.curves_dir or log_dir / "curves").resolve()
-        plan = planned(args, only, tasks, shared, Path(t), curves_dir)
+        plan = planned(args, only, tasks, shared, Path(t), curves_dir, log_dir)
         outcomes = [Outcome(name, argv) for name, argv in plan]
         for outcome in outcomes:
             limit = TIMEOUTS[outcome.name.split(":")[0]][1 if args.quick else 0]
@@ -188,6 +195,7 @@ def planned(
     shared: Path,
     models: Path,
     curves: Path,
+    log_dir: Path,
 ) -> list[tuple[str, list[str]]]:
     """(name, argv) of every bench process to run, in order."""
     quick = ["--quick"] if args.quick else []
@@ -243,6 +251,10 @@ def planned(
             which = ["--tasks", ",".join(tasks)]
             kept = ["--data-dir", str(args.pipeline_dir.resolve())] if args.pipeline_dir else []
             plan.append((name, [*base, *data, "--teacher", teacher, *which, *sizes, *kept]))
+        elif name == "retrieval" and args.rerank:
+            cache = log_dir.resolve() / "retrieval-grades.jsonl"
+            rerank = ["--rerank", str(args.rerank), "--rerank-cache", str(cache)]
+            plan.append((name, [*base, *data, *rerank]))
         else:
             plan.append((name, [*base, *data]))
     return plan

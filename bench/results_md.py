@@ -557,6 +557,7 @@ def retrieval_section(f: dict[str, Any]) -> list[str]:
         f"Default search latency: p50 {latency['p50']:.0f} ms, p99 {latency['p99']:.0f} ms.",
         "",
     ]
+    lines += rerank_lines(f.get("rerank"))
     prompts = f.get("prompts") or []
     if prompts:
         in_top5 = sum(1 for p in prompts if p["rank"] and p["rank"] <= 5)
@@ -573,6 +574,28 @@ def retrieval_section(f: dict[str, Any]) -> list[str]:
         ]
         lines.append("")
     return lines
+
+
+def rerank_lines(r: dict[str, Any] | None) -> list[str]:
+    """The default ranking's top K reranked by the LLM, by the grade's weight (if measured)."""
+    if not r:
+        return []
+    grades = ", ".join(f"{g}: {n}" for g, n in sorted(r["grades"].items()))
+    lines = [
+        f"Reranked (`--rerank {r['candidates']}`): the default ranking's top {r['candidates']} "
+        f"of every query graded 0-3 by {r['model']} (grades {grades}; {r['unjudged']} unjudged; "
+        f"p50 {r['query_seconds_p50']} s a query), the grade times its weight added to the "
+        f"first-stage score (the product's weight: {r['default_weight']:g}).",
+        "",
+        "| grade's weight | recall@5 | recall@10 | MRR | MAP |",
+        "|---|---|---|---|---|",
+    ]
+    for weight, m in r["by_weight"].items():
+        lines.append(
+            f"| {weight} | {m['recall@5']:.3f} | {m['recall@10']:.3f} | {m['mrr']:.3f} | "
+            f"{m['map']:.3f} |"
+        )
+    return [*lines, ""]
 
 
 @section("The pipeline, end to end (the number the product lives by)")

@@ -7,17 +7,22 @@ counts). Each of the 203 dev queries is searched with the default ranking (z-sco
 BM25 with the popularity prior, pseudo-relevance feedback, near-identical entries collapsed) and
 with each of its parts left out, reciprocal-rank fusion (the earlier default), BM25 and dense
 (all-MiniLM-L6-v2) alone. Prints recall@5, recall@10, MRR and MAP side by side and the default
-search's latency p50/p99. Then the test prompts (tests/data/dataset_prompts.json) and the
-paper's SQuAD prompt are searched in the Hugging Face catalog: where each one's usual dataset
-ranks (``--json``: one JSON object instead).
+search's latency p50/p99. With ``--rerank K`` the teacher LLM (the configured endpoint, else the
+embedded one) also grades the default ranking's top K for every query, as ``p2m datasets search
+--rerank`` does, and the reranked ranking is scored at several fusion weights (``--rerank-cache``
+keeps the grades, so a stopped run resumes). Then the test prompts
+(tests/data/dataset_prompts.json) and the paper's SQuAD prompt are searched in the Hugging Face
+catalog: where each one's usual dataset ranks (``--json``: one JSON object instead).
 
     .venv/bin/python bench/retrieval.py [--shared-data ../shared/data] [--quick] [--json]
+        [--rerank 10 --rerank-cache grades.jsonl]
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import asyncio
 import gzip
 import json
 import re
@@ -30,6 +35,9 @@ import benchkit
 import paperdata
 
 from p2m.common.encoder import SHIPPED_ENCODER_NAME, SentenceEncoder, shipped_encoder_path
+from p2m.common.settings import Settings
+from p2m.local_llm.provider import LLMProvider
+from p2m.retriever import rerank
 from p2m.retriever.catalog import load_datasets
 from p2m.retriever.dataset_search import DatasetSearch, FusionWeights
 
@@ -98,12 +106,23 @@ RANKINGS = {
     "dense": (FusionWeights(), "dense", False),
 }
 DEFAULT = "fused (default)"
+RERANK_WEIGHTS = (0.25, 0.5, 1.0, 2.0, 4.0)  # the grade's weight in the fused score (0-3 grades)
 PROMPTS = Path(__file__).parents[1] / "tests" / "data" / "dataset_prompts.json"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--depth", type=int, default=100, help="ranks scored for MAP")
+    parser.add_argument(
+        "--rerank",
+        type=int,
+        default=0,
+        help="the LLM grades the default ranking's top K of every query (0: not measured; slow: "
+        "K requests a query)",
+    )
+    parser.add_argument(
+        "--rerank-cache", type=Path, help="keep the grades here (JSONL); a rerun reuses them"
+    )
     benchkit.common_arguments(parser, "the first 50 queries only")
     args = parser.parse_args()
     load_start = benchkit.load_average()
@@ -156,6 +175,11 @@ def datafinder(args: argparse.Namespace, encoder: SentenceEncoder, tmp: Path) ->
             for name, value in scores([h.entry.name for h in hits], gold).items():
                 totals[label][name] += value / len(queries)
     latencies.sort()
+    reranked = (
+        asyncio.run(rerank_datafinder(args, searches[FusionWeights()], queries, tmp))
+        if args.rerank
+        else None
+    )
     return {
         "queries": len(queries),
         "documents": len(catalog.records),
@@ -168,7 +192,77 @@ def datafinder(args: argparse.Namespace, encoder: SentenceEncoder, tmp: Path) ->
             "p50": round(statistics.median(latencies), 2),
             "p99": round(benchkit.percentile(latencies, 0.99), 2),
         },
+        "rerank": reranked,
     }
+
+
+async def rerank_datafinder(
+    args: argparse.Namespace, search: DatasetSearch, queries: list[dict], tmp: Path
+) -> dict:
+    """The default ranking with its top ``args.rerank`` graded by the LLM, at each fusion weight."""
+    cached = _cached_grades(args.rerank_cache)
+    provider = LLMProvider(Settings.load(overrides={"data_dir": str(tmp / "p2m")}))
+    totals = {
+        w: dict.fromkeys(("recall@5", "recall@10", "mrr", "map"), 0.0) for w in RERANK_WEIGHTS
+    }
+    seconds, unjudged, model = [], 0, ""
+    grade_counts: dict[str, int] = {}
+    try:
+        llm = await provider.client()
+        for query in queries:
+            hits = search.search(query["query"], args.depth).hits
+            head = hits[: args.rerank]
+            names = [h.entry.name for h in head]
+            grades = cached.get((query["query"], tuple(names)))
+            if grades is None:
+                done = await rerank.rerank(llm, query["query"], head)
+                by_name = {h.entry.name: h.grade for h in done.hits}
+                grades = [by_name[n] for n in names]
+                seconds.append(done.seconds)
+                model = done.model
+                _keep_grades(args.rerank_cache, query["query"], names, grades)
+            unjudged += sum(g is None for g in grades)
+            for g in grades:
+                grade_counts[str(g)] = grade_counts.get(str(g), 0) + 1
+            gold = gold_of(query)
+            for weight in RERANK_WEIGHTS:
+                order = rerank.fuse(head, grades, weight) + hits[args.rerank :]
+                for name, value in scores([h.entry.name for h in order], gold).items():
+                    totals[weight][name] += value / len(queries)
+    finally:
+        await provider.aclose()
+    seconds.sort()
+    return {
+        "candidates": args.rerank,
+        "model": model or "(all grades from the cache)",
+        "default_weight": rerank.DEFAULT_WEIGHT,
+        "unjudged": unjudged,
+        "grades": grade_counts,
+        "query_seconds_p50": round(statistics.median(seconds), 2) if seconds else None,
+        "queries_graded_now": len(seconds),
+        "by_weight": {
+            str(w): {name: round(value, 4) for name, value in totals[w].items()}
+            for w in RERANK_WEIGHTS
+        },
+    }
+
+
+def _cached_grades(path: Path | None) -> dict[tuple[str, tuple[str, ...]], list[int | None]]:
+    """Grades kept by an earlier run, by (query, candidates in first-stage order)."""
+    if path is None or not path.exists():
+        return {}
+    kept = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            r = json.loads(line)
+            kept[(r["query"], tuple(r["candidates"]))] = r["grades"]
+    return kept
+
+
+def _keep_grades(path: Path | None, query: str, names: list[str], grades: list[int | None]) -> None:
+    if path is not None:
+        with path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"query": query, "candidates": names, "grades": grades}) + "\n")
 
 
 def everyday_prompts(shared: Path, encoder: SentenceEncoder, tmp: Path) -> list[dict]:
@@ -203,6 +297,18 @@ def show(figures: dict) -> None:
         )
     latency = figures["fused_latency_ms"]
     print(f"default search latency: p50 {latency['p50']:.1f} ms, p99 {latency['p99']:.1f} ms")
+    r = figures.get("rerank")
+    if r:
+        print(
+            f"reranked: the default's top {r['candidates']} graded by {r['model']} "
+            f"({r['unjudged']} unjudged; grades {r['grades']}; p50 {r['query_seconds_p50']} s a "
+            "query)"
+        )
+        for weight, t in r["by_weight"].items():
+            print(
+                f"{'  weight ' + weight:<24}{t['recall@5']:>10.3f}{t['recall@10']:>11.3f}"
+                f"{t['mrr']:>8.3f}{t['map']:>8.3f}"
+            )
     prompts = figures["prompts"]
     in_top5 = sum(1 for p in prompts if p["rank"] and p["rank"] <= 5)
     print(f"test prompts with their usual dataset in the top 5: {in_top5} of {len(prompts)}")

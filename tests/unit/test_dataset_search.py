@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from p2m.common.encoder import SHIPPED_ENCODER_NAME, SentenceEncoder, shipped_encoder_path
-from p2m.retriever.catalog import load_datasets
-from p2m.retriever.dataset_search import DatasetSearch, FusionWeights, popularity
+from p2m.retriever.catalog import DatasetEntry, load_datasets
+from p2m.retriever.dataset_search import DatasetHit, DatasetSearch, FusionWeights, popularity
+from p2m.retriever.rerank import fuse
 
 REVIEWS = "Movie reviews labelled positive or negative, for sentiment classification."
 FILLERS = [
@@ -70,3 +71,16 @@ def test_uncounted_downloads_count_as_the_median():
     assert z[2] > z[3] > z[0]
     assert not popularity([None, None]).any()
     assert not popularity([7, 7, 7]).any()
+
+
+def test_the_llms_grades_reorder_candidates_by_their_weight():
+    hits = [
+        DatasetHit(DatasetEntry(name, ""), score, 0.0, 0.0, ())
+        for name, score in (("first", 2.0), ("second", 1.0), ("third", 0.75))
+    ]
+    grades = [0, 3, None]  # None: the LLM could not judge it, so it gets the middle grade
+    assert [h.entry.name for h in fuse(hits, grades, 0.25)] == ["first", "second", "third"]
+    fused = fuse(hits, grades, 1.0)
+    assert [h.entry.name for h in fused] == ["second", "third", "first"]
+    assert [h.grade for h in fused] == [3, None, 0]
+    assert fused[1].score == pytest.approx(0.75 + 1.5)

@@ -261,3 +261,34 @@ def test_the_serving_section_sets_each_runtime_beside_bare_transformers():
     assert "llama.cpp:f32 v1 1.10x" in text and "llama.cpp:f32 v1 6.1x" in text
     assert "| llama.cpp:f32 | 100 | chrf 44.40 | 30 |" in text
     assert "| llama.cpp:f32 | off | 1 | 2.00 | 500 |" in text
+
+
+def test_the_retrieval_section_shows_the_reranking_by_weight_only_when_measured():
+    methods = {"recall@5": 0.25, "recall@10": 0.36, "mrr": 0.3, "map": 0.2}
+    figures = {
+        "queries": 2,
+        "documents": 10,
+        "encoder": "minilm",
+        "index_build_s": 1.0,
+        "machine": {"cpu": "cpu", "arch": "x86_64", "cores": 2, "ram_gib": 8, "python": "3.11"},
+        "load_avg_start": [0.1, 0.1, 0.1],
+        "load_avg_end": [0.2, 0.2, 0.2],
+        "methods": {"fused (default)": methods},
+        "fused_latency_ms": {"p50": 20.0, "p99": 80.0},
+        "rerank": None,
+    }
+    plain = results_md.retrieval_section(Outcome("retrieval", [], status="ok", figures=figures))
+    assert not any("Reranked" in line for line in plain)
+    figures["rerank"] = {
+        "candidates": 10,
+        "model": "Qwen",
+        "default_weight": 1.0,
+        "unjudged": 1,
+        "grades": {"0": 12, "3": 7, "None": 1},
+        "query_seconds_p50": 9.5,
+        "queries_graded_now": 2,
+        "by_weight": {"0.5": methods, "1.0": {**methods, "recall@5": 0.31}},
+    }
+    ranked = results_md.retrieval_section(Outcome("retrieval", [], status="ok", figures=figures))
+    assert any("top 10" in line and "0: 12, 3: 7, None: 1" in line for line in ranked)
+    assert "| 1.0 | 0.310 | 0.360 | 0.300 | 0.200 |" in ranked

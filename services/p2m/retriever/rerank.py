@@ -90,16 +90,21 @@ async def rerank(
             return int(answer["grade"])
 
     grades = await asyncio.gather(*(grade(hit) for hit in hits))
-    scored = [
-        replace(hit, score=hit.score + weight * (MIDDLE_GRADE if g is None else g), grade=g)
-        for hit, g in zip(hits, grades, strict=True)
-    ]
-    scored.sort(key=lambda hit: -hit.score)
     return Reranked(
-        hits=scored,
+        hits=fuse(hits, grades, weight),
         candidates=len(hits),
         unjudged=sum(g is None for g in grades),
         seconds=time.monotonic() - started,
         model=llm.config.model,
         usage=usage,
     )
+
+
+def fuse(hits: list[DatasetHit], grades: list[int | None], weight: float) -> list[DatasetHit]:
+    """``hits`` with their grades fused into the score (``None``: the middle grade), best first."""
+    scored = [
+        replace(hit, score=hit.score + weight * (MIDDLE_GRADE if g is None else g), grade=g)
+        for hit, g in zip(hits, grades, strict=True)
+    ]
+    scored.sort(key=lambda hit: -hit.score)
+    return scored
