@@ -581,10 +581,12 @@ def rerank_lines(r: dict[str, Any] | None) -> list[str]:
     if not r:
         return []
     grades = ", ".join(f"{g}: {n}" for g, n in sorted(r["grades"].items()))
+    p50 = r["query_seconds_p50"]
+    timed = f"; p50 {p50} s a query" if p50 is not None else ""
     lines = [
         f"Reranked (`--rerank {r['candidates']}`): the default ranking's top {r['candidates']} "
-        f"of every query graded 0-3 by {r['model']} (grades {grades}; {r['unjudged']} unjudged; "
-        f"p50 {r['query_seconds_p50']} s a query), the grade times its weight added to the "
+        f"of every query graded 0-3 by {r['model']} (grades {grades}; {r['unjudged']} unjudged"
+        f"{timed}), the grade times its weight added to the "
         f"first-stage score (the product's weight: {r['default_weight']:g}).",
         "",
         "| grade's weight | recall@5 | recall@10 | MRR | MAP |",

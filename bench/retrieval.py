@@ -30,6 +30,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import benchkit
 import paperdata
@@ -39,7 +40,7 @@ from p2m.common.settings import Settings
 from p2m.local_llm.provider import LLMProvider
 from p2m.retriever import rerank
 from p2m.retriever.catalog import load_datasets
-from p2m.retriever.dataset_search import DatasetSearch, FusionWeights
+from p2m.retriever.dataset_search import DatasetHit, DatasetSearch, FusionWeights
 
 
 def _key(name: str) -> str:
@@ -84,6 +85,9 @@ def gold_of(query: dict) -> set[str]:
     return set(documents)
 
 
+METRICS = ("recall@5", "recall@10", "mrr", "map")
+
+
 def scores(ranked: list[str], gold: set[str]) -> dict[str, float]:
     hits = [i for i, name in enumerate(ranked) if name in gold]
     precisions = [(k + 1) / (i + 1) for k, i in enumerate(hits)]
@@ -93,6 +97,17 @@ def scores(ranked: list[str], gold: set[str]) -> dict[str, float]:
         "mrr": 1 / (hits[0] + 1) if hits else 0.0,
         "map": sum(precisions) / len(gold) if gold else 0.0,
     }
+
+
+def add_mean(total: dict[str, float], ranked: list[str], gold: set[str], queries: int) -> None:
+    """Add one query's share of the mean of every metric to ``total``."""
+    for name, value in scores(ranked, gold).items():
+        total[name] += value / queries
+
+
+def rounded(totals: dict[Any, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """``totals`` as the figures hold them: keys as text, values to 4 places."""
+    return {str(key): {n: round(v, 4) for n, v in total.items()} for key, total in totals.items()}
 
 
 # Label -> (weights, method, collapse): the default first, then what it is measured against.
@@ -161,10 +176,9 @@ def datafinder(args: argparse.Namespace, encoder: SentenceEncoder, tmp: Path) ->
     searches = {
         w: DatasetSearch(catalog, encoder, tmp / "cache", w) for w, _, _ in RANKINGS.values()
     }
-    totals = {
-        label: dict.fromkeys(("recall@5", "recall@10", "mrr", "map"), 0.0) for label in RANKINGS
-    }
+    totals = {label: dict.fromkeys(METRICS, 0.0) for label in RANKINGS}
     latencies = []
+    default_hits = []  # each query's default ranking, for the reranking
     for query in queries:
         gold = gold_of(query)
         for label, (weights, method, collapse) in RANKINGS.items():
@@ -172,22 +186,17 @@ def datafinder(args: argparse.Namespace, encoder: SentenceEncoder, tmp: Path) ->
             hits = searches[weights].search(query["query"], args.depth, method, collapse).hits
             if label == DEFAULT:
                 latencies.append((time.monotonic() - started) * 1000)
-            for name, value in scores([h.entry.name for h in hits], gold).items():
-                totals[label][name] += value / len(queries)
+                default_hits.append(hits)
+            add_mean(totals[label], [h.entry.name for h in hits], gold, len(queries))
     latencies.sort()
     reranked = (
-        asyncio.run(rerank_datafinder(args, searches[FusionWeights()], queries, tmp))
-        if args.rerank
-        else None
+        asyncio.run(rerank_datafinder(args, queries, default_hits, tmp)) if args.rerank else None
     )
     return {
         "queries": len(queries),
         "documents": len(catalog.records),
         "index_build_s": round(build_s, 2),
-        "methods": {
-            label: {name: round(value, 4) for name, value in totals[label].items()}
-            for label in RANKINGS
-        },
+        "methods": rounded(totals),
         "fused_latency_ms": {
             "p50": round(statistics.median(latencies), 2),
             "p99": round(benchkit.percentile(latencies, 0.99), 2),
@@ -197,20 +206,18 @@ def datafinder(args: argparse.Namespace, encoder: SentenceEncoder, tmp: Path) ->
 
 
 async def rerank_datafinder(
-    args: argparse.Namespace, search: DatasetSearch, queries: list[dict], tmp: Path
+    args: argparse.Namespace, queries: list[dict], rankings: list[list[DatasetHit]], tmp: Path
 ) -> dict:
-    """The default ranking with its top ``args.rerank`` graded by the LLM, at each fusion weight."""
+    """Each query's default ``rankings`` with the top ``args.rerank`` graded by the LLM, at each
+    fusion weight."""
     cached = _cached_grades(args.rerank_cache)
     provider = LLMProvider(Settings.load(overrides={"data_dir": str(tmp / "p2m")}))
-    totals = {
-        w: dict.fromkeys(("recall@5", "recall@10", "mrr", "map"), 0.0) for w in RERANK_WEIGHTS
-    }
+    totals = {w: dict.fromkeys(METRICS, 0.0) for w in RERANK_WEIGHTS}
     seconds, unjudged, model = [], 0, ""
     grade_counts: dict[str, int] = {}
     try:
         llm = await provider.client()
-        for query in queries:
-            hits = search.search(query["query"], args.depth).hits
+        for query, hits in zip(queries, rankings, strict=True):
             head = hits[: args.rerank]
             names = [h.entry.name for h in head]
             grades = cached.get((query["query"], tuple(names)))
@@ -227,8 +234,7 @@ async def rerank_datafinder(
             gold = gold_of(query)
             for weight in RERANK_WEIGHTS:
                 order = rerank.fuse(head, grades, weight) + hits[args.rerank :]
-                for name, value in scores([h.entry.name for h in order], gold).items():
-                    totals[weight][name] += value / len(queries)
+                add_mean(totals[weight], [h.entry.name for h in order], gold, len(queries))
     finally:
         await provider.aclose()
     seconds.sort()
@@ -240,10 +246,7 @@ async def rerank_datafinder(
         "grades": grade_counts,
         "query_seconds_p50": round(statistics.median(seconds), 2) if seconds else None,
         "queries_graded_now": len(seconds),
-        "by_weight": {
-            str(w): {name: round(value, 4) for name, value in totals[w].items()}
-            for w in RERANK_WEIGHTS
-        },
+        "by_weight": rounded(totals),
     }
 
 
