@@ -130,10 +130,11 @@ bench-pipeline: install ## The product's own number: the paper's prompts through
 bench-training: install ## Training examples/s: the old loop, each speed change, all of them, Ray Train 1 and 2 workers (QUICK=1: tiny T5)
 	$(BIN)/python bench/training.py --shared-data $(SHARED_DATA) $(if $(QUICK),--quick,)
 
-bench-curves: install ## Learning curves (TASK, TRAIN=2000, EPOCHS=3, LR, EVAL_EVERY=125, SHARE=0.02): dev score and losses against examples and epochs, PNG in bench/figures (DATA_DIR keeps it resumable)
+bench-curves: install ## Learning curves (TASK, TRAIN=2000, EPOCHS=3, LR, EVAL_EVERY=125, SHARE=0.02, STUDENT=smollm2|qwen): dev score and losses against examples and epochs, PNG in bench/figures (DATA_DIR keeps it resumable)
 	$(BIN)/python bench/curves.py --shared-data $(SHARED_DATA) --task $(TASK) --train $(or $(TRAIN),2000) \
 		--epochs $(or $(EPOCHS),3) $(if $(EVAL_EVERY),--eval-every $(EVAL_EVERY),) $(if $(LR),--learning-rate $(LR),) \
-		$(if $(SHARE),--share $(SHARE),) $(if $(DATA_DIR),--data-dir $(DATA_DIR),) $(if $(QUICK),--quick,)
+		$(if $(SHARE),--share $(SHARE),) $(if $(STUDENT),--student $(STUDENT),) $(if $(DATA_DIR),--data-dir $(DATA_DIR),) \
+		$(if $(QUICK),--quick,)
 
 bench-paper: install ## Paper task (TASK=squad|temporal|mconala_ja, TRAIN_LIMIT, HOLDOUT, EVAL_LIMIT, TEACHER): student vs teacher, dev and generated holdout (QUICK=1: tiny)
 	$(BIN)/python bench/paper.py --shared-data $(SHARED_DATA) --task $(TASK) --train-limit $(TRAIN_LIMIT) \

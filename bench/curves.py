@@ -1,22 +1,23 @@
 """Learning curves on a paper task: the dev score and the losses against examples and epochs.
 
-Trains the student (SmolLM2-135M by default) on the first ``--train`` of the paper's generated
-examples that the generator's output-share cap keeps (``--share``, the generator's default; 0:
-the first as generated) with the trainer's recipe, except that the validation split is the
-task's dev half and only watches: the last weights are kept (``keep_best`` off) and nothing
-stops early, so the dev half chooses nothing. Every ``--eval-every`` steps and at each epoch's
-end the trainer's validation gives the dev loss and the dev metric (greedy outputs on all
-``--dev`` examples); the training loss comes from the step events. At the end the evaluator
-scores the final model on the same dev examples (the figure RESULTS.md gives). Writes
-``curves-<task>.json`` and ``curves-<task>.png`` (dev score against examples seen, epochs
-marked; training and dev loss against steps) to ``--out``, and the events as they come to
-``events-<task>.jsonl``.
+Trains the student (``--student``: a shipped model, SmolLM2-135M by default) on the first
+``--train`` of the paper's generated examples that the generator's output-share cap keeps
+(``--share``, the generator's default; 0: the first as generated) with the trainer's recipe,
+except that the validation split is the task's dev half and only watches: the last weights are
+kept (``keep_best`` off) and nothing stops early, so the dev half chooses nothing. Every
+``--eval-every`` steps and at each epoch's end the trainer's validation gives the dev loss and
+the dev metric (greedy outputs on all ``--dev`` examples); the training loss comes from the step
+events. At the end the evaluator scores the final model on the same dev examples (the figure
+RESULTS.md gives). Writes ``curves-<task>.json`` and ``curves-<task>.png`` (dev score against
+examples seen, epochs marked; training and dev loss against steps) to ``--out``, and the events
+as they come to ``events-<task>.jsonl``; another student than the default adds its name
+(``curves-<task>-qwen``).
 
 A long run: start it in the background with ``--data-dir`` kept; the same command again resumes
 from the last checkpoint (the training is named by its data and options).
 
     .venv/bin/python bench/curves.py --task temporal [--train 2000] [--epochs 3]
-        [--eval-every 125] [--dev 100] [--learning-rate 1e-4] [--share 0.02]
+        [--eval-every 125] [--dev 100] [--learning-rate 1e-4] [--share 0.02] [--student qwen]
         [--out bench/figures] [--data-dir DIR] [--quick] [--json]
 """
 
@@ -36,13 +37,14 @@ import paperdata
 
 from p2m.common.artifacts import ArtifactStore
 from p2m.common.model_store import ModelStore
+from p2m.common.shipped_models import SHIPPED_MODELS
 from p2m.evaluator.engine import EvaluateOptions, Evaluator, StudentSubject, read_jsonl
 from p2m.generator.output_share import DEFAULT_SHARE
 from p2m.trainer.data import store_dataset
 from p2m.trainer.engine import ModelTrainer, TrainEvent, TrainJob
 from p2m.trainer.options import TrainOptions
 
-SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
+DEFAULT_STUDENT = "smollm2"
 QUICK = {"train": 24, "dev": 8, "epochs": 2, "eval_every": 2, "max_output_tokens": 16}
 
 
@@ -70,6 +72,12 @@ def main() -> None:
         help="train on the first --train examples the generator's output-share cap keeps at "
         "this share, as the generator does by default (0: the first --train as generated)",
     )
+    parser.add_argument(
+        "--student",
+        choices=sorted(SHIPPED_MODELS),
+        default=DEFAULT_STUDENT,
+        help="the shipped model to fine-tune (its weights dequantised into the model store)",
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "figures")
     parser.add_argument("--data-dir", type=Path, help="keep runs here (resumable; default: temp)")
     args = benchkit.parse_arguments(parser, QUICK)
@@ -80,9 +88,15 @@ def main() -> None:
     else:
         with tempfile.TemporaryDirectory(prefix="p2m-curves-", ignore_cleanup_errors=True) as t:
             figures = measure(args, Path(t))
-    figures["png"] = str(plot(figures, args.out / f"curves-{args.task}.png"))
-    (args.out / f"curves-{args.task}.json").write_text(json.dumps(figures, indent=1) + "\n")
+    figures["png"] = str(plot(figures, args.out / f"{run_name('curves', args)}.png"))
+    (args.out / f"{run_name('curves', args)}.json").write_text(json.dumps(figures, indent=1) + "\n")
     benchkit.finish("curves", args, load_start, figures, show)
+
+
+def run_name(kind: str, args: argparse.Namespace) -> str:
+    """``<kind>-<task>``, with the student's name when it is not the default one."""
+    suffix = "" if args.student == DEFAULT_STUDENT else f"-{args.student}"
+    return f"{kind}-{args.task}{suffix}"
 
 
 def trained_seconds(args: argparse.Namespace, cached: bool, wall: float) -> int:
@@ -92,7 +106,7 @@ def trained_seconds(args: argparse.Namespace, cached: bool, wall: float) -> int:
     keep it (0: not known).
     """
     if cached:
-        earlier = args.out / f"curves-{args.task}.json"
+        earlier = args.out / f"{run_name('curves', args)}.json"
         try:
             figures = json.loads(earlier.read_text(encoding="utf-8"))
             same = (figures.get("train"), figures.get("share", 0.0)) == (args.train, args.share)
@@ -107,7 +121,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """Train while watching the dev half, then score the final model on it."""
     store = ArtifactStore(work / "artifacts")
     models = ModelStore(work / "models")
-    models.import_shipped("smollm2")
+    student = models.import_shipped(args.student)
     dev_rows = paperdata.dev(args.shared_data, args.task, args.dev)
     task = paperdata.task_spec(args.shared_data, args.task)
     if args.share:
@@ -130,7 +144,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         keep_best=False,
         early_stopping_patience=0,
     )
-    events_path = args.out / f"events-{args.task}.jsonl"
+    events_path = args.out / f"{run_name('events', args)}.jsonl"
     # A resumed run (same --data-dir) keeps the training losses its earlier part logged; the
     # steps it repeats from its checkpoint replace theirs.
     losses = _logged_losses(events_path) if args.data_dir else {}
@@ -147,7 +161,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     started = time.perf_counter()
     try:
         outcome = ModelTrainer(store, models, work / "runs").train(
-            TrainJob((store_dataset(store, folder),), SMOLLM2, task, options), record
+            TrainJob((store_dataset(store, folder),), student.name, task, options), record
         )
     finally:
         benchkit.stop_ray()
@@ -164,6 +178,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     metric = paperdata.PAPER[args.task].metric
     return {
         "task": args.task,
+        "student": student.name,
         "metric": metric,
         "train": len(rows),
         "share": args.share,
@@ -227,7 +242,11 @@ def plot(figures: dict[str, Any], path: Path) -> Path:
         left.axvline(epoch * per_epoch, color="lightgrey", linewidth=0.8)
     left.set_xlabel("training examples seen (grey lines: epochs)")
     left.set_ylabel("Exact Match (%)" if key == "exact_match" else "ChrF++")
-    left.set_title(f"{figures['task']}: dev score while training on {figures['train']} examples")
+    student = str(figures.get("student", "")).split("/")[-1] or "student"
+    left.set_title(
+        f"{figures['task']}: {student}'s dev score, trained on {figures['train']} examples",
+        fontsize=10,
+    )
     left.legend(fontsize=8, loc="best")
     loss = figures["training_loss"]
     right.plot([s["step"] for s in loss], [s["loss"] for s in loss], label="training (running)")

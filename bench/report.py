@@ -12,7 +12,7 @@ what makes a figure noisy.
 
     .venv/bin/python bench/report.py [--quick] [--only paper,serving] [--tasks squad,temporal]
         [--out RESULTS.md] [--render-from LOG_DIR/outcomes.json] [--curves-dir DIR]
-        [--pipeline-dir DIR]
+        [--pipeline-dir DIR] [--students smollm2,qwen] [--curves-epochs N]
 
 Each run keeps its outcomes in ``LOG_DIR/outcomes.json``; ``--render-from`` writes RESULTS.md
 again from them, running nothing.
@@ -77,65 +77,80 @@ TAIL_CHARS = 2500
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="CI-sized runs of every bench")
-    parser.add_argument(
+def parser() -> argparse.ArgumentParser:
+    """The command line."""
+    command = argparse.ArgumentParser(description=__doc__)
+    command.add_argument("--quick", action="store_true", help="CI-sized runs of every bench")
+    command.add_argument(
         "--only",
         default="",
         help=f"comma-separated, of: {', '.join(BENCHES)} (other sections kept from --out)",
     )
-    parser.add_argument(
+    command.add_argument(
         "--tasks", default=",".join(paperdata.TASKS), help="the paper's tasks (paper, pipeline)"
     )
-    parser.add_argument("--out", type=Path, default=ROOT / "RESULTS.md")
-    parser.add_argument("--train-limit", type=int, default=500, help="paper: training examples")
-    parser.add_argument("--holdout", type=int, default=100, help="paper: generated holdout")
-    parser.add_argument("--eval-limit", type=int, default=100, help="paper: dev examples (0: all)")
-    parser.add_argument("--epochs", type=int, default=3, help="paper: training epochs")
-    parser.add_argument("--teacher", default="qwen", help="paper: teacher model (or none)")
-    parser.add_argument(
+    command.add_argument("--out", type=Path, default=ROOT / "RESULTS.md")
+    command.add_argument("--train-limit", type=int, default=500, help="paper: training examples")
+    command.add_argument("--holdout", type=int, default=100, help="paper: generated holdout")
+    command.add_argument("--eval-limit", type=int, default=100, help="paper: dev examples (0: all)")
+    command.add_argument("--epochs", type=int, default=3, help="paper: training epochs")
+    command.add_argument("--teacher", default="qwen", help="paper: teacher model (or none)")
+    command.add_argument(
         "--pipeline-examples", type=int, default=80, help="pipeline: examples generated per task"
     )
-    parser.add_argument(
+    command.add_argument(
         "--serving-model",
         type=Path,
         help="serving: a trained student folder (default: untrained SmolLM2), scored on the dev "
         "half per runtime",
     )
-    parser.add_argument(
+    command.add_argument(
         "--rerank",
         type=int,
         default=0,
         help="retrieval: the LLM reranks the top K of every DataFinder query (0: not measured; "
         "its grades kept in LOG_DIR/retrieval-grades.jsonl, so a rerun reuses them)",
     )
-    parser.add_argument("--timeout-scale", type=float, default=1.0, help="multiply every limit")
-    parser.add_argument("--log-dir", type=Path, help="keep each bench's stderr here")
-    parser.add_argument(
+    command.add_argument(
+        "--students",
+        default="smollm2",
+        help="curves: the shipped students to train, comma-separated (smollm2, qwen); each "
+        "one other than smollm2 gets its own section",
+    )
+    command.add_argument(
+        "--curves-epochs", type=int, help="curves: training epochs (default: the bench's own)"
+    )
+    command.add_argument("--timeout-scale", type=float, default=1.0, help="multiply every limit")
+    command.add_argument("--log-dir", type=Path, help="keep each bench's stderr here")
+    command.add_argument(
         "--curves-dir",
         type=Path,
         help="curves: keep each task's runs in DIR/<task>, so a stopped report resumes them "
         "(default: LOG_DIR/curves)",
     )
-    parser.add_argument(
+    command.add_argument(
         "--pipeline-dir",
         type=Path,
         help="pipeline: keep its runs' data in DIR, so a stopped report resumes them from what "
         "they had (default: a temporary folder)",
     )
-    parser.add_argument(
+    command.add_argument(
         "--render-from",
         type=Path,
         help="run nothing: write --out again from a run's outcomes.json (kept in its log dir); "
         "with --only, the other sections are kept from --out as in a run",
     )
-    parser.add_argument(
+    command.add_argument(
         "--shared-data",
         type=Path,
         default=Path(os.environ.get("P2M_SHARED_DATA", ROOT.parent / "shared" / "data")),
     )
-    args = parser.parse_args()
+    return command
+
+
+def main() -> None:
+    command = parser()
+    args = command.parse_args()
     earlier = args.out.read_text(encoding="utf-8") if args.only and args.out.exists() else None
     if args.render_from is not None:
         context, outcomes = load_outcomes(args.render_from)
@@ -147,7 +162,7 @@ def main() -> None:
     tasks = [task.strip() for task in args.tasks.split(",") if task.strip()]
     bad_tasks = sorted(set(tasks) - set(paperdata.TASKS))
     if unknown or bad_tasks:
-        parser.error(f"unknown bench {unknown} or task {bad_tasks}")
+        command.error(f"unknown bench {unknown} or task {bad_tasks}")
     shared = args.shared_data.resolve()
     env = {**os.environ, "P2M_SHARED_DATA": str(shared)}
     for key in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY"):
@@ -188,6 +203,11 @@ def main() -> None:
     print(f"wrote {args.out}", file=sys.stderr)
 
 
+def students(args: argparse.Namespace) -> list[str]:
+    """The curves bench's students, in the order given."""
+    return [name.strip() for name in args.students.split(",") if name.strip()]
+
+
 def planned(
     args: argparse.Namespace,
     only: list[str],
@@ -225,9 +245,14 @@ def planned(
                 argv = [*base, *data, "--task", task, "--teacher", args.teacher, *sizes]
                 plan.append((f"paper:{task}", [*argv, "--models-dir", str(models)]))
         elif name == "curves":
+            epochs = [] if args.curves_epochs is None else ["--epochs", str(args.curves_epochs)]
             for task in tasks:
-                argv = [*base, *data, "--task", task, "--data-dir", str(curves / task)]
-                plan.append((f"curves:{task}", argv))
+                for student in students(args):
+                    named = task if student == "smollm2" else f"{task}:{student}"
+                    kept = curves / named.replace(":", "-")
+                    argv = [*base, *data, "--task", task, "--data-dir", str(kept)]
+                    argv += [*epochs, "--student", student]
+                    plan.append((f"curves:{named}", argv))
         elif name == "serving":
             served = [*base, *data, "--models-dir", str(models)]
             if args.serving_model is not None:

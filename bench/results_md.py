@@ -485,12 +485,18 @@ def section(title: str) -> Callable[[SectionBody], Callable[[Outcome], list[str]
 
 
 def curves_section(outcome: Outcome) -> list[str]:
-    """One task's full-size training: the dev score as it learned, and the PNG of its curves."""
-    task = outcome.name.split(":", 1)[1]
-    head = [f"## Learning curves: {task}", ""]
+    """One task's full-size training: the dev score as it learned, and the PNG of its curves.
+
+    The outcome is named ``curves:<task>`` for the default student, ``curves:<task>:<student>``
+    for another one, which gets its own section.
+    """
+    _, task, *student = outcome.name.split(":")
+    title = ", ".join([task, *student])
+    head = [f"## Learning curves: {title}", ""]
     f = outcome.figures
     if f is None:
         return head + failure_block(outcome)
+    model = str(f.get("student", "HuggingFaceTB/SmolLM2-135M")).split("/")[-1]
     options = f["options"]
     scale = 100.0 if f["metric"] == "exact_match" else 1.0
     key = "exact_match" if f["metric"] == "exact_match" else "chrf"
@@ -509,7 +515,8 @@ def curves_section(outcome: Outcome) -> list[str]:
     )
     lines = [
         *head,
-        f"SmolLM2-135M trained on {examples} for {options['epochs']} epochs (learning rate "
+        f"{model} trained on {examples} for {options['epochs']} "
+        f"epoch{'' if options['epochs'] == 1 else 's'} (learning rate "
         f"{options['learning_rate']}, batch {options['batch_size']}, forward pass in "
         f"{f.get('precision', 'fp32')}, {f['steps']} steps, {f['examples_per_s']} examples/s, "
         f"{took}); every {options['eval_steps']} "
@@ -530,7 +537,7 @@ def curves_section(outcome: Outcome) -> list[str]:
             f"{'-' if score is None else round(score * scale, 2)} |"
         )
     png = Path(f["png"]).name
-    lines += ["", f"![{task} learning curves](bench/figures/{png})", ""]
+    lines += ["", f"![{title} learning curves](bench/figures/{png})", ""]
     return lines
 
 

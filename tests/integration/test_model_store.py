@@ -137,6 +137,32 @@ def test_list_and_get(imported: Imported):
     assert imported.store.get(SMOLLM2_ID) == imported.model
 
 
+def test_a_shipped_model_is_known_exactly_before_it_is_imported(imported: Imported):
+    # The search ranks a shipped model by the entry it will have: the same card and figures.
+    before = ModelStore(imported.store.root.parent / "empty").shipped_entry("smollm2")
+    assert before.source == "shipped:SmolLM2-135M-Instruct-Q4_1 (imported on first use)"
+    same = ("name", "architecture", "size_bytes", "parameters", "license", "languages")
+    assert [getattr(before, f) for f in same] == [getattr(imported.model, f) for f in same]
+    assert before.description == imported.model.description
+    assert [m.name for m in imported.store.importable()] == ["Qwen/Qwen2.5-Coder-0.5B-Instruct"]
+
+
+def test_the_trainer_imports_a_shipped_base_model_on_first_use(tmp_path: Path):
+    from p2m.common.artifacts import ArtifactStore
+    from p2m.trainer.base_model import resolve_base_model
+
+    store, artifacts = ModelStore(tmp_path / "models"), ArtifactStore(tmp_path / "artifacts")
+    assert store.import_named("someone/else") is None and store.list() == []
+    with pytest.raises(NotFound, match="hub is offline"):
+        resolve_base_model("someone/else", "", "", artifacts, store, hub_offline=True)
+    lines: list[str] = []
+    base = resolve_base_model(SMOLLM2_ID, "", "", artifacts, store, True, None, lines.append)
+    (entry,) = store.list()
+    assert (base.source, base.path, base.architecture) == ("store", entry.path, "decoder-only")
+    assert any("dequantising" in line for line in lines)
+    assert store.import_named(SMOLLM2_ID) == entry  # already there: nothing imported again
+
+
 def test_get_unknown_is_not_found(imported: Imported):
     with pytest.raises(NotFound, match="not in the local model store"):
         imported.store.get("HuggingFaceTB/SmolLM2-360M-Instruct")

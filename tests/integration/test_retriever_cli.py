@@ -120,6 +120,8 @@ def test_models_list_and_search(env: dict[str, str], local_llm: ServiceProcess, 
     assert names == ["HuggingFaceTB/SmolLM2-135M-Instruct"]
     empty = p2m("models", "list", "--json", env={"P2M_DATA_DIR": str(tmp_path)})
     assert json.loads(empty.stdout) == []
+    shown = " ".join(p2m("models", "list", env=env).stdout.split())
+    assert "shipped, imported on first use" in shown and "Qwen/Qwen2.5-Coder-0.5B-Instruct" in shown
     found = p2m(
         "models",
         "search",
@@ -132,7 +134,11 @@ def test_models_list_and_search(env: dict[str, str], local_llm: ServiceProcess, 
     )
     assert found.returncode == 0, found.stderr
     report = json.loads(found.stdout)
-    assert [m["model_id"] for m in report["models"]] == ["HuggingFaceTB/SmolLM2-135M-Instruct"]
+    local = [(m["model_id"], bool(m["local_path"]), m["shipped"]) for m in report["models"]]
+    assert local == [
+        ("HuggingFaceTB/SmolLM2-135M-Instruct", True, False),
+        ("Qwen/Qwen2.5-Coder-0.5B-Instruct", False, True),  # imported on first use
+    ]
     assert report["skipped"] and report["hypothetical_model_card"]
 
 

@@ -13,6 +13,8 @@ import pytest
 from prompt2model.v1 import common_pb2, retriever_pb2, retriever_pb2_grpc
 from tests.support import ServiceProcess
 
+SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
+QWEN_CODER = "Qwen/Qwen2.5-Coder-0.5B-Instruct"
 BANKING_TASK = common_pb2.TaskSpec(
     instruction="Classify a customer's message to an online bank into one of 77 intents.",
     demonstrations=[
@@ -237,17 +239,23 @@ def test_model_search_returns_only_resolvable_models(retriever, paper_prompts):
     )
     assert reply.hypothetical_model_card.strip()
     assert reply.catalog_available and reply.catalog_size > 10000
-    assert [m.name for m in reply.models] == ["HuggingFaceTB/SmolLM2-135M-Instruct"]
+    # SmolLM2 is in the store; the shipped Qwen2.5-Coder, imported on first use, comes after it
+    # although the search matches it better to this prompt.
+    assert [m.name for m in reply.models] == [SMOLLM2, QWEN_CODER]
     assert all(m.resolvable for m in reply.models)
     assert reply.skipped, "better-ranked catalog models should be reported as skipped"
     assert all(m.skip_reason for m in reply.skipped)
     assert any("not resolvable" in m.skip_reason for m in reply.skipped)
     assert reply.llm_usage.requests >= 1
     # Why it fits, from the store's manifest: the architecture, size, licence and languages.
-    assert list(reply.models[0].languages) == ["en"]
-    assert reply.models[0].fit_reason.startswith("decoder-only (trainable here); 0.")
-    assert "licence apache-2.0; languages: en; in the local model store" in (
-        reply.models[0].fit_reason
+    by_name = {m.name: m for m in reply.models}
+    smollm2, coder = by_name[SMOLLM2], by_name[QWEN_CODER]
+    assert list(smollm2.languages) == ["en"] and list(coder.languages) == ["en", "zh"]
+    assert smollm2.fit_reason.startswith("decoder-only (trainable here); 0.27 GB under")
+    assert "licence apache-2.0; languages: en; in the local model store" in smollm2.fit_reason
+    assert coder.fit_reason.startswith("decoder-only (trainable here); 1.26 GB under")
+    assert coder.fit_reason.endswith(
+        "shipped with p2m: imported into the local model store on first use"
     )
     assert not any(m.fit_reason for m in reply.skipped)
 
@@ -258,7 +266,7 @@ def test_a_japanese_task_is_told_when_no_student_states_japanese(retriever, pape
     reply = retriever.SearchModels(
         retriever_pb2.SearchModelsRequest(task=task, top_k=1), timeout=300
     )
-    assert [m.name for m in reply.models] == ["HuggingFaceTB/SmolLM2-135M-Instruct"]
+    assert [m.name for m in reply.models] == [SMOLLM2]
     assert "no model within reach states the task's language (ja)" in reply.models[0].fit_reason
 
 

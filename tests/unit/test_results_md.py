@@ -200,6 +200,17 @@ def test_each_tasks_learning_curves_have_their_own_section_and_picture():
     )
     assert "examples that the generator's output-share cap keeps (no output above 2%" in text
     assert "forward pass in bf16" in text
+    qwen = {
+        **capped,
+        "student": "Qwen/Qwen2.5-Coder-0.5B-Instruct",
+        "options": {**figures["options"], "epochs": 1},
+        "png": "/x/curves-temporal-qwen.png",
+    }
+    other = results_md.curves_section(Outcome("curves:temporal:qwen", [], "ok", figures=qwen))
+    assert other[0] == "## Learning curves: temporal, qwen"
+    assert any(line.startswith("Qwen2.5-Coder-0.5B-Instruct trained on") for line in other)
+    assert any("for 1 epoch (learning rate" in line for line in other)
+    assert "![temporal, qwen learning curves](bench/figures/curves-temporal-qwen.png)" in other
     squad = Outcome("curves:squad", [], status="failed", error_tail="killed")
     failed = results_md.curves_section(squad)
     assert failed[0] == "## Learning curves: squad" and any("killed" in line for line in failed)

@@ -310,6 +310,25 @@ def test_a_japanese_task_prefers_a_model_that_states_japanese():
     assert [m.model_id for m in both] == ["local/coder", "multi/mt5"]
 
 
+def test_a_shipped_model_not_imported_yet_is_offered_after_the_stored_ones():
+    shipped = LocalModel(
+        "ship/coder", "code generation chat", "decoder-only", 1, "apache-2.0", "", shipped=True
+    )
+    stored = LocalModel("local/smol", "small chat model", "decoder-only", 1, "apache-2.0", "/p")
+    search = ModelSearch(None, [shipped, stored], hub_reachable=False)
+    constraints = ModelConstraints(only_resolvable=True)
+    models, _ = search.rank("code generation chat", constraints, 2)
+    assert [m.model_id for m in models] == ["local/smol", "ship/coder"]  # despite its score
+    assert models[1].score > models[0].score
+    coder = models[1]
+    assert coder.resolvable and not coder.local_path
+    assert "shipped with p2m: imported into the local model store on first use" in (
+        coder.fit_reason
+    )
+    (only,), _ = ModelSearch(None, [shipped], hub_reachable=False).rank("code", constraints, 1)
+    assert only.model_id == "ship/coder"  # the only one within reach
+
+
 def _retriever_with_local_copy(tmp_path: Path, hub_offline: bool = True):
     from p2m.common.artifacts import ArtifactStore
     from p2m.common.settings import Settings

@@ -76,12 +76,20 @@ class StoredModel:
 
 @dataclass(frozen=True)
 class _ShippedCard:
-    """What the store says about a shipped GGUF's model; the GGUF itself does not carry it."""
+    """What the store says about a shipped GGUF's model; the GGUF itself does not carry it.
+
+    The last four fields are what the pinned GGUF (``SHIPPED_MODELS``' sha256) dequantises to
+    in bfloat16, so that the model search can rank the model before it is imported.
+    """
 
     model_id: str
     license: str
     languages: tuple[str, ...]
     summary: str
+    model_type: str
+    parameters: int
+    size_bytes: int
+    tensor_types: tuple[tuple[str, int], ...]
 
 
 _SHIPPED_CARDS = {
@@ -97,6 +105,10 @@ _SHIPPED_CARDS = {
             "instructions, answers simple questions, rewrites and summarises text, and is light "
             "enough to run and fine-tune on a CPU."
         ),
+        model_type="llama",
+        parameters=134_515_008,
+        size_bytes=269_060_552,
+        tensor_types=(("Q4_1", 210), ("F32", 61), ("Q8_0", 1)),
     ),
     "qwen": _ShippedCard(
         model_id="Qwen/Qwen2.5-Coder-0.5B-Instruct",
@@ -110,8 +122,13 @@ _SHIPPED_CARDS = {
             "fixes code in many programming languages, reasons about code and maths, and chats "
             "in English and Chinese."
         ),
+        model_type="qwen2",
+        parameters=630_167_424,
+        size_bytes=1_260_367_448,
+        tensor_types=(("Q5_0", 133), ("F32", 121), ("Q8_0", 13), ("Q6_K", 12), ("Q4_K", 12)),
     ),
 }
+SHIPPED_DTYPE = "bfloat16"
 
 
 class ModelStore:
@@ -164,8 +181,50 @@ class ModelStore:
         """
         return self.root / "hf" / _folder_name(name)
 
+    def importable(self) -> tuple[StoredModel, ...]:
+        """The shipped models not in the store yet, each as ``import_shipped`` will make it.
+
+        Their folders do not exist yet; ``import_named`` fills one on first use.
+        """
+        return tuple(
+            self.shipped_entry(choice)
+            for choice, card in sorted(_SHIPPED_CARDS.items())
+            if not (self.path_for(card.model_id) / MANIFEST).is_file()
+        )
+
+    def shipped_entry(self, choice: str) -> StoredModel:
+        """The entry ``import_shipped(choice)`` makes (in bfloat16), known before the import."""
+        card, shipped = _SHIPPED_CARDS[choice], SHIPPED_MODELS[choice]
+        facts = _facts(card, shipped, shipped.file_name, shipped.display_name)
+        facts.update(
+            architecture="decoder-only",
+            model_type=card.model_type,
+            parameters=card.parameters,
+            size_bytes=card.size_bytes,
+            dtype=SHIPPED_DTYPE,
+        )
+        facts["gguf"]["tensor_types"] = dict(card.tensor_types)
+        return StoredModel(
+            name=card.model_id,
+            path=self.path_for(card.model_id),
+            architecture="decoder-only",
+            size_bytes=card.size_bytes,
+            parameters=card.parameters,
+            source=f"shipped:{shipped.display_name} (imported on first use)",
+            license=card.license,
+            description=_model_card(card, facts),
+            languages=card.languages,
+        )
+
+    def import_named(self, name: str, progress: Progress | None = None) -> StoredModel | None:
+        """Import the shipped model whose id is ``name``; None when no shipped model has it."""
+        for choice, card in _SHIPPED_CARDS.items():
+            if card.model_id == name:
+                return self.import_shipped(choice, progress=progress)
+        return None
+
     def import_shipped(
-        self, choice: str, *, progress: Progress | None = None, dtype: str = "bfloat16"
+        self, choice: str, *, progress: Progress | None = None, dtype: str = SHIPPED_DTYPE
     ) -> StoredModel:
         """Dequantise the shipped GGUF ``choice`` into the store; return the entry.
 
@@ -244,26 +303,15 @@ class ModelStore:
         parameters = sum(p.numel() for p in model.parameters())
         del model, tokenizer
         size = sum(f.stat().st_size for f in _weight_files(work))
-        source = f"gguf:{display_name} (dequantised)"
-        facts = {
-            "name": card.model_id,
-            "architecture": architecture,
-            "model_type": str(config.model_type),
-            "parameters": parameters,
-            "size_bytes": size,
-            "dtype": dtype,
-            "source": source,
-            "license": card.license,
-            "languages": list(card.languages),
-            "gguf": {
-                "file": gguf_path.name,
-                "display_name": display_name,
-                "general_name": shipped.gguf_name,
-                "packages": list(shipped.packages),
-                "sha256": shipped.sha256,
-                "tensor_types": _tensor_types(gguf_path),
-            },
-        }
+        facts = _facts(card, shipped, gguf_path.name, display_name)
+        facts.update(
+            architecture=architecture,
+            model_type=str(config.model_type),
+            parameters=parameters,
+            size_bytes=size,
+            dtype=dtype,
+        )
+        facts["gguf"]["tensor_types"] = _tensor_types(gguf_path)
         (work / CARD).write_text(_model_card(card, facts), encoding="utf-8")
         manifest = {
             "version": MANIFEST_VERSION,
@@ -399,6 +447,25 @@ def _tensor_types(gguf_path: Path) -> dict[str, int]:
 
     counts = Counter(t.tensor_type.name for t in GGUFReader(gguf_path).tensors)
     return dict(counts.most_common())
+
+
+def _facts(
+    card: _ShippedCard, shipped: ShippedModel, file: str, display_name: str
+) -> dict[str, Any]:
+    """The manifest's fields that the card and the GGUF give; the caller adds the weights'."""
+    return {
+        "name": card.model_id,
+        "source": f"gguf:{display_name} (dequantised)",
+        "license": card.license,
+        "languages": list(card.languages),
+        "gguf": {
+            "file": file,
+            "display_name": display_name,
+            "general_name": shipped.gguf_name,
+            "packages": list(shipped.packages),
+            "sha256": shipped.sha256,
+        },
+    }
 
 
 def _model_card(card: _ShippedCard, facts: dict[str, Any]) -> str:

@@ -365,7 +365,7 @@ def models_search(
             f"{m['size_bytes'] / 1e9:.2f}",
             str(m["downloads"]),
             f"{m['score']:.2f}",
-            "yes" if m["local_path"] else "",
+            "yes" if m["local_path"] else "shipped" if m.get("shipped") else "",
         )
     out.print(table)
     if report["models"]:
@@ -412,7 +412,8 @@ def models_list(
     from p2m.common.model_store import ModelStore
 
     settings = _settings(data_dir, log_level, None, None, None)
-    models = ModelStore(settings.models_dir).list()
+    store = ModelStore(settings.models_dir)
+    models = store.list()
     rows: list[dict[str, Any]] = [
         {
             "name": m.name,
@@ -440,6 +441,12 @@ def models_list(
     out.print(table)
     if not rows:
         out.print("the store is empty: `p2m models import` fills it offline")
+    for m in store.importable():
+        out.print(
+            f"shipped, imported on first use (or now with `p2m models import`): {m.name}, "
+            f"{m.parameters / 1e6:.0f}M parameters, {m.size_bytes / 1e6:.0f} MB",
+            highlight=False,
+        )
 
 
 catalog_app = typer.Typer(help="Build catalogs from the Hugging Face hub.", no_args_is_help=True)

@@ -150,10 +150,16 @@ class Retriever:
             return self._model_catalogs[path]
 
     def local_models(self) -> list[LocalModel]:
-        """The local model store's entries, as the model search sees them."""
+        """The local store's models and, with the hub offline, the shipped ones not imported yet.
+
+        The trainer imports a shipped model into the store on first use; online, the catalog's
+        entries stand for them.
+        """
         from p2m.common.model_store import ModelStore  # imports transformers: on demand
 
         store = ModelStore(self.settings.models_dir)
+        stored = [(m, False) for m in store.list()]
+        importable = () if hub_reachable(self.settings) else store.importable()
         return [
             LocalModel(
                 m.name,
@@ -161,10 +167,11 @@ class Retriever:
                 m.architecture,
                 m.size_bytes,
                 m.license,
-                str(m.path),
+                "" if shipped else str(m.path),
                 m.languages,
+                shipped=shipped,
             )
-            for m in store.list()
+            for m, shipped in [*stored, *((m, True) for m in importable)]
         ]
 
     async def preview(self, entry: DatasetEntry) -> Preview:

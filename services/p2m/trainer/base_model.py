@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,11 +45,14 @@ def resolve_base_model(
     models: ModelStore,
     hub_offline: bool,
     path_roots: Sequence[Path] | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> BaseModel:
     """Find ``name`` (or the artifact ``artifact_uri``) and check its architecture.
 
-    Order: the artifact when given; the local model store; a local folder; the hub when
-    reachable. A folder must lie in ``path_roots`` (None: anywhere, for a person's own CLI).
+    Order: the artifact when given; the local model store; a local folder; with the hub
+    offline, a model shipped with p2m, imported into the store now (``progress`` hears how
+    that goes); the hub when reachable. A folder must lie in ``path_roots`` (None: anywhere,
+    for a person's own CLI).
 
     Raises:
         InvalidInput: Empty name, unknown architecture, or one that differs from the model's.
@@ -66,6 +69,7 @@ def resolve_base_model(
         found = (
             _from_store(name, models)
             or _from_folder(name, path_roots)
+            or (_from_shipped(name, models, progress) if hub_offline else None)
             or _from_hub(name, hub_offline)
         )
     actual = _architecture(found.path)
@@ -78,6 +82,15 @@ def _from_store(name: str, models: ModelStore) -> BaseModel | None:
     try:
         entry = models.get(name)
     except (InvalidInput, NotFound):
+        return None
+    return BaseModel(name, entry.path, "", sha256_file(entry.path / MANIFEST), "store")
+
+
+def _from_shipped(
+    name: str, models: ModelStore, progress: Callable[[str], None] | None
+) -> BaseModel | None:
+    entry = models.import_named(name, progress)
+    if entry is None:
         return None
     return BaseModel(name, entry.path, "", sha256_file(entry.path / MANIFEST), "store")
 

@@ -141,6 +141,7 @@ class ModelTrainer:
             raise InvalidInput(
                 "task.instruction", "is empty (set omit_instruction to train on bare inputs)"
             )
+        emit = on_event or (lambda event: None)
         base = resolve_base_model(
             job.base_model,
             job.base_model_architecture,
@@ -149,6 +150,7 @@ class ModelTrainer:
             self._models,
             self._hub_offline,
             self._path_roots,
+            lambda line: emit(TrainEvent(0, 0, 0.0, message=line)),
         )
         datasets = tuple(self._dataset(i, ref) for i, ref in enumerate(job.datasets))
         data = load_training_data(self._store, datasets, options.seed)
@@ -158,7 +160,6 @@ class ModelTrainer:
             if cached is not None:
                 report = stored_report(self._store, cached)
                 return TrainOutcome(cached, replace(report, cached=True))
-            emit = on_event or (lambda event: None)
             if self._runner is not None:
                 return self._runner.run(key, job, emit, cancel or threading.Event())
             run = self._run(key, base, job, data, emit, cancel or threading.Event())
