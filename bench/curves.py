@@ -44,7 +44,6 @@ from p2m.trainer.data import store_dataset
 from p2m.trainer.engine import ModelTrainer, TrainEvent, TrainJob
 from p2m.trainer.options import TrainOptions
 
-DEFAULT_STUDENT = "smollm2"
 QUICK = {"train": 24, "dev": 8, "epochs": 2, "eval_every": 2, "max_output_tokens": 16}
 
 
@@ -75,7 +74,7 @@ def main() -> None:
     parser.add_argument(
         "--student",
         choices=sorted(SHIPPED_MODELS),
-        default=DEFAULT_STUDENT,
+        default=benchkit.DEFAULT_STUDENT,
         help="the shipped model to fine-tune (its weights dequantised into the model store)",
     )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "figures")
@@ -95,7 +94,7 @@ def main() -> None:
 
 def run_name(kind: str, args: argparse.Namespace) -> str:
     """``<kind>-<task>``, with the student's name when it is not the default one."""
-    suffix = "" if args.student == DEFAULT_STUDENT else f"-{args.student}"
+    suffix = "" if args.student == benchkit.DEFAULT_STUDENT else f"-{args.student}"
     return f"{kind}-{args.task}{suffix}"
 
 

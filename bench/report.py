@@ -113,7 +113,7 @@ def parser() -> argparse.ArgumentParser:
     )
     command.add_argument(
         "--students",
-        default="smollm2",
+        default=benchkit.DEFAULT_STUDENT,
         help="curves: the shipped students to train, comma-separated (smollm2, qwen); each "
         "one other than smollm2 gets its own section",
     )
@@ -248,7 +248,7 @@ def planned(
             epochs = [] if args.curves_epochs is None else ["--epochs", str(args.curves_epochs)]
             for task in tasks:
                 for student in students(args):
-                    named = task if student == "smollm2" else f"{task}:{student}"
+                    named = task if student == benchkit.DEFAULT_STUDENT else f"{task}:{student}"
                     kept = curves / named.replace(":", "-")
                     argv = [*base, *data, "--task", task, "--data-dir", str(kept)]
                     argv += [*epochs, "--student", student]

@@ -195,19 +195,22 @@ class ModelStore:
     def shipped_entry(self, choice: str) -> StoredModel:
         """The entry ``import_shipped(choice)`` makes (in bfloat16), known before the import."""
         card, shipped = _SHIPPED_CARDS[choice], SHIPPED_MODELS[choice]
-        facts = _facts(card, shipped, shipped.file_name, shipped.display_name)
-        facts.update(
+        facts = _facts(
+            card,
+            shipped,
+            shipped.file_name,
+            shipped.display_name,
             architecture="decoder-only",
             model_type=card.model_type,
             parameters=card.parameters,
             size_bytes=card.size_bytes,
             dtype=SHIPPED_DTYPE,
+            tensor_types=dict(card.tensor_types),
         )
-        facts["gguf"]["tensor_types"] = dict(card.tensor_types)
         return StoredModel(
             name=card.model_id,
             path=self.path_for(card.model_id),
-            architecture="decoder-only",
+            architecture=facts["architecture"],
             size_bytes=card.size_bytes,
             parameters=card.parameters,
             source=f"shipped:{shipped.display_name} (imported on first use)",
@@ -303,15 +306,18 @@ class ModelStore:
         parameters = sum(p.numel() for p in model.parameters())
         del model, tokenizer
         size = sum(f.stat().st_size for f in _weight_files(work))
-        facts = _facts(card, shipped, gguf_path.name, display_name)
-        facts.update(
+        facts = _facts(
+            card,
+            shipped,
+            gguf_path.name,
+            display_name,
             architecture=architecture,
             model_type=str(config.model_type),
             parameters=parameters,
             size_bytes=size,
             dtype=dtype,
+            tensor_types=_tensor_types(gguf_path),
         )
-        facts["gguf"]["tensor_types"] = _tensor_types(gguf_path)
         (work / CARD).write_text(_model_card(card, facts), encoding="utf-8")
         manifest = {
             "version": MANIFEST_VERSION,
@@ -450,11 +456,26 @@ def _tensor_types(gguf_path: Path) -> dict[str, int]:
 
 
 def _facts(
-    card: _ShippedCard, shipped: ShippedModel, file: str, display_name: str
+    card: _ShippedCard,
+    shipped: ShippedModel,
+    file: str,
+    display_name: str,
+    *,
+    architecture: str,
+    model_type: str,
+    parameters: int,
+    size_bytes: int,
+    dtype: str,
+    tensor_types: dict[str, int],
 ) -> dict[str, Any]:
-    """The manifest's fields that the card and the GGUF give; the caller adds the weights'."""
+    """The manifest's fields (less its version and time) of a shipped model's entry."""
     return {
         "name": card.model_id,
+        "architecture": architecture,
+        "model_type": model_type,
+        "parameters": parameters,
+        "size_bytes": size_bytes,
+        "dtype": dtype,
         "source": f"gguf:{display_name} (dequantised)",
         "license": card.license,
         "languages": list(card.languages),
@@ -464,6 +485,7 @@ def _facts(
             "general_name": shipped.gguf_name,
             "packages": list(shipped.packages),
             "sha256": shipped.sha256,
+            "tensor_types": tensor_types,
         },
     }
 
