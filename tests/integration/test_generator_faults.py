@@ -57,7 +57,8 @@ class FaultyTeacher:
 
     Besides "good" (inputs "thing number N <random>"), "span" writes inputs in SPAN_TASK's form
     and "biased" writes SENTIMENT_TASK reviews, preferring "positive". Answers name the colour or
-    label their input names ("colour N" for "thing number N"; "sloppy": a near-miss of the label,
+    label their input names ("colour N" for "thing number N"; "parrot" writes TASK's instruction
+    as the input; "sloppy": a near-miss of the label,
     "Positively"; "repetitive": "colour 7" whatever the input). A request for topics gets a list
     of them.
     """
@@ -131,6 +132,8 @@ class FaultyTeacher:
             obeys = kind == "biased" and self.rng.random() < 0.5  # or never
             label = asked.group(1) if asked and obeys else "positive"
             return f"review {n} {noise} feels {label}"
+        if kind == "parrot":  # the task itself, with a topic in front, instead of an instance
+            return f"thing {n}: name a colour"
         return f"thing number {n} {noise}"
 
 
@@ -256,6 +259,20 @@ async def test_examples_that_break_the_demonstrations_invariants_are_dropped_and
     assert len(rows) == 6
     for row in rows:
         assert report.invariants.violation(Example(row["input"], row["output"])) is None
+
+
+async def test_inputs_that_copy_the_instruction_are_dropped_and_counted(teacher, tmp_path: Path):
+    options = GenerateOptions(num_examples=4, batch_size=4, seed=13, self_consistency_samples=1)
+    result = await _generate_with(teacher, tmp_path, {"good": 0.5, "parrot": 0.5}, TASK, options)
+    report = result.report
+    assert report.accepted == 4 and report.dropped["copies_instruction"] > 0
+    folder = ArtifactStore(tmp_path / "artifacts").path(result.dataset.sha256)
+    inputs = [
+        json.loads(line)["input"]
+        for name in ("train", "validation")
+        for line in (folder / f"{name}.jsonl").read_text().splitlines()
+    ]
+    assert len(inputs) == 4 and not any("name a colour" in text for text in inputs)
 
 
 async def test_given_invariants_replace_the_learned_ones(teacher, tmp_path: Path):

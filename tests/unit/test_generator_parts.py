@@ -13,7 +13,9 @@ from p2m.generator.engine import annealed_temperature, request_seed
 from p2m.generator.filters import (
     DuplicateIndex,
     copies_input,
+    copies_instruction,
     field_problem,
+    instructions_to_screen,
     majority_vote,
     near_duplicate_share,
     normalise,
@@ -90,6 +92,22 @@ def test_field_checks():
         "A long enough input sentence.", "Answer: A long enough input sentence. Done"
     )
     assert not copies_input("Question: where? Context: in Paris.", "Paris")
+
+
+def test_an_input_that_is_the_instruction_again_is_no_instance_of_the_task():
+    ja = "Pythonで1行のコードを生成し、StackOverflowの日本語の質問を解決してください。"
+    en = "Classify the sentiment of a product review as positive or negative."
+    assert copies_instruction("travelの日本語の質問を解決してください。", [ja])
+    assert copies_instruction("StackOverflowの日本語の質問を解決してください", ["x", ja])
+    assert copies_instruction("Please classify the sentiment of a product review!", [en])
+    assert not copies_instruction("ペットの種類を数える", [ja])
+    assert not copies_instruction("A positive review of my new phone.", [en])  # a short run
+    long_input = f"{en} " + "The battery lasts two days and the screen is sharp. " * 3
+    assert not copies_instruction(long_input, [en])  # the instruction is a small part of it
+    task = TaskSpec(en, (Example("Great battery.", "positive"),), original_instruction=ja)
+    assert instructions_to_screen(task) == (en, ja)
+    quoting = TaskSpec(en, (Example(f"{en} Great battery.", "positive"),))
+    assert instructions_to_screen(quoting) == ()  # its inputs quote the instruction
 
 
 def test_annealing_rises_from_start_to_end():

@@ -10,6 +10,7 @@ from p2m.common.types import Example, TaskSpec
 from p2m.generator.invariants import Invariants, infer
 from p2m.generator.labels import label_counts, label_of, quota, targets
 from p2m.generator.prompts import new_input_messages, rule_lines
+from p2m.generator.scripts import common_scripts, describe, keeps_scripts, script_of, scripts_used
 
 SQUAD = TaskSpec(
     "Answer the question from the context.",
@@ -99,6 +100,55 @@ def test_code_outputs_must_parse_when_the_instruction_names_the_language():
     assert rules.violation(Example("x", "a = 1\nb = 2")) == "output_one_line"
 
 
+def test_japanese_one_line_inputs_and_code_that_is_more_than_words_that_parse():
+    rules = infer(CODE)
+    assert rules.input_one_line and rules.input_scripts == ("han", "kana")
+    assert rules.output_scripts == ("latin",)
+    keeps = Example("リストを並べ替える", "sorted(li)")
+    assert rules.violation(keeps) is None
+    assert rules.violation(Example("from collections import Counter", "Counter(x)")) == (
+        "input_scripts"
+    )
+    assert rules.violation(Example("単語を\n数える", "Counter(x)")) == "input_one_line"
+    # English that parses as Python (a name, a comparison of names) is no code.
+    assert rules.violation(Example(keeps.input, "Science")) == "output_language"
+    assert rules.violation(Example(keeps.input, "Travel in Japan")) == "output_language"
+    assert rules.violation(Example(keeps.input, "変数 = 値")) == "output_scripts"
+    assert rules.violation(Example(keeps.input, 'print("日本語です")')) is None  # Latin too
+    assert rules.violation(Example(keeps.input, "import json")) is None  # words, a statement
+    assert infer(SQUAD).input_scripts == ("latin",)
+    assert infer(TEMPORAL).output_scripts == ("latin",)
+    assert (
+        infer(TEMPORAL).violation(
+            Example(
+                "[Posted: 2001-02-03] In 2009.", "2009 == 2009"
+            )  # no letters: no script to keep
+        )
+        is None
+    )
+
+
+def test_writing_systems_by_letter_with_kana_as_one_and_width_aside():
+    assert [script_of(c) for c in "a\uff21ひカー漢한ж"] == [
+        "latin", "latin", "kana", "kana", "kana", "han", "hangul", "cyrillic",
+    ]  # fmt: skip
+    assert scripts_used("N/A 2009") is None  # too few letters to tell
+    assert scripts_used("リスト`li`の単語を数える") == frozenset({"latin", "kana", "han"})
+    assert scripts_used("print(sorted('数'))") == frozenset({"latin"})  # 1 letter in 12: no use
+    assert common_scripts(["日本語です", "N/A"], min_texts=2) == ()  # one text could tell
+    assert keeps_scripts("12", ("kana",)) and not keeps_scripts("abc", ("kana",))
+    assert describe(("han", "kana")) == "Chinese characters (kanji) and Japanese kana"
+    assert describe(("cyrillic",)) == "Cyrillic letters"
+
+
+def test_a_multi_line_demonstration_input_lets_inputs_span_lines():
+    task = TaskSpec(SQUAD.instruction, (*SQUAD.demonstrations, Example("Question: a?\nb", "b")))
+    assert not infer(task).input_one_line
+    assert infer(SQUAD).violation(Example("Question: Who?\nContext: Ann did.", "Ann")) == (
+        "input_one_line"
+    )
+
+
 def test_nothing_is_learned_from_one_demonstration_or_from_chance():
     assert infer(TaskSpec("t", (Example("Question: a", "a"),))).empty
     free = TaskSpec(
@@ -133,11 +183,15 @@ def test_the_new_example_request_states_the_rules_in_words():
     assert rules[0] == 'The input starts with "[Posted: 1998-09-07]" (with its own numbers).'
     assert 'The output uses "==" as the examples do or is "N/A".' in rules
     squad = rule_lines(infer(SQUAD), SQUAD.demonstrations)
-    assert squad[:3] == [
+    assert squad[:4] == [
         'The input starts with "Question:".',
         'The input holds "Context:".',
+        "The input is one line.",  # Latin letters go without saying
         "The output is copied word for word from the input.",
     ]
+    code = rule_lines(infer(CODE), CODE.demonstrations)
+    assert "The input is written in Chinese characters (kanji) and Japanese kana." in code
+    assert not any("Latin" in line for line in code)
     message = new_input_messages("Normalise the dates.", TEMPORAL.demonstrations, rules)
     assert "- The output is one line." in message[-1]["content"]
     assert rule_lines(Invariants(), SQUAD.demonstrations) == []

@@ -29,7 +29,9 @@ from p2m.generator.dataset import REPORT_FILE, write_dataset
 from p2m.generator.filters import (
     DuplicateIndex,
     copies_input,
+    copies_instruction,
     field_problem,
+    instructions_to_screen,
     majority_vote,
     near_duplicate_share,
 )
@@ -57,6 +59,7 @@ DROP_REASONS = (
     "empty",
     "too_long",
     "copies_input",
+    "copies_instruction",
     "unparseable",
     "invariant",
     "same_meaning",
@@ -192,8 +195,10 @@ class _Run:
     judge_scores: list[int] = field(default_factory=list)
     output_cap: OutputCap = field(init=False)
     outputs: OutputCounts = field(init=False)
+    instructions: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
+        self.instructions = instructions_to_screen(self.task)
         choices = self.invariants.output_choices  # a closed set has its labels' quota instead
         share = 0.0 if choices else self.options.max_output_share
         self.output_cap = OutputCap.for_demonstrations(
@@ -576,6 +581,8 @@ class DatasetGenerator:
         """Input-side filters; a survivor becomes a candidate awaiting its vote."""
         max_chars = run.options.max_field_chars
         reason = field_problem(example.input, max_chars)
+        if reason is None and copies_instruction(example.input, run.instructions):
+            reason = "copies_instruction"
         if reason is None and (rule := run.invariants.input_violation(example.input)):
             reason = INVARIANT_PREFIX + rule
         if reason is None and run.options.dedup:

@@ -6,10 +6,17 @@ import re
 import unicodedata
 from collections import Counter
 from collections.abc import Sequence
+from difflib import SequenceMatcher
 from typing import Any
+
+from p2m.common.types import TaskSpec
 
 _PUNCT_SPACE = re.compile(r"[\W_]+", re.UNICODE)
 SHINGLE = 4
+# An input copies the instruction when one run of the instruction's text, at least this long,
+# makes up at least this share of it.
+COPIED_RUN_CHARS = 12
+COPIED_SHARE = 0.5
 
 
 def normalise(text: str) -> str:
@@ -98,6 +105,35 @@ def copies_input(input_text: str, output_text: str) -> bool:
     if not target:
         return False
     return target == source or (len(source) >= 16 and source in target)
+
+
+def copies_instruction(input_text: str, instructions: Sequence[str]) -> bool:
+    """True when most of the input is one run of an instruction's text (normalised).
+
+    A small teacher asked for a new input of a task sometimes writes the task itself
+    ("Solve the Japanese Stack Overflow question", or with a topic in front); that is no
+    instance of it. Short shared phrases ("the review") do not count.
+    """
+    source = normalise(input_text)
+    for instruction in instructions:
+        target = normalise(instruction)
+        if COPIED_SHARE * len(source) > len(target):
+            continue
+        run = SequenceMatcher(None, source, target, autojunk=False).find_longest_match()
+        if run.size >= max(COPIED_RUN_CHARS, COPIED_SHARE * len(source)):
+            return True
+    return False
+
+
+def instructions_to_screen(task: TaskSpec) -> tuple[str, ...]:
+    """The instruction's texts (as given and as written) inputs must not copy.
+
+    None when a demonstration's input copies one itself: such a task's inputs quote it.
+    """
+    texts = tuple(t for t in (task.instruction, task.original_instruction) if t.strip())
+    if any(copies_instruction(d.input, texts) for d in task.demonstrations):
+        return ()
+    return texts
 
 
 def majority_vote(outputs: Sequence[str]) -> tuple[str, float]:

@@ -2,10 +2,11 @@
 
 The demonstrations say more than the instruction. Every SQuAD input has a "Question:" before a
 "Context:" and its output is a span of that context; every Temporal input starts with
-"[Posted: YYYY-MM-DD]" and its output is "N/A" or holds " == "; every MCoNaLa output is one line
-of Python. A small teacher forgets such things, so a generated example that breaks one is
-dropped (and counted by rule). Rules are inferred only from at least ``MIN_DEMONSTRATIONS``
-demonstrations; a person can see them and replace them (``Invariants.from_json``).
+"[Posted: YYYY-MM-DD]" and its output is "N/A" or holds " == "; every MCoNaLa input is one line of
+Japanese and its output one line of Python. A small teacher forgets such things, so a generated
+example that breaks one is dropped (and counted by rule). Rules are inferred only from at least
+``MIN_DEMONSTRATIONS`` demonstrations; a person can see them and replace them
+(``Invariants.from_json``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 from p2m.common.closed_set import MIN_DEMONSTRATIONS, closed_set_labels, squash
 from p2m.common.errors import InvalidInput
 from p2m.common.types import Example, TaskSpec
+from p2m.generator import scripts
 
 # A marker: a capitalised word or two right before a colon ("Question:", "Posted:").
 _MARKER = re.compile(r"(?<![\w])([A-Z][A-Za-z]*(?: [A-Za-z]+)?):")
@@ -39,7 +41,12 @@ RULES = (
     "output_choices",
     "output_literals",
     "output_language",
+    "input_one_line",
+    "input_scripts",
+    "output_scripts",
 )
+# Words and spaces only: English that may parse as Python ("Travel in Japan") but is no code.
+_WORDS = re.compile(r"[^\W\d][\w ]*")
 
 
 @dataclass(frozen=True)
@@ -55,7 +62,11 @@ class Invariants:
         output_literals: Symbols every output holds (e.g. "=="), unless it is one of
             ``output_fixed``.
         output_fixed: Whole outputs allowed besides the ``output_literals`` form (e.g. "N/A").
-        output_language: The output parses as code in this language ("python").
+        output_language: The output is code in this language ("python"): it parses, and is more
+            than words that happen to parse ("Science", "Travel in Japan").
+        input_one_line: The input is one line.
+        input_scripts: Writing systems every input uses ("kana", "han"; see ``scripts``).
+        output_scripts: Writing systems every output uses.
     """
 
     input_prefix: str = ""
@@ -66,6 +77,9 @@ class Invariants:
     output_literals: tuple[str, ...] = ()
     output_fixed: tuple[str, ...] = ()
     output_language: str = ""
+    input_one_line: bool = False
+    input_scripts: tuple[str, ...] = ()
+    output_scripts: tuple[str, ...] = ()
 
     def input_violation(self, text: str) -> str | None:
         """The first input rule ``text`` breaks, or None."""
@@ -73,6 +87,10 @@ class Invariants:
             return "input_prefix"
         if self.input_markers and not _in_order(text, self.input_markers):
             return "input_markers"
+        if self.input_one_line and "\n" in text.strip():
+            return "input_one_line"
+        if self.input_scripts and not scripts.keeps_scripts(text, self.input_scripts):
+            return "input_scripts"
         return None
 
     def output_violation(self, input_text: str, output: str) -> str | None:
@@ -90,8 +108,10 @@ class Invariants:
             and not _holds_all(text, self.output_literals)
         ):
             return "output_literals"
-        if self.output_language and not parses_as(text, self.output_language):
+        if self.output_language and not is_code(text, self.output_language):
             return "output_language"
+        if self.output_scripts and not scripts.keeps_scripts(text, self.output_scripts):
+            return "output_scripts"
         return None
 
     def violation(self, example: Example) -> str | None:
@@ -112,6 +132,10 @@ class Invariants:
             lines.append(f"every input starts with the pattern {self.input_prefix}")
         if self.input_markers:
             lines.append(f"every input holds {', then '.join(map(repr, self.input_markers))}")
+        if self.input_one_line:
+            lines.append("every input is one line")
+        if self.input_scripts:
+            lines.append(f"every input is written in {scripts.describe(self.input_scripts)}")
         if self.output_one_line:
             lines.append("every output is one line")
         if self.output_in_input:
@@ -122,7 +146,9 @@ class Invariants:
             fixed = "".join(f" or is {f!r}" for f in self.output_fixed)
             lines.append(f"every output holds {', '.join(map(repr, self.output_literals))}{fixed}")
         if self.output_language:
-            lines.append(f"every output parses as {self.output_language}")
+            lines.append(f"every output is {self.output_language} code")
+        if self.output_scripts:
+            lines.append(f"every output is written in {scripts.describe(self.output_scripts)}")
         return lines
 
     def to_json(self) -> dict[str, Any]:
@@ -182,6 +208,9 @@ def infer(task: TaskSpec) -> Invariants:
         output_literals=literals,
         output_fixed=fixed,
         output_language=_code_language(task, outputs),
+        input_one_line=all("\n" not in i for i in inputs),
+        input_scripts=scripts.common_scripts(inputs, MIN_DEMONSTRATIONS),
+        output_scripts=scripts.common_scripts(outputs, MIN_DEMONSTRATIONS),
     )
 
 
@@ -194,6 +223,19 @@ def parses_as(text: str, language: str) -> bool:
     except (SyntaxError, ValueError):
         return False
     return True
+
+
+def is_code(text: str, language: str) -> bool:
+    """True when ``text`` parses in ``language`` and is not bare words that happen to parse.
+
+    "Science" and "Travel in Japan" parse as Python (a name; a comparison of names) but are
+    English; "import json" and "pass" are words only and code (statements, not expressions).
+    """
+    if not parses_as(text, language):
+        return False
+    if language != "python" or not _WORDS.fullmatch(text.strip()):
+        return True
+    return not all(isinstance(node, ast.Expr) for node in ast.parse(text).body)
 
 
 def _holds_all(text: str, symbols: Sequence[str]) -> bool:
@@ -266,7 +308,7 @@ def _code_language(task: TaskSpec, outputs: Sequence[str]) -> str:
     words = f"{task.instruction} {task.original_instruction}".casefold()
     for language in CODE_LANGUAGES:
         if language in words:
-            parsing = sum(parses_as(o, language) for o in outputs)
+            parsing = sum(is_code(o, language) for o in outputs)
             if parsing >= CODE_SHARE * len(outputs):
                 return language
     return ""

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from p2m.common.types import Example
+from p2m.generator import scripts
 from p2m.generator.invariants import Invariants
 
 INPUT_SCHEMA = {
@@ -66,6 +67,10 @@ def rule_lines(invariants: Invariants, demonstrations: Sequence[Example]) -> lis
     markers = [f'"{m}"' for m in invariants.input_markers if m not in start]
     if markers:
         lines.append(f"The input holds {', then '.join(markers)}.")
+    if invariants.input_one_line:
+        lines.append("The input is one line.")
+    if written := _non_latin(invariants.input_scripts):
+        lines.append(f"The input is written in {scripts.describe(written)}.")
     if invariants.output_in_input:
         lines.append("The output is copied word for word from the input.")
     if invariants.output_choices:
@@ -79,7 +84,14 @@ def rule_lines(invariants: Invariants, demonstrations: Sequence[Example]) -> lis
         lines.append(f"The output is valid {invariants.output_language} code.")
     if invariants.output_one_line:
         lines.append("The output is one line.")
+    if written := _non_latin(invariants.output_scripts):
+        lines.append(f"The output is written in {scripts.describe(written)}.")
     return lines
+
+
+def _non_latin(used: tuple[str, ...]) -> tuple[str, ...]:
+    """The writing systems worth telling a teacher: Latin goes without saying."""
+    return tuple(s for s in used if s != "latin")
 
 
 def new_input_messages(

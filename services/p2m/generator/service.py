@@ -91,6 +91,9 @@ def invariants_from_pb(message: generator_pb2.Invariants) -> Invariants:
         output_literals=tuple(message.output_literals),
         output_fixed=tuple(message.output_fixed),
         output_language=message.output_language,
+        input_one_line=message.input_one_line,
+        input_scripts=tuple(message.input_scripts),
+        output_scripts=tuple(message.output_scripts),
     )
 
 
