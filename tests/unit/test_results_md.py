@@ -303,3 +303,32 @@ def test_the_retrieval_section_shows_the_reranking_by_weight_only_when_measured(
     ranked = results_md.retrieval_section(Outcome("retrieval", [], status="ok", figures=figures))
     assert any("top 10" in line and "0: 12, 3: 7, None: 1" in line for line in ranked)
     assert "| 1.0 | 0.310 | 0.360 | 0.300 | 0.200 |" in ranked
+
+
+def test_the_pipeline_section_sets_the_students_speed_by_latency_and_by_wall_time():
+    student = {"score": 8.21, "examples": 100, "latency_p50_ms": 104.1, "wall_s": 11.3}
+    teacher = {"score": 28.69, "examples": 100, "latency_p50_ms": 1462.4, "wall_s": 47.5}
+    task = {
+        "task": "mconala_ja",
+        "metric": "chrf",
+        "state": "succeeded",
+        "goal": 18.6,
+        "student": {**student, "runtime": "llama.cpp q8_0"},
+        "teacher": teacher,
+        "datasets": [],
+        "stages": [{"stage": "generate", "seconds": 1016.8}],
+        "generation": {"accepted": 80, "requested": 80, "dropped": {"copies_instruction": 21}},
+        "run_estimate": {"source": "", "student": {}, "student_on_demonstrations": {}, "notes": []},
+    }
+    machine = {"cpu": "x", "arch": "x86_64", "cores": 2, "ram_gib": 23.5, "python": "3.11.7"}
+    figures = {"teacher": "qwen", "examples": 80, "epochs": 3, "eval_limit": 100}
+    figures |= {"machine": machine, "tasks": [task]}
+    lines = results_md.pipeline_section(Outcome("pipeline", [], status="ok", figures=figures))
+    row = next(line for line in lines if line.startswith("| mconala_ja |"))
+    assert "| 8.2 (n=100) | 28.7 (n=100) | 18.6 |" in row
+    speed = next(line for line in lines if "faster" in line)
+    assert "104 ms" in speed and "14.0x faster" in speed  # p50 as batched: flattering
+    assert "the student 11 s and the teacher 48 s: 4.2x" in speed  # the dev half's wall time
+    del task["student"]["wall_s"]
+    again = results_md.pipeline_section(Outcome("pipeline", [], status="ok", figures=figures))
+    assert "14.0x faster (p50; both as the evaluator batches them)." in "\n".join(again)
