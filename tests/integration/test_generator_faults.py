@@ -58,7 +58,7 @@ class FaultyTeacher:
     Besides "good" (inputs "thing number N <random>"), "span" writes inputs in SPAN_TASK's form
     and "biased" writes SENTIMENT_TASK reviews, preferring "positive". Answers name the colour or
     label their input names ("colour N" for "thing number N"; "parrot" writes TASK's instruction
-    as the input; "sloppy": a near-miss of the label,
+    as the input and the request's wording as the answer; "sloppy": a near-miss of the label,
     "Positively"; "repetitive": "colour 7" whatever the input). A request for topics gets a list
     of them.
     """
@@ -103,6 +103,8 @@ class FaultyTeacher:
                 content = content.capitalize() + "ly"
             if kind == "repetitive":  # the one answer a small teacher knows
                 content = "colour 7"
+            if kind == "parrot":  # the request's own wording
+                content = 'print("no explanation, no code fences, no label")'
         usage = {"prompt_tokens": 50, "completion_tokens": 10, "total_tokens": 60}
         return web.json_response(
             {
@@ -267,12 +269,14 @@ async def test_inputs_that_copy_the_instruction_are_dropped_and_counted(teacher,
     report = result.report
     assert report.accepted == 4 and report.dropped["copies_instruction"] > 0
     folder = ArtifactStore(tmp_path / "artifacts").path(result.dataset.sha256)
-    inputs = [
-        json.loads(line)["input"]
+    rows = [
+        json.loads(line)
         for name in ("train", "validation")
         for line in (folder / f"{name}.jsonl").read_text().splitlines()
     ]
-    assert len(inputs) == 4 and not any("name a colour" in text for text in inputs)
+    assert len(rows) == 4
+    assert not any("name a colour" in row["input"] for row in rows)
+    assert not any("code fences" in row["output"] for row in rows)
 
 
 async def test_given_invariants_replace_the_learned_ones(teacher, tmp_path: Path):

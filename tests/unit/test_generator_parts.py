@@ -7,6 +7,7 @@ import pytest
 
 from p2m.common.encoder import SHIPPED_ENCODER_NAME, SentenceEncoder, shipped_encoder_path
 from p2m.common.errors import InvalidInput
+from p2m.common.teacher_prompt import REPLY_RULE
 from p2m.common.types import Example, TaskSpec
 from p2m.generator.dataset import split_examples
 from p2m.generator.engine import annealed_temperature, request_seed
@@ -104,6 +105,9 @@ def test_an_input_that_is_the_instruction_again_is_no_instance_of_the_task():
     assert not copies_instruction("A positive review of my new phone.", [en])  # a short run
     long_input = f"{en} " + "The battery lasts two days and the screen is sharp. " * 3
     assert not copies_instruction(long_input, [en])  # the instruction is a small part of it
+    echo = 'print("no explanation, no code fences, no label")'  # the teacher's request, echoed
+    assert copies_instruction(echo, [REPLY_RULE])
+    assert not copies_instruction("print(settings.DATABASES)", [REPLY_RULE])
     task = TaskSpec(en, (Example("Great battery.", "positive"),), original_instruction=ja)
     assert instructions_to_screen(task) == (en, ja)
     quoting = TaskSpec(en, (Example(f"{en} Great battery.", "positive"),))

@@ -22,7 +22,12 @@ from p2m.common.errors import BudgetExhausted, LLMError, LLMOutputError, Unavail
 from p2m.common.llm import ChatResult, LLMClient, UsageCounters
 from p2m.common.settings import Settings
 from p2m.common.splits import read_rows
-from p2m.common.teacher_prompt import answer_messages, ask_answer, teacher_instruction
+from p2m.common.teacher_prompt import (
+    REPLY_RULE,
+    answer_messages,
+    ask_answer,
+    teacher_instruction,
+)
 from p2m.common.types import Example, TaskSpec
 from p2m.generator import labels
 from p2m.generator.dataset import REPORT_FILE, write_dataset
@@ -615,6 +620,8 @@ class DatasetGenerator:
         reason = field_problem(output, run.options.max_field_chars)
         if reason is None and copies_input(candidate.input, output):
             reason = "copies_input"
+        if reason is None and copies_instruction(output, (REPLY_RULE,)):
+            reason = "copies_instruction"  # the request's own wording, echoed as the answer
         if reason is not None:
             self._drop(run, candidate.gen_id, reason)
             return None
