@@ -8,13 +8,17 @@ high for the machine's cores.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import platform
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
 
 # A 1-minute load average above this share of the cores counts as a busy machine.
 BUSY_SHARE = 0.5
@@ -170,3 +174,22 @@ def common_arguments(parser: argparse.ArgumentParser, quick_help: str, shared: b
             type=Path,
             default=Path(os.environ.get("P2M_SHARED_DATA", "../shared/data")),
         )
+
+
+def git_commit() -> str:
+    """HEAD's short hash, with "+ uncommitted changes" when the work tree differs."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    return f"{head} + uncommitted changes" if dirty else head
+
+
+def utc_now() -> str:
+    """The time now, to the minute, for people: "2026-12-02 15:40 UTC"."""
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")

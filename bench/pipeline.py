@@ -136,7 +136,22 @@ def generation_figures(report: Any) -> dict[str, Any]:
 
 
 def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Start the stack once, run every task through it, stop it."""
+    """Each task's figures: kept from an earlier run of the same sizes, else measured.
+
+    The stack starts once, for the tasks left, if any.
+    """
+    kept = {task: kept_figures(args, task) for task in args.tasks}
+    left = [task for task in args.tasks if kept[task] is None]
+    for task in args.tasks:
+        if kept[task] is not None:
+            print(f"{task}: kept from {kept_path(args, task)}", file=sys.stderr, flush=True)
+    if left:
+        kept.update(zip(left, measure_tasks(args, left), strict=True))
+    return [figures for task in args.tasks if (figures := kept[task]) is not None]
+
+
+def measure_tasks(args: argparse.Namespace, tasks: list[str]) -> list[dict[str, Any]]:
+    """Start the stack, run ``tasks`` through it (each kept once it succeeded), stop it."""
     settings = Settings.load(
         {
             "data_dir": args.data_dir,
@@ -148,10 +163,56 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
         }
     )
     stack = up(settings)
+    measured = []
     try:
-        return [asyncio.run(run_task(args, stack, task)) for task in args.tasks]
+        for task in tasks:
+            figures = asyncio.run(run_task(args, stack, task))
+            keep(args, task, figures)
+            measured.append(figures)
     finally:
         down(settings)
+    return measured
+
+
+def sizes(args: argparse.Namespace) -> dict[str, Any]:
+    """What a task's figures depend on besides the code: kept figures must match them."""
+    return {
+        "examples": args.examples,
+        "epochs": args.epochs,
+        "max_steps": args.max_steps,
+        "eval_limit": args.eval_limit,
+        "teacher": args.teacher,
+        "retrieved_rows": args.retrieved_rows,
+    }
+
+
+def kept_path(args: argparse.Namespace, task: str) -> Path:
+    """Where a task's figures are kept in the data dir."""
+    return args.data_dir / "bench-pipeline" / f"{task}.json"
+
+
+def keep(args: argparse.Namespace, task: str, figures: dict[str, Any]) -> None:
+    """Keep a task's figures when its run succeeded and both were scored on the dev half."""
+    scored = figures.get("student") and figures.get("teacher")
+    if figures["state"] != "succeeded" or not scored:
+        return
+    path = kept_path(args, task)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    measured = {"commit": benchkit.git_commit(), "finished": benchkit.utc_now()}
+    record = {"sizes": sizes(args), "measured": measured, "figures": figures}
+    path.with_suffix(".tmp").write_text(json.dumps(record, ensure_ascii=False), encoding="utf-8")
+    path.with_suffix(".tmp").replace(path)
+
+
+def kept_figures(args: argparse.Namespace, task: str) -> dict[str, Any] | None:
+    """A task's figures from an earlier run in this data dir with the same sizes, or None."""
+    path = kept_path(args, task)
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text(encoding="utf-8"))
+    if record["sizes"] != sizes(args):
+        return None
+    return {**record["figures"], "kept_from": record["measured"]}
 
 
 def show(figures: dict[str, Any]) -> None:

@@ -132,7 +132,8 @@ def parser() -> argparse.ArgumentParser:
         "--pipeline-dir",
         type=Path,
         help="pipeline: keep its runs' data in DIR, so a stopped report resumes them from what "
-        "they had (default: a temporary folder)",
+        "they had, and a task that finished is not run again at the same sizes (default: a "
+        "temporary folder)",
     )
     command.add_argument(
         "--render-from",
@@ -173,7 +174,7 @@ def main() -> None:
     context = {
         "started": dt.datetime.now(dt.UTC),
         "command": " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv]),
-        "commit": git_commit(),
+        "commit": benchkit.git_commit(),
         "machine": benchkit.machine(),
         "load_start": benchkit.load_average(),
         "quick": args.quick,
@@ -408,20 +409,6 @@ def children_cpu_s() -> float:
     """CPU seconds of this process's finished children (and theirs)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
-
-
-def git_commit() -> str:
-    """HEAD's short hash, with "+ uncommitted changes" when the work tree differs."""
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip()
-    except OSError:
-        return "unknown"
-    return f"{head} + uncommitted changes" if dirty else head
 
 
 if __name__ == "__main__":

@@ -652,6 +652,11 @@ def pipeline_section(f: dict[str, Any]) -> list[str]:
                 f"{throughput(student, teacher)}."
             )
     for t in f["tasks"]:
+        if kept := t.get("kept_from"):
+            lines.append(
+                f"- {t['task']}: measured by an earlier run of this bench with the same sizes "
+                f"(commit `{kept['commit']}`, finished {kept['finished']}), kept in its data dir."
+            )
         if t["state"] != "succeeded":
             lines.append(f"- {t['task']}: the run {t['state']}: {short(t['error'], 300)}")
         for note in t["run_estimate"]["notes"]:

@@ -330,5 +330,9 @@ def test_the_pipeline_section_sets_the_students_speed_by_latency_and_by_wall_tim
     assert "104 ms" in speed and "14.0x faster" in speed  # p50 as batched: flattering
     assert "the student 11 s and the teacher 48 s: 4.2x" in speed  # the dev half's wall time
     del task["student"]["wall_s"]
-    again = results_md.pipeline_section(Outcome("pipeline", [], status="ok", figures=figures))
-    assert "14.0x faster (p50; both as the evaluator batches them)." in "\n".join(again)
+    task["kept_from"] = {"commit": "dd60127", "finished": "2026-12-02 15:02 UTC"}
+    again = "\n".join(
+        results_md.pipeline_section(Outcome("pipeline", [], status="ok", figures=figures))
+    )
+    assert "14.0x faster (p50; both as the evaluator batches them)." in again
+    assert "earlier run of this bench with the same sizes (commit `dd60127`" in again

@@ -1,0 +1,54 @@
+"""bench/pipeline.py: a task's figures are kept in the data dir and reused at the same sizes."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+
+import pipeline
+
+
+def _args(tmp_path: Path, **changed: object) -> argparse.Namespace:
+    sizes = {"examples": 80, "epochs": 3, "max_steps": 0, "eval_limit": 100}
+    sizes |= {"teacher": "qwen", "retrieved_rows": 200}
+    return argparse.Namespace(data_dir=tmp_path, **(sizes | changed))
+
+
+def _figures(state: str = "succeeded", scored: bool = True) -> dict[str, object]:
+    score = {"score": 13.1} if scored else None
+    return {"task": "mconala_ja", "state": state, "student": score, "teacher": score}
+
+
+def test_a_scored_task_is_kept_and_reused_only_at_the_same_sizes(tmp_path):
+    args = _args(tmp_path)
+    assert pipeline.kept_figures(args, "mconala_ja") is None
+    pipeline.keep(args, "mconala_ja", _figures())
+    kept = pipeline.kept_figures(args, "mconala_ja")
+    assert kept is not None and kept["student"] == {"score": 13.1}
+    assert set(kept["kept_from"]) == {"commit", "finished"}
+    assert pipeline.kept_figures(args, "squad") is None
+    assert pipeline.kept_figures(_args(tmp_path, examples=24), "mconala_ja") is None
+    assert pipeline.kept_figures(_args(tmp_path, teacher="smollm2"), "mconala_ja") is None
+
+
+def test_a_failed_or_unscored_task_is_not_kept_so_the_next_run_measures_it(tmp_path):
+    args = _args(tmp_path)
+    pipeline.keep(args, "squad", _figures(state="failed"))
+    pipeline.keep(args, "temporal", _figures(scored=False))
+    assert pipeline.kept_figures(args, "squad") is None
+    assert pipeline.kept_figures(args, "temporal") is None
+
+
+def test_a_run_with_every_task_kept_starts_no_stack(tmp_path, monkeypatch):
+    args = _args(tmp_path, tasks=["mconala_ja"])
+    pipeline.keep(args, "mconala_ja", _figures())
+
+    def no_stack(*_: object) -> None:
+        raise AssertionError("the stack was started")
+
+    monkeypatch.setattr(pipeline, "measure_tasks", no_stack)
+    (figures,) = pipeline.measure(args)
+    assert figures["task"] == "mconala_ja" and "kept_from" in figures
