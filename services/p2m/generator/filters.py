@@ -107,14 +107,15 @@ def copies_input(input_text: str, output_text: str) -> bool:
     return target == source or (len(source) >= 16 and source in target)
 
 
-def copies_instruction(input_text: str, instructions: Sequence[str]) -> bool:
-    """True when most of the input is one run of an instruction's text (normalised).
+def copies_instruction(text: str, instructions: Sequence[str]) -> bool:
+    """True when most of ``text`` is one run of one of the ``instructions`` (normalised).
 
     A small teacher asked for a new input of a task sometimes writes the task itself
-    ("Solve the Japanese Stack Overflow question", or with a topic in front); that is no
-    instance of it. Short shared phrases ("the review") do not count.
+    ("Solve the Japanese Stack Overflow question", or with a topic in front), or answers with
+    the wording of its own request; neither is an example. Short shared phrases ("the review")
+    do not count.
     """
-    source = normalise(input_text)
+    source = normalise(text)
     for instruction in instructions:
         target = normalise(instruction)
         if COPIED_SHARE * len(source) > len(target):
@@ -128,7 +129,7 @@ def copies_instruction(input_text: str, instructions: Sequence[str]) -> bool:
 def instructions_to_screen(task: TaskSpec) -> tuple[str, ...]:
     """The instruction's texts (as given and as written) inputs must not copy.
 
-    None when a demonstration's input copies one itself: such a task's inputs quote it.
+    Empty when a demonstration's input copies one itself: such a task's inputs quote it.
     """
     texts = tuple(t for t in (task.instruction, task.original_instruction) if t.strip())
     if any(copies_instruction(d.input, texts) for d in task.demonstrations):
