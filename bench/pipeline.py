@@ -31,6 +31,7 @@ from paper import summary
 
 from p2m.client import Budget, GatewayClient, RunOptions
 from p2m.common.artifacts import ArtifactStore
+from p2m.common.atomic import atomic_write_text
 from p2m.common.convert import task_spec_from_pb
 from p2m.common.llm import LLMClient, LLMConfig
 from p2m.common.settings import Settings
@@ -196,12 +197,9 @@ def keep(args: argparse.Namespace, task: str, figures: dict[str, Any]) -> None:
     scored = figures.get("student") and figures.get("teacher")
     if figures["state"] != "succeeded" or not scored:
         return
-    path = kept_path(args, task)
-    path.parent.mkdir(parents=True, exist_ok=True)
     measured = {"commit": benchkit.git_commit(), "finished": benchkit.utc_now()}
     record = {"sizes": sizes(args), "measured": measured, "figures": figures}
-    path.with_suffix(".tmp").write_text(json.dumps(record, ensure_ascii=False), encoding="utf-8")
-    path.with_suffix(".tmp").replace(path)
+    atomic_write_text(kept_path(args, task), json.dumps(record, ensure_ascii=False))
 
 
 def kept_figures(args: argparse.Namespace, task: str) -> dict[str, Any] | None:

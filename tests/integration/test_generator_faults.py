@@ -182,6 +182,16 @@ async def _generate_with(
         return await generator.generate(task, options)
 
 
+def _dataset_rows(tmp_path: Path, result: GenerationResult) -> list[dict[str, str]]:
+    """The rows of the generated dataset's train and validation splits, in that order."""
+    folder = ArtifactStore(tmp_path / "artifacts").path(result.dataset.sha256)
+    return [
+        json.loads(line)
+        for name in ("train", "validation")
+        for line in (folder / f"{name}.jsonl").read_text().splitlines()
+    ]
+
+
 async def test_mixed_faults_finish_within_the_request_budget(teacher, tmp_path: Path):
     faulty, base_url = teacher
     faulty.mix = {"error": 0.3, "slow": 0.1, "garbage": 0.2, "good": 0.4}
@@ -252,12 +262,7 @@ async def test_examples_that_break_the_demonstrations_invariants_are_dropped_and
     # The learned "Question:" prefix is a pattern of the input request's schema: inputs
     # without it are refused as they arrive (unparseable), before any invariant is checked.
     assert report.dropped["unparseable"] > 0
-    folder = ArtifactStore(tmp_path / "artifacts").path(result.dataset.sha256)
-    rows = [
-        json.loads(line)
-        for name in ("train", "validation")
-        for line in (folder / f"{name}.jsonl").read_text().splitlines()
-    ]
+    rows = _dataset_rows(tmp_path, result)
     assert len(rows) == 6
     for row in rows:
         assert report.invariants.violation(Example(row["input"], row["output"])) is None
@@ -268,12 +273,7 @@ async def test_inputs_that_copy_the_instruction_are_dropped_and_counted(teacher,
     result = await _generate_with(teacher, tmp_path, {"good": 0.5, "parrot": 0.5}, TASK, options)
     report = result.report
     assert report.accepted == 4 and report.dropped["copies_instruction"] > 0
-    folder = ArtifactStore(tmp_path / "artifacts").path(result.dataset.sha256)
-    rows = [
-        json.loads(line)
-        for name in ("train", "validation")
-        for line in (folder / f"{name}.jsonl").read_text().splitlines()
-    ]
+    rows = _dataset_rows(tmp_path, result)
     assert len(rows) == 4
     assert not any("name a colour" in row["input"] for row in rows)
     assert not any("code fences" in row["output"] for row in rows)
@@ -309,12 +309,7 @@ async def test_inputs_that_mean_what_an_accepted_one_means_are_dropped(teacher, 
     report = result.report
     assert report.dropped["same_meaning"] > 0
     assert report.accepted < 20 and report.stop_reason in ("no_progress", "budget_exhausted")
-    folder = ArtifactStore(tmp_path / "artifacts").path(result.dataset.sha256)
-    inputs = [
-        json.loads(line)["input"]
-        for name in ("train", "validation")
-        for line in (folder / f"{name}.jsonl").read_text().splitlines()
-    ]
+    inputs = [row["input"] for row in _dataset_rows(tmp_path, result)]
     vectors = encoder.encode(inputs)
     similarity = vectors @ vectors.T
     assert (similarity[~np.eye(len(inputs), dtype=bool)] < 0.85).all()
@@ -465,10 +460,5 @@ async def test_the_judge_drops_the_examples_it_grades_below_the_threshold(teache
     report = result.report
     assert report.accepted == 6 and report.dropped["judged_low"] > 0
     assert 2 < report.judge_mean_score < 5
-    folder = ArtifactStore(tmp_path / "artifacts").path(result.dataset.sha256)
-    inputs = [
-        json.loads(line)["input"]
-        for name in ("train", "validation")
-        for line in (folder / f"{name}.jsonl").read_text().splitlines()
-    ]
+    inputs = [row["input"] for row in _dataset_rows(tmp_path, result)]
     assert all(int(text.split()[2]) % 2 == 0 for text in inputs)  # only the ones graded 5
