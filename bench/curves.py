@@ -134,6 +134,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     paperdata.write_jsonl(dev_rows, folder / "validation.jsonl")
     options = TrainOptions(
         epochs=args.epochs,
+        min_steps=0,  # the curve runs exactly --epochs, whatever --train
         learning_rate=args.learning_rate,
         batch_size=args.batch_size,
         max_output_tokens=args.max_output_tokens,

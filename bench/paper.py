@@ -69,6 +69,7 @@ class Sets:
     """The examples one run uses."""
 
     train: list[Example]
+    validation: list[Example]
     holdout: EvalData
     dev: EvalData
 
@@ -80,9 +81,22 @@ def main() -> None:
     parser.add_argument(
         "--holdout", type=int, default=100, help="generated examples after the training ones"
     )
+    parser.add_argument(
+        "--validation",
+        type=int,
+        default=0,
+        help="generated examples after the holdout as the validation split, as a pipeline run "
+        "has one (best weights kept, early stopping); 0: none",
+    )
     parser.add_argument("--eval-limit", type=int, default=0, help="dev examples (0: all)")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--max-steps", type=int, default=0, help="stop training here (0: none)")
+    parser.add_argument(
+        "--min-steps",
+        type=int,
+        default=TrainOptions().min_steps,
+        help="train at least this many steps: more epochs on small data (0: exactly --epochs)",
+    )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--max-input-tokens", type=int, default=384)
@@ -127,10 +141,14 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     task = paperdata.task_spec(args.shared_data, args.task)
     paper = paperdata.PAPER[args.task]
     sets = load_sets(args, work)
-    data = store_dataset(store, paperdata.write_jsonl(sets.train, work / "train" / "train.jsonl"))
+    paperdata.write_jsonl(sets.train, work / "train" / "train.jsonl")
+    if sets.validation:
+        paperdata.write_jsonl(sets.validation, work / "train" / "validation.jsonl")
+    data = store_dataset(store, work / "train")
     options = TrainOptions(
         epochs=args.epochs,
         max_steps=args.max_steps,
+        min_steps=args.min_steps,
         batch_size=args.batch_size,
         num_workers=args.workers,
         max_input_tokens=args.max_input_tokens,
@@ -162,15 +180,18 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "teacher_model": teacher_name,
         "sizes": {
             "train": len(sets.train),
+            "validation": len(sets.validation),
             "holdout": len(sets.holdout.examples),
             "dev": len(sets.dev.examples),
         },
         "epochs": args.epochs,
         "max_steps": args.max_steps,
+        "min_steps": args.min_steps,
         "max_output_tokens": args.max_output_tokens,
         "training": {
             "wall_s": round(train_wall, 1),
             "steps": outcome.report.steps,
+            "planned_epochs": outcome.report.planned_epochs,
             "examples_per_s": round(outcome.report.samples_per_second, 2),
             "final_loss": round(outcome.report.final_loss, 4),
             "load_avg": train_load,
@@ -213,9 +234,12 @@ def student_on_dev(
 
 
 def load_sets(args: argparse.Namespace, work: Path) -> Sets:
-    """Training rows, the generated holdout after them, and the dev rows, as files and data."""
-    rows = paperdata.generated(args.shared_data, args.task, args.train_limit + args.holdout)
-    train, holdout = rows[: args.train_limit], rows[args.train_limit :]
+    """Training rows, the generated holdout and validation rows after them, and the dev rows."""
+    wanted = args.train_limit + args.holdout + args.validation
+    rows = paperdata.generated(args.shared_data, args.task, wanted)
+    train = rows[: args.train_limit]
+    holdout = rows[args.train_limit : args.train_limit + args.holdout]
+    validation = rows[args.train_limit + args.holdout :]
     if not holdout:
         raise SystemExit(
             f"{args.task}: no generated examples left after {len(train)} for a holdout"
@@ -223,6 +247,7 @@ def load_sets(args: argparse.Namespace, work: Path) -> Sets:
     dev_rows = paperdata.dev(args.shared_data, args.task, args.eval_limit)
     return Sets(
         train,
+        validation,
         read_jsonl(paperdata.write_jsonl(holdout, work / "holdout.jsonl")),
         read_jsonl(paperdata.write_jsonl(dev_rows, work / "dev.jsonl")),
     )

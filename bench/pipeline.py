@@ -3,15 +3,16 @@
 For each task the local stack (`p2m up`: the default teacher on llama.cpp, the catalogs and
 local datasets of ``--shared-data``, SmolLM2 as the student) runs the paper's prompt as a person
 would: parse, retrieval, generation of ``--examples`` examples, student retrieval, training for
-``--epochs``, and the run's own evaluation (deployment skipped). Then the trained student and
-the teacher are scored on the task's dev half, with the paper's metric, through the evaluator.
+``--epochs`` (more on small data, up to ``--min-steps``, as the trainer does), and the run's own
+evaluation (deployment skipped). Then the trained student and the teacher are scored on the
+task's dev half, with the paper's metric, through the evaluator.
 
 Figures: student and teacher on the dev half beside half of gpt-3.5-turbo's paper figure (the
 bar both must clear), the run's own estimate and what it rests on, the time of each stage,
 examples generated and dropped by reason, and the datasets retrieved.
 
     .venv/bin/python bench/pipeline.py [--tasks squad,temporal,mconala_ja] [--examples 80]
-        [--epochs 3] [--eval-limit 100] [--teacher qwen] [--quick] [--json]
+        [--epochs 3] [--min-steps N] [--eval-limit 100] [--teacher qwen] [--quick] [--json]
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from p2m.evaluator.engine import (
 )
 from p2m.pipeline_cli import generation_json
 from p2m.stack import Stack, down, up
+from p2m.trainer.options import TrainOptions
 from prompt2model.v1 import common_pb2, gateway_pb2
 
 GOAL_SHARE = 0.5  # of gpt-3.5-turbo's paper figure: a win between two failures does not count
@@ -59,6 +61,8 @@ async def run_task(args: argparse.Namespace, stack: Stack, task: str) -> dict[st
         skip_stages=[common_pb2.STAGE_DEPLOY],
     )
     options.train.max_steps = args.max_steps
+    if args.min_steps is not None:
+        options.train.min_steps = args.min_steps
     options.evaluate.metrics.extend(["exact_match", "chrf"])
     started = time.monotonic()
     async with GatewayClient(stack.gateway, timeout_s=120) as gateway:
@@ -74,6 +78,7 @@ async def run_task(args: argparse.Namespace, stack: Stack, task: str) -> dict[st
         "datasets": [d.name for d in run.datasets],
         "base_model": run.base_model.name,
         "generation": generation_figures(run.report.generation),
+        "training": training_figures(run.report.training),
         "run_estimate": {
             "source": run.report.metrics_source,
             "student": dict(run.report.student_metrics.values),
@@ -112,6 +117,17 @@ async def dev_scores(
         )
         teacher = await evaluator.evaluate(TeacherSubject(), data, options, spec)
     return {"student": summary(student, metric), "teacher": summary(teacher, metric)}
+
+
+def training_figures(report: Any) -> dict[str, Any]:
+    """Steps, epochs done and planned, and where validation stopped it."""
+    return {
+        "steps": report.steps,
+        "epochs": round(report.epochs, 2),
+        "planned_epochs": report.planned_epochs,
+        "best_step": report.best_step,
+        "stopped_early": report.stopped_early,
+    }
 
 
 def stage_figures(stage: gateway_pb2.StageResult) -> dict[str, Any]:
@@ -181,6 +197,7 @@ def sizes(args: argparse.Namespace) -> dict[str, Any]:
         "examples": args.examples,
         "epochs": args.epochs,
         "max_steps": args.max_steps,
+        "min_steps": TrainOptions().min_steps if args.min_steps is None else args.min_steps,
         "eval_limit": args.eval_limit,
         "teacher": args.teacher,
         "retrieved_rows": args.retrieved_rows,
@@ -238,6 +255,9 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=80, help="examples to generate per task")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--max-steps", type=int, default=0, help="stop training here (0: none)")
+    parser.add_argument(
+        "--min-steps", type=int, help="train at least this many steps (default: the trainer's)"
+    )
     parser.add_argument("--eval-limit", type=int, default=100, help="dev examples per task")
     parser.add_argument("--teacher", default="qwen", help="the embedded model: qwen or smollm2")
     parser.add_argument("--retrieved-rows", type=int, default=200)

@@ -103,3 +103,8 @@ async def parse_prompt(
 
     parser = PromptParser(provider.client, max_prompt_bytes=settings.max_prompt_bytes)
     return (await parser.parse(prompt, translate=translate, field="prompt_file")).task
+
+
+def epochs_text(done: float, planned: int) -> str:
+    """Epochs a training did, and of how many it planned where the report says."""
+    return f"{done:.2f}" + (f" of {planned}" if planned else "") + " epochs"

@@ -25,6 +25,7 @@ from p2m.cliutil import (
     LogLevel,
     PromptFile,
     client_settings,
+    epochs_text,
     err,
     fail,
     out,
@@ -84,6 +85,15 @@ def run_command(
     num_examples: Annotated[int, typer.Option(help="Synthetic examples (0: default).")] = 0,
     epochs: Annotated[int, typer.Option(help="Training epochs (0: 3).")] = 0,
     max_steps: Annotated[int, typer.Option(help="Stop training after N steps (0: no cap).")] = 0,
+    min_steps: Annotated[
+        int | None,
+        typer.Option(
+            help="Train at least N steps: more epochs (up to 20) on small data, the best "
+            "weights kept by validation (default 100; 0: exactly the epochs).",
+            show_default=False,
+            min=0,
+        ),
+    ] = None,
     max_llm_requests: Annotated[int, typer.Option(help="LLM requests for the run (0: any).")] = 0,
     base_model: Annotated[str | None, typer.Option(help="Use this student base model.")] = None,
     dataset: Annotated[
@@ -129,6 +139,8 @@ def run_command(
         seed,
         deployment_name,
     )
+    if min_steps is not None:
+        options.train.min_steps = min_steps
     options.dataset_search.rerank = rerank_datasets
     options.dataset_search.include_gated = include_gated_datasets
     if gateway is None:
@@ -323,6 +335,7 @@ def report_json(run: G.Run) -> dict[str, Any]:
         "training": {
             "steps": report.training.steps,
             "epochs": report.training.epochs,
+            "planned_epochs": report.training.planned_epochs,
             "final_loss": report.training.final_loss,
             "train_seconds": report.training.train_seconds,
             "samples_per_second": report.training.samples_per_second,
@@ -381,7 +394,8 @@ def _show_report(run: G.Run, report: dict[str, Any]) -> None:
         out.print(f"  dropped: {dropped}" + (f" (invariants: {by_rule})" if by_rule else ""))
     training = report["training"]
     out.print(
-        f"training: {training['steps']} steps, {training['epochs']:.2f} epochs, final loss "
+        f"training: {training['steps']} steps, "
+        f"{epochs_text(training['epochs'], training['planned_epochs'])}, final loss "
         f"{training['final_loss']:.4f}, {training['train_seconds']:.0f} s"
         f"{' (cached)' if training['cached'] else ''}"
     )

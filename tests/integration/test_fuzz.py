@@ -394,7 +394,9 @@ def test_trainer_is_clear(
         datasets=[common_pb2.ArtifactRef(uri=u) for u in uris_],
         base_model=common_pb2.ModelRef(name=base, architecture=architecture),
         task=common_pb2.TaskSpec(instruction="Do it."),
-        options=trainer_pb2.TrainOptions(epochs=epochs, num_workers=workers, learning_rate=rate),
+        options=trainer_pb2.TrainOptions(
+            epochs=epochs, min_steps=0, num_workers=workers, learning_rate=rate
+        ),
         run_id=run_id,
     )
     clear_or_ok(stub.Train, request)

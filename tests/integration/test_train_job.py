@@ -60,6 +60,7 @@ def handed_over(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, JobFile
     base = build_tiny_t5(build_tokenizer(work / "tokenizer"), work / "tiny-t5")
     options = TrainOptions(
         epochs=1,
+        min_steps=0,
         batch_size=4,
         learning_rate=1e-3,
         max_input_tokens=32,

@@ -106,15 +106,14 @@ def model_folder(data_dir: Path, final: trainer_pb2.TrainProgress) -> Path:
 def test_two_workers_train_a_tiny_t5_that_reloads_and_generates(
     trainer: ServiceProcess, trainer_data_dir: Path, tiny_t5: Path, temporal: ArtifactRef
 ) -> None:
-    stream = train(
-        trainer.address,
-        request(temporal, str(tiny_t5), epochs=2, num_workers=2, batch_size=4, learning_rate=1e-3),
-    )
+    """One epoch asked, at least 6 steps: 24 examples, 2 workers x 4 per step, 3 steps an epoch."""
+    options = {"epochs": 1, "min_steps": 6, "num_workers": 2, "batch_size": 4}
+    stream = train(trainer.address, request(temporal, str(tiny_t5), **options, learning_rate=1e-3))
     final = stream[-1]
     report = final.result.report
     assert (report.num_workers, report.backend, report.device) == (2, "local-ray", "cpu")
-    # 24 examples, 2 workers x 4 per step: 3 steps an epoch.
     assert (report.steps, report.epochs, report.train_examples) == (6, 2.0, 24)
+    assert report.planned_epochs == 2
     assert report.validation_examples == 6 and report.HasField("final_eval_loss")
     steps = [m for m in stream[:-1] if m.HasField("loss") and _is_step(m)]
     assert [m.step for m in steps if not m.HasField("checkpoint")] == [1, 2, 3, 4, 5, 6]
@@ -136,15 +135,14 @@ def test_two_workers_train_a_tiny_t5_that_reloads_and_generates(
         TRAINING_FILE,
     } <= names
     assert StudentSpec.load(folder).architecture == "encoder-decoder"
-    assert "Normalize the temporal expression" in (folder / "README.md").read_text()
+    card = (folder / "README.md").read_text()
+    assert "Normalize the temporal expression" in card
+    assert "| epochs | 2 (1 asked, raised to reach 6 steps) |" in card
     student = Student(folder)
     predictions = student.predict(["[Posted: 2021-09-15] See you next Monday."])
     assert len(predictions) == 1 and isinstance(predictions[0], str)
 
-    again = train(
-        trainer.address,
-        request(temporal, str(tiny_t5), epochs=2, num_workers=2, batch_size=4, learning_rate=1e-3),
-    )
+    again = train(trainer.address, request(temporal, str(tiny_t5), **options, learning_rate=1e-3))
     assert again[-1].result.report.cached
     assert again[-1].result.model.uri == final.result.model.uri
 
@@ -161,7 +159,7 @@ def test_the_best_weights_are_kept_and_a_training_that_stops_learning_stops(
             "".join(json.dumps({"input": i, "output": answer}) + "\n" for i in rows)
         )
     dataset = store_dataset(ArtifactStore(trainer_data_dir / "artifacts"), folder)
-    options = {"epochs": 5, "batch_size": 4, "learning_rate": 1e-3, "eval_steps": 1}
+    options = {"epochs": 5, "min_steps": 0, "batch_size": 4, "learning_rate": 1e-3, "eval_steps": 1}
     stream = train(
         trainer.address,
         request(dataset, str(tiny_t5), **options, early_stopping_patience=1, precision="fp32"),
@@ -356,7 +354,13 @@ def test_a_run_killed_after_its_first_checkpoint_resumes_from_it(
     folder = write_temporal(shared_data, tmp_path / "data", 40, 4)
     dataset = store_dataset(ArtifactStore(data_dir / "artifacts"), folder)
     message = request(
-        dataset, str(tiny_t5), epochs=3, batch_size=2, num_workers=1, early_stopping_patience=0
+        dataset,
+        str(tiny_t5),
+        epochs=3,
+        min_steps=0,
+        batch_size=2,
+        num_workers=1,
+        early_stopping_patience=0,
     )
     seen: list[int] = []
     first = ServiceProcess("trainer", data_dir).start()
@@ -392,7 +396,7 @@ def test_a_cancelled_call_stops_its_workers_and_a_retry_resumes(
 ) -> None:
     folder = write_temporal(shared_data, tmp_path / "data", 40, 0)
     dataset = store_dataset(ArtifactStore(trainer_data_dir / "artifacts"), folder)
-    message = request(dataset, str(tiny_t5), epochs=3, batch_size=2, seed=7)
+    message = request(dataset, str(tiny_t5), epochs=3, min_steps=0, batch_size=2, seed=7)
     with grpc.insecure_channel(trainer.address) as channel:
         call = trainer_pb2_grpc.TrainerStub(channel).Train(message, timeout=600)
         for progress in call:
@@ -421,6 +425,8 @@ def test_cli_trains_from_a_jsonl_file_and_the_evaluator_scores_the_result(
         INSTRUCTION,
         "--epochs",
         "1",
+        "--min-steps",
+        "0",
         "--batch-size",
         "4",
         "--json",

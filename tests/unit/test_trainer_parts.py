@@ -17,7 +17,7 @@ from p2m.trainer.base_model import BaseModel
 from p2m.trainer.data import load_training_data, store_dataset
 from p2m.trainer.encode import IGNORE_INDEX, collate, encode_examples
 from p2m.trainer.finalize import model_card
-from p2m.trainer.options import TrainOptions, training_key
+from p2m.trainer.options import MIN_STEPS_MAX_EPOCHS, TrainOptions, planned_epochs, training_key
 from p2m.trainer.service import options_from_pb
 from p2m.trainer.validation import BestSoFar, Evaluation
 from prompt2model.v1 import trainer_pb2
@@ -81,6 +81,7 @@ def test_collate_pads_inputs_and_masks_labels(tokenizer: Any) -> None:
         ({"max_input_tokens": 4}, "options.max_input_tokens"),
         ({"lora_r": 0}, "options.lora.r"),
         ({"precision": "fp16"}, "options.precision"),
+        ({"min_steps": -1}, "options.min_steps"),
     ],
 )
 def test_out_of_range_options_name_the_field(change: dict[str, Any], field: str) -> None:
@@ -205,7 +206,8 @@ def test_the_best_validation_is_tracked_and_patience_runs_out() -> None:
 def test_recipe_fields_unset_in_the_proto_take_the_defaults() -> None:
     options = options_from_pb(trainer_pb2.TrainOptions())
     defaults = TrainOptions()
-    for name in ("warmup_ratio", "early_stopping_patience", "eval_metric_examples", "keep_best"):
+    recipe = ("warmup_ratio", "early_stopping_patience", "eval_metric_examples", "keep_best")
+    for name in (*recipe, "min_steps"):
         assert getattr(options, name) == getattr(defaults, name)
     chosen = options_from_pb(
         trainer_pb2.TrainOptions(
@@ -214,5 +216,45 @@ def test_recipe_fields_unset_in_the_proto_take_the_defaults() -> None:
     )
     assert (chosen.warmup_ratio, chosen.early_stopping_patience) == (0.0, 0)
     assert (chosen.keep_best, chosen.eval_steps) == (False, 50)
+    assert options_from_pb(trainer_pb2.TrainOptions(min_steps=0)).min_steps == 0
     with pytest.raises(InvalidInput, match=r"options\.warmup_ratio"):
         options_from_pb(trainer_pb2.TrainOptions(warmup_ratio=0.9))
+
+
+@pytest.mark.parametrize(
+    ("epochs", "min_steps", "steps_per_epoch", "planned"),
+    [
+        (3, 100, 9, 12),  # 80 generated examples (72 to train on): 27 steps become 108
+        (3, 100, 1000, 3),  # large data: the epochs asked
+        (30, 100, 9, 30),  # more epochs asked than the minimum needs
+        (3, 100, 2, 20),  # tiny data: raised no further than MIN_STEPS_MAX_EPOCHS
+        (3, 0, 9, 3),  # switched off
+        (3, 100, 0, 20),  # no training rows: nothing to divide by
+    ],
+)
+def test_small_data_gets_more_epochs_up_to_min_steps(
+    epochs: int, min_steps: int, steps_per_epoch: int, planned: int
+) -> None:
+    options = TrainOptions(epochs=epochs, min_steps=min_steps)
+    assert planned_epochs(options, steps_per_epoch, validated=True) == planned
+    assert MIN_STEPS_MAX_EPOCHS == 20
+
+
+def test_epochs_are_raised_only_where_validation_keeps_the_best_weights() -> None:
+    options = TrainOptions(epochs=3, min_steps=100)
+    assert planned_epochs(options, 9, validated=True) == 12
+    assert planned_epochs(options, 9, validated=False) == 3  # the last weights are the model
+    last = TrainOptions(epochs=3, min_steps=100, keep_best=False)
+    assert planned_epochs(last, 9, validated=True) == 3
+
+
+def test_the_model_card_says_why_the_epochs_were_raised(tmp_path: Path) -> None:
+    task = TaskSpec("Answer.", (Example("2+2", "4"),))
+    base = BaseModel("owner/base", tmp_path, "decoder-only", "0" * 64, "store")
+    options = TrainOptions(epochs=3, min_steps=100)
+    raised = model_card(base, task, options, {"report": {"planned_epochs": 12}})
+    assert "| epochs | 12 (3 asked, raised to reach 100 steps) |" in raised
+    asked = model_card(base, task, options, {"report": {"planned_epochs": 3}})
+    assert "| epochs | 3 |" in asked
+    older = model_card(base, task, options, {"report": {}})  # a report from before the field
+    assert "| epochs | 3 |" in older

@@ -18,6 +18,7 @@ from p2m.cliutil import (
     LocalLlm,
     LogLevel,
     client_settings,
+    epochs_text,
     err,
     fail,
     out,
@@ -60,6 +61,13 @@ def train(
     batch_size: Annotated[int, typer.Option(help="Examples per step per worker.")] = 8,
     learning_rate: Annotated[float, typer.Option(help="AdamW peak learning rate.")] = 5e-5,
     max_steps: Annotated[int, typer.Option(help="Stop after this many steps (0: none).")] = 0,
+    min_steps: Annotated[
+        int,
+        typer.Option(
+            help="Train at least this many steps: more epochs (up to 20) on small data with a "
+            "validation split (0: exactly --epochs)."
+        ),
+    ] = DEFAULTS.min_steps,
     max_input_tokens: Annotated[int, typer.Option(help="Input truncation.")] = 384,
     max_output_tokens: Annotated[int, typer.Option(help="Output truncation.")] = 128,
     lora: Annotated[bool, typer.Option(help="Train LoRA adapters (merged at the end).")] = False,
@@ -125,6 +133,7 @@ def train(
         learning_rate=learning_rate,
         batch_size=batch_size,
         max_steps=max_steps,
+        min_steps=min_steps,
         num_workers=workers,
         use_gpu=gpu,
         max_input_tokens=max_input_tokens,
@@ -261,8 +270,9 @@ def _dataset(store: Any, source: str, index: int) -> Any:
 def _show(result: dict[str, Any]) -> None:
     report = result["report"]
     eval_loss = report["final_eval_loss"]
+    epochs = epochs_text(report["epochs"], report["planned_epochs"])
     out.print(
-        f"[bold]{report['steps']} steps[/], {report['epochs']:.2f} epochs on "
+        f"[bold]{report['steps']} steps[/], {epochs} on "
         f"{report['train_examples']} examples ({report['num_workers']} {report['device']} "
         f"worker(s), {report['precision']}, {report['train_seconds']:.0f}s, "
         f"{report['samples_per_second']:.2f} ex/s"

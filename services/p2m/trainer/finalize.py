@@ -127,7 +127,7 @@ examples, combined and shuffled from:
 
 | setting | value |
 |---|---|
-| epochs | {options.epochs} |
+| epochs | {_planned_epochs(options, report)} |
 | learning rate | {options.learning_rate} (AdamW; warmup {options.warmup_ratio:.0%}, linear decay) |
 | batch size per worker | {options.batch_size} |
 | precision | {report.get("precision", "fp32")} (forward pass; weights fp32) |
@@ -151,6 +151,14 @@ examples, combined and shuffled from:
 {_search_table(report.get("search_trials", ()))}
 Test-set scores come from the evaluator (`p2m evaluate`).
 """
+
+
+def _planned_epochs(options: TrainOptions, report: Mapping[str, Any]) -> str:
+    """The epochs set, and why where ``min_steps`` raised them."""
+    planned = report.get("planned_epochs") or options.epochs
+    if planned <= options.epochs:
+        return str(planned)
+    return f"{planned} ({options.epochs} asked, raised to reach {options.min_steps} steps)"
 
 
 def _kept(options: TrainOptions, report: Mapping[str, Any]) -> str:

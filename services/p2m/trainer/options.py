@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass
 
 from p2m.common.errors import InvalidInput
@@ -14,6 +15,8 @@ from p2m.common.student import DEFAULT_MAX_INPUT_TOKENS, DEFAULT_MAX_OUTPUT_TOKE
 TRAINER_VERSION = 2
 DEFAULT_SEED = 42
 PRECISIONS = ("auto", "fp32", "bf16")
+# ``min_steps`` raises the epochs of a small dataset to at most this many.
+MIN_STEPS_MAX_EPOCHS = 20
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,7 @@ class TrainOptions:
     learning_rate: float = 5e-5
     batch_size: int = 8
     max_steps: int = 0
+    min_steps: int = 100
     num_workers: int = 1
     use_gpu: bool = False
     max_input_tokens: int = DEFAULT_MAX_INPUT_TOKENS
@@ -56,6 +60,7 @@ class TrainOptions:
                 Within("options.learning_rate", self.learning_rate, 0.0, 1.0, above=True),
                 Within("options.batch_size", self.batch_size, 1, 1024),
                 Within("options.max_steps", self.max_steps, 0, 2**63 - 1),
+                Within("options.min_steps", self.min_steps, 0, 2**31 - 1),
                 Within("options.num_workers", self.num_workers, 1, 64),
                 Within("options.max_input_tokens", self.max_input_tokens, 8, 8192),
                 Within("options.max_output_tokens", self.max_output_tokens, 1, 4096),
@@ -81,6 +86,21 @@ class TrainOptions:
                 ),
             ]
         )
+
+
+def planned_epochs(options: TrainOptions, steps_per_epoch: int, validated: bool) -> int:
+    """Epochs to run: ``options.epochs``, more where that is under ``options.min_steps`` steps.
+
+    Small data is undertrained at a few epochs (80 examples at 3 epochs are 27 steps). The
+    epochs are raised only where a validation split keeps the best weights (``validated`` and
+    ``keep_best``), and to at most ``MIN_STEPS_MAX_EPOCHS``; early stopping and ``max_steps``
+    still end training sooner. Without validation the last weights are the model, and on the
+    paper's dev halves 10 epochs of 80 examples then scored below 3 on two tasks of three.
+    """
+    if not (validated and options.keep_best):
+        return options.epochs
+    wanted = math.ceil(options.min_steps / max(steps_per_epoch, 1))
+    return max(options.epochs, min(wanted, MIN_STEPS_MAX_EPOCHS))
 
 
 # Fields that change where or how fast training runs, never the weights it gives (on one device).

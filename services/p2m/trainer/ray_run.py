@@ -13,6 +13,7 @@ from typing import Any
 from p2m.common.artifacts import ArtifactRef
 from p2m.common.errors import Aborted, Cancelled, FailedPrecondition
 from p2m.trainer.base_model import BaseModel
+from p2m.trainer.batching import steps_per_epoch
 from p2m.trainer.checkpoints import FOLDER_GLOB, STATE_FILE, latest_complete
 from p2m.trainer.events import (
     TrainEvent,
@@ -23,7 +24,7 @@ from p2m.trainer.events import (
     WorkerStepped,
     WorkerStopped,
 )
-from p2m.trainer.options import TrainOptions
+from p2m.trainer.options import TrainOptions, planned_epochs
 from p2m.trainer.ray_runtime import cluster_cpus, cluster_gpus, ensure_ray, start_control
 from p2m.trainer.run_types import TrainJob, TrainReport
 from p2m.trainer.worker import train_worker
@@ -226,6 +227,11 @@ class RayRun:
             best_eval_loss=best.get("eval_loss"),
             stopped_early=bool(state.get("stopped_early", False)),
             evaluations=tuple(best.get("history", ())),
+            planned_epochs=planned_epochs(
+                options,
+                steps_per_epoch(len(self.data.train), options.batch_size, options.num_workers),
+                validated=bool(self.data.validation),
+            ),
         )
 
 

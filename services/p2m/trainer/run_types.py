@@ -48,6 +48,7 @@ class TrainReport:
     stopped_early: bool = False
     evaluations: tuple[dict[str, Any], ...] = ()
     search_trials: tuple[dict[str, Any], ...] = ()
+    planned_epochs: int = 0
 
 
 @dataclass(frozen=True)

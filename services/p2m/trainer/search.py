@@ -231,8 +231,13 @@ def _trial_driver(config: dict[str, Any], specs: list[dict[str, Any]]) -> None:
 
 
 def _trial_options(options: TrainOptions, setting: TrialSetting) -> TrainOptions:
+    """A trial runs its own epochs: ``min_steps`` would raise the search's short ones."""
     return replace(
-        options, learning_rate=setting.learning_rate, epochs=setting.epochs, search_trials=0
+        options,
+        learning_rate=setting.learning_rate,
+        epochs=setting.epochs,
+        min_steps=0,
+        search_trials=0,
     )
 
 

@@ -55,6 +55,7 @@ def options_from_pb(message: trainer_pb2.TrainOptions) -> TrainOptions:
                 "early_stopping_patience",
                 "eval_metric_examples",
                 "keep_best",
+                "min_steps",
                 "search_min_learning_rate",
                 "search_max_learning_rate",
             )
@@ -148,6 +149,7 @@ def report_to_pb(report: TrainReport) -> trainer_pb2.TrainReport:
         stopped_early=report.stopped_early,
         evaluations=[_evaluation_pb(e) for e in report.evaluations],
         search_trials=[_search_trial_pb(t) for t in report.search_trials],
+        planned_epochs=report.planned_epochs,
     )
     if report.final_eval_loss is not None:
         message.final_eval_loss = report.final_eval_loss

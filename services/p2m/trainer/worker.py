@@ -37,7 +37,7 @@ from p2m.trainer.events import (
     WorkerStepped,
     WorkerStopped,
 )
-from p2m.trainer.options import TrainOptions
+from p2m.trainer.options import TrainOptions, planned_epochs
 from p2m.trainer.precision import autocast, resolve_precision
 from p2m.trainer.shared_prefix import training_loss
 from p2m.trainer.validation import BestSoFar, Evaluation, sample_scores, validation_loss
@@ -216,14 +216,19 @@ class _Training:
             return model
 
     def _prepare_optimization(self) -> None:
-        """Step counts, AdamW and its linear decay (restored when resuming)."""
+        """Step counts, AdamW and its linear decay (restored when resuming).
+
+        The epochs are ``planned_epochs``: more than asked where that reaches ``min_steps`` and
+        validation keeps the best weights.
+        """
         import torch
         from transformers import get_linear_schedule_with_warmup
 
         options = self.options
         self.lengths = [len(row["input_ids"]) for row in self.train_rows]
         self.steps_per_epoch = steps_per_epoch(len(self.train_rows), options.batch_size, self.world)
-        self.total_steps = self.steps_per_epoch * options.epochs
+        self.epochs = planned_epochs(options, self.steps_per_epoch, bool(self.eval_rows))
+        self.total_steps = self.steps_per_epoch * self.epochs
         if options.max_steps:
             self.total_steps = min(self.total_steps, options.max_steps)
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
@@ -270,7 +275,7 @@ class _Training:
         """
         position, reported = self.position, False
         while (
-            position.epoch < self.options.epochs
+            position.epoch < self.epochs
             and position.step < self.total_steps
             and not position.stopped_early
         ):
