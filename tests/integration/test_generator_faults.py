@@ -153,6 +153,14 @@ async def teacher() -> AsyncIterator[tuple[FaultyTeacher, str]]:
     await runner.cleanup()
 
 
+# Six demonstrations whose inputs are easy to find in a prompt.
+THINGS = ("sky", "grass", "blood", "snow", "lemon", "coal")
+COLOUR_TASK = TaskSpec(
+    "Name a colour.",
+    tuple(map(Example, THINGS, ("blue", "green", "red", "white", "yellow", "black"))),
+)
+
+
 def _generator(base_url: str, tmp_path: Path) -> tuple[DatasetGenerator, LLMClient]:
     config = LLMConfig(
         base_url=base_url,
@@ -419,9 +427,7 @@ async def test_a_new_input_request_shows_fewer_demonstrations_than_an_answer_req
 ):
     faulty, base_url = teacher
     faulty.mix, faulty.conversations = {"good": 1.0}, []
-    colours = ("blue", "green", "red", "white", "yellow", "black")
-    things = ("sky", "grass", "blood", "snow", "lemon", "coal")
-    task = TaskSpec("Name a colour.", tuple(map(Example, things, colours)))
+    things, task = THINGS, COLOUR_TASK
     options = GenerateOptions(
         num_examples=4, batch_size=4, seed=13, input_demonstrations=2, few_shot_demonstrations=5
     )
@@ -437,6 +443,35 @@ async def test_a_new_input_request_shows_fewer_demonstrations_than_an_answer_req
     for conversation in answers:  # five demonstrations as turns, then the input
         shown = [m["content"] for m in conversation if m["role"] == "user"][:-1]
         assert shown[:5] == list(things[:5])
+
+
+@pytest.mark.parametrize("extra", [0, 2])
+async def test_an_answer_request_shows_the_demonstrations_then_answer_generated_examples(
+    teacher, tmp_path: Path, extra: int
+):
+    faulty, base_url = teacher
+    faulty.mix, faulty.conversations = {"good": 1.0}, []
+    things, task = THINGS, COLOUR_TASK
+    options = GenerateOptions(
+        num_examples=8,
+        batch_size=4,
+        seed=15,
+        few_shot_demonstrations=3,
+        answer_generated_examples=extra,
+    )
+    generator, client = _generator(base_url, tmp_path)
+    async with client:
+        result = await generator.generate(task, options)
+    accepted = {row["input"] for row in _dataset_rows(tmp_path, result)}
+    answers = [c for c in faulty.conversations if c[0]["content"].startswith("Name a colour")]
+    shown = [[m["content"] for m in c if m["role"] == "user"][:-1] for c in answers]
+    assert shown and all(turns[:3] == list(things[:3]) for turns in shown)
+    tails = [turns[3:] for turns in shown]
+    if extra == 0:  # the demonstrations only: one prompt up to the input
+        assert not any(tails)
+    else:  # later rounds add accepted examples, never more than asked
+        assert any(tails) and all(len(tail) <= extra for tail in tails)
+        assert all(text in accepted for tail in tails for text in tail)
 
 
 async def test_only_a_request_for_a_new_input_carries_the_frequency_penalty(

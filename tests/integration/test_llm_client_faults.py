@@ -71,8 +71,8 @@ def ok(content: str = "ok", prompt_tokens: int = 5, completion_tokens: int = 2) 
     )
 
 
-def status(code: int, retry_after: str | None = None) -> Step:
-    return Step("status", status=code, retry_after=retry_after)
+def status(code: int, retry_after: str | None = None, message: str = "") -> Step:
+    return Step("status", status=code, retry_after=retry_after, body=message)
 
 
 def slow(delay_s: float) -> Step:
@@ -166,7 +166,7 @@ class FaultyEndpoint:
         if step.kind == "status":
             headers = {"Retry-After": step.retry_after} if step.retry_after else None
             return web.json_response(
-                {"error": {"message": f"scripted {step.status}"}},
+                {"error": {"message": step.body or f"scripted {step.status}"}},
                 status=step.status,
                 headers=headers,
             )
@@ -271,6 +271,19 @@ async def test_5xx_twice_then_ok_is_retried_and_counted(endpoint: FaultyEndpoint
     )
     assert len(sleep.delays) == 2
     assert all(0 < d <= 0.05 for d in sleep.delays)
+
+
+async def test_a_500_for_output_the_server_could_not_parse_is_not_retried(
+    endpoint: FaultyEndpoint,
+) -> None:
+    unreadable = "The model produced output that does not match the expected peg-native format"
+    endpoint.push(status(500, message=unreadable), ok("never reached"))
+    async with LLMClient(make_config(endpoint)) as llm:
+        with pytest.raises(LLMOutputError, match="could not read the model's answer"):
+            await llm.chat_json(USER, {"type": "object"})
+        usage = llm.usage
+    assert len(endpoint.seen) == 1  # the same request would cost as much and fail alike
+    assert usage.requests == 1 and usage.retries == 0
 
 
 async def test_backoff_grows_with_jitter_and_is_capped(endpoint: FaultyEndpoint) -> None:
@@ -387,7 +400,7 @@ async def test_persistent_500_exhausts_retries_without_leaking_the_key(
     retry_warnings = [r for r in caplog.records if r.name == "p2m.common.llm"]
     assert len(retry_warnings) == 3
     assert all(r.levelno == logging.WARNING for r in retry_warnings)
-    assert "HTTP 500" in caplog.text
+    assert "HTTP 500: scripted 500" in caplog.text  # the endpoint's own words, for a reader
     assert SECRET_KEY not in caplog.text
     assert "TOP-SECRET-PROMPT" not in caplog.text
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from p2m.common.budget import Budget
-from p2m.common.errors import InvalidInput, LLMError, Unavailable
+from p2m.common.errors import InvalidInput, LLMError, LLMOutputError, Unavailable
 from p2m.common.llm import ChatResult, UsageCounters
 from p2m.common.teacher_prompt import (
     answer_messages,
@@ -92,8 +92,9 @@ def test_clean_answer(answer, single_line, cleaned):
 class _FakeLLM:
     """Answers "<input>!" and charges the budget like LLMClient does."""
 
-    def __init__(self, fail_on: str = "") -> None:
+    def __init__(self, fail_on: str = "", unreadable_on: str = "") -> None:
         self.fail_on = fail_on
+        self.unreadable_on = unreadable_on
         self.prompts: list[str] = []
 
     async def chat(self, messages, *, temperature, max_tokens, stop, budget, seed=None):
@@ -104,6 +105,8 @@ class _FakeLLM:
         budget.settle(reservation, 3)
         if self.fail_on and prompt == self.fail_on:
             raise LLMError("endpoint down", attempts=2)
+        if self.unreadable_on and prompt == self.unreadable_on:
+            raise LLMOutputError("could not read the model's answer")
         return ChatResult(prompt + "!\nInput: more", "stop", 10, 2, 0.05, 1)
 
 
@@ -126,6 +129,16 @@ async def test_teacher_failure_is_unavailable():
     )
     with pytest.raises(Unavailable, match="endpoint down"):
         await predictor.predict(["a", "b", "c"])
+
+
+async def test_an_answer_the_endpoint_could_not_read_scores_as_empty_not_as_an_outage():
+    predictor = TeacherPredictor(
+        _FakeLLM(unreadable_on="b"), TASK, max_new_tokens=8, concurrency=2, budget=Budget()
+    )
+    answers = await predictor.predict(["a", "b", "c"])
+    assert answers.predictions == ("a!", "", "c!")
+    assert answers.latencies_s == (0.05, None, 0.05)
+    assert answers.usage.requests == 3
 
 
 def test_latency_percentiles():

@@ -141,6 +141,7 @@ def test_request_seeds_are_stable_and_distinct():
         ({"dedup_word_similarity_threshold": 0.0}, "options.dedup_word_similarity_threshold"),
         ({"stall_timeout_s": -1.0}, "options.stall_timeout_s"),
         ({"input_demonstrations": 65}, "options.input_demonstrations"),
+        ({"answer_generated_examples": -1}, "options.answer_generated_examples"),
         ({"input_frequency_penalty": -0.1}, "options.input_frequency_penalty"),
     ],
 )
@@ -276,6 +277,15 @@ def test_invariants_in_a_request_are_given_rules_unset_are_learned():
     assert empty.invariants == Invariants()
     off = options_from_pb(generator_pb2.GenerateOptions(disable_invariants=True))
     assert not off.check_invariants
+
+
+def test_answer_generated_examples_unset_means_none_and_out_of_range_names_the_field():
+    assert options_from_pb(generator_pb2.GenerateOptions()).answer_generated_examples == 0
+    two = generator_pb2.GenerateOptions(answer_generated_examples=2)
+    assert options_from_pb(two).answer_generated_examples == 2
+    with pytest.raises(InvalidInput) as info:
+        options_from_pb(generator_pb2.GenerateOptions(answer_generated_examples=65))
+    assert info.value.field == "options.answer_generated_examples"
 
 
 @pytest.mark.parametrize(

@@ -48,7 +48,13 @@ _RETRYABLE_STATUSES = frozenset({408, 429})
 _RETRY_AFTER_STATUSES = frozenset({429, 503})
 #: Statuses by which an endpoint says it does not understand ``response_format``.
 _NO_RESPONSE_FORMAT_STATUSES = frozenset({400, 422})
+#: llama.cpp answers 500 when the model's own output fails its chat-format parser (a JSON answer
+# cut at the token limit, say): the model answered badly, and the same request again costs as
+# much and fails alike, so it is not retried.
+_OUTPUT_REJECTED = re.compile(r"produced output that does not match", re.IGNORECASE)
 _EXCERPT_CHARS = 200
+#: What the openai client puts before an endpoint's own error message.
+_STATUS_PREFIX = re.compile(r"^Error code: \d+ - ")
 _SCHEMA_INSTRUCTION = "Answer with one JSON object matching this JSON schema: "
 _FENCED_RE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.DOTALL)
 
@@ -744,12 +750,17 @@ class LLMClient:
                 except openai.APIStatusError as exc:
                     self._counters.failed_requests += 1
                     last_status = exc.status_code
-                    reason = f"HTTP {last_status}"
+                    detail = self._scrub(_excerpt(_STATUS_PREFIX.sub("", str(exc.message))))
+                    reason = f"HTTP {last_status}: {detail}"
+                    if last_status >= 500 and _OUTPUT_REJECTED.search(detail):
+                        raise LLMOutputError(
+                            f"LLM endpoint {self._endpoint} could not read the model's answer: "
+                            f"{reason}"
+                        ) from None
                     if last_status not in _RETRYABLE_STATUSES and last_status < 500:
-                        detail = self._scrub(_excerpt(str(exc.message)))
                         raise LLMRequestError(
                             f"LLM endpoint {self._endpoint} rejected the request after "
-                            f"{attempt} attempt(s): {reason}: {detail}",
+                            f"{attempt} attempt(s): {reason}",
                             attempts=attempt,
                             last_status=last_status,
                         ) from None

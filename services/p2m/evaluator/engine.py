@@ -712,7 +712,9 @@ class Evaluator:
         return _Predictions(
             examples=tuple(examples[i] for i in answered),
             predictions=tuple(answers.predictions[i] or "" for i in answered),
-            latencies_s=tuple(answers.latencies_s[i] or 0.0 for i in answered),
+            latencies_s=tuple(  # none for an answer the endpoint could not read
+                s for i in answered if (s := answers.latencies_s[i]) is not None
+            ),
             wall_s=answers.wall_s,
             notes=notes,
             usage=answers.usage,

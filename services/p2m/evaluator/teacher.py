@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from p2m.common.budget import Budget
 from p2m.common.closed_set import closed_set_labels
-from p2m.common.errors import BudgetExhausted, LLMError, Unavailable
+from p2m.common.errors import BudgetExhausted, LLMError, LLMOutputError, Unavailable
 from p2m.common.llm import LLMClient, UsageCounters
 from p2m.common.teacher_prompt import answer_messages, ask_answer, teacher_instruction
 from p2m.common.types import TaskSpec
@@ -27,8 +27,10 @@ class TeacherPredictions:
     """What the teacher answered.
 
     Attributes:
-        predictions: One cleaned answer per input; None where the budget ran out first.
-        latencies_s: Seconds per answered request (retries included); None where unanswered.
+        predictions: One cleaned answer per input; None where the budget ran out first, empty
+            where the endpoint could not read the model's answer.
+        latencies_s: Seconds per answered request (retries included); None where unanswered
+            or unreadable.
         usage: Requests and tokens spent.
         wall_s: Seconds from the first request sent to the last answer.
     """
@@ -101,9 +103,13 @@ class TeacherPredictor:
                 except LLMError as exc:
                     usage.add(None, exc.attempts, ok=False)
                     raise
-            usage.add(result, result.attempts, ok=True)
+                except LLMOutputError:  # answered, but unreadable: a wrong answer, no outage
+                    usage.add(None, 1, ok=True)
+                    answer, result = "", None
+            if result is not None:
+                usage.add(result, result.attempts, ok=True)
+                latencies[index] = result.latency_s
             predictions[index] = answer
-            latencies[index] = result.latency_s
             done += 1
             if on_done is not None:
                 on_done(done)

@@ -84,6 +84,13 @@ def generate(
             f"copies what it is shown; answer requests show {DEFAULTS.few_shot_demonstrations})."
         ),
     ] = DEFAULTS.input_demonstrations,
+    answer_generated_examples: Annotated[
+        int,
+        typer.Option(
+            help="Accepted examples an answer request shows after the demonstrations (0: the "
+            "demonstrations only, as the evaluator asks the teacher)."
+        ),
+    ] = DEFAULTS.answer_generated_examples,
     input_frequency_penalty: Annotated[
         float,
         typer.Option(
@@ -145,6 +152,7 @@ def generate(
         max_output_share=max_output_share,
         stall_timeout_s=stall_timeout,
         input_demonstrations=input_demonstrations,
+        answer_generated_examples=answer_generated_examples,
         input_frequency_penalty=input_frequency_penalty,
     )
     try:

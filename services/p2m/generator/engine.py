@@ -481,7 +481,7 @@ class DatasetGenerator:
         hint = hint_for(run.hints or (), rid)
         messages = new_input_messages(
             teacher_instruction(run.task),
-            _shown(run, rid, run.options.input_demonstrations),
+            _shown(run, rid, run.options.input_demonstrations, run.options.few_shot_generated),
             rules,
             label,
             hint,
@@ -519,7 +519,12 @@ class DatasetGenerator:
             candidate.next_sample += 1
 
         async def one(sid: str) -> None:
-            shown = _shown(run, sid, run.options.few_shot_demonstrations)
+            shown = _shown(
+                run,
+                sid,
+                run.options.few_shot_demonstrations,
+                run.options.answer_generated_examples,
+            )
             messages = answer_messages(teacher_instruction(run.task), shown, candidate.input)
 
             async def ask() -> tuple[str, ChatResult]:
@@ -714,10 +719,10 @@ class DatasetGenerator:
         return GenerationResult(ref, read_rows(folder), report)
 
 
-def _shown(run: _Run, request_id: str, n_demos: int) -> list[Example]:
+def _shown(run: _Run, request_id: str, n_demos: int, n_generated: int) -> list[Example]:
     """The examples request ``request_id`` shows: ``n_demos`` demonstrations, then a sample.
 
-    The sample of accepted examples is drawn with a seed fixed by the request's id.
+    The sample (``n_generated`` accepted examples) is drawn with a seed fixed by the request's id.
     """
     options = run.options
     return pick_examples(
@@ -725,7 +730,7 @@ def _shown(run: _Run, request_id: str, n_demos: int) -> list[Example]:
         run.examples,
         random.Random(f"{options.seed}:{request_id}"),
         n_demos=n_demos,
-        n_generated=options.few_shot_generated,
+        n_generated=n_generated,
         diverse=options.diverse_prompts,
     )
 

@@ -17,7 +17,7 @@ from p2m.generator.meaning import DEFAULT_THRESHOLD
 from p2m.generator.output_share import DEFAULT_SHARE as DEFAULT_OUTPUT_SHARE
 
 # Changing how results are produced changes this, so old cache entries are not reused.
-GENERATOR_VERSION = 5
+GENERATOR_VERSION = 6
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,7 @@ class GenerateOptions:
     input_demonstrations: int = 3
     input_frequency_penalty: float = 0.5
     few_shot_generated: int = 3
+    answer_generated_examples: int = 0
     max_requests: int = 0
     max_tokens: int = 0
     seed: int = 0
@@ -69,6 +70,7 @@ class GenerateOptions:
                 ("input_demonstrations", 0, 64, False),
                 ("input_frequency_penalty", 0.0, 2.0, False),
                 ("few_shot_generated", 0, 64, False),
+                ("answer_generated_examples", 0, 64, False),
                 ("max_requests", 0, 2**63 - 1, False),
                 ("max_tokens", 0, 2**63 - 1, False),
                 ("dedup_similarity_threshold", 0.0, 1.0, True),
