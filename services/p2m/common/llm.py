@@ -49,8 +49,8 @@ _RETRY_AFTER_STATUSES = frozenset({429, 503})
 #: Statuses by which an endpoint says it does not understand ``response_format``.
 _NO_RESPONSE_FORMAT_STATUSES = frozenset({400, 422})
 #: llama.cpp answers 500 when the model's own output fails its chat-format parser (a JSON answer
-# cut at the token limit, say): the model answered badly, and the same request again costs as
-# much and fails alike, so it is not retried.
+#: cut at the token limit, say): the model answered badly, and the same request again costs as
+#: much and fails alike, so it is not retried.
 _OUTPUT_REJECTED = re.compile(r"produced output that does not match", re.IGNORECASE)
 _EXCERPT_CHARS = 200
 #: What the openai client puts before an endpoint's own error message.
