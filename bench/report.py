@@ -369,11 +369,15 @@ def machine_cpu_s() -> float:
 
 
 class SessionCpu(threading.Thread):
-    """Samples, every second, the CPU time of every process in one session (a bench's)."""
+    """Samples, every second, the CPU time of every process in one session (a bench's).
+
+    A child that starts its own session (the local stack's services, which the pipeline bench
+    starts) brings that session in too, and so on down: their CPU is the bench's own.
+    """
 
     def __init__(self, sid: int) -> None:
         super().__init__(daemon=True)
-        self._sid = sid
+        self._sessions = {sid}
         self._seen: dict[tuple[int, str], float] = {}  # (pid, start time) -> CPU seconds
         self._done = threading.Event()
 
@@ -392,6 +396,7 @@ class SessionCpu(threading.Thread):
         self.join(timeout=5)
 
     def sample(self) -> None:
+        processes = {}  # pid -> the fields after its name (state is fields[0])
         for entry in os.scandir("/proc"):
             if not entry.name.isdigit():
                 continue
@@ -399,10 +404,17 @@ class SessionCpu(threading.Thread):
                 stat = Path(entry.path, "stat").read_text(encoding="utf-8")
             except OSError:
                 continue
-            fields = stat.rsplit(")", 1)[1].split()  # state is fields[0]
-            if int(fields[3]) == self._sid:
+            processes[int(entry.name)] = stat.rsplit(")", 1)[1].split()
+        grew = True
+        while grew:  # sessions started by a process of a followed session are followed
+            parents = {pid for pid, f in processes.items() if int(f[3]) in self._sessions}
+            started = {int(f[3]) for f in processes.values() if int(f[1]) in parents}
+            grew = not started <= self._sessions
+            self._sessions |= started
+        for pid, fields in processes.items():
+            if int(fields[3]) in self._sessions:
                 cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
-                self._seen[(int(entry.name), fields[19])] = cpu
+                self._seen[(pid, fields[19])] = cpu
 
 
 def children_cpu_s() -> float:

@@ -949,7 +949,8 @@ def runs_section(outcomes: list[Outcome]) -> list[str]:
         "Each bench ran as its own process. *Other CPU* is the CPU time every other process on "
         "the machine used while it ran, in cores on average: /proc/stat less the bench's own "
         "CPU time, which is the larger of its reaped children's and that of its session's "
-        "processes (Ray's daemons included) sampled every second, so approximate; above "
+        "processes and of the sessions they start (Ray's daemons and the local stack's "
+        "services included) sampled every second, so approximate; above "
         f"{FOREIGN_NOISY_CORES} the bench's figures are marked noisy.",
         "",
         "| bench | status | wall s | own CPU s | other CPU (cores) | load start | load end | "

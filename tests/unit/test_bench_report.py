@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
@@ -29,3 +34,33 @@ def test_each_curves_student_gets_its_own_run_and_folder(tmp_path):
 def test_the_curves_bench_keeps_its_own_epochs_unless_told(tmp_path):
     ((_, argv),) = _plan(tmp_path=tmp_path)
     assert "--epochs" not in argv and argv[argv.index("--student") + 1] == "smollm2"
+
+
+def test_a_bench_owns_the_cpu_of_the_sessions_its_processes_start():
+    """A bench starts a service in a session of its own, which burns CPU: it is the bench's."""
+    service = (
+        "import time\nend = time.process_time() + 0.6\n"
+        "while time.process_time() < end: pass\ntime.sleep(30)"
+    )
+    bench = (
+        "import subprocess, sys, time\n"
+        f"child = subprocess.Popen([sys.executable, '-c', {service!r}], start_new_session=True)\n"
+        "print(child.pid, flush=True)\ntime.sleep(30)"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", bench], start_new_session=True, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    service_pid = int(proc.stdout.readline())
+    try:
+        sampler = report.SessionCpu(proc.pid)
+        deadline = time.monotonic() + 20
+        while sampler.cpu_s < 0.5 and time.monotonic() < deadline:
+            sampler.sample()
+            time.sleep(0.2)
+        assert sampler.cpu_s >= 0.5  # the bench itself idles: the rest is the service's
+    finally:
+        for group in (service_pid, proc.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGKILL)
+        proc.wait()
