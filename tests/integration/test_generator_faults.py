@@ -11,6 +11,7 @@ import asyncio
 import json
 import random
 import re
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -26,6 +27,7 @@ from p2m.common.errors import BudgetExhausted, Unavailable
 from p2m.common.llm import LLMClient, LLMConfig
 from p2m.common.types import Example, TaskSpec
 from p2m.generator.engine import DatasetGenerator, GenerationResult
+from p2m.generator.filters import majority_vote, normalise
 from p2m.generator.invariants import Invariants
 from p2m.generator.journal import Journal
 from p2m.generator.options import GenerateOptions
@@ -497,3 +499,22 @@ async def test_the_judge_drops_the_examples_it_grades_below_the_threshold(teache
     assert 2 < report.judge_mean_score < 5
     inputs = [row["input"] for row in _dataset_rows(tmp_path, result)]
     assert all(int(text.split()[2]) % 2 == 0 for text in inputs)  # only the ones graded 5
+
+
+async def test_answers_are_asked_until_the_vote_is_settled(teacher, tmp_path: Path):
+    """Three answers voted per input: a third is asked only where the first two disagree."""
+    options = GenerateOptions(num_examples=8, batch_size=4, seed=14, self_consistency_samples=3)
+    mix = {"good": 0.6, "repetitive": 0.4}  # answers "colour N", or at times "colour 7"
+    result = await _generate_with(teacher, tmp_path, mix, TASK, options)
+    folder = next((tmp_path / "work").iterdir())
+    answers: dict[str, list[str]] = {}
+    for line in (folder / "journal.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if record["e"] == "sc":
+            answers.setdefault("g" + record["id"][1:].split(".")[0], []).append(record["output"])
+    sizes = Counter(len(votes) for votes in answers.values())
+    assert set(sizes) == {2, 3}, sizes  # settled by two, and three where they split
+    assert all((len(v) == 3) == (normalise(v[0]) != normalise(v[1])) for v in answers.values())
+    accepted = [json.loads(line) for line in (folder / "examples.jsonl").read_text().splitlines()]
+    assert len(accepted) == result.report.accepted > 0
+    assert all(row["output"] == majority_vote(answers[row["id"]])[0] for row in accepted)

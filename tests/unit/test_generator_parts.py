@@ -20,6 +20,7 @@ from p2m.generator.filters import (
     majority_vote,
     near_duplicate_share,
     normalise,
+    samples_to_settle,
 )
 from p2m.generator.hints import (
     FALLBACK_TOPICS,
@@ -49,6 +50,32 @@ def test_majority_vote_picks_the_most_frequent_output():
 def test_majority_vote_ties_go_to_the_shortest():
     assert majority_vote(["the city of Paris", "Paris"]) == ("Paris", 0.5)
     assert majority_vote(["bb", "aa"])[0] == "bb"  # same length: the first written
+
+
+def _settled_vote(answers: list[str | None]) -> tuple[str, int]:
+    """Voting in waves over ``answers`` (None: a failed request): the winner, answers asked."""
+    asked, left = 0, len(answers)
+    while wave := samples_to_settle([a for a in answers[:asked] if a], left):
+        asked, left = asked + wave, left - wave
+    return majority_vote([a for a in answers[:asked] if a])[0], asked
+
+
+def test_a_settled_vote_asks_fewer_outputs_and_picks_what_all_of_them_would():
+    rng = random.Random(3)
+    for _ in range(2000):
+        size = rng.randint(1, 7)
+        answers = [
+            rng.choice(["Paris", "paris", "Lyon", "the city of Paris", None]) for _ in range(size)
+        ]
+        if not any(answers):
+            continue
+        winner, asked = _settled_vote(answers)
+        assert asked <= size
+        assert winner == majority_vote([a for a in answers if a])[0]
+    assert _settled_vote(["Paris", "paris", "Lyon"]) == ("Paris", 2)  # two agree: the third is moot
+    assert _settled_vote(["Paris", "Lyon", "Lyon"]) == ("Lyon", 3)
+    assert _settled_vote(["a", "a", "a", "b", "b"]) == ("a", 3)
+    assert samples_to_settle([], 1) == 1 and samples_to_settle(["a"], 0) == 0
 
 
 def test_normalise_ignores_case_spacing_and_punctuation():

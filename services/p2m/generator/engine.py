@@ -39,6 +39,7 @@ from p2m.generator.filters import (
     instructions_to_screen,
     majority_vote,
     near_duplicate_share,
+    samples_to_settle,
 )
 from p2m.generator.hints import HINTS_SCHEMA, clean_hints, hint_for, hints_messages, salvage_hints
 from p2m.generator.hints import TEMPERATURE as HINT_TEMPERATURE
@@ -512,11 +513,13 @@ class DatasetGenerator:
     async def _samples(
         self, run: _Run, candidate: Candidate, temperature: float, limit: asyncio.Semaphore
     ) -> None:
-        wanted = run.options.samples_per_input - len(candidate.samples)
-        ids = []
-        for _ in range(max(0, wanted)):
-            ids.append(f"s{candidate.gen_id[1:]}.{candidate.next_sample}")
-            candidate.next_sample += 1
+        """Ask for answers to ``candidate`` in waves until its vote is settled.
+
+        A wave asks for the fewest answers that could settle the vote; no answer is asked once
+        the rest could not change the winner, so the voted output is the one all
+        ``samples_per_input`` answers would give.
+        """
+        left = run.options.samples_per_input - len(candidate.samples)
 
         async def one(sid: str) -> None:
             shown = _shown(
@@ -549,7 +552,17 @@ class DatasetGenerator:
                 run.journal.record("sc", sid, output=value)
                 candidate.samples.append(value)
 
-        await asyncio.gather(*(one(sid) for sid in ids))
+        while wave := samples_to_settle(self._valid_votes(run, candidate), max(0, left)):
+            ids = [f"s{candidate.gen_id[1:]}.{candidate.next_sample + k}" for k in range(wave)]
+            candidate.next_sample += wave
+            left -= wave
+            await asyncio.gather(*(one(sid) for sid in ids))
+
+    @staticmethod
+    def _valid_votes(run: _Run, candidate: Candidate) -> list[str]:
+        """The candidate's outputs so far that keep the output invariants."""
+        votes = [vote for vote in (candidate.output, *candidate.samples) if vote]
+        return [v for v in votes if run.invariants.output_violation(candidate.input, v) is None]
 
     async def _ask(
         self,

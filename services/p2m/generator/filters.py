@@ -152,6 +152,20 @@ def majority_vote(outputs: Sequence[str]) -> tuple[str, float]:
     return first_written[best], counts[best] / len(outputs)
 
 
+def samples_to_settle(votes: Sequence[str], left: int) -> int:
+    """How many of ``left`` further outputs to ask for before voting on ``votes`` (0: none).
+
+    The vote is settled when the leader's count exceeds the runner-up's by more than ``left``:
+    no further outputs could then change ``majority_vote``'s winner, ties included. Otherwise
+    the answer is the fewest further outputs that settle it if they all agree with the leader.
+    """
+    counts = sorted(Counter(normalise(v) for v in votes).values(), reverse=True)
+    lead, second = (*counts, 0, 0)[:2]
+    if lead > second + left:
+        return 0
+    return min(left, (second + left - lead) // 2 + 1)
+
+
 def word_trigrams(text: str) -> frozenset[tuple[str, ...]]:
     """Word 3-grams of the normalised text (the whole text as one gram when shorter)."""
     words = normalise(text).split()
