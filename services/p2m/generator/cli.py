@@ -84,6 +84,13 @@ def generate(
             f"copies what it is shown; answer requests show {DEFAULTS.few_shot_demonstrations})."
         ),
     ] = DEFAULTS.input_demonstrations,
+    input_generated_examples: Annotated[
+        int,
+        typer.Option(
+            help="Accepted examples a request for a new input shows after its demonstrations "
+            "(the paper's way to vary the prompts; a small teacher may copy them)."
+        ),
+    ] = DEFAULTS.few_shot_generated,
     answer_generated_examples: Annotated[
         int,
         typer.Option(
@@ -152,6 +159,7 @@ def generate(
         max_output_share=max_output_share,
         stall_timeout_s=stall_timeout,
         input_demonstrations=input_demonstrations,
+        few_shot_generated=input_generated_examples,
         answer_generated_examples=answer_generated_examples,
         input_frequency_penalty=input_frequency_penalty,
     )
