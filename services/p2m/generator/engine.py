@@ -629,10 +629,10 @@ class DatasetGenerator:
         if not votes:
             self._drop(run, candidate.gen_id, "unparseable")  # no answer came back
             return None
-        broken = [run.invariants.output_violation(candidate.input, vote) for vote in votes]
-        kept = [vote for vote, rule in zip(votes, broken, strict=True) if rule is None]
-        if not kept:
-            self._drop(run, candidate.gen_id, INVARIANT_PREFIX + str(broken[0]))
+        kept = self._valid_votes(run, candidate)
+        if not kept:  # every vote broke a rule: the first one's names the drop
+            rule = run.invariants.output_violation(candidate.input, votes[0])
+            self._drop(run, candidate.gen_id, INVARIANT_PREFIX + str(rule))
             return None
         output, share = majority_vote(kept)
         reason = field_problem(output, run.options.max_field_chars)
