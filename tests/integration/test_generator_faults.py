@@ -239,6 +239,11 @@ async def test_nothing_usable_is_a_clear_error(teacher, tmp_path: Path):
     async with client:
         with pytest.raises(Unavailable, match="nothing usable"):
             await generator.generate(TASK, GenerateOptions(num_examples=5, batch_size=4))
+    # The journal keeps what each unreadable answer said and why it ended, to see what went wrong.
+    (journal,) = (tmp_path / "work").rglob("journal.jsonl")
+    bad = [e for e in map(json.loads, journal.read_text().splitlines()) if e["e"] == "bad"]
+    assert bad and all(e["text"] == "I am sorry, I cannot help with that." for e in bad)
+    assert all(e["finish"] == "stop" for e in bad)
 
 
 async def test_endpoint_down_is_a_clear_error_and_keeps_nothing_half_done(tmp_path: Path):

@@ -491,6 +491,23 @@ async def test_chat_json_sends_response_format_when_supported(endpoint: FaultyEn
     assert body["seed"] == 7 and body["model"] == "tiny"
 
 
+async def test_a_penalty_window_goes_to_llama_cpp_only_with_a_penalty(
+    endpoint: FaultyEndpoint,
+) -> None:
+    for _ in range(3):
+        endpoint.push(ok(GOOD_JSON))
+    async with LLMClient(make_config(endpoint, penalty_window=256)) as llm:
+        await llm.chat_json(USER, SCHEMA, frequency_penalty=0.5)
+        await llm.chat_json(USER, SCHEMA)  # no penalty: nothing to window
+    async with LLMClient(make_config(endpoint)) as llm:  # an OpenAI endpoint: no such field
+        await llm.chat_json(USER, SCHEMA, frequency_penalty=0.5)
+
+    with_window, without_penalty, openai_style = endpoint.bodies()
+    assert with_window["frequency_penalty"] == 0.5 and with_window["repeat_last_n"] == 256
+    assert "frequency_penalty" not in without_penalty and "repeat_last_n" not in without_penalty
+    assert openai_style["frequency_penalty"] == 0.5 and "repeat_last_n" not in openai_style
+
+
 async def test_chat_json_falls_back_when_response_format_rejected(
     endpoint: FaultyEndpoint,
 ) -> None:

@@ -10,7 +10,7 @@ from p2m.common.errors import InvalidInput
 from p2m.common.teacher_prompt import REPLY_RULE
 from p2m.common.types import Example, TaskSpec
 from p2m.generator.dataset import split_examples
-from p2m.generator.engine import annealed_temperature, request_seed
+from p2m.generator.engine import annealed_temperature, request_seed, unreadable_excerpt
 from p2m.generator.filters import (
     DuplicateIndex,
     copies_input,
@@ -390,3 +390,11 @@ def test_every_way_to_stop_short_is_explained_to_the_person():
     reached = generator_pb2.GENERATION_STOP_REASON_TARGET_REACHED
     assert set(GATEWAY_SAYS) == {_STOP_REASONS[name] for name in short} - {reached}
     assert set(_STOP_REASONS.values()) | {0} == set(generator_pb2.GenerationStopReason.values())
+
+
+def test_an_unreadable_answer_is_journalled_by_its_start_and_end():
+    looped = "Context: " + "It is the second largest planet. " * 100 + "(65,936"
+    excerpt = unreadable_excerpt(looped)
+    assert len(excerpt) < 420
+    assert excerpt.startswith("Context: It is") and excerpt.endswith("(65,936")
+    assert unreadable_excerpt("short answer") == "short answer"

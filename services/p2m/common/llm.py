@@ -72,6 +72,11 @@ class LLMConfig:
         backoff_initial_s: Backoff before the first retry; it doubles with every retry.
         backoff_max_s: Upper bound for any single backoff, ``Retry-After`` included.
         max_concurrency: Requests in flight at once, per client.
+        penalty_window: For a llama.cpp endpoint: how many tokens back its repetition
+            penalties look (``repeat_last_n``, sent with every request that carries a
+            penalty). llama.cpp looks 64 tokens back by default, so a small model's
+            paragraph-long rambles escape the penalty; 0 sends none (OpenAI's endpoints
+            penalise the whole answer and reject unknown fields).
     """
 
     base_url: str
@@ -82,6 +87,7 @@ class LLMConfig:
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 20.0
     max_concurrency: int = 4
+    penalty_window: int = 0
 
     def __post_init__(self) -> None:
         """Reject settings that cannot work.
@@ -103,6 +109,8 @@ class LLMConfig:
             raise InvalidInput("backoff_max_s", "must be >= backoff_initial_s")
         if self.max_concurrency < 1:
             raise InvalidInput("max_concurrency", "must be >= 1")
+        if self.penalty_window < 0:
+            raise InvalidInput("penalty_window", "must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -547,7 +555,8 @@ class LLMClient:
             seed: Sampling seed, sent only when given.
             budget: Shared request/token budget; every attempt reserves from it first.
             frequency_penalty: OpenAI's penalty on tokens already written (a small model's
-                loops), sent only when not zero.
+                loops and rambles), sent only when not zero (with the config's
+                ``penalty_window`` where set).
 
         Returns:
             ``(value, result)``: the parsed JSON value and the raw chat result.
@@ -670,6 +679,8 @@ class LLMClient:
             kwargs["response_format"] = response_format
         if frequency_penalty:
             kwargs["frequency_penalty"] = frequency_penalty
+            if self._config.penalty_window:
+                kwargs["extra_body"] = {"repeat_last_n": self._config.penalty_window}
 
         async def send() -> str:
             raw = await self._client.chat.completions.with_raw_response.create(**kwargs)

@@ -49,6 +49,9 @@ class Settings:
         llm_timeout_s: Per-request timeout.
         llm_max_retries: Retries after the first attempt (429, 5xx, timeouts).
         llm_max_concurrency: Requests in flight at once per client.
+        llm_penalty_window: For an endpoint that is llama.cpp's server: tokens its repetition
+            penalties look back (``repeat_last_n``); 0 sends none. The embedded endpoint (and
+            the local stack's) gets 256 unless this is set.
         local_llm: Model the embedded endpoint serves: "qwen" (default teacher),
             "smollm2" (fast, for tests) or a path to a GGUF file.
         local_llm_parallel: Concurrent slots of the embedded endpoint.
@@ -110,6 +113,7 @@ class Settings:
     llm_timeout_s: float = 120.0
     llm_max_retries: int = 4
     llm_max_concurrency: int = 4
+    llm_penalty_window: int = 0
     local_llm: str = "qwen"
     local_llm_parallel: int = 4
     local_llm_ctx: int = 8192
@@ -270,6 +274,8 @@ class Settings:
         ):
             if getattr(self, name) < 1:
                 raise InvalidInput(name, "must be at least 1")
+        if self.llm_penalty_window < 0:
+            raise InvalidInput("llm_penalty_window", "must not be negative")
         if self.llm_max_retries < 0 or self.llm_timeout_s <= 0 or self.grace_s < 0:
             raise InvalidInput("llm_timeout_s", "timeouts and retries must not be negative")
         self._validate_cluster()

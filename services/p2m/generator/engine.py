@@ -588,7 +588,14 @@ class DatasetGenerator:
                 answered = exc.result if isinstance(exc.result, ChatResult) else None
                 attempts = answered.attempts if answered is not None else 1
                 run.usage.add(answered, attempts, ok=True)
-                run.journal.record("bad", rid, attempts=attempts, tokens=_tokens(answered))
+                run.journal.record(
+                    "bad",
+                    rid,
+                    attempts=attempts,
+                    tokens=_tokens(answered),
+                    finish=answered.finish_reason if answered is not None else "",
+                    text=unreadable_excerpt(answered.text if answered is not None else str(exc)),
+                )
                 return UNPARSEABLE
             except LLMError as exc:
                 run.usage.add(None, exc.attempts, ok=False)
@@ -751,6 +758,13 @@ def _shown(run: _Run, request_id: str, n_demos: int, n_generated: int) -> list[E
 def _timed_out(since: float, limit_s: float) -> bool:
     """Whether ``limit_s`` seconds (0: no limit) have passed since ``since`` (monotonic)."""
     return limit_s > 0 and time.monotonic() - since >= limit_s
+
+
+def unreadable_excerpt(text: str, head: int = 240, tail: int = 160) -> str:
+    """The start and end of an answer that could not be read, for the journal."""
+    if len(text) <= head + tail + 5:
+        return text
+    return f"{text[:head]} ... {text[-tail:]}"
 
 
 def _tokens(result: ChatResult | None) -> int:

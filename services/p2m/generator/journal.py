@@ -3,7 +3,8 @@
 Two JSONL files in the generation's work folder, each line flushed and fsynced as written:
 ``examples.jsonl`` holds every accepted example ``{id, input, output, agreement}`` and
 ``journal.jsonl`` every request before it is sent (``req``), how it ended (``res``, ``bad``,
-``fail``, ``unsent``, with attempts and tokens), what it gave (``gen``, ``sc``, ``hints``),
+``fail``, ``unsent``, with attempts and tokens; ``bad`` also with why the answer ended and an
+excerpt of it), what it gave (``gen``, ``sc``, ``hints``),
 every drop (``drop``) and round (``round``). Request ids are never reused, so no request is sent
 twice across restarts, and the budget counts what earlier attempts spent.
 """
