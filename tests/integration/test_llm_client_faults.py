@@ -508,6 +508,23 @@ async def test_a_penalty_window_goes_to_llama_cpp_only_with_a_penalty(
     assert openai_style["frequency_penalty"] == 0.5 and "repeat_last_n" not in openai_style
 
 
+async def test_chat_json_reads_the_answer_by_its_check_schema_where_one_is_given(
+    endpoint: FaultyEndpoint,
+) -> None:
+    grammar = {**SCHEMA, "properties": {**SCHEMA["properties"], "label": {"type": "string"}}}
+    grammar["properties"]["label"]["pattern"] = r'^([^"\\]|\\.)+$'  # on the raw JSON text
+    endpoint.push(ok('{"label": "say \\"hi\\"", "score": 1}'))
+    endpoint.push(ok('{"label": "neutral", "score": 1}'))
+    async with LLMClient(make_config(endpoint)) as llm:
+        value, _ = await llm.chat_json(USER, grammar, check={"type": "object"})
+        with pytest.raises(LLMOutputError, match="label"):
+            await llm.chat_json(USER, grammar, check=SCHEMA)  # not one of the labels
+
+    assert value["label"] == 'say "hi"'  # decoded, it breaks the pattern sent, not the check
+    sent = endpoint.bodies()[0]["response_format"]["json_schema"]["schema"]
+    assert sent["properties"]["label"]["pattern"] == r'^([^"\\]|\\.)+$'
+
+
 async def test_chat_json_falls_back_when_response_format_rejected(
     endpoint: FaultyEndpoint,
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import re
 import shutil
 import urllib.request
 from pathlib import Path
@@ -18,6 +19,8 @@ from p2m.common.llm import LLMClient, LLMConfig
 from p2m.common.shipped_models import SHIPPED_MODELS, gguf_general_name, resolve_gguf
 from p2m.common.types import Example, TaskSpec
 from p2m.evaluator.teacher import TeacherPredictor
+from p2m.generator.invariants import Invariants
+from p2m.generator.prompts import INPUT_SCHEMA, input_schema
 from tests.support import ServiceProcess
 
 
@@ -54,6 +57,40 @@ async def test_chat_and_json_schema_output(local_llm: ServiceProcess):
         assert isinstance(value["count"], int)
     assert usage.requests == 4
     assert usage.completion_tokens >= result.completion_tokens
+
+
+async def test_the_input_pattern_is_a_grammar_llama_cpp_keeps_with_quotes_asked_for(
+    local_llm: ServiceProcess,
+):
+    demos = [Example('[Posted: 2013-03-22] He said "soon".', "N/A")]
+    learned = Invariants(input_prefix=r"\[Posted: \d{4}-\d{2}-\d{2}\]", input_one_line=True)
+    ask = 'Write a news sentence that quotes someone in "double quotes", over two lines.'
+    config = LLMConfig(base_url=local_llm.base_url, model="smollm2", max_concurrency=2)
+    async with LLMClient(config) as client:
+        answers = await asyncio.gather(
+            *[
+                client.chat_json(
+                    [{"role": "user", "content": ask}],
+                    input_schema(learned, demos),
+                    check=INPUT_SCHEMA,
+                    temperature=1.0,
+                    seed=seed,
+                    max_tokens=96,
+                )
+                for seed in range(4)
+            ],
+            return_exceptions=True,
+        )
+        usage = client.usage
+    # llama.cpp took the pattern as a grammar (no fallback to the schema in words) ...
+    assert usage.requests == 4 and usage.failed_requests == 0
+    for answer in answers:
+        if isinstance(answer, Exception):  # cut at max_tokens: no closing quote yet
+            assert "not JSON" in str(answer)
+            continue
+        text = answer[0]["input"]
+        # ... and every answer keeps the prefix on one line, its quotes escaped (else: HTTP 500).
+        assert re.match(learned.input_prefix, text) and "\n" not in text
 
 
 INTENTS = ("card_arrival", "exchange_rate", "lost_or_stolen_card", "age_limit", "pin_blocked")

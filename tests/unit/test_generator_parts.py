@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import json
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -36,7 +38,7 @@ from p2m.generator.judge import judge_messages, score_of
 from p2m.generator.limits import ANSWER_FLOOR, answer_tokens, estimated_tokens, example_tokens
 from p2m.generator.meaning import MeaningIndex
 from p2m.generator.options import GenerateOptions, generation_key
-from p2m.generator.prompts import new_input_messages, pick_examples
+from p2m.generator.prompts import input_schema, new_input_messages, pick_examples
 from p2m.generator.service import options_from_pb
 from prompt2model.v1 import generator_pb2
 
@@ -398,3 +400,25 @@ def test_an_unreadable_answer_is_journalled_by_its_start_and_end():
     assert len(excerpt) < 420
     assert excerpt.startswith("Context: It is") and excerpt.endswith("(65,936")
     assert unreadable_excerpt("short answer") == "short answer"
+
+
+def _raw_json_string(value: str) -> str:
+    """What llama.cpp matches a string's pattern against: the JSON text between the quotes."""
+    return json.dumps(value, ensure_ascii=False)[1:-1]
+
+
+def test_the_input_pattern_holds_a_json_string_whole_as_llama_cpp_reads_it():
+    demos = [Example("Question: sky? Context: the sky is blue", "blue")]
+    learned = Invariants(input_prefix="Question:", input_one_line=True)
+    pattern = re.compile(input_schema(learned, demos)["properties"]["input"]["pattern"])
+    quoted = 'Question: Who wrote "Dune"? Context: Frank Herbert wrote "Dune" (a C:\\ path).'
+    assert pattern.fullmatch(_raw_json_string(quoted))  # escaped quotes and backslashes pass
+    # A raw quote would end the JSON string early: the grammar must not let one through.
+    assert not pattern.fullmatch('Question: Who wrote "Dune"? Context: Herbert.')
+    assert not pattern.fullmatch(_raw_json_string("Question: sky?\nContext: blue"))  # 2 lines
+    assert not pattern.fullmatch("Question: sky?\nContext: blue")  # a raw line break: no JSON
+    assert not pattern.fullmatch(_raw_json_string("Context: no question"))
+    several_lines = Invariants(input_prefix="Question:", input_one_line=False)
+    pattern = re.compile(input_schema(several_lines, demos)["properties"]["input"]["pattern"])
+    assert pattern.fullmatch(_raw_json_string("Question: sky?\nContext: blue"))
+    assert input_schema(Invariants(), demos)["properties"]["input"] == {"type": "string"}

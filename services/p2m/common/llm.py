@@ -383,6 +383,16 @@ def extract_json(text: str) -> Any:
     raise LLMOutputError(f"LLM answer is not JSON: {_excerpt(text)!r}")
 
 
+def _validator(schema: Mapping[str, Any], field: str) -> Any:
+    """A validator for ``schema``; InvalidInput naming ``field`` if it is no schema."""
+    try:
+        validator_cls = jsonschema.validators.validator_for(schema)
+        validator_cls.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        raise InvalidInput(field, _excerpt(exc.message)) from None
+    return validator_cls(schema)
+
+
 def _with_schema_instruction(
     messages: Sequence[Mapping[str, str]], schema: Mapping[str, Any]
 ) -> list[dict[str, str]]:
@@ -539,6 +549,7 @@ class LLMClient:
         seed: int | None = None,
         budget: Budget | None = None,
         frequency_penalty: float = 0.0,
+        check: Mapping[str, Any] | None = None,
     ) -> tuple[Any, ChatResult]:
         """Ask for a JSON answer matching ``schema`` and return it parsed and validated.
 
@@ -557,6 +568,8 @@ class LLMClient:
             frequency_penalty: OpenAI's penalty on tokens already written (a small model's
                 loops and rambles), sent only when not zero (with the config's
                 ``penalty_window`` where set).
+            check: The schema the answer is validated against where it differs from the one
+                sent (a pattern written as llama.cpp's grammar reads it); default ``schema``.
 
         Returns:
             ``(value, result)``: the parsed JSON value and the raw chat result.
@@ -568,12 +581,9 @@ class LLMClient:
             LLMError: If every attempt failed.
         """
         checked = _check_messages(messages)
-        try:
-            validator_cls = jsonschema.validators.validator_for(schema)
-            validator_cls.check_schema(schema)
-        except jsonschema.SchemaError as exc:
-            raise InvalidInput("schema", _excerpt(exc.message)) from None
-        validator = validator_cls(schema)
+        validator = _validator(schema, "schema")
+        if check is not None:
+            validator = _validator(check, "check")
 
         result: ChatResult | None = None
         rejected = False
@@ -606,7 +616,8 @@ class LLMClient:
                 )
         if result is None:
             result = await self._chat(
-                _with_schema_instruction(checked, schema),
+                # In words the model reads as the answer is read, not as a grammar would.
+                _with_schema_instruction(checked, schema if check is None else check),
                 temperature=temperature,
                 max_tokens=max_tokens,
                 seed=seed,

@@ -51,6 +51,7 @@ from p2m.generator.meaning import Encoder, MeaningIndex
 from p2m.generator.options import GenerateOptions, generation_key
 from p2m.generator.output_share import OutputCap, OutputCounts
 from p2m.generator.prompts import (
+    INPUT_SCHEMA,
     input_schema,
     new_input_messages,
     pick_examples,
@@ -493,6 +494,7 @@ class DatasetGenerator:
             return self._llm.chat_json(
                 messages,
                 input_schema(run.invariants, run.task.demonstrations),
+                check=INPUT_SCHEMA,  # the invariants check what the pattern asks
                 name="input",
                 temperature=temperature,
                 max_tokens=example_tokens(run.task.demonstrations, run.options.max_new_tokens),

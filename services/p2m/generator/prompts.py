@@ -22,6 +22,14 @@ INPUT_SCHEMA = {
 }
 # Regex escapes llama.cpp's schema-to-grammar conversion lacks, in the form it takes.
 _GRAMMAR_ESCAPES = {r"\d": "[0-9]", r"\w": "[A-Za-z0-9_]", r"\s": "[ \t]"}
+# llama.cpp reads a string's pattern on the answer's raw JSON text between the quotes, not on the
+# decoded string, so a "." lets a raw quote through: the JSON ends early and the endpoint cannot
+# read its own answer (HTTP 500, "does not match the expected peg-native format"; 26 of 256
+# requests for a SQuAD input). A JSON string's characters (no raw quote, backslash or control
+# character), each escape whole:
+_JSON_CHAR = r'([^"\\\x00-\x1f]|\\.)'
+# ... and a one-line string's: no escaped line break either.
+_ONE_LINE_JSON_CHAR = r'([^"\\\x00-\x1f]|\\[^nr])'
 NEW_INPUT_SYSTEM = (
     'You write training data for a task. Reply with one JSON object with the key "input": a new '
     "input of the task, in the form of the examples' inputs and different from every one of them."
@@ -128,17 +136,19 @@ def new_input_messages(
 
 
 def input_schema(invariants: Invariants, demonstrations: Sequence[Example]) -> dict[str, Any]:
-    """The schema of a new-input answer: with a learned prefix, the input must start with it.
+    """The schema an endpoint decodes a new input by: the learned prefix, one line if so learned.
 
     An endpoint that turns schemas into grammars (llama.cpp) then writes inputs that keep the
     prefix by construction, where a small teacher dropped it in most answers ("Posted:
-    2022-05-17" for "[Posted: 2022-05-17] ..."). Only for one-line inputs: the pattern's "."
-    stops at a line break.
+    2022-05-17" for "[Posted: 2022-05-17] ..."), and one-line inputs without a line break. The
+    pattern is written as llama.cpp reads it (``_JSON_CHAR``), so an answer is checked against
+    ``INPUT_SCHEMA`` and the invariants check the prefix and the line.
     """
     prefix = invariants.input_prefix
-    if not prefix or any("\n" in d.input for d in demonstrations):
+    if not prefix and not invariants.input_one_line:
         return INPUT_SCHEMA
     for escape, plain in _GRAMMAR_ESCAPES.items():
         prefix = prefix.replace(escape, plain)
-    field = {"type": "string", "pattern": f"^{prefix}.+$"}
+    char = _ONE_LINE_JSON_CHAR if invariants.input_one_line else _JSON_CHAR
+    field = {"type": "string", "pattern": f"^{prefix}{char}+$"}
     return {**INPUT_SCHEMA, "properties": {"input": field}}

@@ -15,13 +15,6 @@ from p2m.common.shipped_models import resolve_gguf
 
 log = logging.getLogger(__name__)
 
-# Tokens back the embedded llama.cpp's repetition penalty looks, for its clients to send (its own
-# default is 64, and it counts the prompt's last tokens too). Asked for SQuAD-style inputs with
-# frequency_penalty 0.5, the default teacher rambled to the token cap in 4 of 32 requests (60% of
-# their tokens) at 64 and in none of 32 at 256; at 1024, reaching far into the prompt, its
-# contexts shrank to a third and broke into odd tokens.
-EMBEDDED_PENALTY_WINDOW = 256
-
 
 @dataclass(frozen=True)
 class LocalLLMConfig:
