@@ -62,7 +62,6 @@ async def test_chat_and_json_schema_output(local_llm: ServiceProcess):
 async def test_the_input_pattern_is_a_grammar_llama_cpp_keeps_with_quotes_asked_for(
     local_llm: ServiceProcess,
 ):
-    demos = [Example('[Posted: 2013-03-22] He said "soon".', "N/A")]
     learned = Invariants(input_prefix=r"\[Posted: \d{4}-\d{2}-\d{2}\]", input_one_line=True)
     ask = 'Write a news sentence that quotes someone in "double quotes", over two lines.'
     config = LLMConfig(base_url=local_llm.base_url, model="smollm2", max_concurrency=2)
@@ -71,7 +70,7 @@ async def test_the_input_pattern_is_a_grammar_llama_cpp_keeps_with_quotes_asked_
             *[
                 client.chat_json(
                     [{"role": "user", "content": ask}],
-                    input_schema(learned, demos),
+                    input_schema(learned),
                     check=INPUT_SCHEMA,
                     temperature=1.0,
                     seed=seed,

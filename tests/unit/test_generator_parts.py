@@ -408,9 +408,8 @@ def _raw_json_string(value: str) -> str:
 
 
 def test_the_input_pattern_holds_a_json_string_whole_as_llama_cpp_reads_it():
-    demos = [Example("Question: sky? Context: the sky is blue", "blue")]
     learned = Invariants(input_prefix="Question:", input_one_line=True)
-    pattern = re.compile(input_schema(learned, demos)["properties"]["input"]["pattern"])
+    pattern = re.compile(input_schema(learned)["properties"]["input"]["pattern"])
     quoted = 'Question: Who wrote "Dune"? Context: Frank Herbert wrote "Dune" (a C:\\ path).'
     assert pattern.fullmatch(_raw_json_string(quoted))  # escaped quotes and backslashes pass
     # A raw quote would end the JSON string early: the grammar must not let one through.
@@ -419,6 +418,6 @@ def test_the_input_pattern_holds_a_json_string_whole_as_llama_cpp_reads_it():
     assert not pattern.fullmatch("Question: sky?\nContext: blue")  # a raw line break: no JSON
     assert not pattern.fullmatch(_raw_json_string("Context: no question"))
     several_lines = Invariants(input_prefix="Question:", input_one_line=False)
-    pattern = re.compile(input_schema(several_lines, demos)["properties"]["input"]["pattern"])
+    pattern = re.compile(input_schema(several_lines)["properties"]["input"]["pattern"])
     assert pattern.fullmatch(_raw_json_string("Question: sky?\nContext: blue"))
-    assert input_schema(Invariants(), demos)["properties"]["input"] == {"type": "string"}
+    assert input_schema(Invariants())["properties"]["input"] == {"type": "string"}

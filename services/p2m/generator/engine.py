@@ -493,7 +493,7 @@ class DatasetGenerator:
         def ask() -> Awaitable[tuple[Any, ChatResult]]:
             return self._llm.chat_json(
                 messages,
-                input_schema(run.invariants, run.task.demonstrations),
+                input_schema(run.invariants),
                 check=INPUT_SCHEMA,  # the invariants check what the pattern asks
                 name="input",
                 temperature=temperature,

@@ -135,14 +135,15 @@ def new_input_messages(
     ]
 
 
-def input_schema(invariants: Invariants, demonstrations: Sequence[Example]) -> dict[str, Any]:
+def input_schema(invariants: Invariants) -> dict[str, Any]:
     """The schema an endpoint decodes a new input by: the learned prefix, one line if so learned.
 
     An endpoint that turns schemas into grammars (llama.cpp) then writes inputs that keep the
     prefix by construction, where a small teacher dropped it in most answers ("Posted:
     2022-05-17" for "[Posted: 2022-05-17] ..."), and one-line inputs without a line break. The
     pattern is written as llama.cpp reads it (``_JSON_CHAR``), so an answer is checked against
-    ``INPUT_SCHEMA`` and the invariants check the prefix and the line.
+    ``INPUT_SCHEMA`` and the invariants check the prefix and the line. An endpoint that reads
+    patterns on the decoded string (OpenAI's) writes no double quote or backslash there.
     """
     prefix = invariants.input_prefix
     if not prefix and not invariants.input_one_line:
