@@ -581,9 +581,8 @@ class LLMClient:
             LLMError: If every attempt failed.
         """
         checked = _check_messages(messages)
-        validator = _validator(schema, "schema")
-        if check is not None:
-            validator = _validator(check, "check")
+        sent = _validator(schema, "schema")  # the schema sent must be one even when not read by
+        validator = sent if check is None else _validator(check, "check")
 
         result: ChatResult | None = None
         rejected = False
