@@ -581,7 +581,7 @@ class LLMClient:
             LLMError: If every attempt failed.
         """
         checked = _check_messages(messages)
-        sent = _validator(schema, "schema")  # the schema sent must be one even when not read by
+        sent = _validator(schema, "schema")  # valid even where `check` reads the answer
         validator = sent if check is None else _validator(check, "check")
 
         result: ChatResult | None = None
