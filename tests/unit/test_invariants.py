@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from p2m.common.closed_set import closest_label
 from p2m.common.errors import InvalidInput
 from p2m.common.types import Example, TaskSpec
-from p2m.generator.invariants import Invariants, infer
+from p2m.generator.invariants import Invariants, infer, is_code
 from p2m.generator.labels import label_counts, label_of, quota, targets
 from p2m.generator.prompts import new_input_messages, rule_lines
 from p2m.generator.scripts import common_scripts, describe, keeps_scripts, script_of, scripts_used
@@ -71,6 +73,26 @@ def test_squad_markers_in_order_and_the_answer_a_span_of_the_input():
     assert rules.violation(Example(good.input, "Paris")) == "output_in_input"
 
 
+def test_an_input_that_labels_its_own_answer_breaks_a_rule_no_demonstration_breaks():
+    rules = infer(SQUAD)
+    assert rules.input_without_labels == ("output", "answer")
+    start = "Question: What grows here? Context: Farmers grow corn."
+    multi_line = replace(rules, input_one_line=False)
+    assert multi_line.violation(Example(start + "\n\nOutput: Corn", "Corn")) == (
+        "input_without_labels"
+    )
+    assert rules.violation(Example(start + ' output="Corn"', "Corn")) == "input_without_labels"
+    assert rules.violation(Example(start + " ANSWER: corn", "corn")) == "input_without_labels"
+    # Prose: a lower-case "output:" inside a sentence, or a longer word, labels nothing.
+    assert rules.violation(Example(start + " The mill's output: corn.", "corn")) is None
+    assert rules.violation(Example(start + " Outputs: corn.", "corn")) is None
+    # A demonstration whose input labels an answer lets inputs do so too.
+    labelled = Example("Question: Which? Context: Answer: the red one.", "the red one")
+    assert infer(
+        TaskSpec(SQUAD.instruction, (*SQUAD.demonstrations, labelled))
+    ).input_without_labels == ("output",)
+
+
 def test_temporal_posted_date_prefix_and_the_output_form_or_n_a():
     rules = infer(TEMPORAL)
     assert rules.input_prefix == r"\[Posted: \d{4}-\d{2}-\d{2}\]"
@@ -100,6 +122,20 @@ def test_code_outputs_must_parse_when_the_instruction_names_the_language():
     assert rules.violation(Example("x", "a = 1\nb = 2")) == "output_one_line"
 
 
+def test_a_code_output_must_do_more_than_import_unless_a_demonstration_only_imports():
+    rules = infer(CODE)
+    assert rules.output_not_only_imports and not infer(SQUAD).output_not_only_imports
+    keeps = "ファイルを一覧する"
+    assert rules.violation(Example(keeps, "import os")) == "output_not_only_imports"
+    assert rules.violation(Example(keeps, "from os import path, sep")) == (
+        "output_not_only_imports"
+    )
+    assert rules.violation(Example(keeps, "import os; os.listdir('.')")) is None
+    importing = Example("JSONを使う", "import json")
+    task = replace(CODE, demonstrations=(*CODE.demonstrations, importing))
+    assert not infer(task).output_not_only_imports
+
+
 def test_japanese_one_line_inputs_and_code_that_is_more_than_words_that_parse():
     rules = infer(CODE)
     assert rules.input_one_line and rules.input_scripts == ("han", "kana")
@@ -115,7 +151,7 @@ def test_japanese_one_line_inputs_and_code_that_is_more_than_words_that_parse():
     assert rules.violation(Example(keeps.input, "Travel in Japan")) == "output_language"
     assert rules.violation(Example(keeps.input, "変数 = 値")) == "output_scripts"
     assert rules.violation(Example(keeps.input, 'print("日本語です")')) is None  # Latin too
-    assert rules.violation(Example(keeps.input, "import json")) is None  # words, a statement
+    assert is_code("import json", "python")  # words, a statement
     assert infer(SQUAD).input_scripts == ("latin",)
     assert infer(TEMPORAL).output_scripts == ("latin",)
     assert (

@@ -44,7 +44,12 @@ RULES = (
     "input_one_line",
     "input_scripts",
     "output_scripts",
+    "input_without_labels",
+    "output_not_only_imports",
 )
+# Labels a teacher puts before an answer ("input: ... output: ..." is how the generator shows
+# examples); one written into a new input gives its answer away ("...\n\nOutput: Corn").
+ANSWER_LABELS = ("output", "answer")
 # Words and spaces only: English that may parse as Python ("Travel in Japan") but is no code.
 _WORDS = re.compile(r"[^\W\d][\w ]*")
 
@@ -67,6 +72,11 @@ class Invariants:
         input_one_line: The input is one line.
         input_scripts: Writing systems every input uses ("kana", "han"; see ``scripts``).
         output_scripts: Writing systems every output uses.
+        input_without_labels: Words no input uses as an answer's label ("Output:", "output=";
+            see ``_holds_any_label``), those of ``ANSWER_LABELS`` no demonstration's input does.
+        output_not_only_imports: The output (code in ``output_language``) does more than import:
+            "import os" does nothing a task asks for (no MCoNaLa dev output is one; 13 of 80
+            outputs a small teacher wrote were).
     """
 
     input_prefix: str = ""
@@ -80,6 +90,8 @@ class Invariants:
     input_one_line: bool = False
     input_scripts: tuple[str, ...] = ()
     output_scripts: tuple[str, ...] = ()
+    input_without_labels: tuple[str, ...] = ()
+    output_not_only_imports: bool = False
 
     def input_violation(self, text: str) -> str | None:
         """The first input rule ``text`` breaks, or None."""
@@ -91,6 +103,8 @@ class Invariants:
             return "input_one_line"
         if self.input_scripts and not scripts.keeps_scripts(text, self.input_scripts):
             return "input_scripts"
+        if self.input_without_labels and _holds_any_label(text, self.input_without_labels):
+            return "input_without_labels"
         return None
 
     def output_violation(self, input_text: str, output: str) -> str | None:
@@ -110,6 +124,8 @@ class Invariants:
             return "output_literals"
         if self.output_language and not is_code(text, self.output_language):
             return "output_language"
+        if self.output_not_only_imports and only_imports(text, self.output_language):
+            return "output_not_only_imports"
         if self.output_scripts and not scripts.keeps_scripts(text, self.output_scripts):
             return "output_scripts"
         return None
@@ -136,6 +152,9 @@ class Invariants:
             lines.append("every input is one line")
         if self.input_scripts:
             lines.append(f"every input is written in {scripts.describe(self.input_scripts)}")
+        if self.input_without_labels:
+            labels = " or ".join(map(repr, self.input_without_labels))
+            lines.append(f"no input labels an answer with {labels}")
         if self.output_one_line:
             lines.append("every output is one line")
         if self.output_in_input:
@@ -147,6 +166,8 @@ class Invariants:
             lines.append(f"every output holds {', '.join(map(repr, self.output_literals))}{fixed}")
         if self.output_language:
             lines.append(f"every output is {self.output_language} code")
+        if self.output_not_only_imports:
+            lines.append("no output only imports")
         if self.output_scripts:
             lines.append(f"every output is written in {scripts.describe(self.output_scripts)}")
         return lines
@@ -199,6 +220,7 @@ def infer(task: TaskSpec) -> Invariants:
         return Invariants()
     inputs, outputs = [d.input for d in demos], [d.output for d in demos]
     literals, fixed = _literals(outputs)
+    language = _code_language(task, outputs)
     return Invariants(
         input_prefix=_common_prefix_pattern(inputs),
         input_markers=_common_markers(inputs),
@@ -207,10 +229,17 @@ def infer(task: TaskSpec) -> Invariants:
         output_choices=closed_set_labels(task),
         output_literals=literals,
         output_fixed=fixed,
-        output_language=_code_language(task, outputs),
+        output_language=language,
         input_one_line=all("\n" not in i for i in inputs),
         input_scripts=scripts.common_scripts(inputs, MIN_DEMONSTRATIONS),
         output_scripts=scripts.common_scripts(outputs, MIN_DEMONSTRATIONS),
+        input_without_labels=tuple(
+            label
+            for label in ANSWER_LABELS
+            if not any(_holds_any_label(i, [label]) for i in inputs)
+        ),
+        output_not_only_imports=bool(language)
+        and not any(only_imports(o, language) for o in outputs),
     )
 
 
@@ -238,9 +267,33 @@ def is_code(text: str, language: str) -> bool:
     return not all(isinstance(node, ast.Expr) for node in ast.parse(text).body)
 
 
+def only_imports(text: str, language: str) -> bool:
+    """True when ``text`` is code in ``language`` ("python") that imports and does nothing else."""
+    if language != "python" or not parses_as(text, language):
+        return False
+    body = ast.parse(text).body
+    return bool(body) and all(isinstance(node, ast.Import | ast.ImportFrom) for node in body)
+
+
 def _holds_all(text: str, symbols: Sequence[str]) -> bool:
     found = set(_SYMBOL.findall(text))
     return all(symbol in found for symbol in symbols)
+
+
+def _holds_any_label(text: str, labels: Sequence[str]) -> bool:
+    """True when ``text`` labels an answer with one of ``labels`` ("Output:", "answer=").
+
+    A word followed by ":" counts when it is not all lower case or starts a line, so prose ("the
+    mill's output: flour") does not count; followed by "=", as the paper's prompts write it, always.
+    """
+    words = "|".join(re.escape(label) for label in labels)
+    for match in re.finditer(rf"(?<!\w)({words})[ \t]*([:=])", text, re.IGNORECASE):
+        word, sign = match.group(1), match.group(2)
+        before = text[: match.start()].rstrip(" \t")
+        starts_line = before == "" or before.endswith("\n")
+        if sign == "=" or not word.islower() or starts_line:
+            return True
+    return False
 
 
 def _in_order(text: str, markers: Sequence[str]) -> bool:

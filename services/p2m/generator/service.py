@@ -95,6 +95,8 @@ def invariants_from_pb(message: generator_pb2.Invariants) -> Invariants:
         input_one_line=message.input_one_line,
         input_scripts=tuple(message.input_scripts),
         output_scripts=tuple(message.output_scripts),
+        input_without_labels=tuple(message.input_without_labels),
+        output_not_only_imports=message.output_not_only_imports,
     )
 
 
