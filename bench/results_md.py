@@ -706,6 +706,21 @@ def teacher_section(f: dict[str, Any]) -> list[str]:
                 f"| {entry['alias']} | {task} | {metric} | {' | '.join(cells)} | {goal} | "
                 f"{chat.get('wall_s', '-')} | {page.get('wall_s', '-')} |"
             )
+    votes = [
+        f"- {entry['alias']}, {task}: " + ", ".join(f"{r[5:]}: {v['score']}" for r, v in voted)
+        for entry in f["models"].values()
+        for task, by_request in entry["tasks"].items()
+        if (voted := [(r, v) for r, v in by_request.items() if r.startswith("vote@")])
+    ]
+    if votes:
+        lines += [
+            "",
+            "The generator's label for the same inputs (its answer request, "
+            "self-consistency samples at each temperature, the majority of those that keep the "
+            "invariants), by temperature:",
+            "",
+            *votes,
+        ]
     return [*lines, ""]
 
 

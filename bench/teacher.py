@@ -9,7 +9,11 @@ Each embedded model (``--models``, default the default teacher and SmolLM2) answ
 - ``page``: the request used before it (kept here only as the baseline): one user message
   holding the instruction and the demonstrations as "Input:"/"Output:" lines;
 - ``free``: on a closed-set task, the product's request without reading the answer as the
-  closest label.
+  closest label;
+- ``vote@T`` (``--vote-temperatures``, off by default): the generator's answer as it labels a new
+  input: the same request with the first ``few_shot_demonstrations`` demonstrations,
+  ``self_consistency_samples`` answers at temperature T, the majority of those that keep the
+  task's invariants (how much the annealed temperature costs the labels, against ``chat``).
 
 Scores are in the paper's metric (Exact Match for SQuAD, ChrF++ for Temporal and MCoNaLa), beside
 0.8x gpt-3.5-turbo's paper figure (the goal for the default teacher). The closed-set task
@@ -18,7 +22,8 @@ instruction, eight training rows as demonstrations, a seeded sample of test rows
 Exact Match, with the share of answers that are not one of the labels.
 
     .venv/bin/python bench/teacher.py [--models qwen,smollm2]
-        [--tasks squad,temporal,mconala_ja,banking77] [--eval-limit 50] [--quick] [--json]
+        [--tasks squad,temporal,mconala_ja,banking77] [--eval-limit 50]
+        [--vote-temperatures 0.3,1.4] [--quick] [--json]
 """
 
 from __future__ import annotations
@@ -50,9 +55,14 @@ from p2m.common.teacher_prompt import (
 from p2m.common.text_scores import chrf_corpus, exact_match
 from p2m.common.types import Example, TaskSpec
 from p2m.evaluator.teacher import TeacherPredictor
+from p2m.generator.filters import majority_vote
+from p2m.generator.invariants import infer
+from p2m.generator.limits import answer_tokens
+from p2m.generator.options import GenerateOptions
 from p2m.local_llm.server import LocalLLMConfig, LocalLLMServer
 
 REQUESTS = ("chat", "page", "free")
+VOTE = "vote@"  # a request name's start: "vote@0.8" is the generator's voted answer at 0.8
 CLOSED_SET_TASK = "banking77"
 CLOSED_SET_DEMONSTRATIONS = 8
 SAMPLE_SEED = 0
@@ -147,6 +157,36 @@ def free_answerer(llm: LLMClient, task: TaskSpec, max_tokens: int) -> Answerer:
     return answer
 
 
+def vote_answerer(llm: LLMClient, task: TaskSpec, temperature: float) -> Answerer:
+    """The generator's label for each input: its answer request, voted at ``temperature``."""
+    defaults = GenerateOptions()
+    shown = list(task.demonstrations[: defaults.few_shot_demonstrations])
+    rules = infer(task)
+    tokens = answer_tokens(task.demonstrations, defaults.max_new_tokens)
+
+    async def answer(inputs: Sequence[str]) -> list[str]:
+        async def one(index: int, text: str) -> str:
+            messages = answer_messages(teacher_instruction(task), shown, text)
+            samples = []
+            for sample in range(defaults.self_consistency_samples):
+                output, _ = await ask_answer(
+                    llm,
+                    messages,
+                    shown,
+                    choices=rules.output_choices,
+                    temperature=temperature,
+                    max_tokens=tokens,
+                    seed=1000 * index + sample,
+                )
+                samples.append(output)
+            kept = [o for o in samples if o and rules.output_violation(text, o) is None]
+            return majority_vote(kept or samples)[0]
+
+        return list(await asyncio.gather(*(one(i, text) for i, text in enumerate(inputs))))
+
+    return answer
+
+
 async def score_model(args: argparse.Namespace, base_url: str, alias: str) -> dict[str, Any]:
     """Every task, every request, for one served model."""
     config = LLMConfig(
@@ -167,8 +207,9 @@ async def score_model(args: argparse.Namespace, base_url: str, alias: str) -> di
                 "page": page_answerer(llm, task, args.max_output_tokens),
                 "free": free_answerer(llm, task, args.max_output_tokens),
             }
+            answerers |= {f"{VOTE}{t}": vote_answerer(llm, task, t) for t in args.vote_temperatures}
             figures[name] = {}
-            for request in args.requests:
+            for request in [*args.requests, *(f"{VOTE}{t}" for t in args.vote_temperatures)]:
                 if request == "free" and not labels:
                     continue  # without a closed set, "free" is "chat"
                 started = time.monotonic()
@@ -226,6 +267,13 @@ def show(figures: dict[str, Any]) -> None:
             paper = paperdata.PAPER.get(task)
             goal = round(GOAL_SHARE * paper.paper_teacher, 1) if paper else "-"
             print(f"{choice:<10}{task:<12}{metric_of(task):<12}{cells}{goal!s:>8}")
+            votes = [
+                f"{r[len(VOTE) :]}: {v['score']}"
+                for r, v in by_request.items()
+                if r.startswith(VOTE)
+            ]
+            if votes:
+                print(f"{'':<10}{task:<12}voted at   {', '.join(votes)}")
 
 
 def main() -> None:
@@ -237,7 +285,13 @@ def main() -> None:
     parser.add_argument("--max-output-tokens", type=int, default=64)
     parser.add_argument("--parallel", type=int, default=2, help="requests at once (slots)")
     parser.add_argument("--models-dir", type=Path, help="where the GGUF files are assembled")
+    parser.add_argument(
+        "--vote-temperatures",
+        default="",
+        help="temperatures of the generator's voted answer to score too (e.g. 0.3,1.4)",
+    )
     args = benchkit.parse_arguments(parser, QUICK)
+    args.vote_temperatures = [float(t) for t in args.vote_temperatures.split(",") if t]
     args.models = [m for m in args.models.split(",") if m]
     args.tasks = [t for t in args.tasks.split(",") if t]
     args.requests = [r for r in args.requests.split(",") if r in REQUESTS]

@@ -429,6 +429,36 @@ async def test_the_teacher_plans_topics_once_and_each_new_input_request_gets_one
     )
 
 
+async def test_answers_at_their_own_temperature_and_one_greedy_answer_at_zero(
+    teacher, tmp_path: Path
+):
+    faulty, base_url = teacher
+
+    for answer_temperature in (0.0, 0.9):
+        faulty.mix, faulty.bodies = {"good": 1.0}, []
+        generator, client = _generator(base_url, tmp_path / str(answer_temperature))
+        options = GenerateOptions(
+            num_examples=4, batch_size=4, seed=8, answer_temperature=answer_temperature
+        )
+        async with client:
+            result = await generator.generate(TASK, options)
+        assert result.report.accepted == 4
+        asked = [b for b in faulty.bodies if "response_format" not in b]  # answers: free text
+        inputs = [b for b in faulty.bodies if "input" in _required(b)]
+        assert {b["temperature"] for b in asked} == {answer_temperature}
+        assert {b["temperature"] for b in inputs} != {answer_temperature}  # still annealed
+        if answer_temperature == 0.0:  # every sample would be the same: one per input
+            assert len(asked) == result.report.accepted
+        else:
+            assert len(asked) >= 2 * result.report.accepted
+
+
+def _required(body: dict) -> list[str]:
+    return (
+        body.get("response_format", {}).get("json_schema", {}).get("schema", {}).get("required", [])
+    )
+
+
 async def test_a_new_input_request_shows_fewer_demonstrations_than_an_answer_request(
     teacher, tmp_path: Path
 ):

@@ -172,6 +172,7 @@ def test_request_seeds_are_stable_and_distinct():
         ({"input_demonstrations": 65}, "options.input_demonstrations"),
         ({"answer_generated_examples": -1}, "options.answer_generated_examples"),
         ({"input_frequency_penalty": -0.1}, "options.input_frequency_penalty"),
+        ({"answer_temperature": 2.5}, "options.answer_temperature"),
     ],
 )
 def test_bad_options_name_the_field(change: dict[str, object], field: str):
@@ -306,6 +307,14 @@ def test_invariants_in_a_request_are_given_rules_unset_are_learned():
     assert empty.invariants == Invariants()
     off = options_from_pb(generator_pb2.GenerateOptions(disable_invariants=True))
     assert not off.check_invariants
+
+
+def test_answer_temperature_unset_follows_the_annealing_and_zero_asks_one_answer():
+    assert options_from_pb(generator_pb2.GenerateOptions()).answer_temperature is None
+    greedy = options_from_pb(generator_pb2.GenerateOptions(answer_temperature=0.0))
+    assert greedy.answer_temperature == 0.0 and greedy.samples_per_input == 1
+    warm = GenerateOptions(answer_temperature=0.7)
+    assert warm.samples_per_input == GenerateOptions().samples_per_input == 3
 
 
 def test_answer_generated_examples_unset_means_none_and_out_of_range_names_the_field():

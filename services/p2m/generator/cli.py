@@ -98,6 +98,13 @@ def generate(
             "demonstrations only, as the evaluator asks the teacher)."
         ),
     ] = DEFAULTS.answer_generated_examples,
+    answer_temperature: Annotated[
+        float | None,
+        typer.Option(
+            help="Temperature of the answer requests (0: one greedy answer per input); unset: "
+            "the annealed temperature, as the inputs'."
+        ),
+    ] = DEFAULTS.answer_temperature,
     input_frequency_penalty: Annotated[
         float,
         typer.Option(
@@ -162,6 +169,7 @@ def generate(
         few_shot_generated=input_generated_examples,
         answer_generated_examples=answer_generated_examples,
         input_frequency_penalty=input_frequency_penalty,
+        answer_temperature=answer_temperature,
     )
     try:
         options.validate()

@@ -409,8 +409,11 @@ class DatasetGenerator:
         for rid, answer in zip(gen_ids, answers, strict=True):
             if isinstance(answer, Example):
                 self._screen(run, rid, answer)
+        answering = (
+            temperature if options.answer_temperature is None else options.answer_temperature
+        )
         await asyncio.gather(
-            *(self._samples(run, c, temperature, limit) for c in list(run.pending.values()))
+            *(self._samples(run, c, answering, limit) for c in list(run.pending.values()))
         )
         voted = []
         for rid in sorted(run.pending, key=lambda r: int(r[1:])):

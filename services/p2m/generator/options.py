@@ -35,6 +35,7 @@ class GenerateOptions:
     input_frequency_penalty: float = 0.5
     few_shot_generated: int = 3
     answer_generated_examples: int = 0
+    answer_temperature: float | None = None
     max_requests: int = 0
     max_tokens: int = 0
     seed: int = 0
@@ -87,13 +88,18 @@ class GenerateOptions:
         if tokens != 0 and not 16 <= tokens <= 8192:
             rule = "must be 0 (follow the demonstrations) or within 16..8192"
             raise InvalidInput("options.max_new_tokens", f"{rule}, got {tokens}")
+        if self.answer_temperature is not None:
+            check_ranges(
+                [Within("options.answer_temperature", self.answer_temperature, 0.0, 2.0, False)]
+            )
         if self.invariants is not None:
             self.invariants.validate("options.invariants")
 
     @property
     def samples_per_input(self) -> int:
-        """Outputs voted on per input (1 when self-consistency is off)."""
-        return self.self_consistency_samples if self.self_consistency else 1
+        """Outputs voted on per input (1 when self-consistency is off or answers are greedy)."""
+        voting = self.self_consistency and self.answer_temperature != 0
+        return self.self_consistency_samples if voting else 1
 
 
 # Fields that never change which examples come out for a given seed: speed, and when a stalled

@@ -55,6 +55,7 @@ def options_from_pb(message: generator_pb2.GenerateOptions) -> GenerateOptions:
         "input_frequency_penalty",
         "few_shot_generated",
         "answer_generated_examples",
+        "answer_temperature",
         "seed",
         "dedup_similarity_threshold",
         "validation_fraction",
