@@ -707,7 +707,8 @@ def teacher_section(f: dict[str, Any]) -> list[str]:
                 f"{chat.get('wall_s', '-')} | {page.get('wall_s', '-')} |"
             )
     votes = [
-        f"- {entry['alias']}, {task}: " + ", ".join(f"{r[5:]}: {v['score']}" for r, v in voted)
+        f"- {entry['alias']}, {task}: "
+        + ", ".join(f"{r.removeprefix('vote@')}: {v['score']}" for r, v in voted)
         for entry in f["models"].values()
         for task, by_request in entry["tasks"].items()
         if (voted := [(r, v) for r, v in by_request.items() if r.startswith("vote@")])

@@ -179,8 +179,7 @@ def vote_answerer(llm: LLMClient, task: TaskSpec, temperature: float) -> Answere
                     seed=1000 * index + sample,
                 )
                 samples.append(output)
-            kept = [o for o in samples if o and rules.output_violation(text, o) is None]
-            return majority_vote(kept or samples)[0]
+            return majority_vote(rules.kept_outputs(text, samples) or samples)[0]
 
         return list(await asyncio.gather(*(one(i, text) for i, text in enumerate(inputs))))
 
@@ -268,7 +267,7 @@ def show(figures: dict[str, Any]) -> None:
             goal = round(GOAL_SHARE * paper.paper_teacher, 1) if paper else "-"
             print(f"{choice:<10}{task:<12}{metric_of(task):<12}{cells}{goal!s:>8}")
             votes = [
-                f"{r[len(VOTE) :]}: {v['score']}"
+                f"{r.removeprefix(VOTE)}: {v['score']}"
                 for r, v in by_request.items()
                 if r.startswith(VOTE)
             ]

@@ -71,6 +71,7 @@ def test_squad_markers_in_order_and_the_answer_a_span_of_the_input():
     no_context = Example("Question: Who won? The Broncos did.", "Broncos")
     assert rules.violation(no_context) == "input_markers"
     assert rules.violation(Example(good.input, "Paris")) == "output_in_input"
+    assert rules.kept_outputs(good.input, ["Paris", "", "Denver", "denver"]) == ["Denver", "denver"]
 
 
 def test_an_input_that_labels_its_own_answer_breaks_a_rule_no_demonstration_breaks():

@@ -566,8 +566,8 @@ class DatasetGenerator:
     @staticmethod
     def _valid_votes(run: _Run, candidate: Candidate) -> list[str]:
         """The candidate's outputs so far that keep the output invariants."""
-        votes = [vote for vote in (candidate.output, *candidate.samples) if vote]
-        return [v for v in votes if run.invariants.output_violation(candidate.input, v) is None]
+        votes = [candidate.output, *candidate.samples]
+        return run.invariants.kept_outputs(candidate.input, votes)
 
     async def _ask(
         self,

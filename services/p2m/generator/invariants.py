@@ -130,6 +130,10 @@ class Invariants:
             return "output_scripts"
         return None
 
+    def kept_outputs(self, input_text: str, outputs: Sequence[str]) -> list[str]:
+        """The non-empty ``outputs`` (answers to ``input_text``) that break no output rule."""
+        return [o for o in outputs if o and self.output_violation(input_text, o) is None]
+
     def violation(self, example: Example) -> str | None:
         """The first rule ``example`` breaks, or None."""
         return self.input_violation(example.input) or self.output_violation(
