@@ -1,8 +1,8 @@
 """Generation benchmark against the real local endpoint (llama.cpp serving a shipped model).
 
 Prints: examples/s at concurrency 1 and at the default concurrency (and their ratio), the
-duplicate rate with and without diverse prompts, and the self-consistency agreement rate
-(``--json``: one JSON object instead).
+duplicate rate with and without diverse prompts, and the self-consistency agreement rate when
+answers are voted on (``--json``: one JSON object instead).
 
     .venv/bin/python bench/generation.py [--examples 20] [--model smollm2] [--quick] [--json]
 """
@@ -147,6 +147,9 @@ def main() -> None:
         f"duplicate rate: {duplicate_rate(many):.2f} with diverse prompts, "
         f"{duplicate_rate(reports['no diverse prompts']):.2f} without"
     )
+    if not many.self_consistency_agreement:
+        print("self-consistency: nothing voted on (one greedy answer per input, the default)")
+        return
     print(
         f"self-consistency agreement: {many.self_consistency_agreement:.2f} (concurrency 1: "
         f"{one.self_consistency_agreement:.2f})"

@@ -12,7 +12,8 @@ bar both must clear), the run's own estimate and what it rests on, the time of e
 examples generated and dropped by reason, and the datasets retrieved.
 
     .venv/bin/python bench/pipeline.py [--tasks squad,temporal,mconala_ja] [--examples 80]
-        [--epochs 3] [--min-steps N] [--eval-limit 100] [--teacher qwen] [--quick] [--json]
+        [--epochs 3] [--min-steps N] [--eval-limit 100] [--teacher qwen] [--answer-temperature T]
+        [--seed N] [--quick] [--json]
 """
 
 from __future__ import annotations
@@ -61,6 +62,10 @@ async def run_task(args: argparse.Namespace, stack: Stack, task: str) -> dict[st
         skip_stages=[common_pb2.STAGE_DEPLOY],
     )
     options.train.max_steps = args.max_steps
+    if args.answer_temperature is not None:
+        options.generate.answer_temperature = args.answer_temperature
+    if args.seed is not None:
+        options.seed = args.seed
     if args.min_steps is not None:
         options.train.min_steps = args.min_steps
     options.evaluate.metrics.extend(["exact_match", "chrf"])
@@ -193,7 +198,9 @@ def measure_tasks(args: argparse.Namespace, tasks: list[str]) -> list[dict[str, 
 
 def sizes(args: argparse.Namespace) -> dict[str, Any]:
     """What a task's figures depend on besides the code: kept figures must match them."""
+    chosen = {"answer_temperature": args.answer_temperature, "seed": args.seed}
     return {
+        **{name: value for name, value in chosen.items() if value is not None},
         "examples": args.examples,
         "epochs": args.epochs,
         "max_steps": args.max_steps,
@@ -261,6 +268,12 @@ def main() -> None:
     parser.add_argument("--eval-limit", type=int, default=100, help="dev examples per task")
     parser.add_argument("--teacher", default="qwen", help="the embedded model: qwen or smollm2")
     parser.add_argument("--retrieved-rows", type=int, default=200)
+    parser.add_argument(
+        "--answer-temperature",
+        type=float,
+        help="the generator's answer temperature (default: the generator's own)",
+    )
+    parser.add_argument("--seed", type=int, help="the run's seed (default: the server's)")
     parser.add_argument("--data-dir", type=Path, help="keep the run's data here (default: temp)")
     args = benchkit.parse_arguments(parser, QUICK)
     args.tasks = [t for t in args.tasks.split(",") if t]
@@ -273,6 +286,8 @@ def main() -> None:
         "epochs": args.epochs,
         "eval_limit": args.eval_limit,
         "teacher": args.teacher,
+        "answer_temperature": args.answer_temperature,
+        "seed": args.seed,
         "goal_share": GOAL_SHARE,
         "tasks": tasks,
     }

@@ -429,17 +429,16 @@ async def test_the_teacher_plans_topics_once_and_each_new_input_request_gets_one
     )
 
 
-async def test_answers_at_their_own_temperature_and_one_greedy_answer_at_zero(
+async def test_one_greedy_answer_by_default_and_voted_samples_at_a_set_temperature(
     teacher, tmp_path: Path
 ):
     faulty, base_url = teacher
 
-    for answer_temperature in (0.0, 0.9):
+    default = GenerateOptions(num_examples=4, batch_size=4, seed=8)
+    for options in (default, replace(default, answer_temperature=0.9)):
+        answer_temperature = options.answer_temperature
         faulty.mix, faulty.bodies = {"good": 1.0}, []
         generator, client = _generator(base_url, tmp_path / str(answer_temperature))
-        options = GenerateOptions(
-            num_examples=4, batch_size=4, seed=8, answer_temperature=answer_temperature
-        )
         async with client:
             result = await generator.generate(TASK, options)
         assert result.report.accepted == 4
@@ -538,7 +537,9 @@ async def test_the_judge_drops_the_examples_it_grades_below_the_threshold(teache
 
 async def test_answers_are_asked_until_the_vote_is_settled(teacher, tmp_path: Path):
     """Three answers voted per input: a third is asked only where the first two disagree."""
-    options = GenerateOptions(num_examples=8, batch_size=4, seed=14, self_consistency_samples=3)
+    options = GenerateOptions(
+        num_examples=8, batch_size=4, seed=14, self_consistency_samples=3, answer_temperature=0.8
+    )
     mix = {"good": 0.6, "repetitive": 0.4}  # answers "colour N", or at times "colour 7"
     result = await _generate_with(teacher, tmp_path, mix, TASK, options)
     folder = next((tmp_path / "work").iterdir())

@@ -24,6 +24,7 @@ OPTIONS = generator_pb2.GenerateOptions(
     num_examples=30,
     batch_size=16,
     self_consistency_samples=2,
+    answer_temperature=0.8,
     few_shot_demonstrations=4,
     few_shot_generated=2,
     temperature_start=0.8,

@@ -13,7 +13,7 @@ import pipeline
 
 def _args(tmp_path: Path, **changed: object) -> argparse.Namespace:
     sizes = {"examples": 80, "epochs": 3, "max_steps": 0, "min_steps": None, "eval_limit": 100}
-    sizes |= {"teacher": "qwen", "retrieved_rows": 200}
+    sizes |= {"teacher": "qwen", "retrieved_rows": 200, "answer_temperature": None, "seed": None}
     return argparse.Namespace(data_dir=tmp_path, **(sizes | changed))
 
 
@@ -33,6 +33,8 @@ def test_a_scored_task_is_kept_and_reused_only_at_the_same_sizes(tmp_path):
     assert pipeline.kept_figures(_args(tmp_path, examples=24), "mconala_ja") is None
     assert pipeline.kept_figures(_args(tmp_path, teacher="smollm2"), "mconala_ja") is None
     assert pipeline.kept_figures(_args(tmp_path, min_steps=0), "mconala_ja") is None
+    assert pipeline.kept_figures(_args(tmp_path, answer_temperature=0.0), "mconala_ja") is None
+    assert pipeline.kept_figures(_args(tmp_path, seed=7), "mconala_ja") is None
 
 
 def test_a_failed_or_unscored_task_is_not_kept_so_the_next_run_measures_it(tmp_path):

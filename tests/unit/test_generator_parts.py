@@ -309,12 +309,12 @@ def test_invariants_in_a_request_are_given_rules_unset_are_learned():
     assert not off.check_invariants
 
 
-def test_answer_temperature_unset_follows_the_annealing_and_zero_asks_one_answer():
-    assert options_from_pb(generator_pb2.GenerateOptions()).answer_temperature is None
-    greedy = options_from_pb(generator_pb2.GenerateOptions(answer_temperature=0.0))
-    assert greedy.answer_temperature == 0.0 and greedy.samples_per_input == 1
-    warm = GenerateOptions(answer_temperature=0.7)
-    assert warm.samples_per_input == GenerateOptions().samples_per_input == 3
+def test_answers_are_greedy_unless_a_temperature_is_set_and_then_voted_on():
+    unset = options_from_pb(generator_pb2.GenerateOptions())
+    assert unset.answer_temperature == 0.0 and unset.samples_per_input == 1
+    warm = options_from_pb(generator_pb2.GenerateOptions(answer_temperature=0.7))
+    assert warm.answer_temperature == 0.7 and warm.samples_per_input == 3
+    assert GenerateOptions(answer_temperature=0.7, self_consistency=False).samples_per_input == 1
 
 
 def test_answer_generated_examples_unset_means_none_and_out_of_range_names_the_field():

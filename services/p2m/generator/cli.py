@@ -99,10 +99,10 @@ def generate(
         ),
     ] = DEFAULTS.answer_generated_examples,
     answer_temperature: Annotated[
-        float | None,
+        float,
         typer.Option(
-            help="Temperature of the answer requests (0: one greedy answer per input); unset: "
-            "the annealed temperature, as the inputs'."
+            help="Temperature of the answer requests: 0 asks one greedy answer per input; above "
+            "0, self-consistency votes on samples at this temperature."
         ),
     ] = DEFAULTS.answer_temperature,
     input_frequency_penalty: Annotated[

@@ -334,7 +334,7 @@ class DatasetGenerator:
             ),
             commonest_output_share=round(run.outputs.commonest_share(), 4),
             self_consistency_agreement=(
-                sum(agreements) / len(agreements) if options.self_consistency else 0.0
+                sum(agreements) / len(agreements) if options.samples_per_input > 1 else 0.0
             ),
             usage=run.usage,
             resumed_from=resumed_from,
@@ -409,12 +409,9 @@ class DatasetGenerator:
         for rid, answer in zip(gen_ids, answers, strict=True):
             if isinstance(answer, Example):
                 self._screen(run, rid, answer)
-        answering = (
-            temperature if options.answer_temperature is None else options.answer_temperature
-        )
-        await asyncio.gather(
-            *(self._samples(run, c, answering, limit) for c in list(run.pending.values()))
-        )
+        pending = list(run.pending.values())
+        answering = (self._samples(run, c, options.answer_temperature, limit) for c in pending)
+        await asyncio.gather(*answering)
         voted = []
         for rid in sorted(run.pending, key=lambda r: int(r[1:])):
             decision = self._vote(run, run.pending[rid])
