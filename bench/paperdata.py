@@ -83,7 +83,12 @@ def capped(pool: list[Example], task: TaskSpec, size: int, share: float) -> list
 
 
 def dev(shared: Path, task: str, limit: int = 0) -> list[Example]:
-    """The dev half of the task's real test set as input/output pairs (``limit`` 0: all)."""
+    """The dev half of the task's real test set as input/output pairs (``limit`` 0: all).
+
+    A limit takes rows spread evenly over the file, in its order, not its first rows: the files
+    are sorted (Temporal's 251 dated rows come before its 179 "N/A" ones, SQuAD's rows by
+    article), so a head would score one kind only.
+    """
     rows = []
     with (shared / "benchmarks" / task / "dev.jsonl").open(encoding="utf-8") as fh:
         for line in fh:
@@ -93,9 +98,14 @@ def dev(shared: Path, task: str, limit: int = 0) -> list[Example]:
                 rows.append(Example(text, record["answers"]["text"][0]))
             else:
                 rows.append(Example(record["input_col"], record["output_col"]))
-            if len(rows) == limit:
-                break
-    return rows
+    return spread(rows, limit)
+
+
+def spread(rows: list[Example], limit: int) -> list[Example]:
+    """``limit`` of ``rows`` at even steps, first row first (all of them for 0 or more)."""
+    if not 0 < limit < len(rows):
+        return rows
+    return [rows[i * len(rows) // limit] for i in range(limit)]
 
 
 def write_jsonl(examples: list[Example], path: Path) -> Path:

@@ -103,7 +103,7 @@ async def run_task(args: argparse.Namespace, stack: Stack, task: str) -> dict[st
 async def dev_scores(
     args: argparse.Namespace, stack: Stack, task: str, run: gateway_pb2.Run
 ) -> dict[str, Any]:
-    """The run's student and the stack's teacher on the first ``--eval-limit`` dev examples."""
+    """The run's student and the stack's teacher on ``--eval-limit`` dev examples spread evenly."""
     store = ArtifactStore(args.data_dir / "artifacts")
     rows = paperdata.dev(args.shared_data, task, args.eval_limit)
     data = read_jsonl(paperdata.write_jsonl(rows, args.data_dir / f"dev-{task}.jsonl"))

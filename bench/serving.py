@@ -12,7 +12,7 @@ half's first ones; built-in sentences without ``--shared-data``), greedy, at mos
    bare p50;
 3. the teacher (``--teacher``, the embedded llama.cpp endpoint) on the same inputs through the
    evaluator's request: the student's speed-up per example;
-4. with ``--score N``: the task metric of the first N dev examples for each bare runtime, so a
+4. with ``--score N``: the task metric of N dev examples (spread evenly) for each bare runtime, so a
    precision is judged by what it does to the answers, not only by its speed;
 5. load: ``C`` v1 clients kept busy for ``--duration`` seconds per level, server-side batching off
    and on, for each served runtime.
@@ -161,7 +161,11 @@ def task_inputs(args: argparse.Namespace) -> tuple[TaskSpec, list[str], list[Any
         return TaskSpec(INSTRUCTION), list(INPUTS)[: args.inputs], []
     task = paperdata.task_spec(args.shared_data, args.task)
     dev = paperdata.dev(args.shared_data, args.task)
-    return task, [e.input for e in dev[: args.inputs]], dev[: args.score]
+    return (
+        task,
+        [e.input for e in dev[: args.inputs]],
+        paperdata.spread(dev, args.score) if args.score else [],
+    )
 
 
 def student_folder(
@@ -267,7 +271,7 @@ def same_share(answers: Sequence[str], reference: Sequence[str]) -> float:
 def dev_scores(
     args: argparse.Namespace, folder: Path, cache: Path, dev: list[Any], decoding: Decoding
 ) -> dict[str, Any]:
-    """The task metric on the first dev examples, for each bare runtime (batched)."""
+    """The task metric on the scored dev examples, for each bare runtime (batched)."""
     metric = paperdata.PAPER[args.task].metric
     inputs, references = [e.input for e in dev], [e.output for e in dev]
     scored: dict[str, Any] = {}
