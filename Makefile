@@ -100,8 +100,10 @@ $(TOOLS_STAMP):
 	mkdir -p $(TOOLS); install -m 0755 "$$tmp/helm/helm" "$$tmp/kubectl/kubectl" $(TOOLS)/; \
 	$(HELM) version --short && $(KUBECTL) version --client && touch $@
 
+# The suite's 25 slowest tests close its output, so its time (about 20 minutes is the budget on
+# 2 cores) can be watched where it grows.
 test: install browser tools ## Run the test suite inside a loopback-only network namespace
-	scripts/netns-run $(BIN)/python -m pytest $(PYTEST_ARGS)
+	scripts/netns-run $(BIN)/python -m pytest --durations=25 $(PYTEST_ARGS)
 
 test-unit: install ## Run the unit tests only (fast)
 	scripts/netns-run $(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)

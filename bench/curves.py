@@ -183,6 +183,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "train": len(rows),
         "share": args.share,
         "dev": len(dev_rows),
+        "dev_rows": paperdata.DEV_ROWS,
         "options": asdict(options),
         "wall_s": trained_seconds(args, report.cached, wall),
         "examples_per_s": round(report.samples_per_second, 2),

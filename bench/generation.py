@@ -4,7 +4,8 @@ Prints: examples/s at concurrency 1 and at the default concurrency (and their ra
 duplicate rate with and without diverse prompts, and the self-consistency agreement rate when
 answers are voted on (``--json``: one JSON object instead).
 
-    .venv/bin/python bench/generation.py [--examples 20] [--model smollm2] [--quick] [--json]
+    .venv/bin/python bench/generation.py [--examples 20] [--model smollm2] [--answer-temperature T]
+        [--quick] [--json]
 """
 
 from __future__ import annotations
@@ -60,6 +61,12 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=20)
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--concurrency", type=int, default=GenerateOptions().max_concurrency)
+    parser.add_argument(
+        "--answer-temperature",
+        type=float,
+        default=GenerateOptions().answer_temperature,
+        help="the answers' temperature; above 0, self-consistency votes (default: the generator's)",
+    )
     benchkit.common_arguments(parser, f"{QUICK_EXAMPLES} examples per run")
     args = parser.parse_args()
     load_start = benchkit.load_average()
@@ -76,6 +83,7 @@ def main() -> None:
                 few_shot_demonstrations=4,
                 few_shot_generated=2,
                 self_consistency_samples=3,
+                answer_temperature=args.answer_temperature,
                 seed=5,
             )
             runs = {
@@ -104,6 +112,7 @@ def main() -> None:
         "task": "temporal",
         "model": args.model,
         "examples_per_run": examples,
+        "answer_temperature": args.answer_temperature,
         "runs": {
             label: {
                 "max_concurrency": runs[label].max_concurrency,
@@ -133,6 +142,7 @@ def main() -> None:
         return
     print(
         f"generation benchmark: {examples} Temporal examples per run, model {args.model}, "
+        f"answer temperature {args.answer_temperature:g}, "
         f"{benchkit.machine_line(figures['machine'])}"
     )
     print(f"{'run':<22}{'examples/s':>12}{'requests':>10}{'dup rate':>10}{'agreement':>11}  load")
@@ -148,7 +158,7 @@ def main() -> None:
         f"{duplicate_rate(reports['no diverse prompts']):.2f} without"
     )
     if not many.self_consistency_agreement:
-        print("self-consistency: nothing voted on (one greedy answer per input, the default)")
+        print("self-consistency: nothing voted on (one greedy answer per input)")
         return
     print(
         f"self-consistency agreement: {many.self_consistency_agreement:.2f} (concurrency 1: "

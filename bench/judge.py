@@ -115,6 +115,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "teacher": alias,
         "threshold": args.threshold,
         "epochs": args.epochs,
+        "dev_rows": paperdata.DEV_ROWS,
         "graded": len(rows),
         "grades": dict(sorted(Counter(grades).items())),
         "kept_share": round(len(sets["judged"]) / max(1, len(rows)), 3),

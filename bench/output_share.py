@@ -89,6 +89,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "epochs": args.epochs,
         "precision": args.precision,
         "dev_examples": len(args.dev),
+        "dev_rows": paperdata.DEV_ROWS,
         "arms": arms,
     }
 

@@ -120,6 +120,7 @@ def main() -> None:
     figures = {
         "bench": "paper",
         "task": args.task,
+        "dev_rows": paperdata.DEV_ROWS,
         "quick": args.quick,
         "machine": benchkit.machine(),
         "load_avg_start": load_start,

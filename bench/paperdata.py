@@ -82,6 +82,11 @@ def capped(pool: list[Example], task: TaskSpec, size: int, share: float) -> list
     return kept
 
 
+# How ``dev`` picks rows under a limit; benches put it in their figures as ``dev_rows``, so a
+# report tells their figures from ones measured on a half's first rows (figures without it).
+DEV_ROWS = "spread"
+
+
 def dev(shared: Path, task: str, limit: int = 0) -> list[Example]:
     """The dev half of the task's real test set as input/output pairs (``limit`` 0: all).
 

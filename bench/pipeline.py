@@ -206,6 +206,7 @@ def sizes(args: argparse.Namespace) -> dict[str, Any]:
         "max_steps": args.max_steps,
         "min_steps": TrainOptions().min_steps if args.min_steps is None else args.min_steps,
         "eval_limit": args.eval_limit,
+        "dev_rows": paperdata.DEV_ROWS,
         "teacher": args.teacher,
         "retrieved_rows": args.retrieved_rows,
     }
@@ -285,6 +286,7 @@ def main() -> None:
         "examples": args.examples,
         "epochs": args.epochs,
         "eval_limit": args.eval_limit,
+        "dev_rows": paperdata.DEV_ROWS,
         "teacher": args.teacher,
         "answer_temperature": args.answer_temperature,
         "seed": args.seed,

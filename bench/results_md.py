@@ -231,7 +231,8 @@ def paper_section(papers: list[Outcome], context: dict[str, Any]) -> list[str]:
             + f") in {training['wall_s']:.0f} s, {training['examples_per_s']} examples/s, final "
             f"loss {training['final_loss']}; student latency p50 "
             f"{f['student']['dev']['latency_p50_ms']:.0f} ms per example, "
-            f"{f['model_size_mb']} MB; both decode at most {f['max_output_tokens']} tokens; "
+            f"{f['model_size_mb']} MB; both decode at most {f['max_output_tokens']} tokens; dev "
+            f"examples {dev_rows(f)}; "
             f"ran on {benchkit.machine_line(f['machine'])}."
         )
     if details:
@@ -520,7 +521,7 @@ def curves_section(outcome: Outcome) -> list[str]:
         f"{options['learning_rate']}, batch {options['batch_size']}, forward pass in "
         f"{f.get('precision', 'fp32')}, {f['steps']} steps, {f['examples_per_s']} examples/s, "
         f"{took}); every {options['eval_steps']} "
-        f"steps and at each epoch's end {f['dev']} examples spread over the dev half were decoded "
+        f"steps and at each epoch's end {f['dev']} dev examples ({dev_rows(f)}) were decoded "
         "greedily, watching only (the last weights are kept, nothing stops early). "
         f"Final model on the same dev examples{served}: **{f['final_dev_score']}** "
         f"({f['metric']}); the paper: gpt-3.5-turbo {f['paper_gpt35']}, its Prompt2Model student "
@@ -614,7 +615,8 @@ def pipeline_section(f: dict[str, Any]) -> list[str]:
         f"Each of the paper's prompts through the gateway with the embedded defaults (teacher "
         f"{f['teacher']}, retrieval over the catalogs, SmolLM2-135M student): {f['examples']} "
         f"generated examples, {f['epochs']} epoch(s), deployment skipped. The trained student "
-        f"and the teacher are then scored on {f['eval_limit']} dev examples. The bar is half of "
+        f"and the teacher are then scored on {f['eval_limit']} dev examples ({dev_rows(f)}). The "
+        "bar is half of "
         f"gpt-3.5-turbo's paper figure, so that a win between two failures does not count. Ran "
         f"on {benchkit.machine_line(f['machine'])}.",
         "",
@@ -681,16 +683,14 @@ def throughput(student: dict[str, Any], teacher: dict[str, Any]) -> str:
 def teacher_section(f: dict[str, Any]) -> list[str]:
     """The embedded teachers with today's request beside the ones it replaced."""
     lines = [
-        f"Each embedded model answers {f['eval_limit']} dev examples of each task, spread over its "
-        "dev half, at temperature 0: `chat` is the product's request (the instruction as the "
-        "system message, each demonstration as a user turn answered by an assistant turn; on a "
-        "closed set of labels, the answer read as the closest label), `page` the single-message "
-        "request it replaced, `free` the product's request with the answer taken as written. "
-        "banking77 "
-        "is the real intent dataset (77 labels listed in the instruction, a seeded sample of "
-        "test rows; in brackets, answers that are none of the labels). The goal for the "
-        "default teacher "
-        f"is {f['goal_share']}x gpt-3.5-turbo's paper figure. Ran on "
+        f"Each embedded model answers {f['eval_limit']} dev examples of each task "
+        f"({dev_rows(f)}), at temperature 0: `chat` is the product's request (the instruction "
+        "as the system message, each demonstration as a user turn answered by an assistant "
+        "turn; on a closed set of labels, the answer read as the closest label), `page` the "
+        "single-message request it replaced, `free` the product's request with the answer taken "
+        "as written. banking77 is the real intent dataset (77 labels listed in the instruction, "
+        "a seeded sample of test rows; in brackets, answers that are none of the labels). The "
+        f"goal for the default teacher is {f['goal_share']}x gpt-3.5-turbo's paper figure. Ran on "
         f"{benchkit.machine_line(f['machine'])}.",
         "",
         "| model | task | metric | chat | page | free | goal | chat s | page s |",
@@ -742,8 +742,8 @@ def judge_section(f: dict[str, Any]) -> list[str]:
         f"{f['task']} set (1-5, the generator's judge request); grades {f['grades']} (0: none "
         f"given). The student is trained {f['epochs']} epoch(s) on every example, on those "
         f"graded {f['threshold']} or more ({f['kept_share']:.0%}), and on as many drawn at "
-        f"random, and scored on the dev half. Starting the teacher and grading took "
-        f"{f['grade_s']:.0f} s. Ran on "
+        f"random, and scored on dev examples ({dev_rows(f)}). Starting the teacher and grading "
+        f"took {f['grade_s']:.0f} s. Ran on "
         f"{benchkit.machine_line(f['machine'])}.",
         "",
         *judge_eye(f.get("swapped")),
@@ -777,7 +777,8 @@ def output_share_section(f: dict[str, Any]) -> list[str]:
         f"{f['arms']['as generated']['examples']} examples of the paper's generated {f['task']} "
         "set, and on as many walked in order with each output capped at "
         f"{f['share']:.0%} of them (the generator's `max_output_share`: what it keeps with the "
-        f"cap on), then scored on {f['dev_examples']} dev examples, decoded as served. Ran on "
+        f"cap on), then scored on {f['dev_examples']} dev examples ({dev_rows(f)}), decoded as "
+        "served. Ran on "
         f"{benchkit.machine_line(f['machine'])}.",
         "",
         f"| training set | examples | distinct outputs | commonest output | dev {f['metric']} by "
@@ -818,7 +819,7 @@ def generation_section(f: dict[str, Any]) -> list[str]:
     """Synthetic data generation against the local endpoint."""
     lines = [
         f"{f['examples_per_run']} Temporal examples per run from the embedded llama.cpp endpoint "
-        f"serving {f['model']}. Ran on {benchkit.machine_line(f['machine'])}.",
+        f"serving {f['model']}{answers_note(f)}. Ran on {benchkit.machine_line(f['machine'])}.",
         "",
         "| run | examples/s | requests | duplicate rate | self-consistency agreement | load avg |",
         "|---|---|---|---|---|---|",
@@ -837,6 +838,29 @@ def generation_section(f: dict[str, Any]) -> list[str]:
         "",
     ]
     return lines
+
+
+def dev_rows(f: dict[str, Any]) -> str:
+    """How a bench picked its dev rows: its figures say, or they predate saying (a half's head)."""
+    picked = {"spread": "spread over the dev half", "built-in": "built-in sentences"}
+    return picked.get(f.get("dev_rows", ""), "the dev half's first rows")
+
+
+def serving_inputs(f: dict[str, Any]) -> str:
+    """The serving bench's timed inputs: how many, of what, picked how."""
+    if f["task"].startswith("built-in"):
+        return f"{f['inputs']} {f['task']}"
+    return f"{f['inputs']} inputs of {f['task']} ({dev_rows(f)})"
+
+
+def answers_note(f: dict[str, Any]) -> str:
+    """How the generation bench's answers were made, when its figures say."""
+    temperature = f.get("answer_temperature")
+    if temperature is None:
+        return ""
+    if temperature == 0:
+        return ", one greedy answer per input (nothing voted on)"
+    return f", answers voted on at temperature {temperature:g}"
 
 
 @section("Training")
@@ -869,7 +893,7 @@ def serving_section(f: dict[str, Any]) -> list[str]:
     if "bare" not in f:  # a run from before the runtimes were compared
         return _serving_load_only(f)
     lines = [
-        f"One student, {f['model']}, on the first {f['inputs']} inputs of {f['task']}, greedy, "
+        f"One student, {f['model']}, on {serving_inputs(f)}, greedy, "
         f"at most {f['max_output_tokens']} new tokens, one client, one input per call, after "
         "one warm-up call. *Bare*: called in the bench's own process (llama.cpp through its "
         "GGUF export, in its own process on loopback); *v1*/*v2*: through `p2m serve-model` "

@@ -1,8 +1,8 @@
 """Serving benchmark: where a student's time goes, runtime by runtime, in one run.
 
 One student: a trained model folder (``--model``) or SmolLM2-135M from the local model store with
-the task's instruction (untrained). The same ``--inputs`` held-out inputs of ``--task`` (the dev
-half's first ones; built-in sentences without ``--shared-data``), greedy, at most
+the task's instruction (untrained). The same ``--inputs`` held-out inputs of ``--task`` (spread
+evenly over the dev half; built-in sentences without ``--shared-data``), greedy, at most
 ``--max-output-tokens`` new tokens, one client, one input per call:
 
 1. bare, in this process: transformers ``generate`` in fp32, then llama.cpp (the student's GGUF
@@ -131,6 +131,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "model": described,
         "task": args.task if has_benchmarks(args) else "built-in sentiment sentences",
         "inputs": len(inputs),
+        "dev_rows": paperdata.DEV_ROWS if has_benchmarks(args) else "built-in",
         "max_output_tokens": limit,
         "threads": os.cpu_count(),
         "bare": bare,
@@ -163,7 +164,7 @@ def task_inputs(args: argparse.Namespace) -> tuple[TaskSpec, list[str], list[Any
     dev = paperdata.dev(args.shared_data, args.task)
     return (
         task,
-        [e.input for e in dev[: args.inputs]],
+        [e.input for e in paperdata.spread(dev, args.inputs)],
         paperdata.spread(dev, args.score) if args.score else [],
     )
 

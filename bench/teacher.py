@@ -299,6 +299,7 @@ def main() -> None:
         models = measure(args, (args.models_dir or Path(temp)).resolve())
     figures = {
         "eval_limit": args.eval_limit,
+        "dev_rows": paperdata.DEV_ROWS,
         "max_output_tokens": args.max_output_tokens,
         "goal_share": GOAL_SHARE,
         "paper_gpt35": {t: p.paper_teacher for t, p in paperdata.PAPER.items() if t in args.tasks},

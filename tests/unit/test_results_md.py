@@ -305,6 +305,36 @@ def test_the_retrieval_section_shows_the_reranking_by_weight_only_when_measured(
     assert "| 1.0 | 0.310 | 0.360 | 0.300 | 0.200 |" in ranked
 
 
+def test_the_generation_section_says_how_answers_were_made_when_its_figures_say():
+    run = {
+        "examples_per_s": 0.1,
+        "requests": 30,
+        "duplicate_rate": 0.2,
+        "self_consistency_agreement": 0.0,
+        "load_avg": [1.0, 1.0, 1.0],
+    }
+    figures = {
+        "examples_per_run": 20,
+        "model": "smollm2",
+        "machine": {"cpu": "cpu", "arch": "x86_64", "cores": 2, "ram_gib": 8, "python": "3.11"},
+        "runs": {"concurrency 1": run},
+        "speedup": 1.0,
+        "duplicate_rate_diverse": 0.2,
+        "duplicate_rate_plain": 0.3,
+    }
+
+    def text() -> str:
+        outcome = Outcome("generation", [], status="ok", figures=figures)
+        return "\n".join(results_md.generation_section(outcome))
+
+    assert "20 Temporal examples per run" in text()
+    assert "greedy" not in text() and "voted on at" not in text()
+    figures["answer_temperature"] = 0.0
+    assert "one greedy answer per input" in text()
+    figures["answer_temperature"] = 0.8
+    assert "voted on at temperature 0.8" in text()
+
+
 def test_the_pipeline_section_sets_the_students_speed_by_latency_and_by_wall_time():
     student = {"score": 8.21, "examples": 100, "latency_p50_ms": 104.1, "wall_s": 11.3}
     teacher = {"score": 28.69, "examples": 100, "latency_p50_ms": 1462.4, "wall_s": 47.5}
@@ -336,3 +366,12 @@ def test_the_pipeline_section_sets_the_students_speed_by_latency_and_by_wall_tim
     )
     assert "14.0x faster (p50; both as the evaluator batches them)." in again
     assert "earlier run of this bench with the same sizes (commit `dd60127`" in again
+
+
+def test_a_section_says_how_its_dev_rows_were_picked_and_older_figures_read_as_a_head():
+    assert results_md.dev_rows({"dev_rows": "spread"}) == "spread over the dev half"
+    assert results_md.dev_rows({}) == "the dev half's first rows"  # measured before the marker
+    served = {"inputs": 20, "task": "temporal", "dev_rows": "spread"}
+    assert results_md.serving_inputs(served) == "20 inputs of temporal (spread over the dev half)"
+    builtin = {"inputs": 4, "task": "built-in sentiment sentences", "dev_rows": "built-in"}
+    assert results_md.serving_inputs(builtin) == "4 built-in sentiment sentences"
