@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import random
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -430,3 +431,14 @@ def test_the_input_pattern_holds_a_json_string_whole_as_llama_cpp_reads_it():
     pattern = re.compile(input_schema(several_lines)["properties"]["input"]["pattern"])
     assert pattern.fullmatch(_raw_json_string("Question: sky?\nContext: blue"))
     assert input_schema(Invariants())["properties"]["input"] == {"type": "string"}
+
+
+def test_a_sentence_end_is_checked_not_decoded_by():
+    """A grammar that cannot end an input mid-sentence kept a small teacher writing to its cap."""
+    plain = Invariants(input_prefix="Question:", input_one_line=True)
+    ended = replace(plain, input_sentence_end=True)
+    assert input_schema(ended) == input_schema(plain)
+    assert input_schema(Invariants(input_sentence_end=True)) == input_schema(Invariants())
+    assert ended.input_violation("Question: Why? Context: the league emphasized the") == (
+        "input_sentence_end"
+    )

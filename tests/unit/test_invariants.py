@@ -66,12 +66,37 @@ def test_squad_markers_in_order_and_the_answer_a_span_of_the_input():
     good = Example("Question: Who won? Context: Denver won the game.", "Denver")
     assert rules.violation(good) is None
     assert rules.violation(Example("What is the capital of France?", "Paris")) == "input_prefix"
-    swapped = Example("Question: Who? Context: x. Question: again", "x")
+    swapped = Example("Question: Who? Context: x. Question: again?", "x")
     assert rules.violation(swapped) is None  # both markers, in order
     no_context = Example("Question: Who won? The Broncos did.", "Broncos")
     assert rules.violation(no_context) == "input_markers"
     assert rules.violation(Example(good.input, "Paris")) == "output_in_input"
     assert rules.kept_outputs(good.input, ["Paris", "", "Denver", "denver"]) == ["Denver", "denver"]
+
+
+def test_inputs_end_a_sentence_when_every_demonstrations_input_does():
+    rules = infer(SQUAD)
+    assert rules.input_sentence_end
+    # Qwen2.5-0.5B's SQuAD inputs, cut where it wrote a raw quote inside its JSON string.
+    cut = "Question: Why? Context: As this was the 50th Super Bowl, the league emphasized the"
+    assert rules.violation(Example(cut, "the league")) == "input_sentence_end"
+    quoted = 'Question: Why? Context: The league emphasized the "golden anniversary."'
+    assert rules.violation(Example(quoted, "golden anniversary")) is None
+    bracketed = "Question: Which? Context: It ran (1997-2002)."
+    assert rules.violation(Example(bracketed, "1997-2002")) is None
+    assert "every input ends a sentence" in rules.describe()
+    # One demonstration that ends otherwise, or none at all, learns nothing.
+    assert infer(TEMPORAL).input_sentence_end
+    tagged = Example("[Posted: 2020-01-02] Thanks @someone", "N/A")
+    assert not infer(
+        TaskSpec(TEMPORAL.instruction, (*TEMPORAL.demonstrations[:3], tagged))
+    ).input_sentence_end
+    assert not infer(CODE).input_sentence_end
+    japanese = TaskSpec(
+        "要約する。", (Example("東京に行った。", "東京"), Example("雨だった\uff01", "雨"))
+    )
+    assert infer(japanese).input_sentence_end
+    assert infer(japanese).violation(Example("京都に行った」", "京都")) == "input_sentence_end"
 
 
 def test_an_input_that_labels_its_own_answer_breaks_a_rule_no_demonstration_breaks():
@@ -220,10 +245,11 @@ def test_the_new_example_request_states_the_rules_in_words():
     assert rules[0] == 'The input starts with "[Posted: 1998-09-07]" (with its own numbers).'
     assert 'The output uses "==" as the examples do or is "N/A".' in rules
     squad = rule_lines(infer(SQUAD), SQUAD.demonstrations)
-    assert squad[:4] == [
+    assert squad[:5] == [
         'The input starts with "Question:".',
         'The input holds "Context:".',
         "The input is one line.",  # Latin letters go without saying
+        "The input ends at the end of a sentence, with its punctuation.",
         "The output is copied word for word from the input.",
     ]
     code = rule_lines(infer(CODE), CODE.demonstrations)

@@ -46,10 +46,14 @@ RULES = (
     "output_scripts",
     "input_without_labels",
     "output_not_only_imports",
+    "input_sentence_end",
 )
 # Labels a teacher puts before an answer ("input: ... output: ..." is how the generator shows
 # examples); one written into a new input gives its answer away ("...\n\nOutput: Corn").
 ANSWER_LABELS = ("output", "answer")
+# A sentence's end: its final punctuation (. ! ?, the ellipsis, the full-width stop, exclamation
+# and question marks), then any closing quotes or brackets (straight, curly, corner).
+_SENTENCE_END = re.compile(r"[.!?\u2026\u3002\uff01\uff1f][\"'\u201d\u2019)\]\u300d\u300f]*$")
 # Words and spaces only: English that may parse as Python ("Travel in Japan") but is no code.
 _WORDS = re.compile(r"[^\W\d][\w ]*")
 
@@ -77,6 +81,10 @@ class Invariants:
         output_not_only_imports: The output (code in ``output_language``) does more than import:
             "import os" does nothing a task asks for (no MCoNaLa dev output is one; 13 of 80
             outputs a small teacher wrote were).
+        input_sentence_end: The input ends a sentence (final punctuation, then any closing
+            quotes or brackets). A small teacher writing JSON ends its string at the first raw
+            double quote it meant as a quotation mark, so its input stops mid-sentence ("...
+            the league emphasized the"; 13 of 51 SQuAD inputs Qwen2.5-0.5B wrote).
     """
 
     input_prefix: str = ""
@@ -92,6 +100,7 @@ class Invariants:
     output_scripts: tuple[str, ...] = ()
     input_without_labels: tuple[str, ...] = ()
     output_not_only_imports: bool = False
+    input_sentence_end: bool = False
 
     def input_violation(self, text: str) -> str | None:
         """The first input rule ``text`` breaks, or None."""
@@ -105,6 +114,8 @@ class Invariants:
             return "input_scripts"
         if self.input_without_labels and _holds_any_label(text, self.input_without_labels):
             return "input_without_labels"
+        if self.input_sentence_end and not ends_sentence(text):
+            return "input_sentence_end"
         return None
 
     def output_violation(self, input_text: str, output: str) -> str | None:
@@ -154,6 +165,8 @@ class Invariants:
             lines.append(f"every input holds {', then '.join(map(repr, self.input_markers))}")
         if self.input_one_line:
             lines.append("every input is one line")
+        if self.input_sentence_end:
+            lines.append("every input ends a sentence")
         if self.input_scripts:
             lines.append(f"every input is written in {scripts.describe(self.input_scripts)}")
         if self.input_without_labels:
@@ -244,7 +257,13 @@ def infer(task: TaskSpec) -> Invariants:
         ),
         output_not_only_imports=bool(language)
         and not any(only_imports(o, language) for o in outputs),
+        input_sentence_end=all(ends_sentence(i) for i in inputs),
     )
+
+
+def ends_sentence(text: str) -> bool:
+    """True when ``text`` ends with a sentence's final punctuation (closing quotes aside)."""
+    return _SENTENCE_END.search(text.strip()) is not None
 
 
 def parses_as(text: str, language: str) -> bool:

@@ -77,6 +77,8 @@ def rule_lines(invariants: Invariants, demonstrations: Sequence[Example]) -> lis
         lines.append(f"The input holds {', then '.join(markers)}.")
     if invariants.input_one_line:
         lines.append("The input is one line.")
+    if invariants.input_sentence_end:
+        lines.append("The input ends at the end of a sentence, with its punctuation.")
     if written := _non_latin(invariants.input_scripts):
         lines.append(f"The input is written in {scripts.describe(written)}.")
     if invariants.output_in_input:
@@ -140,7 +142,10 @@ def input_schema(invariants: Invariants) -> dict[str, Any]:
 
     An endpoint that turns schemas into grammars (llama.cpp) then writes inputs that keep the
     prefix by construction, where a small teacher dropped it in most answers ("Posted:
-    2022-05-17" for "[Posted: 2022-05-17] ..."), and one-line inputs without a line break. The
+    2022-05-17" for "[Posted: 2022-05-17] ..."), and one-line inputs without a line break. A
+    sentence's end (``input_sentence_end``) is checked, not decoded by: a grammar that cannot
+    end the string mid-sentence kept Qwen2.5-0.5B writing to its token cap (9 of 32 answers to
+    SQuAD input requests, against 3 of 20 without it). The
     pattern is written as llama.cpp reads it (``_JSON_CHAR``), so an answer is checked against
     ``INPUT_SCHEMA`` and the invariants check the prefix and the line. An endpoint that reads
     patterns on the decoded string (OpenAI's) writes no double quote or backslash there.
