@@ -842,8 +842,9 @@ def generation_section(f: dict[str, Any]) -> list[str]:
 
 def dev_rows(f: dict[str, Any]) -> str:
     """How a bench picked its dev rows: its figures say, or they predate saying (a half's head)."""
-    picked = {"spread": "spread over the dev half", "built-in": "built-in sentences"}
-    return picked.get(f.get("dev_rows", ""), "the dev half's first rows")
+    if f.get("dev_rows") == "spread":
+        return "spread over the dev half"
+    return "the dev half's first rows"
 
 
 def serving_inputs(f: dict[str, Any]) -> str:

@@ -131,7 +131,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "model": described,
         "task": args.task if has_benchmarks(args) else "built-in sentiment sentences",
         "inputs": len(inputs),
-        "dev_rows": paperdata.DEV_ROWS if has_benchmarks(args) else "built-in",
+        "dev_rows": paperdata.DEV_ROWS if has_benchmarks(args) else None,
         "max_output_tokens": limit,
         "threads": os.cpu_count(),
         "bare": bare,

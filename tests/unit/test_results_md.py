@@ -373,5 +373,5 @@ def test_a_section_says_how_its_dev_rows_were_picked_and_older_figures_read_as_a
     assert results_md.dev_rows({}) == "the dev half's first rows"  # measured before the marker
     served = {"inputs": 20, "task": "temporal", "dev_rows": "spread"}
     assert results_md.serving_inputs(served) == "20 inputs of temporal (spread over the dev half)"
-    builtin = {"inputs": 4, "task": "built-in sentiment sentences", "dev_rows": "built-in"}
+    builtin = {"inputs": 4, "task": "built-in sentiment sentences", "dev_rows": None}
     assert results_md.serving_inputs(builtin) == "4 built-in sentiment sentences"
