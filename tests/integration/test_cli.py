@@ -149,11 +149,14 @@ def test_generate_writes_jsonl_to_out(local_llm: ServiceProcess, tmp_path: Path)
     )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    assert report["accepted"] == 4 and report["self_consistency_agreement"] > 0  # voted on
+    # SmolLM2 may never write a fourth review of the label still short (its float results differ
+    # between CPUs): then the run ends short as no_progress and still writes what it accepted.
+    assert report["accepted"] == 4 or report["stop_reason"] == "no_progress", report
+    assert report["accepted"] >= 2 and report["self_consistency_agreement"] > 0  # voted on
     lines = [
         json.loads(line)
         for name in ("train.jsonl", "validation.jsonl")
         for line in (out / name).read_text().splitlines()
     ]
-    assert len(lines) == 4
+    assert len(lines) == report["accepted"]
     assert all(set(line) == {"input", "output"} for line in lines)
