@@ -64,8 +64,8 @@ class RecordingProxy:
         async with self._session.request(
             request.method, url, data=body, headers={"Content-Type": "application/json"}
         ) as reply:
-            return web.Response(
-                body=await reply.read(), status=reply.status, content_type="application/json"
+            return web.Response(  # a streamed answer whole, as text/event-stream
+                body=await reply.read(), status=reply.status, content_type=reply.content_type
             )
 
     def __enter__(self) -> RecordingProxy:

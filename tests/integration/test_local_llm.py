@@ -14,11 +14,12 @@ import pytest
 
 from p2m.common.budget import Budget
 from p2m.common.closed_set import closest_label
-from p2m.common.errors import FailedPrecondition, InvalidInput
-from p2m.common.llm import LLMClient, LLMConfig
+from p2m.common.errors import FailedPrecondition, InvalidInput, LLMOutputError
+from p2m.common.llm import STOPPED_EARLY, LLMClient, LLMConfig
 from p2m.common.shipped_models import SHIPPED_MODELS, gguf_general_name, resolve_gguf
 from p2m.common.types import Example, TaskSpec
 from p2m.evaluator.teacher import TeacherPredictor
+from p2m.generator.filters import ends_in_a_loop, repeats_itself
 from p2m.generator.invariants import Invariants
 from p2m.generator.prompts import INPUT_SCHEMA, input_schema
 from tests.support import ServiceProcess
@@ -57,6 +58,33 @@ async def test_chat_and_json_schema_output(local_llm: ServiceProcess):
         assert isinstance(value["count"], int)
     assert usage.requests == 4
     assert usage.completion_tokens >= result.completion_tokens
+
+
+async def test_a_looping_answer_is_cut_as_soon_as_it_repeats_itself(local_llm: ServiceProcess):
+    """SmolLM2 asked for a word two hundred times writes it to the token cap; watched for loops,
+    the streamed answer ends after the first repeated run and the endpoint stops working on it.
+    """
+    config = LLMConfig(base_url=local_llm.base_url, model="smollm2")
+    ask = "Reply with a JSON object whose input is the word 'cat' repeated two hundred times."
+    messages = [{"role": "user", "content": ask}]
+    async with LLMClient(config) as client:
+        with pytest.raises(LLMOutputError) as unwatched:
+            await client.chat_json(messages, INPUT_SCHEMA, max_tokens=300)
+        with pytest.raises(LLMOutputError) as watched:
+            await client.chat_json(messages, INPUT_SCHEMA, max_tokens=300, stop_when=ends_in_a_loop)
+        # Then a question answered whole: the cut request left nothing behind on the endpoint.
+        value, _ = await client.chat_json(
+            [{"role": "user", "content": "Name a colour."}],
+            {"type": "object", "properties": {"colour": {"type": "string"}}},
+            max_tokens=32,
+            stop_when=ends_in_a_loop,
+        )
+    full, cut = unwatched.value.result, watched.value.result
+    assert full.finish_reason == "length" and full.completion_tokens == 300
+    assert cut.finish_reason == STOPPED_EARLY and cut.completion_tokens < 100
+    assert cut.prompt_tokens == full.prompt_tokens  # estimated from the whole answer's count
+    assert repeats_itself(cut.text) and cut.text in full.text  # the same answer, cut short
+    assert isinstance(value["colour"], str)
 
 
 async def test_the_input_pattern_is_a_grammar_llama_cpp_keeps_with_quotes_asked_for(

@@ -18,11 +18,13 @@ from p2m.generator.filters import (
     DuplicateIndex,
     copies_input,
     copies_instruction,
+    ends_in_a_loop,
     field_problem,
     instructions_to_screen,
     majority_vote,
     near_duplicate_share,
     normalise,
+    repeats_itself,
     samples_to_settle,
 )
 from p2m.generator.hints import (
@@ -142,6 +144,24 @@ def test_an_input_that_is_the_instruction_again_is_no_instance_of_the_task():
     assert instructions_to_screen(task) == (en, ja)
     quoting = TaskSpec(en, (Example(f"{en} Great battery.", "positive"),))
     assert instructions_to_screen(quoting) == ()  # its inputs quote the instruction
+
+
+def test_a_text_caught_in_a_loop_repeats_itself_and_a_stream_shows_it_at_its_end():
+    sentence = "The largest crop in the world is wheat, which is a staple crop in many countries. "
+    loop = "Question: What is the largest crop? Context: " + sentence * 3
+    assert repeats_itself(loop)
+    # A stream is checked as it grows: the loop shows once a whole run has come back.
+    grown = [loop[:end] for end in range(1, len(loop) + 1)]
+    first = next(i for i, text in enumerate(grown) if ends_in_a_loop(text))
+    assert len(sentence) < first < 2 * len(sentence) + 60
+    # A question quoting its context (SQuAD), a word used again, a short text: no loop.
+    context = "The Normans were the people who in the 10th and 11th centuries gave their name."
+    quoting = (
+        f"Question: Who were the people who in the 10th and 11th centuries? Context: {context}"
+    )
+    for text in (quoting, "cat " * 19, "a" * 80, "x" * 40 + "y" * 40):
+        assert not repeats_itself(text) and not ends_in_a_loop(text), text
+    assert repeats_itself("cat " * 21) and ends_in_a_loop("cat " * 21)
 
 
 def test_annealing_rises_from_start_to_end():

@@ -10,7 +10,10 @@ library's own retries switched off and adds, on top:
 * an optional shared :class:`~p2m.common.budget.Budget` that no attempt can overrun;
 * usage accounting (requests, failures, retries, tokens);
 * :meth:`LLMClient.chat_json`, JSON-schema constrained output with a fallback for endpoints
-  that reject ``response_format``.
+  that reject ``response_format``;
+* an optional watch on the answer as it is written (``stop_when``): the answer is streamed and
+  the request dropped the moment the watch says so (a small model caught in a loop), which
+  stops the endpoint's work on it (llama.cpp cancels a request whose client has gone).
 
 Nothing here reads the environment: the endpoint, key and limits come from :class:`LLMConfig`.
 """
@@ -23,7 +26,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from types import TracebackType
@@ -57,6 +60,8 @@ _EXCERPT_CHARS = 200
 _STATUS_PREFIX = re.compile(r"^Error code: \d+ - ")
 _SCHEMA_INSTRUCTION = "Answer with one JSON object matching this JSON schema: "
 _FENCED_RE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.DOTALL)
+#: The finish reason of an answer whose caller's ``stop_when`` cut it short.
+STOPPED_EARLY = "stopped_early"
 
 
 @dataclass(frozen=True)
@@ -423,6 +428,52 @@ def _check_messages(messages: Sequence[Mapping[str, str]]) -> list[dict[str, str
     return out
 
 
+async def _read_stream(
+    lines: AsyncIterator[str], stop_when: Callable[[str], bool], prompt_estimate: int
+) -> str:
+    """Read server-sent chat completion chunks into one completion body (see ``_streamed``).
+
+    Leaving early (``stop_when``) closes the stream. A cut answer's usage (the endpoint tells it
+    only at the end) is estimated: its chunks as completion tokens (about one token each),
+    ``prompt_estimate`` as prompt tokens.
+
+    Raises:
+        LLMOutputError: The endpoint could not read its own answer (as ``_OUTPUT_REJECTED``).
+        _MalformedResponseError: A chunk is not JSON, or the stream reports another error.
+    """
+    parts: list[str] = []
+    finish: str | None = None
+    usage: Any = None
+    async for line in lines:
+        if not line.startswith("data:"):
+            continue
+        data = line[len("data:") :].strip()
+        if data == "[DONE]":
+            break
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            raise _MalformedResponseError("a streamed chunk is not JSON") from None
+        if not isinstance(chunk, dict):
+            raise _MalformedResponseError("a streamed chunk is not a JSON object")
+        if "error" in chunk:
+            detail = _excerpt(str(chunk["error"]))
+            if _OUTPUT_REJECTED.search(detail):
+                raise LLMOutputError(f"the endpoint could not read the model's answer: {detail}")
+            raise _MalformedResponseError(f"the stream ended with an error: {detail}")
+        usage = chunk.get("usage") or usage
+        for choice in chunk.get("choices") or ():
+            if isinstance(choice, dict):
+                parts.append(str((choice.get("delta") or {}).get("content") or ""))
+                finish = choice.get("finish_reason") or finish
+        if finish is None and stop_when("".join(parts)):
+            finish = STOPPED_EARLY
+            usage = {"prompt_tokens": prompt_estimate, "completion_tokens": sum(map(bool, parts))}
+            break
+    message = {"content": "".join(parts)}
+    return json.dumps({"choices": [{"message": message, "finish_reason": finish}], "usage": usage})
+
+
 class LLMClient:
     """Async client for one OpenAI-compatible endpoint, with retries, limits and accounting.
 
@@ -449,6 +500,9 @@ class LLMClient:
         self._semaphore = AdaptiveLimit(config.max_concurrency)
         self._counters = UsageCounters()
         self._supports_response_format: bool | None = None
+        # Prompt tokens the endpoint counted per token of ``prompt_token_bound`` (a generous
+        # bound), from the last whole answer: a cut answer's prompt is estimated by it.
+        self._prompt_share = 1.0
         self._closed = False
         self._client = openai.AsyncOpenAI(
             base_url=config.base_url,
@@ -550,6 +604,7 @@ class LLMClient:
         budget: Budget | None = None,
         frequency_penalty: float = 0.0,
         check: Mapping[str, Any] | None = None,
+        stop_when: Callable[[str], bool] | None = None,
     ) -> tuple[Any, ChatResult]:
         """Ask for a JSON answer matching ``schema`` and return it parsed and validated.
 
@@ -570,6 +625,10 @@ class LLMClient:
                 ``penalty_window`` where set).
             check: The schema the answer is validated against where it differs from the one
                 sent (a pattern written as llama.cpp's grammar reads it); default ``schema``.
+            stop_when: Called with the answer so far as it streams in; once it returns True
+                the request is dropped and the answer ends there, with finish reason
+                ``STOPPED_EARLY`` (so it fails the schema). An endpoint that answers whole
+                instead of streaming is read as usual.
 
         Returns:
             ``(value, result)``: the parsed JSON value and the raw chat result.
@@ -601,6 +660,7 @@ class LLMClient:
                     response_format=response_format,
                     budget=budget,
                     frequency_penalty=frequency_penalty,
+                    stop_when=stop_when,
                 )
                 self._supports_response_format = True
             except LLMRequestError as exc:
@@ -624,6 +684,7 @@ class LLMClient:
                 response_format=None,
                 budget=budget,
                 frequency_penalty=frequency_penalty,
+                stop_when=stop_when,
             )
             if rejected:
                 # Only now is it clear the 400 was about response_format, not the request.
@@ -671,6 +732,7 @@ class LLMClient:
         response_format: dict[str, Any] | None,
         budget: Budget | None = None,
         frequency_penalty: float = 0.0,
+        stop_when: Callable[[str], bool] | None = None,
     ) -> ChatResult:
         """Send a chat completion with retries and turn it into a :class:`ChatResult`."""
         if max_tokens < 1:
@@ -692,12 +754,16 @@ class LLMClient:
             if self._config.penalty_window:
                 kwargs["extra_body"] = {"repeat_last_n": self._config.penalty_window}
 
+        worst_prompt = prompt_token_bound(messages)
+
         async def send() -> str:
+            if stop_when is not None:
+                estimate = round(worst_prompt * self._prompt_share)
+                return await self._streamed(kwargs, stop_when, estimate)
             raw = await self._client.chat.completions.with_raw_response.create(**kwargs)
             return raw.http_response.text
 
         started = time.monotonic()
-        worst_prompt = prompt_token_bound(messages)
         parsed, attempts = await self._with_retries(
             send,
             _parse_chat_completion,
@@ -706,6 +772,8 @@ class LLMClient:
             used_tokens=lambda p: p[2] + p[3],
         )
         text, finish_reason, prompt_tokens, completion_tokens = parsed
+        if finish_reason != STOPPED_EARLY and prompt_tokens and worst_prompt:
+            self._prompt_share = min(1.0, prompt_tokens / worst_prompt)
         self._counters.prompt_tokens += prompt_tokens
         self._counters.completion_tokens += completion_tokens
         return ChatResult(
@@ -716,6 +784,17 @@ class LLMClient:
             latency_s=time.monotonic() - started,
             attempts=attempts,
         )
+
+    async def _streamed(
+        self, kwargs: dict[str, Any], stop_when: Callable[[str], bool], prompt_estimate: int
+    ) -> str:
+        """The answer streamed, as a whole chat completion's body; cut once ``stop_when``."""
+        async with self._client.chat.completions.with_streaming_response.create(
+            **kwargs, stream=True, stream_options={"include_usage": True}
+        ) as response:
+            if "text/event-stream" not in response.headers.get("content-type", ""):
+                return await response.text()  # an endpoint that answers whole
+            return await _read_stream(response.iter_lines(), stop_when, prompt_estimate)
 
     def _backoff(self, retry: int) -> float:
         """Return the jittered delay before retry number ``retry`` (1-based)."""

@@ -19,7 +19,7 @@ from typing import Any
 from p2m.common.artifacts import ArtifactRef, ArtifactStore
 from p2m.common.budget import Budget
 from p2m.common.errors import BudgetExhausted, LLMError, LLMOutputError, Unavailable
-from p2m.common.llm import ChatResult, LLMClient, UsageCounters
+from p2m.common.llm import STOPPED_EARLY, ChatResult, LLMClient, UsageCounters
 from p2m.common.settings import Settings
 from p2m.common.splits import read_rows
 from p2m.common.teacher_prompt import (
@@ -35,10 +35,12 @@ from p2m.generator.filters import (
     DuplicateIndex,
     copies_input,
     copies_instruction,
+    ends_in_a_loop,
     field_problem,
     instructions_to_screen,
     majority_vote,
     near_duplicate_share,
+    repeats_itself,
     samples_to_settle,
 )
 from p2m.generator.hints import HINTS_SCHEMA, clean_hints, hint_for, hints_messages, salvage_hints
@@ -73,6 +75,7 @@ DROP_REASONS = (
     "over_quota",
     "judged_low",
     "repeated_output",
+    "looped",
 )
 DUPLICATE_REASONS = ("exact_duplicate", "near_duplicate", "same_meaning")
 # A drop by an invariant is journalled as "invariant:<rule>".
@@ -90,11 +93,13 @@ class NoValue(Enum):
     """Why a request gave no value (an answer may be any text, so these are no strings)."""
 
     UNPARSEABLE = "unparseable"
+    LOOPED = "looped"
     FAILED = "failed"
     UNSENT = "unsent"
 
 
-UNPARSEABLE, FAILED, UNSENT = NoValue.UNPARSEABLE, NoValue.FAILED, NoValue.UNSENT
+UNPARSEABLE, LOOPED = NoValue.UNPARSEABLE, NoValue.LOOPED
+FAILED, UNSENT = NoValue.FAILED, NoValue.UNSENT
 
 
 @dataclass(frozen=True)
@@ -501,12 +506,13 @@ class DatasetGenerator:
                 seed=request_seed(run.options.seed, rid),
                 budget=run.budget,
                 frequency_penalty=run.options.input_frequency_penalty,
+                stop_when=ends_in_a_loop,  # a loop runs to the token cap: stop paying for it
             )
 
         value = await self._ask(run, rid, ask, limit)
         if isinstance(value, NoValue):
-            if value is UNPARSEABLE:
-                self._drop(run, rid, UNPARSEABLE.value)
+            if value in (UNPARSEABLE, LOOPED):
+                self._drop(run, rid, value.value)
             return value
         example = Example(str(value["input"]).strip(), "")
         run.journal.record("gen", rid, input=example.input, output="")
@@ -573,7 +579,7 @@ class DatasetGenerator:
         send: Callable[[], Awaitable[tuple[Any, ChatResult]]],
         limit: asyncio.Semaphore,
     ) -> Any:
-        """One LLM call: its value, or UNPARSEABLE, FAILED or UNSENT (out of budget)."""
+        """One LLM call: its value, or a NoValue (UNPARSEABLE, LOOPED, FAILED or UNSENT)."""
         if run.budget_spent:
             return UNSENT
         async with limit:
@@ -598,7 +604,8 @@ class DatasetGenerator:
                     finish=answered.finish_reason if answered is not None else "",
                     text=unreadable_excerpt(answered.text if answered is not None else str(exc)),
                 )
-                return UNPARSEABLE
+                looped = answered is not None and answered.finish_reason == STOPPED_EARLY
+                return LOOPED if looped else UNPARSEABLE
             except LLMError as exc:
                 run.usage.add(None, exc.attempts, ok=False)
                 run.failures += 1
@@ -613,6 +620,8 @@ class DatasetGenerator:
         """Input-side filters; a survivor becomes a candidate awaiting its vote."""
         max_chars = run.options.max_field_chars
         reason = field_problem(example.input, max_chars)
+        if reason is None and repeats_itself(example.input):
+            reason = "looped"
         if reason is None and copies_instruction(example.input, run.instructions):
             reason = "copies_instruction"
         if reason is None and (rule := run.invariants.input_violation(example.input)):

@@ -17,6 +17,11 @@ SHINGLE = 4
 # makes up at least this share of it.
 COPIED_RUN_CHARS = 12
 COPIED_SHARE = 0.5
+# A text that holds a run of this many characters twice repeats itself: a small teacher caught
+# in a loop ("... is wheat, which is a staple crop. ... is wheat, which is a staple crop. ...").
+# No input of the paper's three dev halves (1,130) or of its generated sets (15,004) does; at 60
+# characters six SQuAD questions do, quoting their context.
+LOOP_CHARS = 80
 
 
 def normalise(text: str) -> str:
@@ -97,6 +102,25 @@ def field_problem(text: str, max_chars: int) -> str | None:
     if len(text) > max_chars:
         return "too_long"
     return None
+
+
+def repeats_itself(text: str, span: int = LOOP_CHARS) -> bool:
+    """True when some run of ``span`` characters occurs twice in ``text`` (overlaps count)."""
+    seen: set[str] = set()
+    for start in range(len(text) - span + 1):
+        run = text[start : start + span]
+        if run in seen:
+            return True
+        seen.add(run)
+    return False
+
+
+def ends_in_a_loop(text: str, span: int = LOOP_CHARS) -> bool:
+    """True when ``text``'s last ``span`` characters occur earlier in it (a growing stream's).
+
+    A stream checked as it grows needs only its newest run looked for: a loop keeps going.
+    """
+    return len(text) > span and text.find(text[-span:]) < len(text) - span
 
 
 def copies_input(input_text: str, output_text: str) -> bool:
