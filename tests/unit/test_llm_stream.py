@@ -66,3 +66,12 @@ async def test_an_error_in_the_stream_is_an_unreadable_answer_or_a_bad_response(
         await _read_stream(sse({"error": {"message": "slot unavailable"}}), never, 1)
     with pytest.raises(_MalformedResponseError, match="not JSON"):
         await _read_stream(sse("data: {oops"), never, 1)
+
+
+async def test_a_stream_that_breaks_off_is_a_bad_response_to_retry():
+    async def broken() -> AsyncIterator[str]:
+        yield f"data: {json.dumps(delta('{'))}"
+        raise ConnectionResetError("peer closed the connection")
+
+    with pytest.raises(_MalformedResponseError, match=r"broke off \(ConnectionResetError\)"):
+        await _read_stream(broken(), never, 1)

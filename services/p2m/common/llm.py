@@ -439,12 +439,20 @@ async def _read_stream(
 
     Raises:
         LLMOutputError: The endpoint could not read its own answer (as ``_OUTPUT_REJECTED``).
-        _MalformedResponseError: A chunk is not JSON, or the stream reports another error.
+        _MalformedResponseError: A chunk is not JSON, the stream reports another error, or
+            it broke off (each retried like a bad response).
     """
     parts: list[str] = []
     finish: str | None = None
     usage: Any = None
-    async for line in lines:
+    unread = aiter(lines)
+    while True:
+        try:
+            line = await anext(unread)
+        except StopAsyncIteration:
+            break
+        except Exception as exc:  # the SDK leaves a broken stream's transport error raw
+            raise _MalformedResponseError(f"the stream broke off ({type(exc).__name__})") from None
         if not line.startswith("data:"):
             continue
         data = line[len("data:") :].strip()
