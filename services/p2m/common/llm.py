@@ -442,7 +442,7 @@ async def _read_stream(
         _MalformedResponseError: A chunk is not JSON, the stream reports another error, or
             it broke off (each retried like a bad response).
     """
-    parts: list[str] = []
+    text, pieces = "", 0
     finish: str | None = None
     usage: Any = None
     unread = aiter(lines)
@@ -472,13 +472,14 @@ async def _read_stream(
         usage = chunk.get("usage") or usage
         for choice in chunk.get("choices") or ():
             if isinstance(choice, dict):
-                parts.append(str((choice.get("delta") or {}).get("content") or ""))
+                piece = str((choice.get("delta") or {}).get("content") or "")
+                text, pieces = text + piece, pieces + bool(piece)
                 finish = choice.get("finish_reason") or finish
-        if finish is None and stop_when("".join(parts)):
+        if finish is None and stop_when(text):
             finish = STOPPED_EARLY
-            usage = {"prompt_tokens": prompt_estimate, "completion_tokens": sum(map(bool, parts))}
+            usage = {"prompt_tokens": prompt_estimate, "completion_tokens": pieces}
             break
-    message = {"content": "".join(parts)}
+    message = {"content": text}
     return json.dumps({"choices": [{"message": message, "finish_reason": finish}], "usage": usage})
 
 
