@@ -7,7 +7,8 @@ validation rows, Exact Match and ChrF++ on a sample) every ``eval_steps`` and at
 end; the weights with the lowest validation loss are kept, and training stops early after
 ``early_stopping_patience`` validations without improvement. A checkpoint after every epoch
 (model, the best weights when they differ, optimizer, scheduler, position and the validations so
-far) is reported through ``ray.train.report``, and a run resumes from
+far) is reported through ``ray.train.report`` (written straight into the run's folder when Ray's
+storage is a local path, so it is written once, not written then copied), and a run resumes from
 ``ray.train.get_checkpoint()``. Rank 0 pushes progress to the TrainControl actor
 and reads its stop flag, which it shares with the other ranks so that all stop at the same step.
 """
@@ -468,7 +469,15 @@ def _report(
     if rank != 0:
         ray.train.report(metrics)
         return
-    folder = Path(tempfile.mkdtemp(prefix="p2m-ckpt-"))
+    name = folder_name(position.step)
+    storage = ray.train.get_context().get_storage()
+    in_place = _is_local(storage.storage_filesystem)
+    if in_place:  # the checkpoint's own folder in the run: Ray need not copy it there
+        folder = Path(storage.build_checkpoint_path_from_name(name))
+        shutil.rmtree(folder, ignore_errors=True)  # a copy cut short by a crash
+        folder.mkdir(parents=True)
+    else:  # remote storage: written here, uploaded by Ray
+        folder = Path(tempfile.mkdtemp(prefix="p2m-ckpt-"))
     try:
         unwrapped(model).save_pretrained(folder / MODEL_DIR)
         if best_weights is not None:
@@ -477,10 +486,26 @@ def _report(
         torch.save(scheduler.state_dict(), folder / SCHEDULER_FILE)
         (folder / STATE_FILE).write_text(json.dumps(position.to_json()))
         write_manifest(folder)
-        ray.train.report(
-            metrics,
-            checkpoint=ray.train.Checkpoint.from_directory(str(folder)),
-            checkpoint_dir_name=folder_name(position.step),
-        )
+        if in_place:
+            ray.train.report(
+                metrics,
+                checkpoint=ray.train.Checkpoint(str(folder), storage.storage_filesystem),
+                checkpoint_dir_name=name,
+                checkpoint_upload_mode=ray.train.CheckpointUploadMode.NO_UPLOAD,
+            )
+        else:
+            ray.train.report(
+                metrics,
+                checkpoint=ray.train.Checkpoint.from_directory(str(folder)),
+                checkpoint_dir_name=name,
+            )
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        if not in_place:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _is_local(filesystem: Any) -> bool:
+    """Whether Ray Train's storage is this machine's filesystem (a local or mounted path)."""
+    import pyarrow.fs
+
+    return isinstance(filesystem, pyarrow.fs.LocalFileSystem)
