@@ -82,7 +82,7 @@ def stack(retriever_data_dir: Path, local_llm: ServiceProcess) -> Iterator[Stack
 
 
 def options(max_steps: int, epochs: int = 1) -> G.RunOptions:
-    run_options = G.RunOptions(budget=G.Budget(num_examples=8, epochs=epochs))
+    run_options = G.RunOptions(budget=G.Budget(num_examples=4, epochs=epochs))
     run_options.train.max_steps = max_steps
     run_options.train.min_steps = 0  # exactly `epochs`: the resume test counts them
     run_options.train.batch_size = 4
