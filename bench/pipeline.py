@@ -154,7 +154,13 @@ def generation_figures(report: Any) -> dict[str, Any]:
     figures = generation_json(report)
     for share in ("duplicate_share", "near_duplicate_share", "commonest_output_share"):
         figures[share] = round(figures[share], 3)
-    return {**figures, "requests": report.llm_usage.requests}
+    usage = report.llm_usage
+    return {
+        **figures,
+        "requests": usage.requests,
+        "capped_answers": usage.capped_answers,
+        "stopped_answers": usage.stopped_answers,
+    }
 
 
 def measure(args: argparse.Namespace) -> list[dict[str, Any]]:

@@ -352,6 +352,8 @@ def report_json(run: G.Run) -> dict[str, Any]:
         "llm_usage": {
             "requests": report.llm_usage.requests,
             "tokens": report.llm_usage.prompt_tokens + report.llm_usage.completion_tokens,
+            "capped_answers": report.llm_usage.capped_answers,
+            "stopped_answers": report.llm_usage.stopped_answers,
         },
         "duration_s": report.duration.seconds,
         "stages": [

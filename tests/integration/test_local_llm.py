@@ -79,7 +79,9 @@ async def test_a_looping_answer_is_cut_as_soon_as_it_repeats_itself(local_llm: S
             max_tokens=32,
             stop_when=ends_in_a_loop,
         )
+        usage = client.usage
     full, cut = unwatched.value.result, watched.value.result
+    assert (usage.capped_answers, usage.stopped_answers) == (1, 1)  # counted, the third neither
     assert full.finish_reason == "length" and full.completion_tokens == 300
     assert cut.finish_reason == STOPPED_EARLY and cut.completion_tokens < 100
     assert cut.prompt_tokens == full.prompt_tokens  # estimated from the whole answer's count

@@ -65,6 +65,10 @@ class _Usage(Protocol):
     def prompt_tokens(self) -> int: ...
     @property
     def completion_tokens(self) -> int: ...
+    @property
+    def capped_answers(self) -> int: ...
+    @property
+    def stopped_answers(self) -> int: ...
 
 
 def usage_to_pb(usage: _Usage) -> common_pb2.LLMUsage:
@@ -75,6 +79,8 @@ def usage_to_pb(usage: _Usage) -> common_pb2.LLMUsage:
         retries=usage.retries,
         prompt_tokens=usage.prompt_tokens,
         completion_tokens=usage.completion_tokens,
+        capped_answers=usage.capped_answers,
+        stopped_answers=usage.stopped_answers,
     )
 
 

@@ -138,6 +138,16 @@ class ChatResult:
     latency_s: float
     attempts: int
 
+    @property
+    def capped(self) -> bool:
+        """The answer ran to its token limit: cut off, not finished."""
+        return self.finish_reason == "length"
+
+    @property
+    def stopped(self) -> bool:
+        """The answer was stopped early by the caller's watch (a loop)."""
+        return self.finish_reason == STOPPED_EARLY
+
 
 @dataclass(frozen=True)
 class LLMUsage:
@@ -149,6 +159,8 @@ class LLMUsage:
         retries: Requests that were retries of an earlier failed one.
         prompt_tokens: Prompt tokens reported by successful responses.
         completion_tokens: Completion tokens reported by successful responses.
+        capped_answers: Answers that ran to their token limit (finish reason ``"length"``).
+        stopped_answers: Answers stopped early by the caller's watch (``STOPPED_EARLY``).
     """
 
     requests: int
@@ -156,6 +168,8 @@ class LLMUsage:
     retries: int
     prompt_tokens: int
     completion_tokens: int
+    capped_answers: int = 0
+    stopped_answers: int = 0
 
 
 class LLMRequestError(LLMError):
@@ -225,6 +239,8 @@ class UsageCounters:
     retries: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    capped_answers: int = 0
+    stopped_answers: int = 0
 
     def add(self, result: ChatResult | None, attempts: int, ok: bool) -> None:
         """Count one call of ``attempts`` attempts (its tokens when a result came back)."""
@@ -232,8 +248,14 @@ class UsageCounters:
         self.retries += max(0, attempts - 1)
         self.failed_requests += attempts - (1 if ok else 0)
         if result is not None:
-            self.prompt_tokens += result.prompt_tokens
-            self.completion_tokens += result.completion_tokens
+            self.add_answer(result)
+
+    def add_answer(self, result: ChatResult) -> None:
+        """Count one answer's tokens, and whether it was capped or stopped early."""
+        self.prompt_tokens += result.prompt_tokens
+        self.completion_tokens += result.completion_tokens
+        self.capped_answers += result.capped
+        self.stopped_answers += result.stopped
 
 
 def _safe_url(url: str) -> str:
@@ -541,6 +563,8 @@ class LLMClient:
             retries=c.retries,
             prompt_tokens=c.prompt_tokens,
             completion_tokens=c.completion_tokens,
+            capped_answers=c.capped_answers,
+            stopped_answers=c.stopped_answers,
         )
 
     async def __aenter__(self) -> Self:
@@ -783,9 +807,7 @@ class LLMClient:
         text, finish_reason, prompt_tokens, completion_tokens = parsed
         if finish_reason != STOPPED_EARLY and prompt_tokens and worst_prompt:
             self._prompt_share = min(1.0, prompt_tokens / worst_prompt)
-        self._counters.prompt_tokens += prompt_tokens
-        self._counters.completion_tokens += completion_tokens
-        return ChatResult(
+        result = ChatResult(
             text=text,
             finish_reason=finish_reason,
             prompt_tokens=prompt_tokens,
@@ -793,6 +815,8 @@ class LLMClient:
             latency_s=time.monotonic() - started,
             attempts=attempts,
         )
+        self._counters.add_answer(result)
+        return result
 
     async def _streamed(
         self, kwargs: dict[str, Any], stop_when: Callable[[str], bool], prompt_estimate: int

@@ -507,6 +507,6 @@ def _tightest(own: int, remaining: int) -> int:
 
 
 def add_usage(total: common_pb2.LLMUsage, part: common_pb2.LLMUsage) -> None:
-    """Add ``part``'s requests and tokens to ``total``."""
-    for name in ("requests", "failed_requests", "retries", "prompt_tokens", "completion_tokens"):
-        setattr(total, name, getattr(total, name) + getattr(part, name))
+    """Add ``part``'s requests, tokens and answer counts to ``total``."""
+    for counter in common_pb2.LLMUsage.DESCRIPTOR.fields:
+        setattr(total, counter.name, getattr(total, counter.name) + getattr(part, counter.name))

@@ -307,6 +307,8 @@ def _show_generation(report: dict[str, Any]) -> None:
     out.print(
         f"LLM: {usage['requests']} requests ({usage['retries']} retries), "
         f"{usage['prompt_tokens'] + usage['completion_tokens']} tokens; "
+        f"{usage['capped_answers']} answers cut at their token limit, "
+        f"{usage['stopped_answers']} stopped looping; "
         f"self-consistency agreement {report['self_consistency_agreement']:.2f}"
     )
     out.print(f"dataset: {report['dataset']}", highlight=False, soft_wrap=True)

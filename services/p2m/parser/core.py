@@ -67,6 +67,8 @@ class ParseUsage:
     retries: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    capped_answers: int = 0
+    stopped_answers: int = 0
 
     @property
     def failed_requests(self) -> int:
@@ -80,6 +82,8 @@ class ParseUsage:
             self.retries + result.attempts - 1,
             self.prompt_tokens + result.prompt_tokens,
             self.completion_tokens + result.completion_tokens,
+            self.capped_answers + result.capped,
+            self.stopped_answers + result.stopped,
         )
 
 
