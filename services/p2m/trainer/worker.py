@@ -486,19 +486,15 @@ def _report(
         torch.save(scheduler.state_dict(), folder / SCHEDULER_FILE)
         (folder / STATE_FILE).write_text(json.dumps(position.to_json()))
         write_manifest(folder)
-        if in_place:
-            ray.train.report(
-                metrics,
-                checkpoint=ray.train.Checkpoint(str(folder), storage.storage_filesystem),
-                checkpoint_dir_name=name,
-                checkpoint_upload_mode=ray.train.CheckpointUploadMode.NO_UPLOAD,
-            )
-        else:
-            ray.train.report(
-                metrics,
-                checkpoint=ray.train.Checkpoint.from_directory(str(folder)),
-                checkpoint_dir_name=name,
-            )
+        upload = ray.train.CheckpointUploadMode
+        ray.train.report(
+            metrics,
+            checkpoint=ray.train.Checkpoint(str(folder), storage.storage_filesystem)
+            if in_place
+            else ray.train.Checkpoint.from_directory(str(folder)),
+            checkpoint_dir_name=name,
+            checkpoint_upload_mode=upload.NO_UPLOAD if in_place else upload.SYNC,
+        )
     finally:
         if not in_place:
             shutil.rmtree(folder, ignore_errors=True)
