@@ -27,7 +27,7 @@ import random
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -556,16 +556,7 @@ class LLMClient:
     @property
     def usage(self) -> LLMUsage:
         """A snapshot of this client's request and token counters."""
-        c = self._counters
-        return LLMUsage(
-            requests=c.requests,
-            failed_requests=c.failed_requests,
-            retries=c.retries,
-            prompt_tokens=c.prompt_tokens,
-            completion_tokens=c.completion_tokens,
-            capped_answers=c.capped_answers,
-            stopped_answers=c.stopped_answers,
-        )
+        return LLMUsage(**asdict(self._counters))
 
     async def __aenter__(self) -> Self:
         """Return the client itself."""
