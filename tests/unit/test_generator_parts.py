@@ -13,7 +13,13 @@ from p2m.common.errors import InvalidInput
 from p2m.common.teacher_prompt import REPLY_RULE
 from p2m.common.types import Example, TaskSpec
 from p2m.generator.dataset import split_examples
-from p2m.generator.engine import annealed_temperature, request_seed, unreadable_excerpt
+from p2m.generator.engine import (
+    STALL_STEP,
+    annealed_temperature,
+    duplicate_push,
+    request_seed,
+    unreadable_excerpt,
+)
 from p2m.generator.filters import (
     DuplicateIndex,
     copies_input,
@@ -171,6 +177,17 @@ def test_annealing_rises_from_start_to_end():
     assert annealed_temperature(options, 2.0) == 1.4
     fixed = GenerateOptions(annealing=False)
     assert annealed_temperature(fixed, 1.0) == fixed.temperature_start
+
+
+def test_duplicates_beyond_the_target_push_the_temperature_up_and_fewer_let_it_down():
+    assert duplicate_push(0.0, 16, 16) == pytest.approx(1.0)  # all duplicates: a stalled round
+    assert duplicate_push(0.0, 3, 10) == pytest.approx(0.0)  # at the target: no push
+    pushed = duplicate_push(0.0, 9, 14)
+    assert 0 < pushed < 1
+    assert duplicate_push(pushed, 0, 14) < pushed  # a round without duplicates lets it down
+    assert duplicate_push(0.2, 0, 16) == 0.0  # never below the annealed schedule
+    assert duplicate_push(0.5, 0, 0) == 0.5  # a round without candidates says nothing
+    assert duplicate_push(1 / STALL_STEP, 16, 16) == 1 / STALL_STEP  # at most the whole span
 
 
 def test_request_seeds_are_stable_and_distinct():

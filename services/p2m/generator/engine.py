@@ -87,6 +87,9 @@ NO_PROGRESS_REQUESTS = 32
 HINT_TOKENS = 512  # room for the list of topics
 # Each round in a row without a new example raises the temperature by this share of its span.
 STALL_STEP = 0.25
+# A round whose candidates are duplicates beyond this share pushes the temperature up (a whole
+# round of duplicates as much as a stalled round), one below it lets it back down.
+DUPLICATE_TARGET = 0.3
 
 
 class NoValue(Enum):
@@ -181,6 +184,19 @@ def annealed_temperature(options: GenerateOptions, progress: float) -> float:
         return options.temperature_start
     span = options.temperature_end - options.temperature_start
     return round(options.temperature_start + span * min(1.0, max(0.0, progress)), 4)
+
+
+def duplicate_push(push: float, duplicates: int, candidates: int) -> float:
+    """The temperature push (in stalled rounds) after a round of ``candidates`` new inputs.
+
+    A small teacher at a low temperature writes a shown example again, or the same input for
+    the same topic: the round's share of duplicates above ``DUPLICATE_TARGET`` adds to the
+    push, a share below it takes from it. Kept within [0, 1 / STALL_STEP] (the whole span).
+    """
+    if not candidates:
+        return push
+    excess = (duplicates / candidates - DUPLICATE_TARGET) / (1 - DUPLICATE_TARGET)
+    return min(1 / STALL_STEP, max(0.0, push + excess))
 
 
 @dataclass
@@ -280,16 +296,22 @@ class DatasetGenerator:
         run = self._resume(task, options, key)
         resumed_from = len(run.accepted)
         stop_reason = "target_reached"
-        stalled = 0
+        stalled, push = 0, 0.0
         last_new = time.monotonic()
         try:
             if run.hints is None and options.diverse_prompts:
                 await self._plan_hints(run)
             while len(run.accepted) < options.num_examples:
                 before = len(run.accepted)
-                progress = before / options.num_examples + stalled * STALL_STEP
+                progress = before / options.num_examples + (stalled + push) * STALL_STEP
                 temperature = annealed_temperature(options, progress)
+                duplicates, candidates = _duplicates(run.dropped), _candidates(run)
                 await self._round(run, temperature)
+                push = duplicate_push(
+                    push,
+                    _duplicates(run.dropped) - duplicates,
+                    _candidates(run) - candidates,
+                )
                 run.rounds += 1
                 run.journal.record("round", f"r{run.rounds}")
                 if on_progress is not None:
@@ -782,13 +804,20 @@ def _tokens(result: ChatResult | None) -> int:
     return 0 if result is None else result.prompt_tokens + result.completion_tokens
 
 
+def _duplicates(dropped: Counter[str]) -> int:
+    """Candidates dropped as duplicates (exact, near or by meaning)."""
+    return sum(dropped.get(reason, 0) for reason in DUPLICATE_REASONS)
+
+
+def _candidates(run: _Run) -> int:
+    """Candidates decided so far: accepted or dropped."""
+    return len(run.accepted) + sum(run.dropped.values())
+
+
 def _duplicate_share(dropped: Counter[str], accepted: int) -> float:
     """Share of the candidate inputs dropped as duplicates (exact, near or by meaning)."""
-    duplicates = sum(
-        dropped.get(r, 0) for r in ("exact_duplicate", "near_duplicate", "same_meaning")
-    )
     candidates = accepted + sum(dropped.values())
-    return round(duplicates / candidates, 4) if candidates else 0.0
+    return round(_duplicates(dropped) / candidates, 4) if candidates else 0.0
 
 
 def _label_counts(run: _Run) -> dict[str, int]:
