@@ -26,6 +26,7 @@ from p2m.common.errors import FailedPrecondition, Unavailable
 from p2m.common.model_store import ModelStore
 from p2m.common.procs import free_port, pid_running, signal_group
 from p2m.common.settings import Settings
+from p2m.local_llm.server import EMBEDDED_PENALTY_WINDOW
 
 STACK_FILE = "stack.json"
 # Start order: the LLM first (others call it), the gateway last (it calls the others).
@@ -98,6 +99,7 @@ def up(settings: Settings, say: Callable[[str], None] = lambda line: None) -> St
     started: list[StackProcess] = []
     try:
         llm_base_url = settings.llm_base_url
+        caller_env = llm_caller_env(settings, env)
         if not llm_base_url:
             say(f"starting the local LLM endpoint ({settings.local_llm})")
             llm = _start("llm", settings, env, ["--local-llm", settings.local_llm])
@@ -107,8 +109,9 @@ def up(settings: Settings, say: Callable[[str], None] = lambda line: None) -> St
         addresses: dict[str, str] = {}
         for name in STAGE_SERVICES:
             say(f"starting the {name}")
-            extra = ["--llm-base-url", llm_base_url] if name in LLM_USERS else []
-            process = _start(name, settings, env, extra)
+            uses_llm = name in LLM_USERS
+            extra = ["--llm-base-url", llm_base_url] if uses_llm else []
+            process = _start(name, settings, caller_env if uses_llm else env, extra)
             started.append(process)
             addresses[name] = process.address
         for process in started:
@@ -159,6 +162,17 @@ def service_env(settings: Settings, data_dir: Path) -> dict[str, str]:
         "P2M_DATA_DIR": str(data_dir),
         "P2M_PATH_ROOTS": settings.path_roots or own,
     }
+
+
+def llm_caller_env(settings: Settings, env: dict[str, str]) -> dict[str, str]:
+    """The environment of a service that calls the LLM, with the stack's llama.cpp's penalty window.
+
+    A configured endpoint gets only what was set: it may not be llama.cpp.
+    """
+    if settings.llm_base_url:
+        return env
+    window = settings.llm_penalty_window or EMBEDDED_PENALTY_WINDOW
+    return {**env, "P2M_LLM_PENALTY_WINDOW": str(window)}
 
 
 def _start(name: str, settings: Settings, env: dict[str, str], extra: list[str]) -> StackProcess:

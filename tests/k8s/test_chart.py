@@ -103,6 +103,7 @@ def test_should_render_no_llm_deployment_when_llm_enabled_is_false(render: Rende
         env = rendered.env(component)
         assert env["P2M_LLM_BASE_URL"] == "https://api.openai.com/v1"
         assert env["P2M_LLM_MODEL"] == "gpt-4o-mini"
+        assert "P2M_LLM_PENALTY_WINDOW" not in env  # an OpenAI endpoint rejects repeat_last_n
 
 
 def test_should_point_every_llm_caller_at_the_in_cluster_endpoint_when_llm_is_enabled(
@@ -161,6 +162,7 @@ def test_should_serve_vllm_on_a_gpu_when_llm_engine_is_vllm(render: RenderFn):
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert mounts(container)["/dev/shm"] == "dshm"
     assert rendered.env("parser")["P2M_LLM_MODEL"] == "qwen2.5-7b-instruct"
+    assert "P2M_LLM_PENALTY_WINDOW" not in rendered.env("generator")
 
 
 def test_should_run_the_shipped_llama_cpp_model_when_llm_engine_is_llamacpp(render: RenderFn):
@@ -168,6 +170,8 @@ def test_should_run_the_shipped_llama_cpp_model_when_llm_engine_is_llamacpp(rend
     container = rendered.container("llm")
     assert container["args"] == ["serve", "llm", "--port", "8080"]
     assert rendered.env("llm")["P2M_LOCAL_LLM"] == "smollm2"
+    # llama.cpp's repetition penalties look 64 tokens back unless its callers say otherwise.
+    assert rendered.env("generator")["P2M_LLM_PENALTY_WINDOW"] == "256"
     assert "nvidia.com/gpu" not in str(container["resources"])
 
 

@@ -129,3 +129,12 @@ def test_the_bertscore_hub_model_is_a_setting_the_evaluator_follows(monkeypatch)
     assert Evaluator.from_settings(Settings.load(environ={}))._bertscore.encoder != (
         HUB_BERTSCORE_ENCODER
     )
+
+
+def test_the_stack_tells_its_llm_callers_the_penalty_window_of_its_own_llama_cpp():
+    from p2m.stack import llm_caller_env
+
+    assert llm_caller_env(Settings(), {})["P2M_LLM_PENALTY_WINDOW"] == "256"
+    assert llm_caller_env(Settings(llm_penalty_window=96), {})["P2M_LLM_PENALTY_WINDOW"] == "96"
+    configured = Settings(llm_base_url="https://api.example.com/v1")
+    assert "P2M_LLM_PENALTY_WINDOW" not in llm_caller_env(configured, {"A": "1"})

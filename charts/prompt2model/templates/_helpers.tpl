@@ -158,6 +158,11 @@ app.kubernetes.io/component: {{ .component }}
   value: {{ include "p2m.llmBaseUrl" . | quote }}
 - name: P2M_LLM_MODEL
   value: {{ .Values.llm.model | quote }}
+{{- if and .Values.llm.enabled (eq .Values.llm.engine "llamacpp") }}
+{{- /* llama.cpp's repetition penalties look 64 tokens back unless told (see llm_penalty_window) */}}
+- name: P2M_LLM_PENALTY_WINDOW
+  value: "256"
+{{- end }}
 {{- if include "p2m.hasLlmKey" . }}
 - name: P2M_LLM_API_KEY_FILE
   value: /etc/p2m/secrets/llm/api-key

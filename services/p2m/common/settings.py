@@ -49,12 +49,10 @@ class Settings:
         llm_timeout_s: Per-request timeout.
         llm_max_retries: Retries after the first attempt (429, 5xx, timeouts).
         llm_max_concurrency: Requests in flight at once per client.
-        llm_penalty_window: For a llama.cpp endpoint (the embedded one too): tokens its
-            repetition penalties look back (``repeat_last_n``, with requests that carry one);
-            0 sends none and llama.cpp looks 64 back. At 256 the default teacher's SQuAD
-            contexts no longer ramble to the token cap (generation 1.8x faster) but are
-            shorter, and a 40-example student scored lower (EM 13 against 20, one run), so
-            it is off until a larger run settles it.
+        llm_penalty_window: For an endpoint that is llama.cpp's server: tokens its repetition
+            penalties look back (``repeat_last_n``, with requests that carry one); 0 sends
+            none (llama.cpp looks 64 back). The embedded endpoint (and the local stack's) gets
+            256 unless this is set (``EMBEDDED_PENALTY_WINDOW``).
         local_llm: Model the embedded endpoint serves: "qwen" (default teacher),
             "smollm2" (fast, for tests) or a path to a GGUF file.
         local_llm_parallel: Concurrent slots of the embedded endpoint.

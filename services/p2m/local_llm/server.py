@@ -15,6 +15,15 @@ from p2m.common.shipped_models import resolve_gguf
 
 log = logging.getLogger(__name__)
 
+# Tokens back the embedded llama.cpp's repetition penalties look, for its clients to send with
+# requests that carry a penalty (new inputs). Its own default is 64, and the window takes in the
+# prompt's last tokens: at 256 it reaches the examples a request shows, which a small teacher
+# otherwise copies. Temporal prompt, 80 examples, seed 1: 41% of the candidate inputs were
+# duplicates at 64 (52 of 54 copied an example the request showed) and 21% at 256, in 196
+# requests and 475 s against 241 and 655 s, and the SmolLM2 student trained on them scored
+# ChrF++ 35.0 on 100 dev examples against 14.6. At 1024 SQuAD contexts shrank to a third.
+EMBEDDED_PENALTY_WINDOW = 256
+
 
 @dataclass(frozen=True)
 class LocalLLMConfig:
