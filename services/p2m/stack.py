@@ -26,7 +26,7 @@ from p2m.common.errors import FailedPrecondition, Unavailable
 from p2m.common.model_store import ModelStore
 from p2m.common.procs import free_port, pid_running, signal_group
 from p2m.common.settings import Settings
-from p2m.local_llm.server import EMBEDDED_PENALTY_WINDOW
+from p2m.local_llm.server import penalty_window
 
 STACK_FILE = "stack.json"
 # Start order: the LLM first (others call it), the gateway last (it calls the others).
@@ -171,8 +171,7 @@ def llm_caller_env(settings: Settings, env: dict[str, str]) -> dict[str, str]:
     """
     if settings.llm_base_url:
         return env
-    window = settings.llm_penalty_window or EMBEDDED_PENALTY_WINDOW
-    return {**env, "P2M_LLM_PENALTY_WINDOW": str(window)}
+    return {**env, "P2M_LLM_PENALTY_WINDOW": str(penalty_window(settings))}
 
 
 def _start(name: str, settings: Settings, env: dict[str, str], extra: list[str]) -> StackProcess:

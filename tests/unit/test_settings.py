@@ -138,3 +138,9 @@ def test_the_stack_tells_its_llm_callers_the_penalty_window_of_its_own_llama_cpp
     assert llm_caller_env(Settings(llm_penalty_window=96), {})["P2M_LLM_PENALTY_WINDOW"] == "96"
     configured = Settings(llm_base_url="https://api.example.com/v1")
     assert "P2M_LLM_PENALTY_WINDOW" not in llm_caller_env(configured, {"A": "1"})
+    # The embedded endpoint's own client (LLMProvider) follows the same rule.
+    from p2m.local_llm.server import penalty_window
+
+    assert penalty_window(Settings()) == 256
+    assert penalty_window(Settings(llm_penalty_window=96)) == 96
+    assert penalty_window(configured) == 0

@@ -354,7 +354,7 @@ class DatasetGenerator:
             invariant_drops=invariant_drops(run.dropped),
             invariants=run.invariants,
             label_counts=_label_counts(run),
-            duplicate_share=_duplicate_share(run.dropped, len(run.accepted)),
+            duplicate_share=_duplicate_share(run),
             near_duplicate_share=round(near_duplicate_share([e.input for e in run.examples]), 4),
             judge_mean_score=(
                 round(sum(run.judge_scores) / len(run.judge_scores), 3) if run.judge_scores else 0.0
@@ -814,10 +814,10 @@ def _candidates(run: _Run) -> int:
     return len(run.accepted) + sum(run.dropped.values())
 
 
-def _duplicate_share(dropped: Counter[str], accepted: int) -> float:
+def _duplicate_share(run: _Run) -> float:
     """Share of the candidate inputs dropped as duplicates (exact, near or by meaning)."""
-    candidates = accepted + sum(dropped.values())
-    return round(_duplicates(dropped) / candidates, 4) if candidates else 0.0
+    candidates = _candidates(run)
+    return round(_duplicates(run.dropped) / candidates, 4) if candidates else 0.0
 
 
 def _label_counts(run: _Run) -> dict[str, int]:

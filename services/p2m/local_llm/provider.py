@@ -8,11 +8,7 @@ import logging
 from p2m.common.errors import P2MError
 from p2m.common.llm import LLMClient, LLMConfig
 from p2m.common.settings import Settings
-from p2m.local_llm.server import (
-    EMBEDDED_PENALTY_WINDOW,
-    LocalLLMServer,
-    local_server_from_settings,
-)
+from p2m.local_llm.server import LocalLLMServer, local_server_from_settings, penalty_window
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +46,7 @@ class LLMProvider:
     async def _config(self) -> LLMConfig:
         s = self._settings
         base_url, model = s.llm_base_url, s.llm_model
-        penalty_window = s.llm_penalty_window
         if not base_url:
-            penalty_window = penalty_window or EMBEDDED_PENALTY_WINDOW
             # In-process endpoint: only this process calls it, so loopback whatever s.host is.
             self._local = local_server_from_settings(s, host="127.0.0.1")
             model = self._local.config.alias
@@ -65,7 +59,7 @@ class LLMProvider:
             timeout_s=s.llm_timeout_s,
             max_retries=s.llm_max_retries,
             max_concurrency=s.llm_max_concurrency,
-            penalty_window=penalty_window,
+            penalty_window=penalty_window(s),
         )
 
     async def aclose(self) -> None:

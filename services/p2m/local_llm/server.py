@@ -25,6 +25,13 @@ log = logging.getLogger(__name__)
 EMBEDDED_PENALTY_WINDOW = 256
 
 
+def penalty_window(settings: Settings) -> int:
+    """The penalty window for the LLM ``settings`` point at: as set, else the embedded one's."""
+    if settings.llm_base_url:
+        return settings.llm_penalty_window  # a configured endpoint may not be llama.cpp
+    return settings.llm_penalty_window or EMBEDDED_PENALTY_WINDOW
+
+
 @dataclass(frozen=True)
 class LocalLLMConfig:
     """How to serve a GGUF model.
