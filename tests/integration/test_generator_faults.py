@@ -355,7 +355,7 @@ async def test_new_inputs_are_asked_for_with_the_learned_prefix_as_a_pattern(
     teacher, tmp_path: Path
 ):
     faulty, _ = teacher
-    faulty.input_schemas = []
+    faulty.input_schemas, faulty.rng = [], random.Random(12)  # its draws, whatever ran before
     options = GenerateOptions(num_examples=4, batch_size=4, seed=12, self_consistency_samples=1)
     mix = {"dated": 0.5, "good": 0.5}  # "good" inputs lack the prefix: the invariants drop them
     result = await _generate_with(teacher, tmp_path, mix, DATED_TASK, options)
