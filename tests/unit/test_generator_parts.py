@@ -330,9 +330,13 @@ def test_journal_replay_restores_state_and_never_reuses_ids(tmp_path: Path):
     assert state.hints == ["cooking", "space"] and state.hint_requests == 1
     assert state.tokens == 55
     again = Journal(tmp_path)
-    again.record("round", "r1")
+    again.record("round", "r1")  # as journals before the push was recorded
+    assert Journal(tmp_path).replay().push == 0.0
+    again.record("round", "r2", push=1.5)
     again.close()
-    assert Journal(tmp_path).replay().rounds == 1  # the torn line did not swallow it
+    resumed = Journal(tmp_path).replay()
+    assert resumed.rounds == 2  # the torn line did not swallow the first
+    assert resumed.push == 1.5  # the last round's temperature push goes on where it was
 
 
 def test_invariants_in_a_request_are_given_rules_unset_are_learned():

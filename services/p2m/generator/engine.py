@@ -215,6 +215,7 @@ class _Run:
     pending: dict[str, Candidate]
     next_gen: int
     rounds: int
+    push: float = 0.0  # the temperature push after the last round (``duplicate_push``)
     usage: UsageCounters = field(default_factory=UsageCounters)
     budget_spent: bool = False
     failures: int = 0
@@ -296,7 +297,7 @@ class DatasetGenerator:
         run = self._resume(task, options, key)
         resumed_from = len(run.accepted)
         stop_reason = "target_reached"
-        stalled, push = 0, 0.0
+        stalled, push = 0, run.push
         last_new = time.monotonic()
         try:
             if run.hints is None and options.diverse_prompts:
@@ -313,7 +314,7 @@ class DatasetGenerator:
                     _candidates(run) - candidates,
                 )
                 run.rounds += 1
-                run.journal.record("round", f"r{run.rounds}")
+                run.journal.record("round", f"r{run.rounds}", push=round(push, 4))
                 if on_progress is not None:
                     on_progress(self._progress(run, temperature))
                 if len(run.accepted) >= options.num_examples:
@@ -409,6 +410,7 @@ class DatasetGenerator:
             pending=state.pending,
             next_gen=state.next_gen,
             rounds=state.rounds,
+            push=state.push,
             hints=state.hints,
             hint_requests=state.hint_requests,
         )

@@ -50,6 +50,7 @@ class JournalState:
     requests: int = 0
     tokens: int = 0
     rounds: int = 0
+    push: float = 0.0
     hints: list[str] | None = None
     hint_requests: int = 0
 
@@ -103,6 +104,7 @@ class Journal:
                 decided.add(rid)
             elif kind == "round":
                 state.rounds += 1
+                state.push = float(record.get("push", 0.0))
             elif kind == "judge" and (match := _JUDGE_ID.match(rid)):
                 if (gen_id := f"g{match.group(1)}") in state.pending:
                     state.pending[gen_id].judge_score = int(record["score"])
