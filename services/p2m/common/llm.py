@@ -257,6 +257,10 @@ class UsageCounters:
         self.capped_answers += result.capped
         self.stopped_answers += result.stopped
 
+    def snapshot(self) -> LLMUsage:
+        """The counts as they are now, frozen."""
+        return LLMUsage(**asdict(self))
+
 
 def _safe_url(url: str) -> str:
     """Return ``url`` without user info, query or fragment, fit for messages and logs."""
@@ -556,7 +560,7 @@ class LLMClient:
     @property
     def usage(self) -> LLMUsage:
         """A snapshot of this client's request and token counters."""
-        return LLMUsage(**asdict(self._counters))
+        return self._counters.snapshot()
 
     async def __aenter__(self) -> Self:
         """Return the client itself."""

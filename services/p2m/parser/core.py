@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from p2m.common.errors import InvalidInput, LLMOutputError
-from p2m.common.llm import ChatResult, LLMClient
+from p2m.common.llm import LLMClient, LLMUsage, UsageCounters
 from p2m.common.prompt_text import validate_prompt
 from p2m.common.types import Example, ParseMethod, TaskSpec
 from p2m.parser.language import detect_language
@@ -60,39 +60,11 @@ LLMGetter = Callable[[], Awaitable[LLMClient]]
 
 
 @dataclass(frozen=True)
-class ParseUsage:
-    """LLM requests and tokens one parse spent."""
-
-    requests: int = 0
-    retries: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    capped_answers: int = 0
-    stopped_answers: int = 0
-
-    @property
-    def failed_requests(self) -> int:
-        """Attempts that failed: on this path every retry follows a failure."""
-        return self.retries
-
-    def plus(self, result: ChatResult) -> ParseUsage:
-        """This usage with one more LLM call added."""
-        return ParseUsage(
-            self.requests + result.attempts,
-            self.retries + result.attempts - 1,
-            self.prompt_tokens + result.prompt_tokens,
-            self.completion_tokens + result.completion_tokens,
-            self.capped_answers + result.capped,
-            self.stopped_answers + result.stopped,
-        )
-
-
-@dataclass(frozen=True)
 class ParseResult:
     """A parsed task and what it cost."""
 
     task: TaskSpec
-    usage: ParseUsage
+    usage: LLMUsage
 
 
 class PromptParser:
@@ -118,7 +90,7 @@ class PromptParser:
             LLMError: The LLM was needed and failed after its retries.
         """
         text = validate_prompt(prompt, self._max_prompt_bytes, field)
-        usage = ParseUsage()
+        usage = UsageCounters()
         marked = parse_marked(text)
         warnings: list[str] = []
         if marked is not None:
@@ -126,7 +98,7 @@ class PromptParser:
             warnings.extend(marked.warnings)
             method = ParseMethod.DETERMINISTIC
         else:
-            instruction, demos, usage = await self._split_with_llm(text, warnings, usage)
+            instruction, demos = await self._split_with_llm(text, warnings, usage)
             method = ParseMethod.LLM
         if not instruction:
             raise InvalidInput(field, "holds examples but no instruction")
@@ -136,9 +108,8 @@ class PromptParser:
             original = instruction
             if translate:
                 try:
-                    instruction, usage = await self._translate(instruction, usage)
+                    instruction = await self._translate(instruction, usage)
                 except _TranslationFailed as exc:
-                    usage = exc.usage
                     warnings.append(f"translation failed, instruction kept as written: {exc}")
             else:
                 warnings.append("instruction left untranslated (translation was skipped)")
@@ -155,17 +126,18 @@ class PromptParser:
             "parsed prompt",
             extra={"method": method.value, "language": language, "demonstrations": len(demos)},
         )
-        return ParseResult(task, usage)
+        return ParseResult(task, usage.snapshot())
 
     async def _split_with_llm(
-        self, text: str, warnings: list[str], usage: ParseUsage
-    ) -> tuple[str, tuple[Example, ...], ParseUsage]:
+        self, text: str, warnings: list[str], usage: UsageCounters
+    ) -> tuple[str, tuple[Example, ...]]:
+        """The instruction and demonstrations the LLM found in ``text``, counted in ``usage``."""
         if len(text) > MAX_LLM_PROMPT_CHARS:
             warnings.append(
                 f"prompt longer than {MAX_LLM_PROMPT_CHARS} characters without example markers: "
                 "used whole as the instruction"
             )
-            return text.strip(), (), usage
+            return text.strip(), ()
         client = await self._llm()
         messages = [
             {"role": "system", "content": SPLIT_SYSTEM},
@@ -176,34 +148,30 @@ class PromptParser:
         answer, result = await client.chat_json(
             messages, SPLIT_SCHEMA, name="task_split", max_tokens=1024, seed=0
         )
-        usage = usage.plus(result)
+        usage.add(result, result.attempts, ok=True)
         instruction = str(answer.get("instruction", "")).strip()
         demos = _grounded(answer.get("demonstrations") or [], text, warnings)
         if not instruction:
             warnings.append("the LLM gave no instruction: the whole prompt is used as one")
             instruction = text.strip()
-        return instruction, demos, usage
+        return instruction, demos
 
-    async def _translate(self, instruction: str, usage: ParseUsage) -> tuple[str, ParseUsage]:
-        """The instruction in English and the usage with every attempt added.
+    async def _translate(self, instruction: str, usage: UsageCounters) -> str:
+        """The instruction in English, every attempt counted in ``usage``.
 
         Raises:
-            LLMOutputError: A piece of it failed twice; ``usage`` carries what was spent.
+            _TranslationFailed: A piece of it failed twice (what it spent is counted).
         """
         translation = await translate(await self._llm(), instruction)
         for result in translation.results:
-            usage = usage.plus(result)
+            usage.add(result, result.attempts, ok=True)
         if translation.english is None:
-            raise _TranslationFailed(translation.error, usage)
-        return translation.english, usage
+            raise _TranslationFailed(translation.error)
+        return translation.english
 
 
 class _TranslationFailed(LLMOutputError):
-    """A failed translation, with the usage it spent."""
-
-    def __init__(self, message: str, usage: ParseUsage) -> None:
-        super().__init__(message)
-        self.usage = usage
+    """A failed translation."""
 
 
 def _normalise(text: str) -> str:
