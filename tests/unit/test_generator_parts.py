@@ -474,6 +474,24 @@ def test_the_input_pattern_holds_a_json_string_whole_as_llama_cpp_reads_it():
     assert input_schema(Invariants())["properties"]["input"] == {"type": "string"}
 
 
+def test_a_learned_first_character_is_decoded_by_where_no_prefix_is_learned():
+    latin = Invariants(input_starts_with=("latin",), input_one_line=True)
+    pattern = re.compile(input_schema(latin)["properties"]["input"]["pattern"])
+    assert pattern.fullmatch(_raw_json_string("How do I top up?"))
+    assert pattern.fullmatch(_raw_json_string("\u00c9t\u00e9 card"))
+    assert not pattern.fullmatch(_raw_json_string("# How do I top up?"))
+    assert not pattern.fullmatch(_raw_json_string("$100.00 limit"))
+    japanese = re.compile(
+        input_schema(Invariants(input_starts_with=("kana", "han")))["properties"]["input"][
+            "pattern"
+        ]
+    )
+    assert japanese.fullmatch(_raw_json_string("辞書を表示する"))
+    assert not japanese.fullmatch(_raw_json_string("print(d)"))
+    prefixed = Invariants(input_prefix="Question:", input_starts_with=("latin",))
+    assert input_schema(prefixed) == input_schema(Invariants(input_prefix="Question:"))
+
+
 def test_a_sentence_end_is_checked_not_decoded_by():
     """A grammar that cannot end an input mid-sentence kept a small teacher writing to its cap."""
     plain = Invariants(input_prefix="Question:", input_one_line=True)

@@ -143,9 +143,9 @@ def test_repeating_short_outputs_are_a_closed_set():
 def test_code_outputs_must_parse_when_the_instruction_names_the_language():
     rules = infer(CODE)
     assert rules.output_language == "python" and rules.output_one_line
-    assert rules.violation(Example("x", "sorted(d.items())")) is None
-    assert rules.violation(Example("x", "Stack Overflow Japanese question")) == "output_language"
-    assert rules.violation(Example("x", "a = 1\nb = 2")) == "output_one_line"
+    assert rules.violation(Example("辞書", "sorted(d.items())")) is None
+    assert rules.violation(Example("辞書", "Stack Overflow Japanese question")) == "output_language"
+    assert rules.violation(Example("辞書", "a = 1\nb = 2")) == "output_one_line"
 
 
 def test_a_code_output_must_do_more_than_import_unless_a_demonstration_only_imports():
@@ -222,6 +222,27 @@ def test_nothing_is_learned_from_one_demonstration_or_from_chance():
     assert not rules.output_choices  # all different: an open set
 
 
+def test_inputs_start_with_a_letter_of_their_writing_systems_when_every_demonstration_does():
+    """A small teacher held off an input's usual first words started it with a symbol."""
+    rules = infer(SENTIMENT)
+    assert rules.input_starts_with == ("digit", "latin")
+    assert rules.violation(Example("Lovely screen.", "positive")) is None
+    for junk in (
+        "# How do I top up?",
+        "$100.00 is my limit.",
+        "\u2714 Unable to verify.",
+        "(sigh) no.",
+    ):
+        assert rules.violation(Example(junk, "negative")) == "input_starts_with"
+    # Japanese inputs that start with kana may start with a kanji, not with a symbol.
+    assert infer(CODE).input_starts_with == ("digit", "kana", "han")
+    assert infer(CODE).violation(Example("2つのリストを結合する", "a + b")) is None
+    assert infer(CODE).violation(Example("辞書を表示する", "print(d)")) is None
+    assert infer(CODE).violation(Example("「辞書」を表示する", "print(d)")) == "input_starts_with"
+    assert infer(TEMPORAL).input_starts_with == ()  # "[Posted: ...": a symbol, the prefix's job
+    assert "starts with a character of: digit, latin" in "\n".join(rules.describe())
+
+
 def test_json_round_trip_and_bad_rules_name_the_field():
     rules = infer(TEMPORAL)
     assert Invariants.from_json(rules.to_json()) == rules
@@ -235,6 +256,9 @@ def test_json_round_trip_and_bad_rules_name_the_field():
     with pytest.raises(InvalidInput) as info:
         Invariants.from_json({"output_language": "cobol"})
     assert info.value.field == "invariants.output_language"
+    with pytest.raises(InvalidInput) as info:
+        Invariants.from_json({"input_starts_with": ["latin", "klingon"]})
+    assert info.value.field == "invariants.input_starts_with"
     with pytest.raises(InvalidInput) as info:
         Invariants.from_json({"no_such_rule": True})
     assert info.value.field == "invariants.no_such_rule"

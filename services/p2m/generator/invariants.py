@@ -47,6 +47,7 @@ RULES = (
     "input_without_labels",
     "output_not_only_imports",
     "input_sentence_end",
+    "input_starts_with",
 )
 # Labels a teacher puts before an answer ("input: ... output: ..." is how the generator shows
 # examples); one written into a new input gives its answer away ("...\n\nOutput: Corn").
@@ -85,6 +86,13 @@ class Invariants:
             quotes or brackets). A small teacher writing JSON ends its string at the first raw
             double quote it meant as a quotation mark, so its input stops mid-sentence ("...
             the league emphasized the"; 13 of 51 SQuAD inputs Qwen2.5-0.5B wrote).
+        input_starts_with: What every input starts with: "digit" or the writing systems of
+            ``scripts.START_RANGES`` ("latin", "kana", ...). Learned when every demonstration's
+            input starts with a letter or digit: then digits and the letters of every writing
+            system the inputs use (Japanese inputs that start with kana may start with a kanji).
+            A small teacher held off the usual first words of an input by its frequency penalty
+            starts it with a symbol instead ("# How do I top up", "$100.00 is your top-up
+            limit": 14 of 20 banking77 inputs Qwen2.5-0.5B wrote).
     """
 
     input_prefix: str = ""
@@ -101,6 +109,7 @@ class Invariants:
     input_without_labels: tuple[str, ...] = ()
     output_not_only_imports: bool = False
     input_sentence_end: bool = False
+    input_starts_with: tuple[str, ...] = ()
 
     def input_violation(self, text: str) -> str | None:
         """The first input rule ``text`` breaks, or None."""
@@ -112,6 +121,8 @@ class Invariants:
             return "input_one_line"
         if self.input_scripts and not scripts.keeps_scripts(text, self.input_scripts):
             return "input_scripts"
+        if self.input_starts_with and not _starts_with(text, self.input_starts_with):
+            return "input_starts_with"
         if self.input_without_labels and _holds_any_label(text, self.input_without_labels):
             return "input_without_labels"
         if self.input_sentence_end and not ends_sentence(text):
@@ -161,6 +172,9 @@ class Invariants:
         lines = []
         if self.input_prefix:
             lines.append(f"every input starts with the pattern {self.input_prefix}")
+        if self.input_starts_with:
+            kinds = ", ".join(self.input_starts_with)
+            lines.append(f"every input starts with a character of: {kinds}")
         if self.input_markers:
             lines.append(f"every input holds {', then '.join(map(repr, self.input_markers))}")
         if self.input_one_line:
@@ -224,6 +238,12 @@ class Invariants:
             raise InvalidInput(
                 f"{field}.input_prefix", f"not a regular expression: {exc}"
             ) from None
+        unknown = set(self.input_starts_with) - scripts.START_RANGES.keys()
+        if unknown:
+            raise InvalidInput(
+                f"{field}.input_starts_with",
+                f"unknown {sorted(unknown)}; known: {', '.join(scripts.START_RANGES)}",
+            )
         if self.output_language and self.output_language not in CODE_LANGUAGES:
             raise InvalidInput(
                 f"{field}.output_language", f"must be one of {CODE_LANGUAGES} or empty"
@@ -258,6 +278,7 @@ def infer(task: TaskSpec) -> Invariants:
         output_not_only_imports=bool(language)
         and not any(only_imports(o, language) for o in outputs),
         input_sentence_end=all(ends_sentence(i) for i in inputs),
+        input_starts_with=_start_kinds(inputs),
     )
 
 
@@ -403,3 +424,26 @@ def _coerce(field: str, kind: Any, value: Any) -> Any:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise InvalidInput(field, "must be a list of strings")
     return tuple(value)
+
+
+def _starts_with(text: str, kinds: tuple[str, ...]) -> bool:
+    stripped = text.strip()
+    return bool(stripped) and scripts.start_kind(stripped[0]) in kinds
+
+
+def _start_kinds(inputs: Sequence[str]) -> tuple[str, ...]:
+    """What inputs may start with, when every one starts with a letter or digit; or ().
+
+    A digit always may ("2つのリストを結合する": 5 of MCoNaLa's 105 dev inputs, none of its
+    prompt's demonstrations): it belongs to no writing system.
+    """
+    kinds = {"digit"}
+    for text in inputs:
+        first = scripts.start_kind(text[:1])
+        if not first:
+            return ()
+        kinds.add(first)
+        kinds.update(scripts.script_of(ch) for ch in text if ch.isalpha())
+    if not kinds <= scripts.START_RANGES.keys():
+        return ()  # a writing system without ranges: no rule rather than a wrong one
+    return tuple(k for k in scripts.START_RANGES if k in kinds)

@@ -151,6 +151,8 @@ def input_schema(invariants: Invariants) -> dict[str, Any]:
     patterns on the decoded string (OpenAI's) writes no double quote or backslash there.
     """
     prefix = invariants.input_prefix
+    if not prefix and invariants.input_starts_with:
+        prefix = scripts.char_class(invariants.input_starts_with)
     if not prefix and not invariants.input_one_line:
         return INPUT_SCHEMA
     for escape, plain in _GRAMMAR_ESCAPES.items():

@@ -15,6 +15,17 @@ SCRIPT_SHARE = 0.1
 # Texts with fewer letters ("2009 == 2009", "N/A") say nothing about their writing system.
 MIN_LETTERS = 3
 _WIDTH_WORDS = ("FULLWIDTH", "HALFWIDTH")
+# The letters of each writing system an input may be required to start with (``char_class``), as
+# Unicode ranges a grammar can hold (full and half width forms with them); "digit" for 0-9.
+START_RANGES = {
+    "digit": "0-9\uff10-\uff19",
+    "latin": "A-Za-z\u00c0-\u024f\uff21-\uff3a\uff41-\uff5a",
+    "greek": "\u0370-\u03ff",
+    "cyrillic": "\u0400-\u04ff",
+    "kana": "\u3040-\u30ff\uff66-\uff9f",
+    "han": "\u3400-\u4dbf\u4e00-\u9fff",
+    "hangul": "\uac00-\ud7af",
+}
 NAMES = {
     "latin": "Latin letters",
     "kana": "Japanese kana",
@@ -63,3 +74,15 @@ def describe(scripts: tuple[str, ...]) -> str:
     """``("han", "kana")`` -> "Chinese characters (kanji) and Japanese kana"."""
     names = [NAMES.get(s, f"{s.title()} letters") for s in scripts]
     return " and ".join(names)
+
+
+def start_kind(char: str) -> str:
+    """What a text's first character is: "digit", a writing system, or "" (a symbol, a space)."""
+    if char.isdigit():
+        return "digit"
+    return script_of(char) if char.isalpha() else ""
+
+
+def char_class(kinds: tuple[str, ...]) -> str:
+    """``("digit", "latin")`` -> ``[0-9A-Za-z...]``, the characters of those kinds."""
+    return "[" + "".join(START_RANGES[k] for k in kinds) + "]"

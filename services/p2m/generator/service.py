@@ -99,6 +99,7 @@ def invariants_from_pb(message: generator_pb2.Invariants) -> Invariants:
         input_without_labels=tuple(message.input_without_labels),
         output_not_only_imports=message.output_not_only_imports,
         input_sentence_end=message.input_sentence_end,
+        input_starts_with=tuple(message.input_starts_with),
     )
 
 
