@@ -321,6 +321,10 @@ def test_requests_ask_for_the_scarcest_label_and_a_label_stops_at_its_quota():
     assert asked.count("positive") == 1
     assert targets(choices, counts, ["g9"]) == ["neutral"]
     assert quota(12, choices) == 6 and quota(1, choices) == 1
+    intents = [f"intent_{i}" for i in range(77)]  # banking77: 1.5 x 80 / 77 rounds down to 1
+    assert quota(80, intents) == 2 and quota(77, intents) == 1
+    for n in range(1, 300):  # the quotas always hold the whole set
+        assert quota(n, intents) * len(intents) >= n
     assert label_of(" NEGATIVE.", choices) == "negative" and label_of("meh", choices) is None
 
 
