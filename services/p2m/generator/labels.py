@@ -33,7 +33,7 @@ def quota(num_examples: int, choices: Sequence[str]) -> int:
     would never make 80).
     """
     fair = num_examples / len(choices)
-    return max(1, math.ceil(fair), math.floor(QUOTA_SHARE * fair))
+    return max(math.ceil(fair), math.floor(QUOTA_SHARE * fair))  # ceil: at least 1
 
 
 def label_counts(outputs: Iterable[str], choices: Sequence[str]) -> Counter[str]:
