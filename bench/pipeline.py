@@ -164,7 +164,7 @@ def generation_figures(report: Any) -> dict[str, Any]:
 
 
 def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Each task's figures: kept from an earlier run of the same sizes, else measured.
+    """Each task's figures: kept from an earlier run of the same code and sizes, else measured.
 
     The stack starts once, for the tasks left, if any.
     """
@@ -234,12 +234,17 @@ def keep(args: argparse.Namespace, task: str, figures: dict[str, Any]) -> None:
 
 
 def kept_figures(args: argparse.Namespace, task: str) -> dict[str, Any] | None:
-    """A task's figures from an earlier run in this data dir with the same sizes, or None."""
+    """A task's figures from an earlier run in this data dir of the same code and sizes, or None.
+
+    The same code is the same commit with nothing uncommitted: figures measured before a change
+    to the generator or the trainer are not the figures of the code after it.
+    """
     path = kept_path(args, task)
     if not path.is_file():
         return None
     record = json.loads(path.read_text(encoding="utf-8"))
-    if record["sizes"] != sizes(args):
+    commit = record["measured"]["commit"]
+    if record["sizes"] != sizes(args) or commit != benchkit.git_commit() or " " in commit:
         return None
     return {**record["figures"], "kept_from": record["measured"]}
 

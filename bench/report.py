@@ -132,8 +132,8 @@ def parser() -> argparse.ArgumentParser:
         "--pipeline-dir",
         type=Path,
         help="pipeline: keep its runs' data in DIR, so a stopped report resumes them from what "
-        "they had, and a task that finished is not run again at the same sizes (default: a "
-        "temporary folder)",
+        "they had, and a task that finished is not run again by the same commit at the same "
+        "sizes (default: a temporary folder)",
     )
     command.add_argument(
         "--render-from",

@@ -656,7 +656,7 @@ def pipeline_section(f: dict[str, Any]) -> list[str]:
     for t in f["tasks"]:
         if kept := t.get("kept_from"):
             lines.append(
-                f"- {t['task']}: measured by an earlier run of this bench with the same sizes "
+                f"- {t['task']}: measured by an earlier run of this bench, same commit and sizes "
                 f"(commit `{kept['commit']}`, finished {kept['finished']}), kept in its data dir."
             )
         if t["state"] != "succeeded":

@@ -1,4 +1,4 @@
-"""bench/pipeline.py: a task's figures are kept in the data dir and reused at the same sizes."""
+"""bench/pipeline.py: a task's figures are kept in the data dir, reused by the same code, sizes."""
 
 from __future__ import annotations
 
@@ -9,6 +9,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
 import pipeline
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def commit(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The commit the bench reports, as a list a test may change."""
+    current = ["abc1234"]
+    monkeypatch.setattr(pipeline.benchkit, "git_commit", lambda: current[0])
+    return current
 
 
 def _args(tmp_path: Path, **changed: object) -> argparse.Namespace:
@@ -35,6 +44,18 @@ def test_a_scored_task_is_kept_and_reused_only_at_the_same_sizes(tmp_path):
     assert pipeline.kept_figures(_args(tmp_path, min_steps=0), "mconala_ja") is None
     assert pipeline.kept_figures(_args(tmp_path, answer_temperature=0.0), "mconala_ja") is None
     assert pipeline.kept_figures(_args(tmp_path, seed=7), "mconala_ja") is None
+
+
+def test_figures_are_reused_only_by_the_commit_that_measured_them_with_nothing_uncommitted(
+    tmp_path, commit
+):
+    args = _args(tmp_path)
+    pipeline.keep(args, "mconala_ja", _figures())
+    commit[0] = "def5678"  # the generator changed since
+    assert pipeline.kept_figures(args, "mconala_ja") is None
+    commit[0] = "def5678 + uncommitted changes"
+    pipeline.keep(args, "mconala_ja", _figures())
+    assert pipeline.kept_figures(args, "mconala_ja") is None  # which changes, nobody knows
 
 
 def test_a_failed_or_unscored_task_is_not_kept_so_the_next_run_measures_it(tmp_path):
