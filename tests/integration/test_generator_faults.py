@@ -395,6 +395,28 @@ async def test_an_open_output_stops_at_its_share_and_new_inputs_are_asked_to_avo
     assert report.accepted == 10 and report.dropped["repeated_output"] == 0
 
 
+async def test_two_generations_of_the_same_data_at_once_run_one_after_the_other(
+    teacher, tmp_path: Path
+):
+    faulty, base_url = teacher
+    faulty.mix = {"good": 1.0}
+    options = GenerateOptions(num_examples=6, batch_size=3, seed=23)
+    first, first_client = _generator(base_url, tmp_path)  # as two processes on one data dir
+    second, second_client = _generator(base_url, tmp_path)
+    async with first_client, second_client:
+        results = await asyncio.gather(
+            first.generate(COLOUR_TASK, options), second.generate(COLOUR_TASK, options)
+        )
+    assert results[0].dataset == results[1].dataset
+    assert sorted(r.report.cached for r in results) == [False, True]  # the second waited
+    (journal,) = (tmp_path / "work").rglob("journal.jsonl")
+    records = [json.loads(line) for line in journal.read_text().splitlines()]
+    sent = Counter(r["id"] for r in records if r["e"] == "req")
+    assert sent and max(sent.values()) == 1  # no request id sent twice
+    ids = [json.loads(line)["id"] for line in (journal.parent / "examples.jsonl").open()]
+    assert len(ids) == len(set(ids)) == 6
+
+
 async def test_a_stalled_generation_stops_with_what_it_made_and_resumes_on_request(
     teacher, tmp_path: Path
 ):

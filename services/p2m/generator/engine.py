@@ -19,6 +19,7 @@ from typing import Any
 from p2m.common.artifacts import ArtifactRef, ArtifactStore
 from p2m.common.budget import Budget
 from p2m.common.errors import BudgetExhausted, LLMError, LLMOutputError, Unavailable
+from p2m.common.file_lock import exclusive
 from p2m.common.llm import STOPPED_EARLY, ChatResult, LLMClient, UsageCounters
 from p2m.common.settings import Settings
 from p2m.common.splits import read_rows
@@ -294,6 +295,23 @@ class DatasetGenerator:
         cached = self._store.recall(key)
         if cached is not None:
             return self._cached_result(cached)
+        # One generation of a key at a time: two (a restarted gateway resuming its run while a
+        # new run asks for the same data) sent the same request ids and wrote examples twice.
+        async with exclusive(self._work_root / key / "lock", f"generation {key[:12]}"):
+            cached = self._store.recall(key)  # the one waited for may have made it
+            if cached is not None:
+                return self._cached_result(cached)
+            return await self._generate(task, options, key, started, on_progress)
+
+    async def _generate(
+        self,
+        task: TaskSpec,
+        options: GenerateOptions,
+        key: str,
+        started: float,
+        on_progress: ProgressCallback | None,
+    ) -> GenerationResult:
+        """``generate`` with the key's lock held."""
         run = self._resume(task, options, key)
         resumed_from = len(run.accepted)
         stop_reason = "target_reached"
