@@ -193,6 +193,7 @@ def measure_tasks(args: argparse.Namespace, tasks: list[str]) -> list[dict[str, 
     stack = up(settings)
     measured = []
     try:
+        asyncio.run(cancel_leftovers(stack))
         for task in tasks:
             figures = asyncio.run(run_task(args, stack, task))
             keep(args, task, figures)
@@ -200,6 +201,25 @@ def measure_tasks(args: argparse.Namespace, tasks: list[str]) -> list[dict[str, 
     finally:
         down(settings)
     return measured
+
+
+async def cancel_leftovers(stack: Stack) -> None:
+    """Cancel the runs an earlier, stopped bench left unfinished in this data dir.
+
+    The gateway resumes them on its start, so they would run beside this bench's own (two
+    MCoNaLa runs and a SQuAD run at once); what they made stays in the services' caches and
+    journals, which this bench's runs of the same tasks pick up.
+    """
+    unfinished = (
+        gateway_pb2.RUN_STATE_QUEUED,
+        gateway_pb2.RUN_STATE_RUNNING,
+        gateway_pb2.RUN_STATE_WAITING_FOR_INPUT,
+    )
+    async with GatewayClient(stack.gateway, timeout_s=120) as gateway:
+        page = await gateway.list_runs(page_size=500, states=unfinished)
+        for run in page.runs:
+            print(f"cancelling {run.run_id}, left by an earlier run", file=sys.stderr, flush=True)
+            await gateway.cancel_run(run.run_id)
 
 
 def sizes(args: argparse.Namespace) -> dict[str, Any]:
