@@ -14,6 +14,7 @@ import re
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -57,8 +58,9 @@ SPAN_TASK = TaskSpec(
 class FaultyTeacher:
     """Scripted by ``mix``: shares of "error", "slow", "garbage" and "good" answers.
 
-    Besides "good" (inputs "thing number N <random>"), "span" writes inputs in SPAN_TASK's form
-    and "biased" writes SENTIMENT_TASK reviews, preferring "positive". Answers name the colour or
+    Besides "good" (inputs "thing number N <random>"), "span" writes inputs in SPAN_TASK's form,
+    "biased" writes SENTIMENT_TASK reviews, preferring "positive", and "copycat" the first
+    example it is shown, word for word. Answers name the colour or
     label their input names ("colour N" for "thing number N"; "parrot" writes TASK's instruction
     as the input and the request's wording as the answer; "sloppy": a near-miss of the label,
     "Positively"; "repetitive": "colour 7" whatever the input). A request for topics gets a list
@@ -138,6 +140,8 @@ class FaultyTeacher:
             return f"review {n} {noise} feels {label}"
         if kind == "parrot":  # the task itself, with a topic in front, instead of an instance
             return f"thing {n}: name a colour"
+        if kind == "copycat":  # the first example it is shown, word for word
+            return re.search(r"^input: (.*)$", prompt, re.MULTILINE).group(1)
         return f"thing number {n} {noise}"
 
 
@@ -501,6 +505,29 @@ async def test_a_new_input_request_shows_fewer_demonstrations_than_an_answer_req
     for conversation in answers:  # five demonstrations as turns, then the input
         shown = [m["content"] for m in conversation if m["role"] == "user"][:-1]
         assert shown[:5] == list(things[:5])
+
+
+async def test_a_demonstration_the_teacher_copies_twice_is_shown_behind_the_others(
+    teacher, tmp_path: Path
+):
+    faulty, base_url = teacher
+    faulty.mix, faulty.conversations = {"good": 0.5, "copycat": 0.5}, []
+    options = GenerateOptions(num_examples=8, batch_size=4, seed=17, input_demonstrations=2)
+    generator, client = _generator(base_url, tmp_path)
+    async with client:
+        result = await generator.generate(COLOUR_TASK, options)
+    asks = [c[-1]["content"] for c in faulty.conversations if "Write one new input" in str(c)]
+    for ask in asks:  # the same two shown throughout, only their order changes
+        assert "input: sky\n" in ask and "input: grass\n" in ask
+        assert not any(f"input: {thing}\n" in ask for thing in THINGS[2:])
+    firsts = [re.search(r"^input: (.*)$", ask, re.MULTILINE).group(1) for ask in asks]
+    assert firsts[0] == "sky" and "grass" in firsts  # "sky", copied twice, went behind "grass"
+    assert result.report.accepted == 8
+    (journal,) = (tmp_path / "work").rglob("journal.jsonl")
+    records = [json.loads(line) for line in journal.read_text().splitlines()]
+    moves = [int(r["id"][1:]) for r in records if r["e"] == "move"]
+    assert moves[:1] == [0] and all(a != b for a, b in pairwise(moves))
+    assert Journal(journal.parent).replay().moved == moves
 
 
 @pytest.mark.parametrize("extra", [0, 2])

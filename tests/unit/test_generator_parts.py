@@ -12,6 +12,7 @@ from p2m.common.encoder import SHIPPED_ENCODER_NAME, SentenceEncoder, shipped_en
 from p2m.common.errors import InvalidInput
 from p2m.common.teacher_prompt import REPLY_RULE
 from p2m.common.types import Example, TaskSpec
+from p2m.generator.copied import DemonstrationOrder
 from p2m.generator.dataset import split_examples
 from p2m.generator.engine import (
     STALL_STEP,
@@ -304,6 +305,7 @@ def test_journal_replay_restores_state_and_never_reuses_ids(tmp_path: Path):
     journal.record("req", "g1")
     journal.record("res", "g1", attempts=1, tokens=10)
     journal.record("drop", "g1", reason="exact_duplicate")
+    journal.record("move", "d0")
     journal.record("req", "g2")
     journal.record("res", "g2", attempts=1, tokens=10)
     journal.record("gen", "g2", input="c", output="d")
@@ -328,6 +330,7 @@ def test_journal_replay_restores_state_and_never_reuses_ids(tmp_path: Path):
     assert state.next_gen == 4
     assert state.requests == 1 + 2 + 1 + 1 + 1 + 1 + 2  # attempts + two sent, never answered
     assert state.hints == ["cooking", "space"] and state.hint_requests == 1
+    assert state.moved == [0]
     assert state.tokens == 55
     again = Journal(tmp_path)
     again.record("round", "r1")  # as journals before the push was recorded
@@ -501,3 +504,21 @@ def test_a_sentence_end_is_checked_not_decoded_by():
     assert ended.input_violation("Question: Why? Context: the league emphasized the") == (
         "input_sentence_end"
     )
+
+
+def test_a_demonstration_copied_twice_is_shown_last_and_the_set_shown_stays():
+    demonstrations = [Example(f"question number {n} about the bank card", "x") for n in range(4)]
+    order = DemonstrationOrder(demonstrations, 3, 0.8, 0.5)
+    assert order.shown() == demonstrations[:3]
+    assert order.note_copy("Question number 0 about the bank card!") is None  # one copy
+    assert order.note_copy("something else entirely, written anew") is None
+    assert order.note_copy("question number 3 about the bank card") is None  # not shown
+    assert order.note_copy("question number 0 about the bank card") == 0  # the second
+    assert order.shown() == [demonstrations[1], demonstrations[2], demonstrations[0]]
+    assert order.note_copy("question number 1 about the bank card") is None  # counts anew
+    assert order.note_copy("question number 1 about the bank card") == 1
+    for _ in range(3):  # the one shown last stays last
+        assert order.note_copy("question number 1 about the bank card") is None
+    assert order.moved == [0, 1]
+    resumed = DemonstrationOrder(demonstrations, 3, 0.8, 0.5, moved=order.moved)
+    assert resumed.shown() == order.shown() == [demonstrations[i] for i in (2, 0, 1)]

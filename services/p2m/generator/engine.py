@@ -10,7 +10,7 @@ import math
 import random
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -31,6 +31,7 @@ from p2m.common.teacher_prompt import (
 )
 from p2m.common.types import Example, TaskSpec
 from p2m.generator import labels
+from p2m.generator.copied import DemonstrationOrder
 from p2m.generator.dataset import REPORT_FILE, write_dataset
 from p2m.generator.filters import (
     DuplicateIndex,
@@ -216,6 +217,7 @@ class _Run:
     pending: dict[str, Candidate]
     next_gen: int
     rounds: int
+    order: DemonstrationOrder  # the demonstrations requests for new inputs show, in order
     push: float = 0.0  # the temperature push after the last round (``duplicate_push``)
     usage: UsageCounters = field(default_factory=UsageCounters)
     budget_spent: bool = False
@@ -428,6 +430,13 @@ class DatasetGenerator:
             pending=state.pending,
             next_gen=state.next_gen,
             rounds=state.rounds,
+            order=DemonstrationOrder(
+                task.demonstrations,
+                options.input_demonstrations,
+                options.dedup_similarity_threshold,
+                options.dedup_word_similarity_threshold,
+                state.moved,
+            ),
             push=state.push,
             hints=state.hints,
             hint_requests=state.hint_requests,
@@ -530,7 +539,7 @@ class DatasetGenerator:
         hint = hint_for(run.hints or (), rid)
         messages = new_input_messages(
             teacher_instruction(run.task),
-            _shown(run, rid, run.options.input_demonstrations, run.options.few_shot_generated),
+            _shown(run, rid, run.order.shown(), run.options.few_shot_generated),
             rules,
             label,
             hint,
@@ -575,7 +584,7 @@ class DatasetGenerator:
             shown = _shown(
                 run,
                 sid,
-                run.options.few_shot_demonstrations,
+                run.task.demonstrations[: run.options.few_shot_demonstrations],
                 run.options.answer_generated_examples,
             )
             messages = answer_messages(teacher_instruction(run.task), shown, candidate.input)
@@ -674,6 +683,8 @@ class DatasetGenerator:
             reason = "same_meaning"
         if reason is not None:
             self._drop(run, rid, reason)
+            if reason in ("exact_duplicate", "near_duplicate"):
+                self._note_copy(run, example.input)
             return
         run.duplicates.add(example.input)
         if run.meaning is not None:
@@ -753,6 +764,14 @@ class DatasetGenerator:
         return score
 
     @staticmethod
+    def _note_copy(run: _Run, text: str) -> None:
+        """Move a demonstration ``text`` copies behind the others once copied again."""
+        moved = run.order.note_copy(text)
+        if moved is not None:
+            run.journal.record("move", f"d{moved}")
+            log.info("demonstration %d copied again: shown last for new inputs", moved)
+
+    @staticmethod
     def _drop(run: _Run, rid: str, reason: str) -> None:
         run.dropped[reason] += 1
         run.journal.record("drop", rid, reason=reason)
@@ -792,17 +811,19 @@ class DatasetGenerator:
         return GenerationResult(ref, read_rows(folder), report)
 
 
-def _shown(run: _Run, request_id: str, n_demos: int, n_generated: int) -> list[Example]:
-    """The examples request ``request_id`` shows: ``n_demos`` demonstrations, then a sample.
+def _shown(
+    run: _Run, request_id: str, demonstrations: Sequence[Example], n_generated: int
+) -> list[Example]:
+    """The examples request ``request_id`` shows: ``demonstrations``, then a sample.
 
     The sample (``n_generated`` accepted examples) is drawn with a seed fixed by the request's id.
     """
     options = run.options
     return pick_examples(
-        run.task.demonstrations,
+        demonstrations,
         run.examples,
         random.Random(f"{options.seed}:{request_id}"),
-        n_demos=n_demos,
+        n_demos=len(demonstrations),
         n_generated=n_generated,
         diverse=options.diverse_prompts,
     )

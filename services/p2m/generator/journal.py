@@ -5,7 +5,8 @@ Two JSONL files in the generation's work folder, each line flushed and fsynced a
 ``journal.jsonl`` every request before it is sent (``req``), how it ended (``res``, ``bad``,
 ``fail``, ``unsent``, with attempts and tokens; ``bad`` also with why the answer ended and an
 excerpt of it), what it gave (``gen``, ``sc``, ``hints``),
-every drop (``drop``) and round (``round``). Request ids are never reused, so no request is sent
+every drop (``drop``) and round (``round``), and each demonstration moved last for copies
+(``move``). Request ids are never reused, so no request is sent
 twice across restarts, and the budget counts what earlier attempts spent.
 """
 
@@ -53,6 +54,7 @@ class JournalState:
     push: float = 0.0
     hints: list[str] | None = None
     hint_requests: int = 0
+    moved: list[int] = field(default_factory=list)  # demonstrations moved last, in order
 
 
 class Journal:
@@ -108,6 +110,8 @@ class Journal:
             elif kind == "judge" and (match := _JUDGE_ID.match(rid)):
                 if (gen_id := f"g{match.group(1)}") in state.pending:
                     state.pending[gen_id].judge_score = int(record["score"])
+            elif kind == "move" and rid[1:].isdigit():
+                state.moved.append(int(rid[1:]))
             elif kind == "hints":
                 state.hints = [str(topic) for topic in record.get("topics", [])]
         # Sent but never answered (the process died meanwhile): assume each cost one request.
