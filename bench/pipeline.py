@@ -264,7 +264,8 @@ def kept_figures(args: argparse.Namespace, task: str) -> dict[str, Any] | None:
         return None
     record = json.loads(path.read_text(encoding="utf-8"))
     commit = record["measured"]["commit"]
-    if record["sizes"] != sizes(args) or commit != benchkit.git_commit() or " " in commit:
+    uncommitted = commit.endswith("uncommitted changes")  # as benchkit.git_commit says it
+    if record["sizes"] != sizes(args) or commit != benchkit.git_commit() or uncommitted:
         return None
     return {**record["figures"], "kept_from": record["measured"]}
 

@@ -237,22 +237,14 @@ def test_generation_key_ignores_concurrency_and_the_stall_timeout():
 def test_diverse_prompts_vary_their_tail_and_fixed_prompts_do_not():
     generated = [Example(f"gen {i}", "x") for i in range(10)]
     shown = [
-        tuple(
-            pick_examples(
-                DEMOS, generated, random.Random(i), n_demos=3, n_generated=2, diverse=True
-            )
-        )
+        tuple(pick_examples(DEMOS[:3], generated, random.Random(i), n_generated=2, diverse=True))
         for i in range(20)
     ]
     assert len(set(shown)) > 10
     assert all(s[:3] == DEMOS[:3] for s in shown)  # a stable, cacheable prefix
     assert all(all(e.input.startswith("gen") for e in s[3:]) and len(s) == 5 for s in shown)
     fixed = {
-        tuple(
-            pick_examples(
-                DEMOS, generated, random.Random(i), n_demos=3, n_generated=2, diverse=False
-            )
-        )
+        tuple(pick_examples(DEMOS[:3], generated, random.Random(i), n_generated=2, diverse=False))
         for i in range(20)
     }
     assert fixed == {DEMOS[:3]}

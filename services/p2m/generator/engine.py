@@ -823,7 +823,6 @@ def _shown(
         demonstrations,
         run.examples,
         random.Random(f"{options.seed}:{request_id}"),
-        n_demos=len(demonstrations),
         n_generated=n_generated,
         diverse=options.diverse_prompts,
     )

@@ -45,18 +45,17 @@ def pick_examples(
     generated: Sequence[Example],
     rng: random.Random,
     *,
-    n_demos: int,
     n_generated: int,
     diverse: bool,
 ) -> list[Example]:
     """The examples one prompt shows: the demonstrations, then (diverse) a random sample.
 
     As in the paper, diverse prompts add a random sample of the examples generated so far to
-    the person's demonstrations. The demonstrations come first and in a fixed order, so every
+    the demonstrations given. The demonstrations come first, in the order given, so every
     prompt shares a long prefix the endpoint can keep cached (llama.cpp reuses it: about 3x
     faster on two cores than shuffled prompts); only the tail varies.
     """
-    shown = list(demonstrations[:n_demos])
+    shown = list(demonstrations)
     if diverse:
         shown += rng.sample(list(generated), min(n_generated, len(generated)))
     return shown
