@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,27 @@ def test_llama_cpp_answers_as_transformers_on_tiny_students(
     assert served.predict(INPUTS, decoding) == expected
     assert served.predict(INPUTS[:1], decoding) == expected[:1]  # a batch of one alike
     assert served.predict([], decoding) == []
+
+
+def test_both_runtimes_hold_answers_to_the_student_s_output_form(tmp_path: Path) -> None:
+    """A labels form read as the model's own longest answer, slightly changed, moves that answer
+    to the label in transformers and in llama.cpp alike; the others are held the same way."""
+    folder = build_tiny_decoder(tmp_path / "llama")
+    decoding = Decoding(max_new_tokens=12)
+    raw = Student(folder).predict(INPUTS, decoding)
+    longest = max(raw, key=len)
+    spec = replace(
+        StudentSpec.load(folder), output_form="labels", output_labels=(longest + "!", "zz")
+    )
+    spec.save(folder)
+    expected = spec.hold(INPUTS, raw)
+    assert longest + "!" in expected and expected != raw
+    assert Student(folder).predict(INPUTS, decoding) == expected
+    served = LlamaCppStudent(folder, "f32", tmp_path / "cache", parallel=4)
+    try:
+        assert served.predict(INPUTS, decoding) == expected
+    finally:
+        served.close()
 
 
 @pytest.mark.timeout(300)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -11,13 +12,16 @@ import pytest
 from p2m.common.artifacts import ArtifactStore
 from p2m.common.encoder import shipped_encoder_path
 from p2m.common.errors import InvalidInput, NotFound
-from p2m.common.student import format_input
+from p2m.common.output_form import LABELS, SPAN, OutputForm
+from p2m.common.student import StudentSpec, format_input
 from p2m.common.types import Example, TaskSpec
 from p2m.trainer.base_model import BaseModel
-from p2m.trainer.data import load_training_data, store_dataset
+from p2m.trainer.data import TrainingData, load_training_data, store_dataset
 from p2m.trainer.encode import IGNORE_INDEX, collate, encode_examples
+from p2m.trainer.engine import training_output_form
 from p2m.trainer.finalize import model_card
 from p2m.trainer.options import MIN_STEPS_MAX_EPOCHS, TrainOptions, planned_epochs, training_key
+from p2m.trainer.run_types import TrainJob
 from p2m.trainer.service import options_from_pb
 from p2m.trainer.validation import BestSoFar, Evaluation
 from prompt2model.v1 import trainer_pb2
@@ -258,3 +262,35 @@ def test_the_model_card_says_why_the_epochs_were_raised(tmp_path: Path) -> None:
     assert "| epochs | 3 |" in asked
     older = model_card(base, task, options, {"report": {}})  # a report from before the field
     assert "| epochs | 3 |" in older
+
+
+def test_the_model_is_held_to_its_training_outputs_form_unless_asked_not_to(
+    tmp_path: Path,
+) -> None:
+    task = TaskSpec("Answer from the context.", (Example("Q: who? C: Ann came.", "Ann"),))
+    rows = tuple(Example(f"Q: who? C: Person{i} came.", f"Person{i}") for i in range(10))
+    data = TrainingData(rows, ())
+    job = TrainJob(datasets=(), base_model="b", task=task, options=TrainOptions())
+    assert training_output_form(data, job) == OutputForm(SPAN)
+    off = replace(job, options=TrainOptions(constrain_outputs=False))
+    assert training_output_form(data, off) == OutputForm()
+    assert options_from_pb(trainer_pb2.TrainOptions()).constrain_outputs
+    assert not options_from_pb(trainer_pb2.TrainOptions(constrain_outputs=False)).constrain_outputs
+    base = BaseModel("owner/base", tmp_path, "decoder-only", "0" * 64, "store")
+    card = model_card(base, task, TrainOptions(), {"report": {}}, OutputForm(SPAN))
+    assert "Every training output was a span of its input" in card
+    assert "used as the model writes them" in model_card(base, task, TrainOptions(), {})
+
+
+def test_a_student_spec_keeps_its_output_form(tmp_path: Path) -> None:
+    spec = StudentSpec("decoder-only", "Classify.", output_form=LABELS, output_labels=("a", "b"))
+    spec.save(tmp_path)
+    loaded = StudentSpec.load(tmp_path)
+    assert loaded == spec and loaded.form == OutputForm(LABELS, ("a", "b"))
+    assert loaded.hold(["x", "y"], ["A", "neither"]) == ["a", "neither"]
+    with pytest.raises(InvalidInput, match="output_form"):
+        StudentSpec("decoder-only", "", output_form=LABELS)
+    older = json.loads((tmp_path / "p2m_student.json").read_text())
+    del older["output_form"], older["output_labels"]  # a folder saved before the form
+    (tmp_path / "p2m_student.json").write_text(json.dumps(older))
+    assert StudentSpec.load(tmp_path).form == OutputForm()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from p2m.common.errors import FailedPrecondition, InvalidInput
+from p2m.common.output_form import FREE, KINDS, LABELS, OutputForm
 
 SPEC_FILE = "p2m_student.json"
 TEMPLATE_VERSION = 1
@@ -32,6 +33,9 @@ class StudentSpec:
         max_output_tokens: Outputs are at most this many tokens (also the decoding default).
         base_model: The model it was fine-tuned from.
         template_version: Version of ``format_input``'s layout.
+        output_form: What every output is: "free" text, a "span" of its input, or one of
+            ``output_labels`` ("labels"); answers are held to it (``p2m.common.output_form``).
+        output_labels: The labels of a "labels" form.
     """
 
     architecture: str
@@ -40,13 +44,30 @@ class StudentSpec:
     max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS
     base_model: str = ""
     template_version: int = TEMPLATE_VERSION
+    output_form: str = FREE
+    output_labels: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        """Check the architecture and token limits."""
+        """Check the architecture, token limits and output form."""
         if self.architecture not in ARCHITECTURES:
             raise InvalidInput("architecture", f"expected one of {ARCHITECTURES}")
         if self.max_input_tokens < 1 or self.max_output_tokens < 1:
             raise InvalidInput("max_input_tokens", "token limits must be positive")
+        if self.output_form not in KINDS or (self.output_form == LABELS) != bool(
+            self.output_labels
+        ):
+            raise InvalidInput("output_form", f"expected one of {KINDS}, labels only with labels")
+        object.__setattr__(self, "output_labels", tuple(self.output_labels))
+
+    @property
+    def form(self) -> OutputForm:
+        """The form its answers are held to."""
+        return OutputForm(self.output_form, self.output_labels)
+
+    def hold(self, inputs: Sequence[str], outputs: Sequence[str]) -> list[str]:
+        """``outputs`` for ``inputs`` held to the output form."""
+        form = self.form
+        return [form.hold(output, text) for text, output in zip(inputs, outputs, strict=True)]
 
     def save(self, folder: Path) -> None:
         """Write the spec as ``p2m_student.json`` in ``folder``."""
@@ -109,13 +130,16 @@ class Student:
         return sum(p.numel() for p in self.model.parameters())
 
     def predict(self, inputs: Sequence[str], decoding: Decoding | None = None) -> list[str]:
-        """Predicted outputs for raw ``inputs`` (the instruction is added here), in order."""
+        """Predicted outputs for raw ``inputs``, in order, held to the spec's output form.
+
+        The instruction is added here.
+        """
         decoding = decoding or Decoding(max_new_tokens=self.spec.max_output_tokens)
         outputs: list[str] = []
         for start in range(0, len(inputs), max(1, decoding.batch_size)):
             batch = inputs[start : start + max(1, decoding.batch_size)]
             outputs.extend(self._predict_batch(batch, decoding))
-        return outputs
+        return self.spec.hold(inputs, outputs)
 
     def _predict_batch(self, inputs: Sequence[str], decoding: Decoding) -> list[str]:
         return generate_batch(self.model, self.tokenizer, self.spec, inputs, decoding, self.device)

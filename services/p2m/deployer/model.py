@@ -360,6 +360,7 @@ class StudentModel(Model):
                 "model_name": self.name,
                 "folder": str(self.folder),
                 "architecture": student.spec.architecture,
+                "answers_held_to": student.spec.form.describe(),
                 "runtime": self.runtime.label,
                 "runtime_reason": self.runtime.reason,
                 "max_batch_size": self.batching.max_batch_size,

@@ -25,6 +25,7 @@ from p2m.common.budget import Budget
 from p2m.common.errors import BudgetExhausted, FailedPrecondition, InvalidInput, NotFound
 from p2m.common.llm import LLMClient, UsageCounters
 from p2m.common.model_store import WEIGHT_SUFFIXES
+from p2m.common.output_form import FREE
 from p2m.common.ranges import Within, check_ranges
 from p2m.common.settings import Settings
 from p2m.common.splits import read_examples
@@ -656,6 +657,8 @@ class Evaluator:
             notes["runtime_reason"] = chosen.reason
         if student.spec.base_model:
             notes["base_model"] = student.spec.base_model
+        if student.spec.output_form != FREE:
+            notes["answers_held_to"] = student.spec.form.describe()
         return _Predictions(
             examples=examples,
             predictions=tuple(predictions),

@@ -156,7 +156,10 @@ class LlamaCppStudent:
         return self._worker.pid if self._worker is not None else None
 
     def predict(self, inputs: Sequence[str], decoding: Decoding | None = None) -> list[str]:
-        """Greedy outputs for raw ``inputs`` (the instruction is added here), in order."""
+        """Greedy outputs for raw ``inputs``, in order, held to the spec's output form.
+
+        The instruction is added here.
+        """
         if not inputs:
             return []
         decoding = decoding or Decoding(max_new_tokens=self.spec.max_output_tokens)
@@ -178,7 +181,7 @@ class LlamaCppStudent:
         outputs = [""] * len(prompts)
         for choice in choices:
             outputs[int(choice["index"])] = str(choice.get("text", "")).strip()
-        return outputs
+        return self.spec.hold(inputs, outputs)
 
     def close(self) -> None:
         """Stop the llama.cpp process (it leaves when its input closes; killed if it lingers)."""

@@ -113,6 +113,14 @@ def train(
     search_max_learning_rate: Annotated[
         float, typer.Option(help="Highest learning rate a search tries.")
     ] = DEFAULTS.search_max_learning_rate,
+    constrain_outputs: Annotated[
+        bool,
+        typer.Option(
+            help="Hold answers to the form every training output takes (a span of the input, "
+            "or one of a closed set of labels): an answer that breaks it becomes the span or "
+            "label it is most like."
+        ),
+    ] = True,
     seed: Annotated[int, typer.Option(help="Seed for shuffling and initialisation.")] = 42,
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="Copy the trained model folder here.")
@@ -153,6 +161,7 @@ def train(
         search_trials=search_trials,
         search_min_learning_rate=search_min_learning_rate,
         search_max_learning_rate=search_max_learning_rate,
+        constrain_outputs=constrain_outputs,
     )
     try:
         options.validate()

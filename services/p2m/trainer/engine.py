@@ -28,6 +28,7 @@ from p2m.common.artifacts import ArtifactRef, ArtifactStore
 from p2m.common.errors import FailedPrecondition, InvalidInput
 from p2m.common.model_store import ModelStore
 from p2m.common.names import check_run_id
+from p2m.common.output_form import OutputForm, infer_output_form
 from p2m.common.settings import Settings
 from p2m.trainer.base_model import BaseModel, resolve_base_model
 from p2m.trainer.data import TrainingData, load_training_data
@@ -166,7 +167,8 @@ class ModelTrainer:
             checkpoint_dir, report = run.execute()
             if self._ray_job_name:
                 report = replace(report, backend="rayjob", ray_job_name=self._ray_job_name)
-            return self._store_model(key, run, checkpoint_dir, report, base, job, datasets)
+            form = training_output_form(data, job)
+            return self._store_model(key, run, checkpoint_dir, report, base, job, datasets, form)
 
     def _run(
         self,
@@ -219,6 +221,7 @@ class ModelTrainer:
         base: BaseModel,
         job: TrainJob,
         datasets: tuple[ArtifactRef, ...],
+        form: OutputForm,
     ) -> TrainOutcome:
         options = run.trained_options()
         training = {
@@ -227,16 +230,28 @@ class ModelTrainer:
             "datasets": [d.uri for d in datasets],
             "instruction": job.task.instruction,
             "options": asdict(options),
+            "output_form": asdict(form),
             "report": asdict(report),
         }
         with tempfile.TemporaryDirectory(dir=self._store.root / "tmp") as tmp:
-            build_model_folder(checkpoint_dir, Path(tmp), base, job.task, options, training)
+            build_model_folder(checkpoint_dir, Path(tmp), base, job.task, options, training, form)
             model = self._store.put_dir(Path(tmp), "model")
         self._store.remember(key, model)
         for folder in run.folders():
             shutil.rmtree(folder, ignore_errors=True)
         log.info("training stored", extra={"model": model.uri, "steps": report.steps})
         return TrainOutcome(model, report)
+
+
+def training_output_form(data: TrainingData, job: TrainJob) -> OutputForm:
+    """The form the model's answers are held to: the one its training outputs take.
+
+    The task's own labels come first; free text where ``constrain_outputs`` is off.
+    """
+    if not job.options.constrain_outputs:
+        return OutputForm()
+    inputs, outputs = [e.input for e in data.train], [e.output for e in data.train]
+    return infer_output_form(inputs, outputs, job.task)
 
 
 def stored_report(store: ArtifactStore, model: ArtifactRef) -> TrainReport:

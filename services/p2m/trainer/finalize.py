@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from p2m.common.output_form import OutputForm
 from p2m.common.student import StudentSpec, ensure_pad_token
 from p2m.common.types import TaskSpec
 from p2m.trainer.base_model import BaseModel
@@ -25,14 +26,17 @@ def build_model_folder(
     task: TaskSpec,
     options: TrainOptions,
     training: Mapping[str, Any],
+    form: OutputForm | None = None,
 ) -> None:
     """Write the student model folder ``out`` from a checkpoint.
 
     The weights are the checkpoint's best (lowest validation loss) where it kept them apart,
     else its own. LoRA adapters are merged into the base weights, so the folder loads with plain
     ``from_pretrained``. Beside the weights: the tokenizer, a generation config with the
-    decoding defaults, ``p2m_student.json``, ``p2m_training.json`` and a model card.
+    decoding defaults, ``p2m_student.json`` (with the output ``form`` answers are held to),
+    ``p2m_training.json`` and a model card.
     """
+    form = form or OutputForm()
     out.mkdir(parents=True, exist_ok=True)
     weights = checkpoint_dir / (BEST_DIR if (checkpoint_dir / BEST_DIR).is_dir() else MODEL_DIR)
     if options.lora:
@@ -47,10 +51,24 @@ def build_model_folder(
         max_input_tokens=options.max_input_tokens,
         max_output_tokens=options.max_output_tokens,
         base_model=base.name,
+        output_form=form.kind,
+        output_labels=form.labels,
     )
     spec.save(out)
     (out / TRAINING_FILE).write_text(json.dumps(training, indent=2) + "\n", encoding="utf-8")
-    (out / CARD_FILE).write_text(model_card(base, task, options, training), encoding="utf-8")
+    card = model_card(base, task, options, training, form)
+    (out / CARD_FILE).write_text(card, encoding="utf-8")
+
+
+def _form_sentence(form: OutputForm) -> str:
+    """What the card says of the output form answers are held to."""
+    if form.kind == "free":
+        return "Its answers are used as the model writes them."
+    return (
+        f"Every training output was {form.describe()}, so each answer is read as the "
+        f"{'span' if form.kind == 'span' else 'label'} it is most like "
+        "(`output_form` in `p2m_student.json`)."
+    )
 
 
 def _merge_lora(adapter_dir: Path, base: BaseModel, out: Path) -> None:
@@ -88,7 +106,11 @@ def _save_tokenizer_and_generation(base: BaseModel, options: TrainOptions, out: 
 
 
 def model_card(
-    base: BaseModel, task: TaskSpec, options: TrainOptions, training: Mapping[str, Any]
+    base: BaseModel,
+    task: TaskSpec,
+    options: TrainOptions,
+    training: Mapping[str, Any],
+    form: OutputForm | None = None,
 ) -> str:
     """A Hugging Face model card: what the model does, what it was trained on, and how well."""
     report = training.get("report", {})
@@ -114,7 +136,7 @@ Fine-tuned by Prompt2Model from **{base.name}** ({base.architecture}) to do one 
 
 {demos_table}
 Inputs are given to the model as `format_input(instruction, input)` (see `p2m_student.json`:
-the instruction, then `Input: <input>` and `Output:`).
+the instruction, then `Input: <input>` and `Output:`). {_form_sentence(form or OutputForm())}
 
 ## Training data
 

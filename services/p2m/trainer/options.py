@@ -49,6 +49,7 @@ class TrainOptions:
     search_trials: int = 0
     search_min_learning_rate: float = 1e-5
     search_max_learning_rate: float = 5e-4
+    constrain_outputs: bool = True
 
     def validate(self) -> None:
         """Raise InvalidInput naming the first field out of range (paths as in the proto)."""

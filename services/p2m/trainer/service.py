@@ -58,6 +58,7 @@ def options_from_pb(message: trainer_pb2.TrainOptions) -> TrainOptions:
                 "min_steps",
                 "search_min_learning_rate",
                 "search_max_learning_rate",
+                "constrain_outputs",
             )
         },
         eval_steps=message.eval_steps,
