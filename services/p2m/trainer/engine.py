@@ -230,7 +230,6 @@ class ModelTrainer:
             "datasets": [d.uri for d in datasets],
             "instruction": job.task.instruction,
             "options": asdict(options),
-            "output_form": asdict(form),
             "report": asdict(report),
         }
         with tempfile.TemporaryDirectory(dir=self._store.root / "tmp") as tmp:

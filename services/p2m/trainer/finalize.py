@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from p2m.common.output_form import OutputForm
+from p2m.common.output_form import FREE, SPAN, OutputForm
 from p2m.common.student import StudentSpec, ensure_pad_token
 from p2m.common.types import TaskSpec
 from p2m.trainer.base_model import BaseModel
@@ -26,7 +26,7 @@ def build_model_folder(
     task: TaskSpec,
     options: TrainOptions,
     training: Mapping[str, Any],
-    form: OutputForm | None = None,
+    form: OutputForm,
 ) -> None:
     """Write the student model folder ``out`` from a checkpoint.
 
@@ -36,7 +36,6 @@ def build_model_folder(
     decoding defaults, ``p2m_student.json`` (with the output ``form`` answers are held to),
     ``p2m_training.json`` and a model card.
     """
-    form = form or OutputForm()
     out.mkdir(parents=True, exist_ok=True)
     weights = checkpoint_dir / (BEST_DIR if (checkpoint_dir / BEST_DIR).is_dir() else MODEL_DIR)
     if options.lora:
@@ -62,11 +61,11 @@ def build_model_folder(
 
 def _form_sentence(form: OutputForm) -> str:
     """What the card says of the output form answers are held to."""
-    if form.kind == "free":
+    if form.kind == FREE:
         return "Its answers are used as the model writes them."
     return (
         f"Every training output was {form.describe()}, so each answer is read as the "
-        f"{'span' if form.kind == 'span' else 'label'} it is most like "
+        f"{'span' if form.kind == SPAN else 'label'} it is most like "
         "(`output_form` in `p2m_student.json`)."
     )
 
