@@ -339,3 +339,15 @@ def test_an_answer_is_read_as_the_label_it_is_closest_to():
     assert closest_label("I cannot tell from this message.", labels) == (
         "I cannot tell from this message."
     )
+
+
+def test_an_answer_with_a_label_s_words_in_another_order_is_read_as_that_label():
+    """By characters these are closer to the wrong label; by words they are the right one."""
+    intents = ("verify_top_up", "top_up_reverted", "card_swallowed", "lost_or_stolen_card")
+    assert closest_label("reverted_top_up", intents) == "top_up_reverted"
+    assert closest_label("Top-up reverted", intents) == "top_up_reverted"
+    assert closest_label("card_lost", intents) == "lost_or_stolen_card"
+    assert closest_label("card_swallowed_by_atm", intents) == "card_swallowed"
+    assert closest_label("My card was declined at the shop.", intents) == (
+        "My card was declined at the shop."
+    )

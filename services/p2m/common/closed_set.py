@@ -23,6 +23,7 @@ _QUOTED = re.compile(r"[\"“”'`]([^\"“”'`\n]{1,40})[\"“”'`]")
 _ONE_OF = re.compile(r"\bone of(?: these| the following)?(?: \w+)?:?\s+([^.\n]+)", re.IGNORECASE)
 _LIST_SPLIT = re.compile(r",\s*(?:or\s+|and\s+)?|\s+or\s+|\s+and\s+")
 _SPACE = re.compile(r"\s+")
+_WORD = re.compile(r"[^\W_]+")
 # How alike an answer and a label must be to read the answer as that label: difflib's default.
 SNAP_CUTOFF = 0.6
 
@@ -74,13 +75,33 @@ def repeating_labels(outputs: Sequence[str]) -> tuple[str, ...]:
 def closest_label(answer: str, labels: Sequence[str]) -> str:
     """The label ``answer`` is, or is much like; ``answer`` itself when no label is close.
 
-    A small teacher writes "Refund_not_showing_up" for "refund_not_showing_up", or
-    "deposit_not_updated_after_cheque" for "balance_not_updated_after_cheque_or_cash_deposit";
-    an answer like no label (a sentence) is left as it is, for the caller to judge.
+    A small teacher writes "Refund_not_showing_up" for "refund_not_showing_up",
+    "deposit_not_updated_after_cheque" for "balance_not_updated_after_cheque_or_cash_deposit",
+    or "reverted_top_up" for "top_up_reverted": alike by characters or by words (``likeness``).
+    An answer like no label (a sentence) is left as it is, for the caller to judge.
     """
     by_squashed = {squash(label): label for label in labels}
     wanted = squash(answer)
     if wanted in by_squashed:
         return by_squashed[wanted]
-    close = difflib.get_close_matches(wanted, list(by_squashed), n=1, cutoff=SNAP_CUTOFF)
-    return by_squashed[close[0]] if close else answer
+    words = label_words(answer)
+    scored = [(likeness(wanted, words, key), key) for key in by_squashed]
+    best = max(scored, default=((0.0, 0.0), ""), key=lambda item: item[0])
+    return by_squashed[best[1]] if best[0][0] >= SNAP_CUTOFF else answer
+
+
+def label_words(text: str) -> frozenset[str]:
+    """The words of ``text``, case-folded; underscores, hyphens and punctuation part them."""
+    return frozenset(word.casefold() for word in _WORD.findall(text))
+
+
+def likeness(answer: str, words: frozenset[str], label: str) -> tuple[float, float]:
+    """How alike a squashed answer (with its ``words``) and a squashed label are, best first.
+
+    The larger of difflib's character ratio and the words' Dice overlap (the same words in any
+    order score 1); the character ratio again breaks ties.
+    """
+    chars = difflib.SequenceMatcher(None, label, answer).ratio()  # as get_close_matches
+    theirs = label_words(label)
+    overlap = 2 * len(words & theirs) / (len(words) + len(theirs)) if words and theirs else 0.0
+    return max(chars, overlap), chars

@@ -14,9 +14,10 @@ from typing import Any
 
 from p2m.common.errors import FailedPrecondition, InvalidInput
 from p2m.common.output_form import FREE, KINDS, LABELS, OutputForm
+from p2m.common.prompt_layout import prompt_ids
 
 SPEC_FILE = "p2m_student.json"
-TEMPLATE_VERSION = 1
+TEMPLATE_VERSION = 2  # p2m.common.prompt_layout: 2 fits instruction and input to the budget
 ARCHITECTURES = ("encoder-decoder", "decoder-only")
 DEFAULT_MAX_INPUT_TOKENS = 384
 DEFAULT_MAX_OUTPUT_TOKENS = 128
@@ -29,10 +30,10 @@ class StudentSpec:
     Attributes:
         architecture: "encoder-decoder" or "decoder-only".
         instruction: Prepended to every input; empty when trained on bare inputs.
-        max_input_tokens: Inputs are truncated (from the left) to this many tokens.
+        max_input_tokens: Prompts are fitted to this many tokens (``p2m.common.prompt_layout``).
         max_output_tokens: Outputs are at most this many tokens (also the decoding default).
         base_model: The model it was fine-tuned from.
-        template_version: Version of ``format_input``'s layout.
+        template_version: Version of the prompt's layout (``p2m.common.prompt_layout``).
         output_form: What every output is: "free" text, a "span" of its input, or one of
             ``output_labels`` ("labels"); answers are held to it (``p2m.common.output_form``).
         output_labels: The labels of a "labels" form.
@@ -86,12 +87,6 @@ class StudentSpec:
             return cls(**data)
         except (OSError, ValueError, TypeError) as error:
             raise FailedPrecondition(f"{folder} is not a student model folder: {error}") from error
-
-
-def format_input(instruction: str, text: str) -> str:
-    """The model's input text: the instruction (if any), then the example's input, as a prompt."""
-    body = f"Input: {text.strip()}\nOutput:"
-    return f"{instruction.strip()}\n\n{body}" if instruction.strip() else body
 
 
 @dataclass(frozen=True)
@@ -156,7 +151,9 @@ def generate_batch(
     """Greedy (or beam) outputs of ``model`` for raw ``inputs``, formatted as ``spec`` says."""
     import torch
 
-    encoded = _tokenize(tokenizer, spec, inputs, return_tensors="pt", padding=True).to(device)
+    tokenizer.padding_side = "left"
+    prompts = encode_prompts(tokenizer, spec, inputs)
+    encoded = tokenizer.pad({"input_ids": prompts}, return_tensors="pt").to(device)
     with torch.inference_mode():
         generated = model.generate(
             **encoded,
@@ -172,15 +169,9 @@ def generate_batch(
 
 def encode_prompts(tokenizer: Any, spec: StudentSpec, inputs: Sequence[str]) -> list[list[int]]:
     """The token ids ``generate_batch`` feeds the model for ``inputs`` (unpadded)."""
-    return [list(ids) for ids in _tokenize(tokenizer, spec, inputs)["input_ids"]]
-
-
-def _tokenize(tokenizer: Any, spec: StudentSpec, inputs: Sequence[str], **kwargs: Any) -> Any:
-    """``inputs`` as the model reads them: formatted, tokenized, truncated from the left."""
-    tokenizer.padding_side = "left"
-    tokenizer.truncation_side = "left"
-    texts = [format_input(spec.instruction, text) for text in inputs]
-    return tokenizer(texts, truncation=True, max_length=spec.max_input_tokens, **kwargs)
+    return prompt_ids(
+        tokenizer, spec.instruction, inputs, spec.max_input_tokens, spec.template_version
+    )
 
 
 def ensure_pad_token(tokenizer: Any) -> None:

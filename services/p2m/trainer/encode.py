@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from p2m.common.student import format_input
+from p2m.common.prompt_layout import prompt_ids
+from p2m.common.student import TEMPLATE_VERSION
 from p2m.common.types import Example
 
 IGNORE_INDEX = -100  # label positions the loss skips
@@ -21,18 +22,15 @@ def encode_examples(
 ) -> list[dict[str, list[int]]]:
     """Token ids of each example: ``input_ids`` and ``labels`` (loss on output tokens only).
 
-    The prompt is ``format_input(instruction, input)`` truncated from the left, exactly as
-    ``Student.predict`` builds it; the target is the output plus the end token. A decoder-only
+    The prompt is fitted to ``max_input_tokens`` exactly as ``Student.predict`` builds it
+    (``p2m.common.prompt_layout``); the target is the output plus the end token. A decoder-only
     student sees prompt + target as one sequence with the prompt's labels masked.
     """
     if not examples:
         return []
-    tokenizer.truncation_side = "left"
-    prompts = tokenizer(
-        [format_input(instruction, e.input) for e in examples],
-        truncation=True,
-        max_length=max_input_tokens,
-    )["input_ids"]
+    prompts = prompt_ids(
+        tokenizer, instruction, [e.input for e in examples], max_input_tokens, TEMPLATE_VERSION
+    )
     targets = tokenizer([" " + e.output.strip() for e in examples], add_special_tokens=False)[
         "input_ids"
     ]

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from p2m.common.output_form import FREE, SPAN, OutputForm
-from p2m.common.student import StudentSpec, ensure_pad_token
+from p2m.common.prompt_layout import INSTRUCTION_SHARE
+from p2m.common.student import TEMPLATE_VERSION, StudentSpec, ensure_pad_token
 from p2m.common.types import TaskSpec
 from p2m.trainer.base_model import BaseModel
 from p2m.trainer.options import TrainOptions
@@ -134,8 +135,10 @@ Fine-tuned by Prompt2Model from **{base.name}** ({base.architecture}) to do one 
 {task.instruction}
 
 {demos_table}
-Inputs are given to the model as `format_input(instruction, input)` (see `p2m_student.json`:
-the instruction, then `Input: <input>` and `Output:`). {_form_sentence(form or OutputForm())}
+Inputs are given to the model as the instruction, then `Input: <input>` and `Output:`, in at most
+{options.max_input_tokens} tokens (`p2m.common.prompt_layout`, template {TEMPLATE_VERSION}): the
+instruction takes at most {INSTRUCTION_SHARE:.0%} of them (a longer one keeps its start), and an
+input too long for the rest loses its middle. {_form_sentence(form or OutputForm())}
 
 ## Training data
 
