@@ -96,3 +96,21 @@ def test_models_of_the_first_template_are_read_as_trained(tokenizer: Any) -> Non
     decoded = _text(tokenizer, row)
     assert len(row) == 96 and not decoded.startswith("classify")
     assert decoded.endswith("input : short question output :")
+
+
+def test_a_tokenizer_without_character_offsets_is_cut_the_same_way() -> None:
+    """ByT5's (Python, byte-level) gives no offsets: the cuts are decoded from the token ids."""
+    from transformers import ByT5Tokenizer
+
+    byt5 = ByT5Tokenizer()
+    text = "Question: who won? Context: " + " ".join(f"w{i}" for i in range(400)) + " the end"
+    rows = prompt_ids(byt5, LONG_INSTRUCTION, [text, "short one"], 512, TEMPLATE_VERSION)
+    fitted = fitted_instruction(byt5, LONG_INSTRUCTION, 512)
+    assert len(fitted) == int(512 * INSTRUCTION_SHARE)  # one token a byte
+    for row in rows:
+        decoded = byt5.decode(row, skip_special_tokens=True)
+        assert len(row) <= 512 and decoded.startswith(fitted + "\n\nInput: ")
+        assert decoded.endswith("\nOutput:")
+    decoded = byt5.decode(rows[0], skip_special_tokens=True)
+    assert "Input: Question: who won? Context: w0 w1" in decoded and "w399 the end" in decoded
+    assert CUT_MARK in decoded and "w200 " not in decoded

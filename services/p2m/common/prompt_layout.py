@@ -75,16 +75,15 @@ def _cut_input(
 ) -> list[int]:
     """The prompt with the middle of ``text`` dropped until it fits."""
     text = text.strip()
-    mark = len(tokenizer(CUT_MARK, add_special_tokens=False)["input_ids"])
-    offsets = _offsets(tokenizer, text)
+    mark = _count(tokenizer, CUT_MARK)
+    tokens = _count(tokenizer, text)
     for attempt in range(_FIT_TRIES):
-        keep = len(offsets) - excess - mark - attempt * 2
+        keep = tokens - excess - mark - attempt * 2
         if keep <= 0:
             break
         head = max(1, int(keep * HEAD_SHARE))
-        tail = keep - head
-        cut = text[: offsets[head - 1][1]].rstrip() + CUT_MARK
-        cut += text[offsets[len(offsets) - tail][0] :].lstrip() if tail else ""
+        start, end = _ends(tokenizer, text, head, keep - head)
+        cut = f"{start.rstrip()}{CUT_MARK}{end.lstrip()}"
         ids = tokenizer(format_input(instruction, cut), verbose=False)["input_ids"]
         if len(ids) <= max_input_tokens:
             return list(ids)
@@ -96,13 +95,28 @@ def _cut_input(
 
 def _head(tokenizer: Any, text: str, tokens: int) -> str:
     """The start of ``text`` that its first ``tokens`` tokens cover (all of it if shorter)."""
-    offsets = _offsets(tokenizer, text)
-    if len(offsets) <= tokens:
+    if _count(tokenizer, text) <= tokens:
         return text
-    return text[: offsets[tokens - 1][1]].rstrip()
+    return _ends(tokenizer, text, tokens, 0)[0].rstrip()
 
 
-def _offsets(tokenizer: Any, text: str) -> list[tuple[int, int]]:
-    """Each token's character span in ``text`` (no special tokens)."""
-    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
-    return encoded["offset_mapping"]
+def _count(tokenizer: Any, text: str) -> int:
+    """Tokens in ``text`` (no special tokens)."""
+    return len(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+
+
+def _ends(tokenizer: Any, text: str, head: int, tail: int) -> tuple[str, str]:
+    """The text of ``text``'s first ``head`` tokens and of its last ``tail`` tokens.
+
+    Cut at character offsets where the tokenizer gives them (fast tokenizers), so no character
+    is split; else decoded from the token ids.
+    """
+    if getattr(tokenizer, "is_fast", False):
+        offsets = tokenizer(
+            text, add_special_tokens=False, return_offsets_mapping=True, verbose=False
+        )["offset_mapping"]
+        start = text[: offsets[head - 1][1]] if head else ""
+        return start, text[offsets[len(offsets) - tail][0] :] if tail else ""
+    ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+    start = tokenizer.decode(ids[:head]) if head else ""
+    return start, tokenizer.decode(ids[len(ids) - tail :]) if tail else ""
