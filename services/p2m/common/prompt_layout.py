@@ -41,11 +41,6 @@ def fitted_instruction(tokenizer: Any, instruction: str, max_input_tokens: int) 
     return _head(tokenizer, instruction, budget) if budget > 0 else ""
 
 
-def instruction_tokens(tokenizer: Any, instruction: str) -> int:
-    """Tokens in ``instruction`` alone (no special tokens)."""
-    return len(tokenizer(instruction.strip(), add_special_tokens=False)["input_ids"])
-
-
 def prompt_ids(
     tokenizer: Any,
     instruction: str,
@@ -55,10 +50,9 @@ def prompt_ids(
 ) -> list[list[int]]:
     """Token ids of each input's prompt, at most ``max_input_tokens`` long (unpadded)."""
     if template_version < 2:
-        tokenizer.truncation_side = "left"
-        texts = [format_input(instruction, text) for text in inputs]
-        encoded = tokenizer(texts, truncation=True, max_length=max_input_tokens)
-        return [list(ids) for ids in encoded["input_ids"]]
+        return _left_cut(
+            tokenizer, [format_input(instruction, t) for t in inputs], max_input_tokens
+        )
     instruction = fitted_instruction(tokenizer, instruction, max_input_tokens)
     texts = [format_input(instruction, text) for text in inputs]
     encoded = tokenizer(texts, verbose=False)["input_ids"]  # no warning: too long ones are cut
@@ -75,48 +69,60 @@ def _cut_input(
 ) -> list[int]:
     """The prompt with the middle of ``text`` dropped until it fits."""
     text = text.strip()
-    mark = _count(tokenizer, CUT_MARK)
-    tokens = _count(tokenizer, text)
+    mark = len(_Tokens(tokenizer, CUT_MARK))
+    tokens = _Tokens(tokenizer, text)
     for attempt in range(_FIT_TRIES):
-        keep = tokens - excess - mark - attempt * 2
+        keep = len(tokens) - excess - mark - attempt * 2
         if keep <= 0:
             break
         head = max(1, int(keep * HEAD_SHARE))
-        start, end = _ends(tokenizer, text, head, keep - head)
+        start, end = tokens.ends(head, keep - head)
         cut = f"{start.rstrip()}{CUT_MARK}{end.lstrip()}"
         ids = tokenizer(format_input(instruction, cut), verbose=False)["input_ids"]
         if len(ids) <= max_input_tokens:
             return list(ids)
     # Too little room for any of the input: the prompt's end (the cue) is what must stay.
+    return _left_cut(tokenizer, [format_input(instruction, text)], max_input_tokens)[0]
+
+
+def _left_cut(tokenizer: Any, texts: list[str], max_input_tokens: int) -> list[list[int]]:
+    """``texts`` tokenized, each cut from the left to ``max_input_tokens`` (template 1)."""
     tokenizer.truncation_side = "left"
-    ids = tokenizer(format_input(instruction, text), truncation=True, max_length=max_input_tokens)
-    return list(ids["input_ids"])
+    encoded = tokenizer(texts, truncation=True, max_length=max_input_tokens)
+    return [list(ids) for ids in encoded["input_ids"]]
 
 
 def _head(tokenizer: Any, text: str, tokens: int) -> str:
     """The start of ``text`` that its first ``tokens`` tokens cover (all of it if shorter)."""
-    if _count(tokenizer, text) <= tokens:
-        return text
-    return _ends(tokenizer, text, tokens, 0)[0].rstrip()
+    pieces = _Tokens(tokenizer, text)
+    return text if len(pieces) <= tokens else pieces.ends(tokens, 0)[0].rstrip()
 
 
-def _count(tokenizer: Any, text: str) -> int:
-    """Tokens in ``text`` (no special tokens)."""
-    return len(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+class _Tokens:
+    """A text's tokens (no special tokens), tokenized once, and its pieces by token counts."""
 
+    def __init__(self, tokenizer: Any, text: str) -> None:
+        """Tokenize ``text``, with character offsets where the tokenizer gives them (fast ones)."""
+        self.tokenizer, self.text = tokenizer, text
+        self.fast = bool(getattr(tokenizer, "is_fast", False))
+        encoded = tokenizer(
+            text, add_special_tokens=False, return_offsets_mapping=self.fast, verbose=False
+        )
+        self.ids = encoded["input_ids"]
+        self.offsets = encoded["offset_mapping"] if self.fast else []
 
-def _ends(tokenizer: Any, text: str, head: int, tail: int) -> tuple[str, str]:
-    """The text of ``text``'s first ``head`` tokens and of its last ``tail`` tokens.
+    def __len__(self) -> int:
+        """How many tokens."""
+        return len(self.ids)
 
-    Cut at character offsets where the tokenizer gives them (fast tokenizers), so no character
-    is split; else decoded from the token ids.
-    """
-    if getattr(tokenizer, "is_fast", False):
-        offsets = tokenizer(
-            text, add_special_tokens=False, return_offsets_mapping=True, verbose=False
-        )["offset_mapping"]
-        start = text[: offsets[head - 1][1]] if head else ""
-        return start, text[offsets[len(offsets) - tail][0] :] if tail else ""
-    ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
-    start = tokenizer.decode(ids[:head]) if head else ""
-    return start, tokenizer.decode(ids[len(ids) - tail :]) if tail else ""
+    def ends(self, head: int, tail: int) -> tuple[str, str]:
+        """The text of the first ``head`` tokens and of the last ``tail`` tokens.
+
+        Cut at character offsets where there are some, so no character is split; else decoded
+        from the token ids.
+        """
+        if self.fast:
+            start = self.text[: self.offsets[head - 1][1]] if head else ""
+            return start, self.text[self.offsets[len(self) - tail][0] :] if tail else ""
+        start = self.tokenizer.decode(self.ids[:head]) if head else ""
+        return start, self.tokenizer.decode(self.ids[len(self) - tail :]) if tail else ""
