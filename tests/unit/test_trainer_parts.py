@@ -14,7 +14,7 @@ from p2m.common.encoder import shipped_encoder_path
 from p2m.common.errors import InvalidInput, NotFound
 from p2m.common.output_form import LABELS, SPAN, OutputForm
 from p2m.common.prompt_layout import format_input
-from p2m.common.student import StudentSpec
+from p2m.common.student import TEMPLATE_VERSION, StudentSpec
 from p2m.common.types import Example, TaskSpec
 from p2m.trainer.base_model import BaseModel
 from p2m.trainer.data import TrainingData, load_training_data, store_dataset
@@ -94,6 +94,12 @@ def test_out_of_range_options_name_the_field(change: dict[str, Any], field: str)
     with pytest.raises(InvalidInput) as caught:
         TrainOptions(**change).validate()
     assert caught.value.field == field
+
+
+def test_the_key_follows_the_prompt_layout(monkeypatch: pytest.MonkeyPatch) -> None:
+    before = training_key("b" * 64, ["d" * 64], "Do it.", TrainOptions())
+    monkeypatch.setattr("p2m.trainer.options.TEMPLATE_VERSION", TEMPLATE_VERSION + 1)
+    assert training_key("b" * 64, ["d" * 64], "Do it.", TrainOptions()) != before
 
 
 def test_the_key_follows_what_changes_the_weights() -> None:

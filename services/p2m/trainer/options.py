@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 
 from p2m.common.errors import InvalidInput
 from p2m.common.ranges import Within, check_ranges
-from p2m.common.student import DEFAULT_MAX_INPUT_TOKENS, DEFAULT_MAX_OUTPUT_TOKENS
+from p2m.common.student import DEFAULT_MAX_INPUT_TOKENS, DEFAULT_MAX_OUTPUT_TOKENS, TEMPLATE_VERSION
 
 # Changing how models are trained changes this, so old cache entries are not reused.
 TRAINER_VERSION = 2
@@ -114,10 +114,15 @@ def training_key(
     instruction: str,
     options: TrainOptions,
 ) -> str:
-    """The sha256 naming this training: same base, data, instruction and options, same model."""
+    """The sha256 naming this training: same base, data, instruction, options and prompt layout.
+
+    The layout's version is part of it: a model trained on prompts laid out one way is not the
+    model a newer layout would train.
+    """
     settings = {k: v for k, v in asdict(options).items() if k not in _PLACEMENT_ONLY}
     payload = {
         "version": TRAINER_VERSION,
+        "template": TEMPLATE_VERSION,
         "base_model": base_model_sha,
         "datasets": dataset_shas,
         "instruction": "" if options.omit_instruction else instruction,
