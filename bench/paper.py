@@ -14,7 +14,7 @@ set). The holdout score beside the dev score is the paper's claim under test: th
 gives a usable estimate of the real score before deployment.
 
     .venv/bin/python bench/paper.py --task temporal [--train-limit 500] [--holdout 100]
-        [--eval-limit 100] [--teacher qwen|smollm2|none] [--quick] [--json]
+        [--eval-limit 100] [--teacher qwen|smollm2|none] [--omit-instruction] [--quick] [--json]
 """
 
 from __future__ import annotations
@@ -103,6 +103,11 @@ def main() -> None:
     parser.add_argument("--max-output-tokens", type=int, default=64)
     parser.add_argument("--base-model", default=SMOLLM2)
     parser.add_argument(
+        "--omit-instruction",
+        action="store_true",
+        help="train and serve the student on bare inputs (no instruction in its prompts)",
+    )
+    parser.add_argument(
         "--teacher", default="qwen", help="qwen, smollm2, a .gguf path, or none (no teacher)"
     )
     parser.add_argument("--teacher-parallel", type=int, default=4, help="teacher requests at once")
@@ -154,6 +159,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         num_workers=args.workers,
         max_input_tokens=args.max_input_tokens,
         max_output_tokens=args.max_output_tokens,
+        omit_instruction=args.omit_instruction,
     )
     started = time.perf_counter()
     try:
@@ -189,6 +195,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "max_steps": args.max_steps,
         "min_steps": args.min_steps,
         "max_output_tokens": args.max_output_tokens,
+        "omit_instruction": args.omit_instruction,
         "training": {
             "wall_s": round(train_wall, 1),
             "steps": outcome.report.steps,
@@ -341,7 +348,9 @@ def show(figures: dict[str, Any]) -> None:
     print(
         f"{figures['task']}: paper metric {metric}; student {figures['base_model']} trained on "
         f"{sizes['train']} generated examples ({figures['epochs']} epochs, "
-        f"{figures['training']['wall_s']:.0f} s); teacher {figures['teacher_model'] or 'none'}"
+        f"{figures['training']['wall_s']:.0f} s, {figures['training']['examples_per_s']} "
+        f"examples/s{', bare inputs' if figures['omit_instruction'] else ''}); "
+        f"teacher {figures['teacher_model'] or 'none'}"
     )
     print(f"machine: {benchkit.machine_line(figures['machine'])}")
     dev_head, holdout_head = f"dev ({sizes['dev']})", f"holdout ({sizes['holdout']})"
