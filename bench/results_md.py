@@ -659,6 +659,12 @@ def pipeline_section(f: dict[str, Any]) -> list[str]:
                 f"- {t['task']}: measured by an earlier run of this bench, same commit and sizes "
                 f"(commit `{kept['commit']}`, finished {kept['finished']}), kept in its data dir."
             )
+        if t["generation"].get("cached"):
+            lines.append(
+                f"- {t['task']}: the generated set came from the generator's cache in the data "
+                "dir (an earlier run's, same generator version, teacher, seed and size), so its "
+                "generate stage shows 0 s; the training and both scores are this run's."
+            )
         if t["state"] != "succeeded":
             lines.append(f"- {t['task']}: the run {t['state']}: {short(t['error'], 300)}")
         for note in t["run_estimate"]["notes"]:

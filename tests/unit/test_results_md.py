@@ -366,6 +366,12 @@ def test_the_pipeline_section_sets_the_students_speed_by_latency_and_by_wall_tim
     )
     assert "14.0x faster (p50; both as the evaluator batches them)." in again
     assert "earlier run of this bench, same commit and sizes (commit `dd60127`" in again
+    assert "generator's cache" not in again
+    task["generation"]["cached"] = True
+    cached = "\n".join(
+        results_md.pipeline_section(Outcome("pipeline", [], status="ok", figures=figures))
+    )
+    assert "mconala_ja: the generated set came from the generator's cache" in cached
 
 
 def test_a_section_says_how_its_dev_rows_were_picked_and_older_figures_read_as_a_head():
