@@ -14,7 +14,8 @@ set). The holdout score beside the dev score is the paper's claim under test: th
 gives a usable estimate of the real score before deployment.
 
     .venv/bin/python bench/paper.py --task temporal [--train-limit 500] [--holdout 100]
-        [--eval-limit 100] [--teacher qwen|smollm2|none] [--omit-instruction] [--quick] [--json]
+        [--eval-limit 100] [--teacher qwen|smollm2|none] [--omit-instruction] [--seed N]
+        [--quick] [--json]
 """
 
 from __future__ import annotations
@@ -103,6 +104,9 @@ def main() -> None:
     parser.add_argument("--max-output-tokens", type=int, default=64)
     parser.add_argument("--base-model", default=SMOLLM2)
     parser.add_argument(
+        "--seed", type=int, default=TrainOptions().seed, help="the training's seed (data order)"
+    )
+    parser.add_argument(
         "--omit-instruction",
         action="store_true",
         help="train and serve the student on bare inputs (no instruction in its prompts)",
@@ -160,6 +164,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         max_input_tokens=args.max_input_tokens,
         max_output_tokens=args.max_output_tokens,
         omit_instruction=args.omit_instruction,
+        seed=args.seed,
     )
     started = time.perf_counter()
     try:
@@ -196,6 +201,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "min_steps": args.min_steps,
         "max_output_tokens": args.max_output_tokens,
         "omit_instruction": args.omit_instruction,
+        "seed": args.seed,
         "training": {
             "wall_s": round(train_wall, 1),
             "steps": outcome.report.steps,
