@@ -14,8 +14,8 @@ set). The holdout score beside the dev score is the paper's claim under test: th
 gives a usable estimate of the real score before deployment.
 
     .venv/bin/python bench/paper.py --task temporal [--train-limit 500] [--holdout 100]
-        [--eval-limit 100] [--teacher qwen|smollm2|none] [--omit-instruction] [--seed N]
-        [--quick] [--json]
+        [--eval-limit 100] [--teacher qwen|smollm2|none] [--omit-instruction]
+        [--max-instruction-tokens N] [--seed N] [--quick] [--json]
 """
 
 from __future__ import annotations
@@ -112,6 +112,12 @@ def main() -> None:
         help="train and serve the student on bare inputs (no instruction in its prompts)",
     )
     parser.add_argument(
+        "--max-instruction-tokens",
+        type=int,
+        default=0,
+        help="tokens the instruction may take in the student's prompts (0: the trainer's default)",
+    )
+    parser.add_argument(
         "--teacher", default="qwen", help="qwen, smollm2, a .gguf path, or none (no teacher)"
     )
     parser.add_argument("--teacher-parallel", type=int, default=4, help="teacher requests at once")
@@ -164,6 +170,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         max_input_tokens=args.max_input_tokens,
         max_output_tokens=args.max_output_tokens,
         omit_instruction=args.omit_instruction,
+        max_instruction_tokens=args.max_instruction_tokens,
         seed=args.seed,
     )
     started = time.perf_counter()
@@ -201,6 +208,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "min_steps": args.min_steps,
         "max_output_tokens": args.max_output_tokens,
         "omit_instruction": args.omit_instruction,
+        "max_instruction_tokens": args.max_instruction_tokens,
         "seed": args.seed,
         "training": {
             "wall_s": round(train_wall, 1),

@@ -13,7 +13,7 @@ examples generated and dropped by reason, and the datasets retrieved.
 
     .venv/bin/python bench/pipeline.py [--tasks squad,temporal,mconala_ja] [--examples 80]
         [--epochs 3] [--min-steps N] [--eval-limit 100] [--teacher qwen] [--answer-temperature T]
-        [--seed N] [--quick] [--json]
+        [--seed N] [--max-instruction-tokens N] [--quick] [--json]
 """
 
 from __future__ import annotations
@@ -68,6 +68,7 @@ async def run_task(args: argparse.Namespace, stack: Stack, task: str) -> dict[st
         options.seed = args.seed
     if args.min_steps is not None:
         options.train.min_steps = args.min_steps
+    options.train.max_instruction_tokens = args.max_instruction_tokens
     options.evaluate.metrics.extend(["exact_match", "chrf"])
     started = time.monotonic()
     async with GatewayClient(stack.gateway, timeout_s=120) as gateway:
@@ -224,7 +225,11 @@ async def cancel_leftovers(stack: Stack) -> None:
 
 def sizes(args: argparse.Namespace) -> dict[str, Any]:
     """What a task's figures depend on besides the code: kept figures must match them."""
-    chosen = {"answer_temperature": args.answer_temperature, "seed": args.seed}
+    chosen = {
+        "answer_temperature": args.answer_temperature,
+        "seed": args.seed,
+        "max_instruction_tokens": args.max_instruction_tokens or None,
+    }
     return {
         **{name: value for name, value in chosen.items() if value is not None},
         "examples": args.examples,
@@ -307,6 +312,12 @@ def main() -> None:
         help="the generator's answer temperature (default: the generator's own)",
     )
     parser.add_argument("--seed", type=int, help="the run's seed (default: the server's)")
+    parser.add_argument(
+        "--max-instruction-tokens",
+        type=int,
+        default=0,
+        help="tokens the instruction may take in the student's prompts (0: the trainer's default)",
+    )
     parser.add_argument("--data-dir", type=Path, help="keep the run's data here (default: temp)")
     args = benchkit.parse_arguments(parser, QUICK)
     args.tasks = [t for t in args.tasks.split(",") if t]
@@ -322,6 +333,7 @@ def main() -> None:
         "teacher": args.teacher,
         "answer_temperature": args.answer_temperature,
         "seed": args.seed,
+        "max_instruction_tokens": args.max_instruction_tokens,
         "goal_share": GOAL_SHARE,
         "tasks": tasks,
     }

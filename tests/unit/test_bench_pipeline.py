@@ -23,6 +23,7 @@ def commit(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def _args(tmp_path: Path, **changed: object) -> argparse.Namespace:
     sizes = {"examples": 80, "epochs": 3, "max_steps": 0, "min_steps": None, "eval_limit": 100}
     sizes |= {"teacher": "qwen", "retrieved_rows": 200, "answer_temperature": None, "seed": None}
+    sizes |= {"max_instruction_tokens": 0}
     return argparse.Namespace(data_dir=tmp_path, **(sizes | changed))
 
 
@@ -44,6 +45,7 @@ def test_a_scored_task_is_kept_and_reused_only_at_the_same_sizes(tmp_path):
     assert pipeline.kept_figures(_args(tmp_path, min_steps=0), "mconala_ja") is None
     assert pipeline.kept_figures(_args(tmp_path, answer_temperature=0.0), "mconala_ja") is None
     assert pipeline.kept_figures(_args(tmp_path, seed=7), "mconala_ja") is None
+    assert pipeline.kept_figures(_args(tmp_path, max_instruction_tokens=32), "mconala_ja") is None
 
 
 def test_figures_are_reused_only_by_the_commit_that_measured_them_with_nothing_uncommitted(

@@ -12,6 +12,7 @@ from p2m.common.prompt_layout import (
     INSTRUCTION_SHARE,
     fitted_instruction,
     format_input,
+    instruction_budget,
     prompt_ids,
 )
 from p2m.common.student import TEMPLATE_VERSION, StudentSpec, encode_prompts
@@ -82,6 +83,31 @@ def test_the_trainer_and_the_student_build_the_same_prompt(tokenizer: Any) -> No
     (prompt,) = encode_prompts(tokenizer, spec, [text])
     prompt_length = row["labels"].index(next(x for x in row["labels"] if x != IGNORE_INDEX))
     assert row["input_ids"][:prompt_length] == prompt and len(prompt) <= 120
+
+
+def test_a_short_task_tag_is_the_instructions_start_in_training_and_serving(
+    tokenizer: Any,
+) -> None:
+    inputs = ["short question", "another question about a card that was declined at a shop"]
+    tag = fitted_instruction(tokenizer, LONG_INSTRUCTION, 384, max_instruction_tokens=12)
+    assert len(tokenizer(tag, add_special_tokens=False)["input_ids"]) <= 12
+    assert LONG_INSTRUCTION.startswith(tag) and "intent_5" not in tag
+    rows = prompt_ids(tokenizer, LONG_INSTRUCTION, inputs, 384, TEMPLATE_VERSION, 12)
+    assert rows == [tokenizer(format_input(tag, text))["input_ids"] for text in inputs]
+    trained = encode_examples(
+        tokenizer,
+        "decoder-only",
+        LONG_INSTRUCTION,
+        [Example(inputs[0], "intent_3")],
+        384,
+        8,
+        max_instruction_tokens=12,
+    )
+    spec = StudentSpec("decoder-only", LONG_INSTRUCTION, max_instruction_tokens=12)
+    assert encode_prompts(tokenizer, spec, inputs[:1])[0] == rows[0]
+    assert trained[0]["input_ids"][: len(rows[0])] == rows[0]
+    assert instruction_budget(384) == instruction_budget(384, 1000) == int(384 * INSTRUCTION_SHARE)
+    assert instruction_budget(384, 12) == 12
 
 
 def test_too_small_a_budget_keeps_the_cue(tokenizer: Any) -> None:

@@ -302,3 +302,28 @@ def test_a_student_spec_keeps_its_output_form(tmp_path: Path) -> None:
     del older["output_form"], older["output_labels"]  # a folder saved before the form
     (tmp_path / "p2m_student.json").write_text(json.dumps(older))
     assert StudentSpec.load(tmp_path).form == OutputForm()
+
+
+def test_the_instructions_token_limit_is_an_option_saved_with_the_model(tmp_path: Path) -> None:
+    assert options_from_pb(trainer_pb2.TrainOptions()).max_instruction_tokens == 0
+    tagged = options_from_pb(trainer_pb2.TrainOptions(max_instruction_tokens=32))
+    assert tagged.max_instruction_tokens == 32
+    with pytest.raises(InvalidInput) as caught:
+        options_from_pb(trainer_pb2.TrainOptions(max_instruction_tokens=-1))
+    assert caught.value.field == "options.max_instruction_tokens"
+    assert training_key("b" * 64, [], "Do it.", tagged) != training_key(
+        "b" * 64, [], "Do it.", TrainOptions()
+    )
+    base = BaseModel("owner/base", tmp_path, "decoder-only", "0" * 64, "store")
+    task = TaskSpec("Do it.", ())
+    assert "at most 32 tokens (`max_instruction_tokens`)" in model_card(base, task, tagged, {})
+    assert "at most 67% (256 tokens)" in model_card(base, task, TrainOptions(), {})
+    spec = StudentSpec("decoder-only", "Do it.", max_instruction_tokens=32)
+    spec.save(tmp_path)
+    assert StudentSpec.load(tmp_path).max_instruction_tokens == 32
+    older = json.loads((tmp_path / "p2m_student.json").read_text())
+    del older["max_instruction_tokens"]  # a folder saved before the option: the share alone
+    (tmp_path / "p2m_student.json").write_text(json.dumps(older))
+    assert StudentSpec.load(tmp_path).max_instruction_tokens == 0
+    with pytest.raises(InvalidInput, match="max_instruction_tokens"):
+        StudentSpec("decoder-only", "", max_instruction_tokens=-1)

@@ -4,9 +4,11 @@ Layout (template 2): the instruction, then ``Input: <input>`` and ``Output:`` (`
 When that is longer than ``max_input_tokens``, the parts give way in an order that keeps what
 each example needs:
 
-- The instruction takes at most ``INSTRUCTION_SHARE`` of the budget. A longer one keeps its start,
-  cut the same way for every example of the task, so every prompt still begins with the same
-  tokens (the trainer computes those once per batch, the model server's cache reuses them).
+- The instruction takes at most ``INSTRUCTION_SHARE`` of the budget, or fewer tokens where the
+  model was trained with a smaller ``max_instruction_tokens`` (its start as a short task tag). A
+  longer one keeps its start, cut the same way for every example of the task, so every prompt
+  still begins with the same tokens (the trainer computes those once per batch, the model
+  server's cache reuses them).
 - An input that does not fit in the rest loses its middle: its start (where a question or the
   first marker usually is) and its end are kept, joined by ``CUT_MARK``.
 - The cue ``Output:`` always stays.
@@ -32,10 +34,22 @@ def format_input(instruction: str, text: str) -> str:
     return f"{instruction.strip()}\n\n{body}" if instruction.strip() else body
 
 
-def fitted_instruction(tokenizer: Any, instruction: str, max_input_tokens: int) -> str:
-    """``instruction`` (stripped) cut to its first ``INSTRUCTION_SHARE`` of the token budget."""
+def instruction_budget(max_input_tokens: int, max_instruction_tokens: int = 0) -> int:
+    """Tokens the instruction may take in a prompt of ``max_input_tokens``.
+
+    ``max_instruction_tokens`` where set (0: no limit of its own), never more than
+    ``INSTRUCTION_SHARE`` of ``max_input_tokens``.
+    """
+    share = int(max_input_tokens * INSTRUCTION_SHARE)
+    return min(max_instruction_tokens, share) if max_instruction_tokens > 0 else share
+
+
+def fitted_instruction(
+    tokenizer: Any, instruction: str, max_input_tokens: int, max_instruction_tokens: int = 0
+) -> str:
+    """``instruction`` (stripped) cut to its first ``instruction_budget`` tokens."""
     instruction = instruction.strip()
-    budget = int(max_input_tokens * INSTRUCTION_SHARE)
+    budget = instruction_budget(max_input_tokens, max_instruction_tokens)
     if not instruction:
         return instruction
     return _head(tokenizer, instruction, budget) if budget > 0 else ""
@@ -47,13 +61,16 @@ def prompt_ids(
     inputs: Sequence[str],
     max_input_tokens: int,
     template_version: int,
+    max_instruction_tokens: int = 0,
 ) -> list[list[int]]:
     """Token ids of each input's prompt, at most ``max_input_tokens`` long (unpadded)."""
     if template_version < 2:
         return _left_cut(
             tokenizer, [format_input(instruction, t) for t in inputs], max_input_tokens
         )
-    instruction = fitted_instruction(tokenizer, instruction, max_input_tokens)
+    instruction = fitted_instruction(
+        tokenizer, instruction, max_input_tokens, max_instruction_tokens
+    )
     texts = [format_input(instruction, text) for text in inputs]
     encoded = tokenizer(texts, verbose=False)["input_ids"]  # no warning: too long ones are cut
     return [

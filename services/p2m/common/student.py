@@ -37,6 +37,8 @@ class StudentSpec:
         output_form: What every output is: "free" text, a "span" of its input, or one of
             ``output_labels`` ("labels"); answers are held to it (``p2m.common.output_form``).
         output_labels: The labels of a "labels" form.
+        max_instruction_tokens: The instruction's own token limit (its start kept); 0: only
+            the layout's share of ``max_input_tokens``.
     """
 
     architecture: str
@@ -47,6 +49,7 @@ class StudentSpec:
     template_version: int = TEMPLATE_VERSION
     output_form: str = FREE
     output_labels: tuple[str, ...] = ()
+    max_instruction_tokens: int = 0
 
     def __post_init__(self) -> None:
         """Check the architecture, token limits and output form."""
@@ -54,6 +57,8 @@ class StudentSpec:
             raise InvalidInput("architecture", f"expected one of {ARCHITECTURES}")
         if self.max_input_tokens < 1 or self.max_output_tokens < 1:
             raise InvalidInput("max_input_tokens", "token limits must be positive")
+        if self.max_instruction_tokens < 0:
+            raise InvalidInput("max_instruction_tokens", "must be >= 0")
         if self.output_form not in KINDS or (self.output_form == LABELS) != bool(
             self.output_labels
         ):
@@ -170,7 +175,12 @@ def generate_batch(
 def encode_prompts(tokenizer: Any, spec: StudentSpec, inputs: Sequence[str]) -> list[list[int]]:
     """The token ids ``generate_batch`` feeds the model for ``inputs`` (unpadded)."""
     return prompt_ids(
-        tokenizer, spec.instruction, inputs, spec.max_input_tokens, spec.template_version
+        tokenizer,
+        spec.instruction,
+        inputs,
+        spec.max_input_tokens,
+        spec.template_version,
+        spec.max_instruction_tokens,
     )
 
 

@@ -70,6 +70,13 @@ def train(
     ] = DEFAULTS.min_steps,
     max_input_tokens: Annotated[int, typer.Option(help="Input truncation.")] = 384,
     max_output_tokens: Annotated[int, typer.Option(help="Output truncation.")] = 128,
+    max_instruction_tokens: Annotated[
+        int,
+        typer.Option(
+            help="Tokens the instruction may take (its start kept, a short task tag; 0: two "
+            "thirds of --max-input-tokens)."
+        ),
+    ] = DEFAULTS.max_instruction_tokens,
     lora: Annotated[bool, typer.Option(help="Train LoRA adapters (merged at the end).")] = False,
     lora_r: Annotated[int, typer.Option(help="LoRA rank.")] = 8,
     lora_alpha: Annotated[int, typer.Option(help="LoRA alpha.")] = 16,
@@ -146,6 +153,7 @@ def train(
         use_gpu=gpu,
         max_input_tokens=max_input_tokens,
         max_output_tokens=max_output_tokens,
+        max_instruction_tokens=max_instruction_tokens,
         seed=seed,
         lora=lora,
         lora_r=lora_r,

@@ -19,6 +19,7 @@ def encode_examples(
     examples: Sequence[Example],
     max_input_tokens: int,
     max_output_tokens: int,
+    max_instruction_tokens: int = 0,
 ) -> list[dict[str, list[int]]]:
     """Token ids of each example: ``input_ids`` and ``labels`` (loss on output tokens only).
 
@@ -29,7 +30,12 @@ def encode_examples(
     if not examples:
         return []
     prompts = prompt_ids(
-        tokenizer, instruction, [e.input for e in examples], max_input_tokens, TEMPLATE_VERSION
+        tokenizer,
+        instruction,
+        [e.input for e in examples],
+        max_input_tokens,
+        TEMPLATE_VERSION,
+        max_instruction_tokens,
     )
     targets = tokenizer([" " + e.output.strip() for e in examples], add_special_tokens=False)[
         "input_ids"

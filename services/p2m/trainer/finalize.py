@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from p2m.common.output_form import FREE, SPAN, OutputForm
-from p2m.common.prompt_layout import INSTRUCTION_SHARE
+from p2m.common.prompt_layout import INSTRUCTION_SHARE, instruction_budget
 from p2m.common.student import TEMPLATE_VERSION, StudentSpec, ensure_pad_token
 from p2m.common.types import TaskSpec
 from p2m.trainer.base_model import BaseModel
@@ -50,6 +50,7 @@ def build_model_folder(
         instruction="" if options.omit_instruction else task.instruction,
         max_input_tokens=options.max_input_tokens,
         max_output_tokens=options.max_output_tokens,
+        max_instruction_tokens=options.max_instruction_tokens,
         base_model=base.name,
         output_form=form.kind,
         output_labels=form.labels,
@@ -137,8 +138,8 @@ Fine-tuned by Prompt2Model from **{base.name}** ({base.architecture}) to do one 
 {demos_table}
 Inputs are given to the model as the instruction, then `Input: <input>` and `Output:`, in at most
 {options.max_input_tokens} tokens (`p2m.common.prompt_layout`, template {TEMPLATE_VERSION}): the
-instruction takes at most {INSTRUCTION_SHARE:.0%} of them (a longer one keeps its start), and an
-input too long for the rest loses its middle. {_form_sentence(form or OutputForm())}
+instruction takes at most {_instruction_limit(options)} of them (a longer one keeps its start), and
+an input too long for the rest loses its middle. {_form_sentence(form or OutputForm())}
 
 ## Training data
 
@@ -231,3 +232,11 @@ def _cell(text: str) -> str:
 
 def _number(value: object) -> str:
     return f"{value:.4f}" if isinstance(value, int | float) else "n/a"
+
+
+def _instruction_limit(options: TrainOptions) -> str:
+    """How many prompt tokens the instruction may take, for people."""
+    budget = instruction_budget(options.max_input_tokens, options.max_instruction_tokens)
+    if options.max_instruction_tokens:
+        return f"{budget} tokens (`max_instruction_tokens`)"
+    return f"{INSTRUCTION_SHARE:.0%} ({budget} tokens)"

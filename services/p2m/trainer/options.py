@@ -37,6 +37,7 @@ class TrainOptions:
     lora_r: int = 8
     lora_alpha: int = 16
     omit_instruction: bool = False
+    max_instruction_tokens: int = 0
     max_grad_norm: float = 1.0
     max_eval_examples: int = 256
     precision: str = "auto"
@@ -65,6 +66,7 @@ class TrainOptions:
                 Within("options.num_workers", self.num_workers, 1, 64),
                 Within("options.max_input_tokens", self.max_input_tokens, 8, 8192),
                 Within("options.max_output_tokens", self.max_output_tokens, 1, 4096),
+                Within("options.max_instruction_tokens", self.max_instruction_tokens, 0, 8192),
                 Within("options.lora.r", self.lora_r, 1, 256),
                 Within("options.lora.alpha", self.lora_alpha, 1, 1024),
                 Within("options.warmup_ratio", self.warmup_ratio, 0.0, 0.5),

@@ -36,6 +36,7 @@ def options_from_pb(message: trainer_pb2.TrainOptions) -> TrainOptions:
             "num_workers",
             "max_input_tokens",
             "max_output_tokens",
+            "max_instruction_tokens",
         )
     }
     options = TrainOptions(

@@ -149,6 +149,7 @@ class _Training:
             instruction="" if options.omit_instruction else config["instruction"],
             max_input_tokens=options.max_input_tokens,
             max_output_tokens=options.max_output_tokens,
+            max_instruction_tokens=options.max_instruction_tokens,
         )
         self.losses: deque[float] = deque(maxlen=_LOSS_WINDOW)
         self.times: deque[tuple[float, int]] = deque(maxlen=_LOSS_WINDOW)
@@ -173,6 +174,7 @@ class _Training:
                 _examples(pairs),
                 options.max_input_tokens,
                 options.max_output_tokens,
+                options.max_instruction_tokens,
             )
 
         self.train_rows = encode(config["train"])
