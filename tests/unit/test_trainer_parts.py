@@ -21,7 +21,13 @@ from p2m.trainer.data import TrainingData, load_training_data, store_dataset
 from p2m.trainer.encode import IGNORE_INDEX, collate, encode_examples
 from p2m.trainer.engine import training_output_form
 from p2m.trainer.finalize import model_card
-from p2m.trainer.options import MIN_STEPS_MAX_EPOCHS, TrainOptions, planned_epochs, training_key
+from p2m.trainer.options import (
+    MIN_STEPS_MAX_EPOCHS,
+    TrainOptions,
+    planned_epochs,
+    student_spec,
+    training_key,
+)
 from p2m.trainer.run_types import TrainJob
 from p2m.trainer.service import options_from_pb
 from p2m.trainer.validation import BestSoFar, Evaluation
@@ -119,6 +125,15 @@ def test_the_key_follows_what_changes_the_weights() -> None:
     assert training_key("b" * 64, ["d" * 64], "A", no_instruction) == training_key(
         "b" * 64, ["d" * 64], "B", no_instruction
     )
+
+
+def test_the_student_spec_prompts_as_the_options_train() -> None:
+    options = TrainOptions(max_input_tokens=200, max_output_tokens=20, max_instruction_tokens=32)
+    spec = student_spec(options, "decoder-only", "Do it.", base_model="m", output_form="span")
+    assert (spec.instruction, spec.max_input_tokens, spec.max_output_tokens) == ("Do it.", 200, 20)
+    assert (spec.max_instruction_tokens, spec.base_model, spec.output_form) == (32, "m", "span")
+    bare = student_spec(replace(options, omit_instruction=True), "encoder-decoder", "Do it.")
+    assert bare.instruction == "" and bare.architecture == "encoder-decoder"
 
 
 def _write(folder: Path, split: str, rows: list[tuple[str, str]]) -> None:

@@ -10,10 +10,10 @@ from typing import Any
 
 from p2m.common.output_form import FREE, SPAN, OutputForm
 from p2m.common.prompt_layout import INSTRUCTION_SHARE, instruction_budget
-from p2m.common.student import TEMPLATE_VERSION, StudentSpec, ensure_pad_token
+from p2m.common.student import TEMPLATE_VERSION, ensure_pad_token
 from p2m.common.types import TaskSpec
 from p2m.trainer.base_model import BaseModel
-from p2m.trainer.options import TrainOptions
+from p2m.trainer.options import TrainOptions, student_spec
 from p2m.trainer.worker import BEST_DIR, MODEL_DIR
 
 TRAINING_FILE = "p2m_training.json"
@@ -45,12 +45,10 @@ def build_model_folder(
         for item in weights.iterdir():
             shutil.copy2(item, out / item.name)
     _save_tokenizer_and_generation(base, options, out)
-    spec = StudentSpec(
-        architecture=base.architecture,
-        instruction="" if options.omit_instruction else task.instruction,
-        max_input_tokens=options.max_input_tokens,
-        max_output_tokens=options.max_output_tokens,
-        max_instruction_tokens=options.max_instruction_tokens,
+    spec = student_spec(
+        options,
+        base.architecture,
+        task.instruction,
         base_model=base.name,
         output_form=form.kind,
         output_labels=form.labels,

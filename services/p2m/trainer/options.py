@@ -6,10 +6,16 @@ import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from p2m.common.errors import InvalidInput
 from p2m.common.ranges import Within, check_ranges
-from p2m.common.student import DEFAULT_MAX_INPUT_TOKENS, DEFAULT_MAX_OUTPUT_TOKENS, TEMPLATE_VERSION
+from p2m.common.student import (
+    DEFAULT_MAX_INPUT_TOKENS,
+    DEFAULT_MAX_OUTPUT_TOKENS,
+    TEMPLATE_VERSION,
+    StudentSpec,
+)
 
 # Changing how models are trained changes this, so old cache entries are not reused.
 TRAINER_VERSION = 2
@@ -127,7 +133,31 @@ def training_key(
         "template": TEMPLATE_VERSION,
         "base_model": base_model_sha,
         "datasets": dataset_shas,
-        "instruction": "" if options.omit_instruction else instruction,
+        "instruction": prompted_instruction(instruction, options),
         "options": settings,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def prompted_instruction(instruction: str, options: TrainOptions) -> str:
+    """The instruction the student's prompts carry: none when it trains on bare inputs."""
+    return "" if options.omit_instruction else instruction
+
+
+def student_spec(
+    options: TrainOptions, architecture: str, instruction: str, **saved: Any
+) -> StudentSpec:
+    """How a student trained with ``options`` is prompted: the one place its spec is built.
+
+    Training (its validation decoding) and the model folder use this, so the saved spec
+    prompts as the model was trained. ``saved`` holds what only the folder records
+    (``base_model``, ``output_form``, ``output_labels``).
+    """
+    return StudentSpec(
+        architecture=architecture,
+        instruction=prompted_instruction(instruction, options),
+        max_input_tokens=options.max_input_tokens,
+        max_output_tokens=options.max_output_tokens,
+        max_instruction_tokens=options.max_instruction_tokens,
+        **saved,
+    )

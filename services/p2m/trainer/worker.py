@@ -25,7 +25,6 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from p2m.common.student import StudentSpec
 from p2m.common.types import Example
 from p2m.trainer.batching import epoch_batches, steps_per_epoch
 from p2m.trainer.checkpoints import STATE_FILE, folder_name, step_of, write_manifest
@@ -38,7 +37,7 @@ from p2m.trainer.events import (
     WorkerStepped,
     WorkerStopped,
 )
-from p2m.trainer.options import TrainOptions, planned_epochs
+from p2m.trainer.options import TrainOptions, planned_epochs, student_spec
 from p2m.trainer.precision import autocast, resolve_precision
 from p2m.trainer.shared_prefix import training_loss
 from p2m.trainer.validation import BestSoFar, Evaluation, sample_scores, validation_loss
@@ -139,18 +138,13 @@ class _Training:
         self.control = config.get("control")
         torch.set_num_threads(max(1, int(config.get("threads", 1))))
         torch.manual_seed(options.seed)
+        self.spec = student_spec(options, config["architecture"], config["instruction"])
+        self.architecture = self.spec.architecture
         self._encode_rows(config)
         self.model = ray.train.torch.prepare_model(self._restore(config))
         self.device = ray.train.torch.get_device()
         self.precision = resolve_precision(options.precision, self.device.type)
         self._prepare_optimization()
-        self.spec = StudentSpec(
-            architecture=self.architecture,
-            instruction="" if options.omit_instruction else config["instruction"],
-            max_input_tokens=options.max_input_tokens,
-            max_output_tokens=options.max_output_tokens,
-            max_instruction_tokens=options.max_instruction_tokens,
-        )
         self.losses: deque[float] = deque(maxlen=_LOSS_WINDOW)
         self.times: deque[tuple[float, int]] = deque(maxlen=_LOSS_WINDOW)
         self.samples_seen, self.busy_s = 0, 0.0
@@ -163,18 +157,17 @@ class _Training:
         options = self.options
         self.tokenizer = AutoTokenizer.from_pretrained(config["base_path"])
         ensure_pad_token(self.tokenizer)
-        self.architecture = config["architecture"]
-        instruction = "" if options.omit_instruction else config["instruction"]
+        spec = self.spec
 
         def encode(pairs: list[list[str]]) -> list[dict[str, list[int]]]:
             return encode_examples(
                 self.tokenizer,
-                self.architecture,
-                instruction,
+                spec.architecture,
+                spec.instruction,
                 _examples(pairs),
-                options.max_input_tokens,
-                options.max_output_tokens,
-                options.max_instruction_tokens,
+                spec.max_input_tokens,
+                spec.max_output_tokens,
+                spec.max_instruction_tokens,
             )
 
         self.train_rows = encode(config["train"])
