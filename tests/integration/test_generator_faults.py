@@ -29,7 +29,6 @@ from p2m.common.llm import LLMClient, LLMConfig
 from p2m.common.types import Example, TaskSpec
 from p2m.generator.engine import DatasetGenerator, GenerationResult
 from p2m.generator.filters import majority_vote, normalise
-from p2m.generator.hints import CODE_FALLBACK_TOPICS
 from p2m.generator.invariants import Invariants
 from p2m.generator.journal import Journal
 from p2m.generator.options import GenerateOptions
@@ -47,10 +46,6 @@ DATED_TASK = TaskSpec(
     (Example("[Day 01] sky", "blue"), Example("[Day 02] grass", "green")),
 )
 # Inputs with "Question:" then "Context:", outputs a span of the context.
-CODE_TASK = TaskSpec(
-    "Write one line of Python that does what the request asks.",
-    (Example("print one", "print(1)"), Example("sort the list x", "sorted(x)")),
-)
 SPAN_TASK = TaskSpec(
     "Answer from the context.",
     (
@@ -458,20 +453,6 @@ async def test_the_teacher_plans_topics_once_and_each_new_input_request_gets_one
     assert new_inputs and all(
         any(f"touching on: {topic}" in p for topic in journal.hints) for p in new_inputs
     )
-
-
-async def test_a_code_task_plans_programming_topics(teacher, tmp_path: Path):
-    faulty, base_url = teacher
-    faulty.mix, faulty.prompts = {"good": 1.0}, []
-    generator, client = _generator(base_url, tmp_path)
-    options = GenerateOptions(num_examples=2, batch_size=2, seed=8, max_requests=6)
-    async with client:  # its answers ("colour N") are no Python: nothing is accepted
-        with pytest.raises(BudgetExhausted):
-            await generator.generate(CODE_TASK, options)
-        journal = Journal(next((tmp_path / "work").iterdir())).replay()
-    assert sum("programming tasks in Python" in prompt for prompt in faulty.prompts) == 1
-    assert not any("everyday topics" in prompt for prompt in faulty.prompts)
-    assert journal.hints == [*(f"topic {i}" for i in range(5)), *CODE_FALLBACK_TOPICS]
 
 
 async def test_one_greedy_answer_by_default_and_voted_samples_at_a_set_temperature(

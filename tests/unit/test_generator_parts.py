@@ -35,7 +35,6 @@ from p2m.generator.filters import (
     samples_to_settle,
 )
 from p2m.generator.hints import (
-    CODE_FALLBACK_TOPICS,
     FALLBACK_TOPICS,
     MIN_TOPICS,
     clean_hints,
@@ -276,18 +275,6 @@ def test_topics_are_cleaned_filled_up_and_each_request_gets_one_fixed_by_its_id(
     assert hint_for([], "g1") is None and hint_for(topics, "g1") == hint_for(topics, "g1")
     assert {hint_for(topics, f"g{i}") for i in range(60)} == set(topics)
     assert "Example inputs:" in hints_messages("Label.", DEMOS[:2])[-1]["content"]
-
-
-def test_a_code_task_asks_for_programming_tasks_and_fills_up_with_them():
-    everyday, code = (hints_messages("Write code.", DEMOS[:2], lang) for lang in ("", "python"))
-    assert "everyday topics" in everyday[-1]["content"]
-    assert "programming tasks in Python" in code[-1]["content"]
-    assert "everyday" not in code[-1]["content"]
-    few = clean_hints({"topics": ["Stack Overflow", "Python"]}, DEMOS, "python")
-    assert few[:2] == ["Stack Overflow", "Python"]
-    assert few[2:] == list(CODE_FALLBACK_TOPICS) and not set(few) & set(FALLBACK_TOPICS)
-    cut = salvage_hints('{"topics": ["Sorting", "reading a fi', DEMOS, "python")
-    assert cut[0] == "Sorting" and cut[1:] == list(CODE_FALLBACK_TOPICS)
 
 
 def test_split_is_seeded_and_keeps_a_validation_example():

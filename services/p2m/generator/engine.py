@@ -494,9 +494,9 @@ class DatasetGenerator:
         """Ask the teacher once for topics that vary the inputs (none if nothing usable comes)."""
         rid = f"h{run.hint_requests}"
         run.hint_requests += 1
+        messages = hints_messages(teacher_instruction(run.task), run.task.demonstrations)
+
         demonstrations = run.task.demonstrations
-        language = run.invariants.output_language
-        messages = hints_messages(teacher_instruction(run.task), demonstrations, language)
 
         async def ask() -> tuple[Any, ChatResult]:
             try:
@@ -512,8 +512,8 @@ class DatasetGenerator:
             except LLMOutputError as exc:  # cut short: keep the topics it did write
                 if not isinstance(exc.result, ChatResult):
                     raise
-                return salvage_hints(exc.result.text, demonstrations, language), exc.result
-            return clean_hints(value, demonstrations, language), result
+                return salvage_hints(exc.result.text, demonstrations), exc.result
+            return clean_hints(value, demonstrations), result
 
         value = await self._ask(run, rid, ask, asyncio.Semaphore(1))
         if value is UNSENT or value is FAILED:

@@ -17,7 +17,10 @@ from p2m.generator.filters import normalise
 
 WANTED = 20
 # Too few topics from the teacher (a 0.5B one often gives none, or repeats the examples): the
-# list is filled up with these broad ones, which still pull the inputs apart.
+# list is filled up with these broad ones, which still pull the inputs apart. Programming
+# topics for code tasks scored lower on MCoNaLa both times they were tried (ChrF++ 13.0 against
+# 13.8 at 250 requests; 13.0 against 15.3 at 80 examples): English topics drew English inputs,
+# dropped for their script (376 invariant drops against 255).
 MIN_TOPICS = 8
 FALLBACK_TOPICS = (
     "sports",
@@ -51,41 +54,6 @@ FALLBACK_TOPICS = (
     "pets",
     "startups",
 )
-# The same for a task whose outputs are code: everyday topics make everyday words the code's
-# subject ("farming内の出現する単語を数える" -> `Counter(farming)` on MCoNaLa, where the 0.5B
-# teacher gave two topics, "Stack Overflow" and "Python"); what a program does varies its code.
-CODE_FALLBACK_TOPICS = (
-    "reading and writing files",
-    "string formatting",
-    "splitting and joining strings",
-    "regular expressions",
-    "sorting a list",
-    "dictionaries",
-    "list comprehensions",
-    "dates and times",
-    "counting items",
-    "nested lists",
-    "removing duplicates",
-    "converting types",
-    "JSON data",
-    "CSV files",
-    "paths and directories",
-    "running a shell command",
-    "random numbers",
-    "math functions",
-    "sets",
-    "tuples",
-    "filtering a list",
-    "character encodings",
-    "command-line arguments",
-    "HTTP requests",
-    "pandas DataFrames",
-    "numpy arrays",
-    "plotting a chart",
-    "exceptions",
-    "classes and objects",
-    "environment variables",
-)
 MAX_HINTS = 60
 MAX_HINT_WORDS = 10
 MAX_HINT_CHARS = 60
@@ -110,51 +78,25 @@ HINTS_SYSTEM = (
 )
 
 
-def hints_messages(
-    instruction: str, demonstrations: Sequence[Example], code_language: str = ""
-) -> list[dict[str, str]]:
-    """Ask for a list of topics new inputs of the task could be about.
-
-    Args:
-        instruction: The task's instruction, as the teacher sees it.
-        demonstrations: The task's demonstrations (their inputs are shown).
-        code_language: The language of the task's code outputs ("python"), or "" when the
-            outputs are not code: then programming tasks are asked for, not everyday topics.
-    """
+def hints_messages(instruction: str, demonstrations: Sequence[Example]) -> list[dict[str, str]]:
+    """Ask for a list of topics new inputs of the task could be about."""
     shown = "\n".join(f"- {d.input.strip()[:300]}" for d in demonstrations[:8])
     parts = [f"Task: {instruction}"]
     if shown:
         parts.append(f"Example inputs:\n{shown}")
-    if code_language:
-        wanted = (
-            f"List {WANTED} different programming tasks in {code_language.capitalize()} that new "
-            "inputs of this task could ask for, for example: reading a file, sorting a list, "
-            "formatting a date."
-        )
-    else:
-        wanted = (
-            f"List {WANTED} different everyday topics that new inputs of this task could be "
-            "about, for example: sports, banking, a holiday trip."
-        )
-    parts.append(f"{wanted} Each a few words, all different from each other and from the examples.")
+    parts.append(
+        f"List {WANTED} different everyday topics that new inputs of this task could be about, "
+        "for example: sports, banking, a holiday trip. Each a few words, all different from "
+        "each other and from the examples."
+    )
     return [
         {"role": "system", "content": HINTS_SYSTEM},
         {"role": "user", "content": "\n\n".join(parts)},
     ]
 
 
-def fallback_topics(code_language: str = "") -> tuple[str, ...]:
-    """The broad topics that fill up a short list: programming ones for a code task."""
-    return CODE_FALLBACK_TOPICS if code_language else FALLBACK_TOPICS
-
-
-def clean_hints(
-    value: Any, demonstrations: Sequence[Example] = (), code_language: str = ""
-) -> list[str]:
-    """The usable topics of an answer: short, each once, none a demonstration's output.
-
-    Fewer than ``MIN_TOPICS`` are filled up from ``fallback_topics(code_language)``.
-    """
+def clean_hints(value: Any, demonstrations: Sequence[Example] = ()) -> list[str]:
+    """The usable topics of an answer: short, each once, none a demonstration's output."""
     topics = value.get("topics", []) if isinstance(value, dict) else []
     outputs = {normalise(d.output) for d in demonstrations}
     seen: dict[str, str] = {}
@@ -166,16 +108,14 @@ def clean_hints(
             seen.setdefault(key, text)
     topics = list(seen.values())[:MAX_HINTS]
     if len(topics) < MIN_TOPICS:
-        topics += [t for t in fallback_topics(code_language) if normalise(t) not in seen]
+        topics += [t for t in FALLBACK_TOPICS if normalise(t) not in seen]
     return topics
 
 
-def salvage_hints(
-    text: str, demonstrations: Sequence[Example] = (), code_language: str = ""
-) -> list[str]:
+def salvage_hints(text: str, demonstrations: Sequence[Example] = ()) -> list[str]:
     """The topics of an answer cut short (no closing bracket): every whole quoted string."""
     quoted = [m.group(1) for m in _QUOTED.finditer(text) if m.group(1) != "topics"]
-    return clean_hints({"topics": quoted}, demonstrations, code_language)
+    return clean_hints({"topics": quoted}, demonstrations)
 
 
 def hint_for(hints: Sequence[str], request_id: str) -> str | None:
