@@ -139,7 +139,6 @@ class _Training:
         torch.set_num_threads(max(1, int(config.get("threads", 1))))
         torch.manual_seed(options.seed)
         self.spec = student_spec(options, config["architecture"], config["instruction"])
-        self.architecture = self.spec.architecture
         self._encode_rows(config)
         self.model = ray.train.torch.prepare_model(self._restore(config))
         self.device = ray.train.torch.get_device()
@@ -199,14 +198,18 @@ class _Training:
                 self.optimizer_state = torch.load(resume_dir / OPTIMIZER_FILE, weights_only=True)
                 self.scheduler_state = torch.load(resume_dir / SCHEDULER_FILE, weights_only=True)
             model = load_base_model(
-                config["base_path"], self.architecture, self.options, resume_dir
+                config["base_path"], self.spec.architecture, self.options, resume_dir
             )
             keep = self.options.keep_best and self.position.best.eval_loss is not None
             if resume_dir is not None and keep:
                 best = model
                 if (resume_dir / BEST_DIR).is_dir():
                     best = load_base_model(
-                        config["base_path"], self.architecture, self.options, resume_dir, BEST_DIR
+                        config["base_path"],
+                        self.spec.architecture,
+                        self.options,
+                        resume_dir,
+                        BEST_DIR,
                     )
                 self.best_weights = _trainable_copy(best)
             return model
@@ -323,7 +326,7 @@ class _Training:
         started = time.perf_counter()
         batch = {k: v.to(self.device) for k, v in batch.items()}
         with autocast(self.precision, self.device.type):
-            loss = training_loss(self.model, batch, self.architecture == "decoder-only")
+            loss = training_loss(self.model, batch, self.spec.architecture == "decoder-only")
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.trainable, self.options.max_grad_norm)
         self.optimizer.step()
