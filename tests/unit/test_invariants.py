@@ -351,3 +351,31 @@ def test_an_answer_with_a_label_s_words_in_another_order_is_read_as_that_label()
     assert closest_label("My card was declined at the shop.", intents) == (
         "My card was declined at the shop."
     )
+
+
+def test_dates_written_year_first_are_real_where_the_demonstrations_are():
+    rules = infer(TEMPORAL)
+    assert (
+        rules.calendar_dates and "every date written year first is a real one" in rules.describe()
+    )
+    assert rules.violation(Example("[Posted: 2024-02-29] Today.", "Today == 2024-02-29")) is None
+    assert rules.violation(Example("[Posted: 2018-69-76] Today.", "N/A")) == "calendar_dates"
+    assert rules.violation(Example("[Posted: 2024-11-30] Tomorrow.", "Tomorrow == 2024-11-31")) == (
+        "calendar_dates"
+    )
+    assert rules.violation(Example("[Posted: 2024-11-30] In 2009-2010.", "2009 == 2009")) is None
+    assert rules.violation(Example("[Posted: 2024-11-30] Soon.", "Soon == 2024-13")) == (
+        "calendar_dates"
+    )
+    assert not infer(SQUAD).calendar_dates  # no dates shown: no rule
+
+
+def test_a_repeated_output_stands_alone_where_the_demonstrations_keep_it_so():
+    rules = infer(TEMPORAL)
+    assert rules.output_fixed == ("N/A",) and rules.output_fixed_alone
+    mixed = Example("[Posted: 1989-10-30] Down last year.", "last year == 1988 | N/A")
+    assert rules.violation(mixed) == "output_fixed_alone"
+    assert rules.violation(Example(mixed.input, "N/A")) is None
+    shown = replace(TEMPORAL, demonstrations=(*TEMPORAL.demonstrations, mixed))
+    assert not infer(shown).output_fixed_alone  # a demonstration holds it as a part
+    assert Invariants.from_json(rules.to_json()) == rules

@@ -12,6 +12,7 @@ example that breaks one is dropped (and counted by rule). Rules are inferred onl
 from __future__ import annotations
 
 import ast
+import datetime
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -48,6 +49,8 @@ RULES = (
     "output_not_only_imports",
     "input_sentence_end",
     "input_starts_with",
+    "calendar_dates",
+    "output_fixed_alone",
 )
 # Labels a teacher puts before an answer ("input: ... output: ..." is how the generator shows
 # examples); one written into a new input gives its answer away ("...\n\nOutput: Corn").
@@ -57,6 +60,8 @@ ANSWER_LABELS = ("output", "answer")
 _SENTENCE_END = re.compile(r"[.!?\u2026\u3002\uff01\uff1f][\"'\u201d\u2019)\]\u300d\u300f]*$")
 # Words and spaces only: English that may parse as Python ("Travel in Japan") but is no code.
 _WORDS = re.compile(r"[^\W\d][\w ]*")
+# A date written year first, "2013-10-25" or "2013-04", not part of a longer run of digits.
+_ISO_DATE = re.compile(r"(?<![\w-])(\d{4})-(\d{2})(?:-(\d{2}))?(?![\w-])")
 
 
 @dataclass(frozen=True)
@@ -93,6 +98,13 @@ class Invariants:
             A small teacher held off the usual first words of an input by its frequency penalty
             starts it with a symbol instead ("# How do I top up", "$100.00 is your top-up
             limit": 14 of 20 banking77 inputs Qwen2.5-0.5B wrote).
+        calendar_dates: Every date written year first ("2013-10-25", "2013-04") in an input or
+            an output is a real one. Learned when the demonstrations write such dates, all real;
+            a small teacher writes "[Posted: 2018-69-76]" and "2024-11-31" (6 to 10 of the 80
+            Temporal examples Qwen2.5-0.5B wrote).
+        output_fixed_alone: An ``output_fixed`` output stands alone: no other output holds it
+            as a part ("last year == 1988-10-30 | N/A"; 4 to 7 of those 80). Learned when no
+            demonstration's other output does.
     """
 
     input_prefix: str = ""
@@ -110,6 +122,8 @@ class Invariants:
     output_not_only_imports: bool = False
     input_sentence_end: bool = False
     input_starts_with: tuple[str, ...] = ()
+    calendar_dates: bool = False
+    output_fixed_alone: bool = False
 
     def input_violation(self, text: str) -> str | None:
         """The first input rule ``text`` breaks, or None."""
@@ -127,6 +141,8 @@ class Invariants:
             return "input_without_labels"
         if self.input_sentence_end and not ends_sentence(text):
             return "input_sentence_end"
+        if self.calendar_dates and not real_dates(text):
+            return "calendar_dates"
         return None
 
     def output_violation(self, input_text: str, output: str) -> str | None:
@@ -144,6 +160,10 @@ class Invariants:
             and not _holds_all(text, self.output_literals)
         ):
             return "output_literals"
+        if self.output_fixed_alone and holds_fixed_part(text, self.output_fixed):
+            return "output_fixed_alone"
+        if self.calendar_dates and not real_dates(text):
+            return "calendar_dates"
         if self.output_language and not is_code(text, self.output_language):
             return "output_language"
         if self.output_not_only_imports and only_imports(text, self.output_language):
@@ -199,8 +219,12 @@ class Invariants:
             lines.append(f"every output is {self.output_language} code")
         if self.output_not_only_imports:
             lines.append("no output only imports")
+        if self.output_fixed_alone:
+            lines.append(f"{' and '.join(map(repr, self.output_fixed))} only as a whole output")
         if self.output_scripts:
             lines.append(f"every output is written in {scripts.describe(self.output_scripts)}")
+        if self.calendar_dates:
+            lines.append("every date written year first is a real one")
         return lines
 
     def to_json(self) -> dict[str, Any]:
@@ -279,6 +303,27 @@ def infer(task: TaskSpec) -> Invariants:
         and not any(only_imports(o, language) for o in outputs),
         input_sentence_end=all(ends_sentence(i) for i in inputs),
         input_starts_with=_start_kinds(inputs),
+        calendar_dates=any(_ISO_DATE.search(t) for t in inputs + outputs)
+        and all(real_dates(t) for t in inputs + outputs),
+        output_fixed_alone=bool(fixed) and not any(holds_fixed_part(o, fixed) for o in outputs),
+    )
+
+
+def real_dates(text: str) -> bool:
+    """True when every date written year first in ``text`` ("2013-10-25", "2013-04") exists."""
+    for year, month, day in _ISO_DATE.findall(text):
+        try:
+            datetime.date(int(year), int(month), int(day or 1))
+        except ValueError:
+            return False
+    return True
+
+
+def holds_fixed_part(text: str, fixed: Sequence[str]) -> bool:
+    """True when ``text`` is not one of ``fixed`` but holds one as a part of its own."""
+    text = text.strip()
+    return text not in fixed and any(
+        re.search(rf"(?<!\w){re.escape(f)}(?!\w)", text) for f in fixed
     )
 
 

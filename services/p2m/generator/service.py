@@ -100,6 +100,8 @@ def invariants_from_pb(message: generator_pb2.Invariants) -> Invariants:
         output_not_only_imports=message.output_not_only_imports,
         input_sentence_end=message.input_sentence_end,
         input_starts_with=tuple(message.input_starts_with),
+        calendar_dates=message.calendar_dates,
+        output_fixed_alone=message.output_fixed_alone,
     )
 
 
