@@ -103,7 +103,7 @@ class Invariants:
             a small teacher writes "[Posted: 2018-69-76]" and "2024-11-31" (6 to 10 of the 80
             Temporal examples Qwen2.5-0.5B wrote).
         output_fixed_alone: An ``output_fixed`` output stands alone: no other output holds it
-            as a part ("last year == 1988-10-30 | N/A"; 4 to 7 of those 80). Learned when no
+            as a part ("last year == 1988-10-30 | N/A"; 3 to 7 of those 80). Learned when no
             demonstration's other output does.
     """
 
