@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import fields, replace
 
 import pytest
 
@@ -13,6 +13,7 @@ from p2m.generator.invariants import Invariants, infer, is_code
 from p2m.generator.labels import label_counts, label_of, quota, targets
 from p2m.generator.prompts import new_input_messages, rule_lines
 from p2m.generator.scripts import common_scripts, describe, keeps_scripts, script_of, scripts_used
+from p2m.generator.service import invariants_from_pb, invariants_to_pb
 
 SQUAD = TaskSpec(
     "Answer the question from the context.",
@@ -262,6 +263,34 @@ def test_json_round_trip_and_bad_rules_name_the_field():
     with pytest.raises(InvalidInput) as info:
         Invariants.from_json({"no_such_rule": True})
     assert info.value.field == "invariants.no_such_rule"
+
+
+def test_every_rule_survives_the_proto_round_trip():
+    every_rule_set = Invariants(
+        input_prefix=r"\[Posted: \d{4}",
+        input_markers=("Question:", "Context:"),
+        output_one_line=True,
+        output_in_input=True,
+        output_choices=("positive", "negative"),
+        output_literals=("==",),
+        output_fixed=("N/A",),
+        output_language="python",
+        input_one_line=True,
+        input_scripts=("kana", "han"),
+        output_scripts=("latin",),
+        input_without_labels=("Output:",),
+        output_not_only_imports=True,
+        input_sentence_end=True,
+        input_starts_with=("digit", "latin"),
+        calendar_dates=True,
+        output_fixed_alone=True,
+    )
+    unset = [
+        f.name for f in fields(Invariants) if getattr(every_rule_set, f.name) in ("", (), False)
+    ]
+    assert unset == []  # a new rule is set here too
+    assert invariants_from_pb(invariants_to_pb(every_rule_set)) == every_rule_set
+    assert invariants_from_pb(invariants_to_pb(Invariants())) == Invariants()
 
 
 def test_the_new_example_request_states_the_rules_in_words():

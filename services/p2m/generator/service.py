@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import fields
+from typing import Any
 
 from google.protobuf import duration_pb2
 from grpc import aio
@@ -83,26 +85,12 @@ def options_from_pb(message: generator_pb2.GenerateOptions) -> GenerateOptions:
 
 
 def invariants_from_pb(message: generator_pb2.Invariants) -> Invariants:
-    """Proto rules -> dataclass (validated by the options)."""
-    return Invariants(
-        input_prefix=message.input_prefix,
-        input_markers=tuple(message.input_markers),
-        output_one_line=message.output_one_line,
-        output_in_input=message.output_in_input,
-        output_choices=tuple(message.output_choices),
-        output_literals=tuple(message.output_literals),
-        output_fixed=tuple(message.output_fixed),
-        output_language=message.output_language,
-        input_one_line=message.input_one_line,
-        input_scripts=tuple(message.input_scripts),
-        output_scripts=tuple(message.output_scripts),
-        input_without_labels=tuple(message.input_without_labels),
-        output_not_only_imports=message.output_not_only_imports,
-        input_sentence_end=message.input_sentence_end,
-        input_starts_with=tuple(message.input_starts_with),
-        calendar_dates=message.calendar_dates,
-        output_fixed_alone=message.output_fixed_alone,
-    )
+    """Proto rules -> dataclass (validated by the options): every rule by its own name."""
+    values: dict[str, Any] = {}
+    for rule in fields(Invariants):
+        value = getattr(message, rule.name)
+        values[rule.name] = value if isinstance(value, str | bool) else tuple(value)
+    return Invariants(**values)
 
 
 def invariants_to_pb(invariants: Invariants) -> generator_pb2.Invariants:
