@@ -193,6 +193,39 @@ def test_the_best_weights_are_kept_and_a_training_that_stops_learning_stops(
     assert loss < losses[-1]
 
 
+def test_the_prompts_demonstrations_validate_and_choose_the_weights(
+    trainer: ServiceProcess, trainer_data_dir: Path, tiny_t5: Path, tmp_path: Path
+) -> None:
+    """No validation split, but demonstrations that contradict training: they choose."""
+    folder = tmp_path / "demonstrated"
+    folder.mkdir()
+    (folder / "train.jsonl").write_text(
+        "".join(
+            json.dumps({"input": f"item number {i}", "output": "yes"}) + "\n" for i in range(24)
+        )
+    )
+    dataset = store_dataset(ArtifactStore(trainer_data_dir / "artifacts"), folder)
+    options = {"epochs": 5, "min_steps": 0, "batch_size": 4, "learning_rate": 1e-3, "eval_steps": 1}
+    message = request(dataset, str(tiny_t5), **options, early_stopping_patience=1, precision="fp32")
+    shown = [common_pb2.Example(input=f"item number {i}", output="no") for i in (100, 101, 102)]
+    message.task.demonstrations.extend(
+        [*shown, common_pb2.Example(input="item number 3", output="yes")]
+    )
+    stream = train(trainer.address, message)
+    report = stream[-1].result.report
+    # The one the training split holds stays out; the other three are the validation.
+    assert (report.validation_examples, report.validation_demonstrations) == (3, 3)
+    assert report.stopped_early and 0 < report.best_step < report.steps
+    card = (model_folder(trainer_data_dir, stream[-1]) / "README.md").read_text()
+    assert "(3 of them the prompt's demonstrations, validated first)" in card
+
+    message.options.validate_on_demonstrations = False
+    unvalidated = train(trainer.address, message)[-1].result.report
+    assert (unvalidated.validation_examples, unvalidated.validation_demonstrations) == (0, 0)
+    assert not any(e.HasField("eval_loss") for e in unvalidated.evaluations)
+    assert (unvalidated.steps, unvalidated.best_step) == (30, 0)  # the last weights: 5 epochs
+
+
 def test_a_search_stops_the_weak_trial_and_keeps_the_lowest_validation_loss(
     trainer: ServiceProcess, trainer_data_dir: Path, tiny_t5: Path, temporal: ArtifactRef
 ) -> None:

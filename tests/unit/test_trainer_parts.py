@@ -17,7 +17,13 @@ from p2m.common.prompt_layout import format_input
 from p2m.common.student import TEMPLATE_VERSION, StudentSpec
 from p2m.common.types import Example, TaskSpec
 from p2m.trainer.base_model import BaseModel
-from p2m.trainer.data import TrainingData, load_training_data, store_dataset
+from p2m.trainer.data import (
+    TrainingData,
+    demonstrations_to_validate,
+    load_training_data,
+    store_dataset,
+    with_demonstrations,
+)
 from p2m.trainer.encode import IGNORE_INDEX, collate, encode_examples
 from p2m.trainer.engine import training_output_form
 from p2m.trainer.finalize import model_card
@@ -121,6 +127,12 @@ def test_the_key_follows_what_changes_the_weights() -> None:
         training_key("b" * 64, ["d" * 64], "Do it.", TrainOptions(group_by_length=False)),
     ):
         assert other != base
+    demos = (Example("2+2", "4"),)
+    with_demos = training_key("b" * 64, ["d" * 64], "Do it.", TrainOptions(), demos)
+    assert with_demos != base
+    assert with_demos != training_key(
+        "b" * 64, ["d" * 64], "Do it.", TrainOptions(), (Example("2+2", "5"),)
+    )
     no_instruction = TrainOptions(omit_instruction=True)
     assert training_key("b" * 64, ["d" * 64], "A", no_instruction) == training_key(
         "b" * 64, ["d" * 64], "B", no_instruction
@@ -155,6 +167,20 @@ def test_datasets_are_combined_and_shuffled_by_the_seed(tmp_path: Path) -> None:
     assert first.train != load_training_data(store, refs, seed=2).train
     inputs = [e.input for e in first.train[:20]]
     assert any(i.startswith("a") for i in inputs) and any(i.startswith("b") for i in inputs)
+
+
+def test_the_demonstrations_join_validation_first_once_and_never_from_training() -> None:
+    data = TrainingData(
+        train=(Example("t1", "a"), Example("shown", "b")),
+        validation=(Example("v1", "c"),),
+    )
+    demos = (Example("d1", "x"), Example("shown", "b"), Example("d1", "x"), Example("d2", "y"))
+    kept = demonstrations_to_validate(data, demos)
+    assert [e.input for e in kept] == ["d1", "d2"]  # in training: out; twice: once
+    validated = with_demonstrations(data, kept)
+    assert [e.input for e in validated.validation] == ["d1", "d2", "v1"]
+    assert (validated.train, validated.demonstrations) == (data.train, 2)
+    assert with_demonstrations(data, ()) == data
 
 
 def test_a_jsonl_file_becomes_a_train_split_and_bad_lines_are_named(tmp_path: Path) -> None:
@@ -214,7 +240,11 @@ def test_the_model_card_names_task_data_base_and_figures(tmp_path: Path) -> None
             {"step": 7, "epoch": 2.0, "loss": 0.4, "eval_loss": 0.3, "chrf": 41.0},
         ],
     }
+    assert "of them the prompt's demonstrations" not in card
+    training["report"]["validation_examples"] = 9
+    training["report"]["validation_demonstrations"] = 1
     card = model_card(base, task, TrainOptions(), training)
+    assert "9 validation\nexamples (1 of them the prompt's demonstrations, validated first)" in card
     assert "step 4's (lowest validation loss, 0.2500), stopped early" in card
     assert "| 7 | 2.00 | 0.4000 | 0.3000 | n/a | 41.0000 |" in card
 
@@ -233,7 +263,13 @@ def test_the_best_validation_is_tracked_and_patience_runs_out() -> None:
 def test_recipe_fields_unset_in_the_proto_take_the_defaults() -> None:
     options = options_from_pb(trainer_pb2.TrainOptions())
     defaults = TrainOptions()
-    recipe = ("warmup_ratio", "early_stopping_patience", "eval_metric_examples", "keep_best")
+    recipe = (
+        "warmup_ratio",
+        "early_stopping_patience",
+        "eval_metric_examples",
+        "keep_best",
+        "validate_on_demonstrations",
+    )
     for name in (*recipe, "min_steps"):
         assert getattr(options, name) == getattr(defaults, name)
     chosen = options_from_pb(
@@ -244,6 +280,8 @@ def test_recipe_fields_unset_in_the_proto_take_the_defaults() -> None:
     assert (chosen.warmup_ratio, chosen.early_stopping_patience) == (0.0, 0)
     assert (chosen.keep_best, chosen.eval_steps) == (False, 50)
     assert options_from_pb(trainer_pb2.TrainOptions(min_steps=0)).min_steps == 0
+    off = trainer_pb2.TrainOptions(validate_on_demonstrations=False)
+    assert options_from_pb(off).validate_on_demonstrations is False
     with pytest.raises(InvalidInput, match=r"options\.warmup_ratio"):
         options_from_pb(trainer_pb2.TrainOptions(warmup_ratio=0.9))
 

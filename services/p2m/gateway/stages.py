@@ -35,6 +35,10 @@ GENERATED_ONLY_NOTE = (
     "student; the scores on the demonstrations are the only human-made check"
 )
 NO_DEMONSTRATIONS_NOTE = "the prompt has no demonstrations, so no human-made example checks them"
+DEMONSTRATIONS_VALIDATED_NOTE = (
+    "the trainer validated on the demonstrations, so they also chose which epoch's weights were "
+    "kept: their score leans their way"
+)
 
 
 class Skip(Exception):
@@ -448,6 +452,8 @@ async def _score_on_demonstrations(
     on_demos.examples.extend(demonstrations)
     result = await _evaluate(ctx, on_demos)
     ctx.run.report.student_demonstration_metrics.CopyFrom(result.metrics)
+    if ctx.run.report.training.validation_demonstrations:
+        ctx.run.report.estimate_notes.append(DEMONSTRATIONS_VALIDATED_NOTE)
     return {f"student_demonstrations_{k}": v for k, v in result.metrics.values.items()}
 
 

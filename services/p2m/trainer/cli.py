@@ -128,6 +128,13 @@ def train(
             "label it is most like."
         ),
     ] = True,
+    validate_on_demonstrations: Annotated[
+        bool,
+        typer.Option(
+            help="Validate on the prompt's demonstrations too (with --prompt-file): they then "
+            "choose the weights kept and when training stops."
+        ),
+    ] = DEFAULTS.validate_on_demonstrations,
     seed: Annotated[int, typer.Option(help="Seed for shuffling and initialisation.")] = 42,
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="Copy the trained model folder here.")
@@ -170,6 +177,7 @@ def train(
         search_min_learning_rate=search_min_learning_rate,
         search_max_learning_rate=search_max_learning_rate,
         constrain_outputs=constrain_outputs,
+        validate_on_demonstrations=validate_on_demonstrations,
     )
     try:
         options.validate()
@@ -301,9 +309,12 @@ def _show(result: dict[str, Any]) -> None:
         + (f", validation loss {eval_loss:.4f}" if eval_loss is not None else "")
     )
     if report["best_eval_loss"] is not None:
+        demonstrations = report.get("validation_demonstrations", 0)
         out.print(
             f"kept the weights of step {report['best_step']} (validation loss "
-            f"{report['best_eval_loss']:.4f})"
+            f"{report['best_eval_loss']:.4f} on {report['validation_examples']} examples"
+            + (f", {demonstrations} of them the prompt's demonstrations" if demonstrations else "")
+            + ")"
             + (", stopped early: no improvement" if report["stopped_early"] else "")
         )
     for trial in report["search_trials"]:

@@ -6,7 +6,7 @@ import json
 import random
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from p2m.common.artifacts import ArtifactRef, ArtifactStore
@@ -19,10 +19,15 @@ MAX_DATASETS = 16
 
 @dataclass(frozen=True)
 class TrainingData:
-    """The combined splits a training runs on."""
+    """The combined splits a training runs on.
+
+    The validation split's first ``demonstrations`` examples are the prompt's own
+    (``with_demonstrations``).
+    """
 
     train: tuple[Example, ...]
     validation: tuple[Example, ...]
+    demonstrations: int = 0
 
 
 def load_training_data(
@@ -84,3 +89,32 @@ def store_dataset(store: ArtifactStore, source: Path, field: str = "data") -> Ar
                     fh.write("\n")
             return store.put_dir(folder, "dataset")
     raise InvalidInput(field, f"no such file or folder: {source}")
+
+
+def demonstrations_to_validate(
+    data: TrainingData, demonstrations: Sequence[Example]
+) -> tuple[Example, ...]:
+    """The demonstrations that can join validation: each once, none the training split holds."""
+    trained = {example.input for example in data.train}
+    kept: dict[str, Example] = {}
+    for example in demonstrations:
+        if example.input not in trained:
+            kept.setdefault(example.input, example)
+    return tuple(kept.values())
+
+
+def with_demonstrations(data: TrainingData, demonstrations: Sequence[Example]) -> TrainingData:
+    """``data`` validated on the person's own ``demonstrations`` too, placed first.
+
+    The generated validation split is the teacher's writing, in the training split's style; a
+    loss on it alone once kept weights that answered "N/A" to 92 of 100 Temporal dev inputs
+    (ChrF++ 8.8), where the loss over both would have kept weights scoring 27.1 (README).
+    First, so that ``max_eval_examples`` and the decoded sample always hold them.
+    """
+    if not demonstrations:
+        return data
+    return replace(
+        data,
+        validation=(*demonstrations, *data.validation),
+        demonstrations=len(demonstrations),
+    )

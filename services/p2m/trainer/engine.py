@@ -31,7 +31,12 @@ from p2m.common.names import check_run_id
 from p2m.common.output_form import OutputForm, infer_output_form
 from p2m.common.settings import Settings
 from p2m.trainer.base_model import BaseModel, resolve_base_model
-from p2m.trainer.data import TrainingData, load_training_data
+from p2m.trainer.data import (
+    TrainingData,
+    demonstrations_to_validate,
+    load_training_data,
+    with_demonstrations,
+)
 from p2m.trainer.events import TrainEvent
 from p2m.trainer.finalize import TRAINING_FILE, build_model_folder
 from p2m.trainer.options import training_key
@@ -155,7 +160,19 @@ class ModelTrainer:
         )
         datasets = tuple(self._dataset(i, ref) for i, ref in enumerate(job.datasets))
         data = load_training_data(self._store, datasets, options.seed)
-        key = training_key(base.sha256, [d.sha256 for d in datasets], job.task.instruction, options)
+        demonstrations = (
+            demonstrations_to_validate(data, job.task.demonstrations)
+            if options.validate_on_demonstrations
+            else ()
+        )
+        data = with_demonstrations(data, demonstrations)
+        key = training_key(
+            base.sha256,
+            [d.sha256 for d in datasets],
+            job.task.instruction,
+            options,
+            demonstrations,
+        )
         with self._exclusive(key):
             cached = self._store.recall(key)
             if cached is not None:

@@ -142,7 +142,7 @@ an input too long for the rest loses its middle. {_form_sentence(form or OutputF
 ## Training data
 
 {report.get("train_examples", 0)} training and {report.get("validation_examples", 0)} validation
-examples, combined and shuffled from:
+examples{_demonstrations_clause(report)}, combined and shuffled from:
 
 {datasets}
 
@@ -190,6 +190,12 @@ def _kept(options: TrainOptions, report: Mapping[str, Any]) -> str:
         return "the last step's"
     early = ", stopped early (no improvement)" if report.get("stopped_early") else ""
     return f"step {report.get('best_step', 0)}'s (lowest validation loss, {best:.4f}){early}"
+
+
+def _demonstrations_clause(report: Mapping[str, Any]) -> str:
+    """Which of the validation examples are the prompt's demonstrations (none: nothing)."""
+    count = report.get("validation_demonstrations", 0)
+    return f" ({count} of them the prompt's demonstrations, validated first)" if count else ""
 
 
 def _validations_table(evaluations: Sequence[Mapping[str, Any]]) -> str:

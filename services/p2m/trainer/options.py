@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -16,9 +17,10 @@ from p2m.common.student import (
     TEMPLATE_VERSION,
     StudentSpec,
 )
+from p2m.common.types import Example
 
 # Changing how models are trained changes this, so old cache entries are not reused.
-TRAINER_VERSION = 2
+TRAINER_VERSION = 3
 DEFAULT_SEED = 42
 PRECISIONS = ("auto", "fp32", "bf16")
 # ``min_steps`` raises the epochs of a small dataset to at most this many.
@@ -57,6 +59,7 @@ class TrainOptions:
     search_min_learning_rate: float = 1e-5
     search_max_learning_rate: float = 5e-4
     constrain_outputs: bool = True
+    validate_on_demonstrations: bool = True
 
     def validate(self) -> None:
         """Raise InvalidInput naming the first field out of range (paths as in the proto)."""
@@ -121,11 +124,13 @@ def training_key(
     dataset_shas: list[str],
     instruction: str,
     options: TrainOptions,
+    demonstrations: Sequence[Example] = (),
 ) -> str:
     """The sha256 naming this training: same base, data, instruction, options and prompt layout.
 
     The layout's version is part of it: a model trained on prompts laid out one way is not the
-    model a newer layout would train.
+    model a newer layout would train. So are the ``demonstrations`` validated on, which choose
+    the weights kept.
     """
     settings = {k: v for k, v in asdict(options).items() if k not in _PLACEMENT_ONLY}
     payload = {
@@ -136,6 +141,8 @@ def training_key(
         "instruction": prompted_instruction(instruction, options),
         "options": settings,
     }
+    if demonstrations:
+        payload["validation_demonstrations"] = [[d.input, d.output] for d in demonstrations]
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 

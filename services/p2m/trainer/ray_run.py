@@ -220,6 +220,7 @@ class RayRun:
             backend="local-ray",
             train_examples=len(self.data.train),
             validation_examples=len(self.data.validation),
+            validation_demonstrations=self.data.demonstrations,
             num_workers=options.num_workers,
             device="cuda" if options.use_gpu else "cpu",
             precision=self.precision,

@@ -49,6 +49,7 @@ class TrainReport:
     evaluations: tuple[dict[str, Any], ...] = ()
     search_trials: tuple[dict[str, Any], ...] = ()
     planned_epochs: int = 0
+    validation_demonstrations: int = 0
 
 
 @dataclass(frozen=True)

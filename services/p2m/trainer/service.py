@@ -60,6 +60,7 @@ def options_from_pb(message: trainer_pb2.TrainOptions) -> TrainOptions:
                 "search_min_learning_rate",
                 "search_max_learning_rate",
                 "constrain_outputs",
+                "validate_on_demonstrations",
             )
         },
         eval_steps=message.eval_steps,
@@ -152,6 +153,7 @@ def report_to_pb(report: TrainReport) -> trainer_pb2.TrainReport:
         evaluations=[_evaluation_pb(e) for e in report.evaluations],
         search_trials=[_search_trial_pb(t) for t in report.search_trials],
         planned_epochs=report.planned_epochs,
+        validation_demonstrations=report.validation_demonstrations,
     )
     if report.final_eval_loss is not None:
         message.final_eval_loss = report.final_eval_loss
