@@ -19,7 +19,6 @@ from p2m.common.types import Example, TaskSpec
 from p2m.trainer.base_model import BaseModel
 from p2m.trainer.data import (
     TrainingData,
-    demonstrations_to_validate,
     load_training_data,
     store_dataset,
     with_demonstrations,
@@ -175,12 +174,12 @@ def test_the_demonstrations_join_validation_first_once_and_never_from_training()
         validation=(Example("v1", "c"),),
     )
     demos = (Example("d1", "x"), Example("shown", "b"), Example("d1", "x"), Example("d2", "y"))
-    kept = demonstrations_to_validate(data, demos)
-    assert [e.input for e in kept] == ["d1", "d2"]  # in training: out; twice: once
-    validated = with_demonstrations(data, kept)
+    validated = with_demonstrations(data, demos)
+    # In training: out; twice: once; first.
     assert [e.input for e in validated.validation] == ["d1", "d2", "v1"]
     assert (validated.train, validated.demonstrations) == (data.train, 2)
     assert with_demonstrations(data, ()) == data
+    assert with_demonstrations(data, (Example("shown", "b"),)) == data
 
 
 def test_a_jsonl_file_becomes_a_train_split_and_bad_lines_are_named(tmp_path: Path) -> None:

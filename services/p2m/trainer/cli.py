@@ -309,7 +309,7 @@ def _show(result: dict[str, Any]) -> None:
         + (f", validation loss {eval_loss:.4f}" if eval_loss is not None else "")
     )
     if report["best_eval_loss"] is not None:
-        demonstrations = report.get("validation_demonstrations", 0)
+        demonstrations = report["validation_demonstrations"]
         out.print(
             f"kept the weights of step {report['best_step']} (validation loss "
             f"{report['best_eval_loss']:.4f} on {report['validation_examples']} examples"

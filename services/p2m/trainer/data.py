@@ -91,30 +91,20 @@ def store_dataset(store: ArtifactStore, source: Path, field: str = "data") -> Ar
     raise InvalidInput(field, f"no such file or folder: {source}")
 
 
-def demonstrations_to_validate(
-    data: TrainingData, demonstrations: Sequence[Example]
-) -> tuple[Example, ...]:
-    """The demonstrations that can join validation: each once, none the training split holds."""
+def with_demonstrations(data: TrainingData, demonstrations: Sequence[Example]) -> TrainingData:
+    """``data`` validated on the person's own ``demonstrations`` too, placed first.
+
+    Each demonstration once, none the training split holds. The generated validation split is
+    the teacher's writing, in the training split's style; a loss on it alone once kept weights
+    that answered "N/A" to 92 of 100 Temporal dev inputs (ChrF++ 8.8), where the loss over both
+    would have kept weights scoring 27.1 (README). First, so that ``max_eval_examples`` and the
+    decoded sample always hold them.
+    """
     trained = {example.input for example in data.train}
     kept: dict[str, Example] = {}
     for example in demonstrations:
         if example.input not in trained:
             kept.setdefault(example.input, example)
-    return tuple(kept.values())
-
-
-def with_demonstrations(data: TrainingData, demonstrations: Sequence[Example]) -> TrainingData:
-    """``data`` validated on the person's own ``demonstrations`` too, placed first.
-
-    The generated validation split is the teacher's writing, in the training split's style; a
-    loss on it alone once kept weights that answered "N/A" to 92 of 100 Temporal dev inputs
-    (ChrF++ 8.8), where the loss over both would have kept weights scoring 27.1 (README).
-    First, so that ``max_eval_examples`` and the decoded sample always hold them.
-    """
-    if not demonstrations:
+    if not kept:
         return data
-    return replace(
-        data,
-        validation=(*demonstrations, *data.validation),
-        demonstrations=len(demonstrations),
-    )
+    return replace(data, validation=(*kept.values(), *data.validation), demonstrations=len(kept))

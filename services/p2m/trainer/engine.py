@@ -33,7 +33,6 @@ from p2m.common.settings import Settings
 from p2m.trainer.base_model import BaseModel, resolve_base_model
 from p2m.trainer.data import (
     TrainingData,
-    demonstrations_to_validate,
     load_training_data,
     with_demonstrations,
 )
@@ -160,18 +159,14 @@ class ModelTrainer:
         )
         datasets = tuple(self._dataset(i, ref) for i, ref in enumerate(job.datasets))
         data = load_training_data(self._store, datasets, options.seed)
-        demonstrations = (
-            demonstrations_to_validate(data, job.task.demonstrations)
-            if options.validate_on_demonstrations
-            else ()
-        )
-        data = with_demonstrations(data, demonstrations)
+        if options.validate_on_demonstrations:
+            data = with_demonstrations(data, job.task.demonstrations)
         key = training_key(
             base.sha256,
             [d.sha256 for d in datasets],
             job.task.instruction,
             options,
-            demonstrations,
+            data.validation[: data.demonstrations],
         )
         with self._exclusive(key):
             cached = self._store.recall(key)
