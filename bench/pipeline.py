@@ -13,7 +13,7 @@ examples generated and dropped by reason, and the datasets retrieved.
 
     .venv/bin/python bench/pipeline.py [--tasks squad,temporal,mconala_ja] [--examples 80]
         [--epochs 3] [--min-steps N] [--eval-limit 100] [--teacher qwen] [--answer-temperature T]
-        [--seed N] [--max-instruction-tokens N] [--quick] [--json]
+        [--seed N] [--max-instruction-tokens N] [--student NAME] [--quick] [--json]
 """
 
 from __future__ import annotations
@@ -69,6 +69,8 @@ async def run_task(args: argparse.Namespace, stack: Stack, task: str) -> dict[st
     if args.min_steps is not None:
         options.train.min_steps = args.min_steps
     options.train.max_instruction_tokens = args.max_instruction_tokens
+    if args.student:
+        options.base_model_name = args.student
     options.evaluate.metrics.extend(["exact_match", "chrf"])
     started = time.monotonic()
     async with GatewayClient(stack.gateway, timeout_s=120) as gateway:
@@ -317,6 +319,10 @@ def main() -> None:
         type=int,
         default=0,
         help="tokens the instruction may take in the student's prompts (0: the trainer's default)",
+    )
+    parser.add_argument(
+        "--student",
+        help="the base model to train (a local model store name); default: the run's retrieval",
     )
     parser.add_argument("--data-dir", type=Path, help="keep the run's data here (default: temp)")
     args = benchkit.parse_arguments(parser, QUICK)
