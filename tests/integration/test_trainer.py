@@ -150,7 +150,10 @@ def test_two_workers_train_a_tiny_t5_that_reloads_and_generates(
 def test_the_best_weights_are_kept_and_a_training_that_stops_learning_stops(
     trainer: ServiceProcess, trainer_data_dir: Path, tiny_t5: Path, tmp_path: Path
 ) -> None:
-    """Validation answers contradict training's: once the model learns, validation loss rises."""
+    """Validation answers contradict training's: once the model learns, validation loss rises.
+
+    No ties (``keep_best_tolerance`` 0): the lowest validation loss keeps its weights.
+    """
     folder = tmp_path / "contradiction"
     folder.mkdir()
     items = [f"item number {i}" for i in range(24)]
@@ -162,7 +165,14 @@ def test_the_best_weights_are_kept_and_a_training_that_stops_learning_stops(
     options = {"epochs": 5, "min_steps": 0, "batch_size": 4, "learning_rate": 1e-3, "eval_steps": 1}
     stream = train(
         trainer.address,
-        request(dataset, str(tiny_t5), **options, early_stopping_patience=1, precision="fp32"),
+        request(
+            dataset,
+            str(tiny_t5),
+            **options,
+            early_stopping_patience=1,
+            precision="fp32",
+            keep_best_tolerance=0.0,
+        ),
     )
     report = stream[-1].result.report
     assert report.stopped_early and report.steps < 30  # 6 steps an epoch, 5 epochs

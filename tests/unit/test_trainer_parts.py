@@ -246,6 +246,13 @@ def test_the_model_card_names_task_data_base_and_figures(tmp_path: Path) -> None
     assert "9 validation\nexamples (1 of them the prompt's demonstrations, validated first)" in card
     assert "step 4's (lowest validation loss, 0.2500), stopped early" in card
     assert "| 7 | 2.00 | 0.4000 | 0.3000 | n/a | 41.0000 |" in card
+    training["report"].update(best_step=7, best_eval_loss=0.26)  # tied with 0.25, a better sample
+    training["report"]["evaluations"][1]["eval_loss"] = 0.26
+    card = model_card(base, task, TrainOptions(), training)
+    assert (
+        "step 7's (validation loss 0.2600, within 5% of the lowest (0.2500), and the higher "
+        "ChrF++ on the validation sample (41.0))" in card
+    )
 
 
 def test_the_best_validation_is_tracked_and_patience_runs_out() -> None:
@@ -259,6 +266,43 @@ def test_the_best_validation_is_tracked_and_patience_runs_out() -> None:
     assert (best.step, best.since, len(best.history)) == (6, 0, 6)
 
 
+def _validated(step: int, eval_loss: float, chrf: float | None) -> Evaluation:
+    return Evaluation(step=step, epoch=step / 9, loss=1.0, eval_loss=eval_loss, chrf=chrf)
+
+
+def test_a_loss_tied_with_the_lowest_is_kept_for_a_better_sample() -> None:
+    # A Temporal training's validations (step, loss, ChrF++ of the decoded sample): the lowest
+    # loss decodes the "N/A" mode; step 36, 1.5% above it, decodes dates.
+    history = [(9, 1.135, 6.8), (18, 0.700, 6.8), (27, 0.446, 27.7), (36, 0.453, 56.5)]
+    history.append((45, 0.506, 50.3))  # 13% above the lowest: not tied
+    tolerant, strict = BestSoFar(), BestSoFar()
+    for step, loss, chrf in history:
+        tolerant.record(_validated(step, loss, chrf), tolerance=0.05)
+        strict.record(_validated(step, loss, chrf))
+    assert (strict.step, strict.eval_loss) == (27, 0.446)
+    assert (tolerant.step, tolerant.eval_loss, tolerant.chrf) == (36, 0.453, 56.5)
+    assert tolerant.lowest == strict.lowest == 0.446
+    assert tolerant.since == strict.since == 2  # stopping still reads the lowest loss
+    assert BestSoFar.from_json(tolerant.to_json()) == tolerant
+
+
+def test_a_clearly_lower_loss_is_kept_whatever_its_sample() -> None:
+    best = BestSoFar()
+    assert best.record(_validated(9, 1.66, 33.5), tolerance=0.05)
+    assert best.record(_validated(18, 1.27, 31.4), tolerance=0.05)  # 24% lower
+    assert not best.record(_validated(27, 1.40, 40.0), tolerance=0.05)  # above the tie
+    assert best.record(_validated(36, 1.26, 20.0), tolerance=0.05) is False  # tied, worse
+    assert (best.step, best.lowest) == (18, 1.26)
+    assert best.record(_validated(45, 1.25, None), tolerance=0.05)  # tied, unscored: the loss
+    assert best.step == 45
+
+
+def test_checkpoints_written_before_ties_resume_with_their_lowest() -> None:
+    old = {"step": 4, "eval_loss": 0.5, "since": 1, "history": []}
+    resumed = BestSoFar.from_json(old)
+    assert (resumed.lowest, resumed.chrf) == (0.5, None)
+
+
 def test_recipe_fields_unset_in_the_proto_take_the_defaults() -> None:
     options = options_from_pb(trainer_pb2.TrainOptions())
     defaults = TrainOptions()
@@ -267,6 +311,7 @@ def test_recipe_fields_unset_in_the_proto_take_the_defaults() -> None:
         "early_stopping_patience",
         "eval_metric_examples",
         "keep_best",
+        "keep_best_tolerance",
         "validate_on_demonstrations",
     )
     for name in (*recipe, "min_steps"):

@@ -29,6 +29,7 @@ from p2m.cliutil import (
 from p2m.common.errors import Cancelled, InvalidInput, P2MError
 from p2m.common.settings import Settings
 from p2m.common.types import TaskSpec
+from p2m.trainer.finalize import why_kept
 from p2m.trainer.options import TrainOptions
 
 EXIT_CANCELLED = 130
@@ -107,6 +108,14 @@ def train(
         bool,
         typer.Option(help="Keep the weights with the lowest validation loss (else the last)."),
     ] = True,
+    keep_best_tolerance: Annotated[
+        float,
+        typer.Option(
+            help="Validation losses within this share of the lowest count as tied; of tied "
+            "ones the weights whose decoded validation sample scores the higher ChrF++ are kept "
+            "(0: the lowest loss only)."
+        ),
+    ] = DEFAULTS.keep_best_tolerance,
     search_trials: Annotated[
         int,
         typer.Option(
@@ -173,6 +182,7 @@ def train(
         early_stopping_patience=early_stopping_patience,
         eval_metric_examples=eval_metric_examples,
         keep_best=keep_best,
+        keep_best_tolerance=keep_best_tolerance,
         search_trials=search_trials,
         search_min_learning_rate=search_min_learning_rate,
         search_max_learning_rate=search_max_learning_rate,
@@ -192,7 +202,7 @@ def train(
     if as_json:
         print(json.dumps(result, ensure_ascii=False))
     else:
-        _show(result)
+        _show(result, options.keep_best_tolerance)
 
 
 async def _parse(settings: Settings, prompt: bytes) -> TaskSpec:
@@ -292,7 +302,7 @@ def _dataset(store: Any, source: str, index: int) -> Any:
     return store_dataset(store, Path(source), field)
 
 
-def _show(result: dict[str, Any]) -> None:
+def _show(result: dict[str, Any], tolerance: float) -> None:
     report = result["report"]
     eval_loss = report["final_eval_loss"]
     epochs = epochs_text(report["epochs"], report["planned_epochs"])
@@ -311,8 +321,8 @@ def _show(result: dict[str, Any]) -> None:
     if report["best_eval_loss"] is not None:
         demonstrations = report["validation_demonstrations"]
         out.print(
-            f"kept the weights of step {report['best_step']} (validation loss "
-            f"{report['best_eval_loss']:.4f} on {report['validation_examples']} examples"
+            f"kept the weights of step {report['best_step']} ({why_kept(report, tolerance)}; "
+            f"{report['validation_examples']} validation examples"
             + (f", {demonstrations} of them the prompt's demonstrations" if demonstrations else "")
             + ")"
             + (", stopped early: no improvement" if report["stopped_early"] else "")

@@ -75,7 +75,7 @@ class WorkerCheckpointed:
 
 @dataclass(frozen=True)
 class WorkerEvaluated:
-    """A validation was done (rank 0); ``best_step`` is where the lowest loss so far was."""
+    """A validation was done (rank 0); ``best_step``: whose weights are kept so far."""
 
     evaluation: Evaluation
     best_step: int

@@ -31,7 +31,7 @@ def build_model_folder(
 ) -> None:
     """Write the student model folder ``out`` from a checkpoint.
 
-    The weights are the checkpoint's best (lowest validation loss) where it kept them apart,
+    The weights are the checkpoint's best (``BestSoFar``'s choice) where it kept them apart,
     else its own. LoRA adapters are merged into the base weights, so the folder loads with plain
     ``from_pretrained``. Beside the weights: the tokenizer, a generation config with the
     decoding defaults, ``p2m_student.json`` (with the output ``form`` answers are held to),
@@ -189,7 +189,27 @@ def _kept(options: TrainOptions, report: Mapping[str, Any]) -> str:
     if not options.keep_best or best is None:
         return "the last step's"
     early = ", stopped early (no improvement)" if report.get("stopped_early") else ""
-    return f"step {report.get('best_step', 0)}'s (lowest validation loss, {best:.4f}){early}"
+    why = why_kept(report, options.keep_best_tolerance)
+    return f"step {report.get('best_step', 0)}'s ({why}){early}"
+
+
+def why_kept(report: Mapping[str, Any], tolerance: float) -> str:
+    """Why the kept weights were kept: the lowest validation loss, or a tie won on ChrF++."""
+    best = report["best_eval_loss"]
+    evaluations: Sequence[Mapping[str, Any]] = report.get("evaluations", ())
+    lowest = min(
+        (e["eval_loss"] for e in evaluations if e.get("eval_loss") is not None), default=best
+    )
+    if best <= lowest:
+        return f"lowest validation loss, {best:.4f}"
+    chrf = next(
+        (e.get("chrf") for e in evaluations if e.get("step") == report.get("best_step")), None
+    )
+    return (
+        f"validation loss {best:.4f}, within {tolerance:.0%} of the lowest "
+        f"({lowest:.4f}), and the higher ChrF++ on the validation sample"
+        + (f" ({chrf:.1f})" if chrf is not None else "")
+    )
 
 
 def _demonstrations_clause(report: Mapping[str, Any]) -> str:

@@ -55,6 +55,7 @@ class TrainOptions:
     early_stopping_patience: int = 2
     eval_metric_examples: int = 32
     keep_best: bool = True
+    keep_best_tolerance: float = 0.05
     search_trials: int = 0
     search_min_learning_rate: float = 1e-5
     search_max_learning_rate: float = 5e-4
@@ -82,6 +83,7 @@ class TrainOptions:
                 Within("options.eval_steps", self.eval_steps, 0, 2**31 - 1),
                 Within("options.early_stopping_patience", self.early_stopping_patience, 0, 100),
                 Within("options.eval_metric_examples", self.eval_metric_examples, 0, 1024),
+                Within("options.keep_best_tolerance", self.keep_best_tolerance, 0.0, 1.0),
                 Within("options.search_trials", self.search_trials, 0, 64),
                 Within(
                     "options.search_min_learning_rate",

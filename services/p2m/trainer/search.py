@@ -2,10 +2,11 @@
 
 The trials' settings are drawn once from the seed (a rerun draws the same, so each trial
 resumes from its own checkpoints). Tune runs them, as many at once as the cluster fits, and
-ASHA compares their lowest validation loss at each epoch: a trial behind the others is asked
-to stop at its next step through its control actor, so its Ray Train run ends cleanly and
-frees its workers (Tune's own stop would kill the run's controller and strand its placement
-group). The model is the trial with the lowest validation loss, with that trial's best weights.
+ASHA compares the validation loss of their kept weights at each epoch (the lowest, or one tied
+with it, ``keep_best_tolerance``): a trial behind the others is asked to stop at its next step
+through its control actor, so its Ray Train run ends cleanly and frees its workers (Tune's own
+stop would kill the run's controller and strand its placement group). The model is the trial
+whose kept weights have the lowest validation loss, with those weights.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from p2m.trainer.ray_run import (
 from p2m.trainer.ray_runtime import cluster_cpus, ensure_ray, start_control
 from p2m.trainer.run_types import TrainJob, TrainReport
 
-# What the trials are compared by: the lowest validation loss so far (each worker report has it).
+# What the trials are compared by: the kept weights' validation loss (each worker report has it).
 METRIC = "best_eval_loss"
 
 

@@ -56,6 +56,7 @@ def options_from_pb(message: trainer_pb2.TrainOptions) -> TrainOptions:
                 "early_stopping_patience",
                 "eval_metric_examples",
                 "keep_best",
+                "keep_best_tolerance",
                 "min_steps",
                 "search_min_learning_rate",
                 "search_max_learning_rate",

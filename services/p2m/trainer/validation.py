@@ -1,7 +1,8 @@
 """Validation during training: loss, the task's scores on a sample, and the best so far.
 
 The loss is over the validation rows, Exact Match and ChrF++ over a sample of them; the
-bookkeeping says which weights to keep and when a training no longer learns.
+bookkeeping says which weights to keep (the lowest loss, or among losses tied with it the best
+sample) and when a training no longer learns.
 """
 
 from __future__ import annotations
@@ -37,24 +38,46 @@ class Evaluation:
 
 @dataclass
 class BestSoFar:
-    """The lowest validation loss so far, where it was, and the evaluations since."""
+    """The weights to keep so far, the lowest validation loss, and the validations since it.
+
+    Losses within ``tolerance`` (a share) of the lowest are read as tied: on a validation split
+    of a few dozen rows they differ by noise. Among tied validations the one whose decoded
+    sample scores the higher ChrF++ is kept; a loss lower than the kept one's by more than the
+    tolerance is kept whatever its sample scores. Early stopping counts validations without a
+    new lowest loss.
+    """
 
     step: int = 0
-    eval_loss: float | None = None
-    since: int = 0  # evaluations without improvement
+    eval_loss: float | None = None  # the kept weights' validation loss
+    since: int = 0  # validations without a new lowest loss
     history: list[Evaluation] = field(default_factory=list)
+    lowest: float | None = None  # the lowest validation loss so far
+    chrf: float | None = None  # the kept weights' ChrF++ on the sample
 
-    def record(self, evaluation: Evaluation) -> bool:
-        """Add ``evaluation``; True when it is the new best (lower validation loss)."""
+    def record(self, evaluation: Evaluation, tolerance: float = 0.0) -> bool:
+        """Add ``evaluation``; True when its weights are now the ones to keep."""
         self.history.append(evaluation)
         loss = evaluation.eval_loss
         if loss is None:
             return False
-        if self.eval_loss is None or loss < self.eval_loss:
-            self.step, self.eval_loss, self.since = evaluation.step, loss, 0
+        if self.lowest is None or loss < self.lowest:
+            self.lowest, self.since = loss, 0
+        else:
+            self.since += 1
+        if not self._keeps(evaluation, loss, tolerance):
+            return False
+        self.step, self.eval_loss, self.chrf = evaluation.step, loss, evaluation.chrf
+        return True
+
+    def _keeps(self, evaluation: Evaluation, loss: float, tolerance: float) -> bool:
+        if self.eval_loss is None or loss < self.eval_loss * (1 - tolerance):
             return True
-        self.since += 1
-        return False
+        tied = self.lowest is not None and loss <= self.lowest * (1 + tolerance)
+        if not tied:
+            return False
+        if evaluation.chrf is None or self.chrf is None or evaluation.chrf == self.chrf:
+            return loss < self.eval_loss
+        return evaluation.chrf > self.chrf
 
     def exhausted(self, patience: int) -> bool:
         """True after ``patience`` evaluations without improvement (never when 0)."""
@@ -67,6 +90,8 @@ class BestSoFar:
             "eval_loss": self.eval_loss,
             "since": self.since,
             "history": [e.to_json() for e in self.history],
+            "lowest": self.lowest,
+            "chrf": self.chrf,
         }
 
     @classmethod
@@ -79,6 +104,8 @@ class BestSoFar:
             eval_loss=data["eval_loss"],
             since=int(data["since"]),
             history=[Evaluation(**e) for e in data["history"]],
+            lowest=data.get("lowest", data["eval_loss"]),
+            chrf=data.get("chrf"),
         )
 
 
