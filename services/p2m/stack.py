@@ -23,7 +23,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from p2m.common.errors import FailedPrecondition, Unavailable
-from p2m.common.model_store import ModelStore
+from p2m.common.model_store import DEFAULT_STUDENT, ModelStore
 from p2m.common.procs import free_port, pid_running, signal_group
 from p2m.common.settings import Settings
 from p2m.local_llm.server import penalty_window
@@ -94,7 +94,7 @@ def up(settings: Settings, say: Callable[[str], None] = lambda line: None) -> St
         down(settings, say)
     settings.logs_dir.mkdir(exist_ok=True)
     say("checking the local model store (the default student)")
-    ModelStore(settings.models_dir).import_shipped("smollm2")
+    ModelStore(settings.models_dir).import_shipped(DEFAULT_STUDENT)
     env = service_env(settings, data_dir)
     started: list[StackProcess] = []
     try:

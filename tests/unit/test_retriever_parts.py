@@ -329,6 +329,32 @@ def test_a_shipped_model_not_imported_yet_is_offered_after_the_stored_ones():
     assert only.model_id == "ship/coder"  # the only one within reach
 
 
+def test_an_imported_shipped_alternative_ranks_as_before_its_import():
+    imported = LocalModel(
+        "ship/coder",
+        "code generation chat",
+        "decoder-only",
+        1,
+        "apache-2.0",
+        "/q",
+        alternative=True,
+    )
+    stored = LocalModel("local/smol", "small chat model", "decoder-only", 1, "apache-2.0", "/p")
+    search = ModelSearch(None, [imported, stored], hub_reachable=False)
+    models, _ = search.rank("code generation chat", ModelConstraints(only_resolvable=True), 2)
+    assert [m.model_id for m in models] == ["local/smol", "ship/coder"]
+    assert models[1].local_path == "/q" and "in the local model store" in models[1].fit_reason
+
+
+def test_the_shipped_alternatives_are_all_but_the_default_student():
+    from p2m.common.model_store import DEFAULT_STUDENT, ModelStore, shipped_alternatives
+
+    store = ModelStore(Path("/nonexistent"))
+    default = store.shipped_entry(DEFAULT_STUDENT).name
+    assert default == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert shipped_alternatives() == {"Qwen/Qwen2.5-Coder-0.5B-Instruct"}
+
+
 def _retriever_with_local_copy(tmp_path: Path, hub_offline: bool = True):
     from p2m.common.artifacts import ArtifactStore
     from p2m.common.settings import Settings

@@ -129,6 +129,12 @@ _SHIPPED_CARDS = {
     ),
 }
 SHIPPED_DTYPE = "bfloat16"
+DEFAULT_STUDENT = "smollm2"  # the shipped model the stack imports at start
+
+
+def shipped_alternatives() -> frozenset[str]:
+    """Model ids of the shipped models other than the default student, imported or not."""
+    return frozenset(c.model_id for k, c in _SHIPPED_CARDS.items() if k != DEFAULT_STUDENT)
 
 
 class ModelStore:

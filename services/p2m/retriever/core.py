@@ -153,11 +153,16 @@ class Retriever:
         """The local store's models and, with the hub offline, the shipped ones not imported yet.
 
         The trainer imports a shipped model into the store on first use; online, the catalog's
-        entries stand for them.
+        entries stand for them. The shipped alternatives to the default student are marked so,
+        imported or not, so that an import does not change how they rank.
         """
-        from p2m.common.model_store import ModelStore  # imports transformers: on demand
+        from p2m.common.model_store import (  # imports transformers: on demand
+            ModelStore,
+            shipped_alternatives,
+        )
 
         store = ModelStore(self.settings.models_dir)
+        alternatives = shipped_alternatives()
         stored = [(m, False) for m in store.list()]
         importable = () if hub_reachable(self.settings) else store.importable()
         return [
@@ -170,6 +175,7 @@ class Retriever:
                 "" if shipped else str(m.path),
                 m.languages,
                 shipped=shipped,
+                alternative=m.name in alternatives,
             )
             for m, shipped in [*stored, *((m, True) for m in importable)]
         ]

@@ -108,7 +108,8 @@ class LocalModel:
     """A model of the local store, as the search sees it.
 
     ``shipped``: not in the store yet (no ``path``), but shipped with p2m and imported into the
-    store on first use, so it can be had offline all the same.
+    store on first use, so it can be had offline all the same. ``alternative``: a shipped model
+    other than the default student, imported or not.
     """
 
     model_id: str
@@ -119,6 +120,7 @@ class LocalModel:
     path: str
     languages: tuple[str, ...] = ()
     shipped: bool = False
+    alternative: bool = False
 
 
 @dataclass(frozen=True)
@@ -227,9 +229,11 @@ class ModelSearch:
         """BM25 rank for ``query``; return (models meeting the constraints, better ones skipped).
 
         Scores are rounded to one decimal so that near-ties go to the more downloaded model.
-        A shipped model not imported yet comes after the others: it is offered, not preferred
-        (the search matches the shipped Qwen2.5-Coder to the paper's Temporal prompt, and it
-        scored 26.2 ChrF++ there after 1,000 training examples where SmolLM2 scored 37.4).
+        A shipped model not imported yet, or a shipped alternative to the default student even
+        once imported, comes after the others: it is offered, not preferred, and a training that
+        imported it does not change the next search's choice (the search matches the shipped
+        Qwen2.5-Coder to the paper's Temporal prompt, and it scored 26.2 ChrF++ there after 1,000
+        training examples where SmolLM2 scored 37.4).
         For a task in another ``language`` than English, the models whose cards state that
         language (or multilingual) come first, in their own order, when any meets the
         constraints; each chosen model says why it fits.
@@ -238,7 +242,7 @@ class ModelSearch:
         ranked = sorted(
             range(len(self._entries)),
             key=lambda i: (
-                self._shipped(self._entries[i]),
+                self._offered_only(self._entries[i]),
                 -round(float(scores[i]), 1),
                 -self._entries[i].downloads,
             ),
@@ -264,9 +268,9 @@ class ModelSearch:
         ]
         return models, skipped
 
-    def _shipped(self, entry: ModelEntry) -> bool:
+    def _offered_only(self, entry: ModelEntry) -> bool:
         local = self._local.get(entry.model_id)
-        return local is not None and local.shipped
+        return local is not None and (local.shipped or local.alternative)
 
     def _candidate(self, entry: ModelEntry, score: float) -> ModelCandidate:
         local = self._local.get(entry.model_id)
