@@ -18,6 +18,8 @@ from p2m.common.artifacts import ArtifactRef, ArtifactStore
 from p2m.common.student import Student, StudentSpec
 from p2m.trainer.data import store_dataset
 from p2m.trainer.finalize import TRAINING_FILE
+from p2m.trainer.options import TrainOptions
+from p2m.trainer.validation import BestSoFar, Evaluation
 from prompt2model.v1 import common_pb2, trainer_pb2, trainer_pb2_grpc
 from tests.support import ServiceProcess, run_p2m
 from tests.tiny_models import build_tiny_t5
@@ -425,9 +427,17 @@ def test_a_run_killed_after_its_first_checkpoint_resumes_from_it(
     assert report.steps == 60
     assert stream[0].progress.message.startswith("resumed from step")
     assert min(m.step for m in stream if m.HasField("loss")) > 20
-    # The validations before the kill are kept: the learning curve and the best are whole.
+    # The validations before the kill are kept: the learning curve and the best are whole
+    # (the weights kept are those the whole curve, replayed, would keep).
     assert [e.step for e in report.evaluations] == [20, 40, 60]
-    assert report.best_eval_loss == min(e.eval_loss for e in report.evaluations)
+    replayed = BestSoFar()
+    for e in report.evaluations:
+        replayed.record(
+            Evaluation(e.step, e.epoch, e.loss, e.eval_loss, e.exact_match, e.chrf),
+            TrainOptions().keep_best_tolerance,
+        )
+    assert (report.best_step, report.best_eval_loss) == (replayed.step, replayed.eval_loss)
+    assert replayed.lowest == min(e.eval_loss for e in report.evaluations)
 
 
 def test_a_cancelled_call_stops_its_workers_and_a_retry_resumes(
