@@ -298,9 +298,13 @@ def test_a_clearly_lower_loss_is_kept_whatever_its_sample() -> None:
 
 
 def test_checkpoints_written_before_ties_resume_with_their_lowest() -> None:
-    old = {"step": 4, "eval_loss": 0.5, "since": 1, "history": []}
+    # The lowest loss and the kept weights' ChrF++ are read from the saved validations.
+    history = [_validated(2, 0.7, 10.0).to_json(), _validated(4, 0.5, 30.0).to_json()]
+    history.append(_validated(6, 0.6, 40.0).to_json())
+    old = {"step": 4, "eval_loss": 0.5, "since": 1, "history": history}
     resumed = BestSoFar.from_json(old)
-    assert (resumed.lowest, resumed.chrf) == (0.5, None)
+    assert (resumed.lowest, resumed.chrf) == (0.5, 30.0)
+    assert resumed.to_json() == old
 
 
 def test_recipe_fields_unset_in_the_proto_take_the_defaults() -> None:

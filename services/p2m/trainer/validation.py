@@ -51,33 +51,41 @@ class BestSoFar:
     eval_loss: float | None = None  # the kept weights' validation loss
     since: int = 0  # validations without a new lowest loss
     history: list[Evaluation] = field(default_factory=list)
-    lowest: float | None = None  # the lowest validation loss so far
-    chrf: float | None = None  # the kept weights' ChrF++ on the sample
+
+    @property
+    def lowest(self) -> float | None:
+        """The lowest validation loss so far (None before any)."""
+        return min((e.eval_loss for e in self.history if e.eval_loss is not None), default=None)
+
+    @property
+    def chrf(self) -> float | None:
+        """The kept weights' ChrF++ on the sample (None: none kept, or not measured)."""
+        kept = (e for e in self.history if e.step == self.step and e.eval_loss is not None)
+        return next((e.chrf for e in kept), None)
 
     def record(self, evaluation: Evaluation, tolerance: float = 0.0) -> bool:
         """Add ``evaluation``; True when its weights are now the ones to keep."""
+        lowest = self.lowest
         self.history.append(evaluation)
         loss = evaluation.eval_loss
         if loss is None:
             return False
-        if self.lowest is None or loss < self.lowest:
-            self.lowest, self.since = loss, 0
-        else:
-            self.since += 1
+        self.since = 0 if lowest is None or loss < lowest else self.since + 1
         if not self._keeps(evaluation, loss, tolerance):
             return False
-        self.step, self.eval_loss, self.chrf = evaluation.step, loss, evaluation.chrf
+        self.step, self.eval_loss = evaluation.step, loss
         return True
 
     def _keeps(self, evaluation: Evaluation, loss: float, tolerance: float) -> bool:
         if self.eval_loss is None or loss < self.eval_loss * (1 - tolerance):
             return True
-        tied = self.lowest is not None and loss <= self.lowest * (1 + tolerance)
-        if not tied:
+        lowest = self.lowest
+        if lowest is None or loss > lowest * (1 + tolerance):
             return False
-        if evaluation.chrf is None or self.chrf is None or evaluation.chrf == self.chrf:
+        kept_chrf = self.chrf
+        if evaluation.chrf is None or kept_chrf is None or evaluation.chrf == kept_chrf:
             return loss < self.eval_loss
-        return evaluation.chrf > self.chrf
+        return evaluation.chrf > kept_chrf
 
     def exhausted(self, patience: int) -> bool:
         """True after ``patience`` evaluations without improvement (never when 0)."""
@@ -90,8 +98,6 @@ class BestSoFar:
             "eval_loss": self.eval_loss,
             "since": self.since,
             "history": [e.to_json() for e in self.history],
-            "lowest": self.lowest,
-            "chrf": self.chrf,
         }
 
     @classmethod
@@ -104,8 +110,6 @@ class BestSoFar:
             eval_loss=data["eval_loss"],
             since=int(data["since"]),
             history=[Evaluation(**e) for e in data["history"]],
-            lowest=data.get("lowest", data["eval_loss"]),
-            chrf=data.get("chrf"),
         )
 
 
