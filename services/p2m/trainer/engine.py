@@ -36,6 +36,7 @@ from p2m.trainer.data import (
     load_training_data,
     with_demonstrations,
 )
+from p2m.trainer.disk_space import check_free_space, parameter_count
 from p2m.trainer.events import TrainEvent
 from p2m.trainer.finalize import TRAINING_FILE, build_model_folder
 from p2m.trainer.options import training_key
@@ -195,15 +196,18 @@ class ModelTrainer:
 
         Raises:
             InvalidInput: A search without validation data to choose by.
+            FailedPrecondition: Too little free disk for the run's checkpoints.
         """
+        name = f"{'search' if job.options.search_trials else 'train'}-{key[:24]}"
+        check_free_space(parameter_count(base.path), job.options.lora, self._work_root / name)
         if not job.options.search_trials:
-            return RayRun(f"train-{key[:24]}", self._work_root, base, job, data, emit, cancel)
+            return RayRun(name, self._work_root, base, job, data, emit, cancel)
         if not data.validation:
             raise InvalidInput(
                 "options.search_trials",
                 "needs validation data to choose by (a validation.jsonl beside train.jsonl)",
             )
-        return SearchRun(f"search-{key[:24]}", self._work_root, base, job, data, emit, cancel)
+        return SearchRun(name, self._work_root, base, job, data, emit, cancel)
 
     def _exclusive(self, key: str) -> threading.Lock:
         """The lock a training holds while it runs.
