@@ -260,14 +260,20 @@ def test_model_search_returns_only_resolvable_models(retriever, paper_prompts):
     assert not any(m.fit_reason for m in reply.skipped)
 
 
-def test_a_japanese_task_is_told_when_no_student_states_japanese(retriever, paper_prompts):
+def test_a_japanese_to_python_task_gets_the_code_model_and_is_told_of_japanese(
+    retriever, paper_prompts
+):
     task = _task(paper_prompts["mconala_ja"])
     task.language = "ja"
     reply = retriever.SearchModels(
-        retriever_pb2.SearchModelsRequest(task=task, top_k=1), timeout=300
+        retriever_pb2.SearchModelsRequest(task=task, top_k=2), timeout=300
     )
-    assert [m.name for m in reply.models] == [SMOLLM2]
-    assert "no model within reach states the task's language (ja)" in reply.models[0].fit_reason
+    # Its outputs are Python: the shipped code model comes first, though not imported yet.
+    assert [m.name for m in reply.models] == [QWEN_CODER, SMOLLM2]
+    coder, smollm2 = reply.models
+    assert "a code model, for a task whose outputs are python code" in coder.fit_reason
+    assert "no model within reach states the task's language (ja)" in coder.fit_reason
+    assert "code model" not in smollm2.fit_reason
 
 
 def test_without_a_catalog_search_says_so(local_llm: ServiceProcess, tmp_path: Path):

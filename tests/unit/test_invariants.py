@@ -7,9 +7,10 @@ from dataclasses import fields, replace
 import pytest
 
 from p2m.common.closed_set import closest_label
+from p2m.common.code_output import is_code
 from p2m.common.errors import InvalidInput
 from p2m.common.types import Example, TaskSpec
-from p2m.generator.invariants import Invariants, infer, is_code
+from p2m.generator.invariants import Invariants, infer
 from p2m.generator.labels import label_counts, label_of, quota, targets
 from p2m.generator.prompts import new_input_messages, rule_lines
 from p2m.generator.scripts import common_scripts, describe, keeps_scripts, script_of, scripts_used

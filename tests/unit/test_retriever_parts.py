@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from p2m.common.code_output import code_language
 from p2m.common.errors import InvalidInput, NotFound
 from p2m.common.types import Example, TaskSpec
 from p2m.retriever.bm25 import BM25, tokenize
@@ -16,6 +17,7 @@ from p2m.retriever.model_search import (
     ModelConstraints,
     ModelSearch,
     architecture_of,
+    is_code_model,
 )
 from p2m.retriever.prepare import (
     ColumnChoice,
@@ -401,3 +403,71 @@ def test_the_local_copy_is_found_once_for_preview_load_and_can_load(tmp_path: Pa
     unseen = asyncio.run(core.find_datasets("bank intent", top_k=2, with_previews=False))
     assert unseen is not None and unseen.previews == []
     assert [h.entry.name for h in unseen.hits] == [h.entry.name for h in found.hits]
+
+
+@pytest.mark.parametrize(
+    ("model_id", "code"),
+    [
+        ("Qwen/Qwen2.5-Coder-0.5B-Instruct", True),
+        ("Salesforce/codet5-small", True),
+        ("bigcode/starcoder", True),
+        ("codellama/CodeLlama-7b-hf", True),
+        ("sentence-transformers/bert-encoder", False),
+        ("org/decoder-lm", False),
+        ("HuggingFaceTB/SmolLM2-135M-Instruct", False),
+        ("code-org/t5-small", False),  # the owner's name does not make the model a code one
+    ],
+)
+def test_a_code_model_is_known_by_its_name(model_id: str, code: bool):
+    assert is_code_model(model_id) is code
+
+
+def _stored(name: str, card: str, languages: tuple[str, ...] = (), **flags: bool) -> LocalModel:
+    return LocalModel(name, card, "decoder-only", 1, "apache-2.0", "/p", languages, **flags)
+
+
+def test_a_code_task_prefers_a_code_model_even_the_shipped_alternative():
+    coder = _stored("ship/Tiny-Coder", "code model", alternative=True)
+    smol = _stored("local/smol", "small chat model")
+    search = ModelSearch(None, [coder, smol], hub_reachable=False)
+    constraints = ModelConstraints(only_resolvable=True)
+    plain, _ = search.rank("small chat model", constraints, 2)
+    assert [m.model_id for m in plain] == ["local/smol", "ship/Tiny-Coder"]
+    assert not any("code model" in m.fit_reason for m in plain)
+    code, _ = search.rank("small chat model", constraints, 2, code="python")
+    assert [m.model_id for m in code] == ["ship/Tiny-Coder", "local/smol"]
+    assert "a code model, for a task whose outputs are python code" in code[0].fit_reason
+    # A top_k of one still looks past the first match for the code model.
+    (only,), _ = search.rank("small chat model", constraints, 1, code="python")
+    assert only.model_id == "ship/Tiny-Coder"
+    # With no code model within reach, the order stays and the reason says so.
+    (alone,), _ = ModelSearch(None, [smol], hub_reachable=False).rank(
+        "chat", constraints, 1, code="python"
+    )
+    assert "no code model within reach for the task's python outputs" in alone.fit_reason
+
+
+def test_a_task_in_japanese_with_code_outputs_ranks_a_model_meeting_both_first():
+    models = [
+        _stored("a/chat-ja", "model", ("ja",)),
+        _stored("b/Coder", "model", ("en",)),
+        _stored("c/Coder-ja", "model", ("ja",)),
+    ]
+    ranked, _ = ModelSearch(None, models, hub_reachable=False).rank(
+        "chat model", ModelConstraints(), 3, language="ja", code="python"
+    )
+    assert ranked[0].model_id == "c/Coder-ja"
+    assert {m.model_id for m in ranked[1:]} == {"a/chat-ja", "b/Coder"}
+
+
+def test_the_code_language_comes_from_the_instruction_and_the_outputs():
+    python = TaskSpec(
+        "Pythonで1行のコードを生成してください。",
+        (Example("リストを逆順にする", "x[::-1]"), Example("ファイルを開く", "open('f')")),
+    )
+    assert code_language(python) == "python"
+    # Words that parse as Python are no code; an instruction that names no language finds none.
+    words = TaskSpec("Name the topic; Python is one.", (Example("a", "Science"),) * 2)
+    assert code_language(words) == ""
+    unnamed = TaskSpec("Write the code.", (Example("reverse", "x[::-1]"),) * 2)
+    assert code_language(unnamed) == ""

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from p2m.common.closed_set import MIN_DEMONSTRATIONS, closed_set_labels, squash
+from p2m.common.code_output import CODE_LANGUAGES, code_language, is_code, parses_as
 from p2m.common.errors import InvalidInput
 from p2m.common.types import Example, TaskSpec
 from p2m.generator import scripts
@@ -31,9 +32,7 @@ _SYMBOL = re.compile(r"(?<!\S)[^\w\s]+(?!\S)")
 _SPECIAL = set(".^$*+?{}[]\\|()")
 MIN_PREFIX_CHARS = 3
 # Shares of the demonstrations that must agree before a rule is learned.
-CODE_SHARE = 0.6  # outputs that parse, when the instruction names the language
 MIN_LITERAL_OUTPUTS = 3  # outputs (not repeated ones) a literal must be common to
-CODE_LANGUAGES = ("python",)
 RULES = (
     "input_prefix",
     "input_markers",
@@ -58,8 +57,6 @@ ANSWER_LABELS = ("output", "answer")
 # A sentence's end: its final punctuation (. ! ?, the ellipsis, the full-width stop, exclamation
 # and question marks), then any closing quotes or brackets (straight, curly, corner).
 _SENTENCE_END = re.compile(r"[.!?\u2026\u3002\uff01\uff1f][\"'\u201d\u2019)\]\u300d\u300f]*$")
-# Words and spaces only: English that may parse as Python ("Travel in Japan") but is no code.
-_WORDS = re.compile(r"[^\W\d][\w ]*")
 # A date written year first, "2013-10-25" or "2013-04", not part of a longer run of digits.
 _ISO_DATE = re.compile(r"(?<![\w-])(\d{4})-(\d{2})(?:-(\d{2}))?(?![\w-])")
 
@@ -281,7 +278,7 @@ def infer(task: TaskSpec) -> Invariants:
         return Invariants()
     inputs, outputs = [d.input for d in demos], [d.output for d in demos]
     literals, fixed = _literals(outputs)
-    language = _code_language(task, outputs)
+    language = code_language(task, outputs)
     return Invariants(
         input_prefix=_common_prefix_pattern(inputs),
         input_markers=_common_markers(inputs),
@@ -330,30 +327,6 @@ def holds_fixed_part(text: str, fixed: Sequence[str]) -> bool:
 def ends_sentence(text: str) -> bool:
     """True when ``text`` ends with a sentence's final punctuation (closing quotes aside)."""
     return _SENTENCE_END.search(text.strip()) is not None
-
-
-def parses_as(text: str, language: str) -> bool:
-    """True when ``text`` is valid code in ``language`` (only "python" is known)."""
-    if language != "python":
-        return True
-    try:
-        ast.parse(text)
-    except (SyntaxError, ValueError):
-        return False
-    return True
-
-
-def is_code(text: str, language: str) -> bool:
-    """True when ``text`` parses in ``language`` and is not bare words that happen to parse.
-
-    "Science" and "Travel in Japan" parse as Python (a name; a comparison of names) but are
-    English; "import json" and "pass" are words only and code (statements, not expressions).
-    """
-    if not parses_as(text, language):
-        return False
-    if language != "python" or not _WORDS.fullmatch(text.strip()):
-        return True
-    return not all(isinstance(node, ast.Expr) for node in ast.parse(text).body)
 
 
 def only_imports(text: str, language: str) -> bool:
@@ -443,17 +416,6 @@ def _literals(outputs: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]
     symbols = [set(_SYMBOL.findall(o)) for o in rest]
     common = sorted(set.intersection(*symbols)) if symbols else []
     return (tuple(common), fixed) if common else ((), ())
-
-
-def _code_language(task: TaskSpec, outputs: Sequence[str]) -> str:
-    """The language the instruction names when most outputs parse in it, else ""."""
-    words = f"{task.instruction} {task.original_instruction}".casefold()
-    for language in CODE_LANGUAGES:
-        if language in words:
-            parsing = sum(is_code(o, language) for o in outputs)
-            if parsing >= CODE_SHARE * len(outputs):
-                return language
-    return ""
 
 
 def _coerce(field: str, kind: Any, value: Any) -> Any:
