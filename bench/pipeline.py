@@ -13,7 +13,8 @@ examples generated and dropped by reason, and the datasets retrieved.
 
     .venv/bin/python bench/pipeline.py [--tasks squad,temporal,mconala_ja] [--examples 80]
         [--epochs 3] [--min-steps N] [--eval-limit 100] [--teacher qwen] [--answer-temperature T]
-        [--seed N] [--max-instruction-tokens N] [--student NAME] [--quick] [--json]
+        [--seed N] [--max-instruction-tokens N] [--student NAME] [--learning-rate LR]
+        [--quick] [--json]
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ async def run_task(args: argparse.Namespace, stack: Stack, task: str) -> dict[st
     options.train.max_instruction_tokens = args.max_instruction_tokens
     if args.student:
         options.base_model_name = args.student
+    if args.learning_rate is not None:
+        options.train.learning_rate = args.learning_rate
     options.evaluate.metrics.extend(["exact_match", "chrf"])
     started = time.monotonic()
     async with GatewayClient(stack.gateway, timeout_s=120) as gateway:
@@ -231,6 +234,8 @@ def sizes(args: argparse.Namespace) -> dict[str, Any]:
         "answer_temperature": args.answer_temperature,
         "seed": args.seed,
         "max_instruction_tokens": args.max_instruction_tokens or None,
+        "student": args.student or None,
+        "learning_rate": args.learning_rate,
     }
     return {
         **{name: value for name, value in chosen.items() if value is not None},
@@ -246,8 +251,16 @@ def sizes(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def kept_path(args: argparse.Namespace, task: str) -> Path:
-    """Where a task's figures are kept in the data dir."""
-    return args.data_dir / "bench-pipeline" / f"{task}.json"
+    """Where a task's figures are kept in the data dir (a pinned student or rate: its own file)."""
+    variant = "".join(
+        f"-{part}"
+        for part in (
+            (args.student or "").replace("/", "--"),
+            args.learning_rate and f"lr{args.learning_rate:g}",
+        )
+        if part
+    )
+    return args.data_dir / "bench-pipeline" / f"{task}{variant}.json"
 
 
 def keep(args: argparse.Namespace, task: str, figures: dict[str, Any]) -> None:
@@ -323,6 +336,9 @@ def main() -> None:
     parser.add_argument(
         "--student",
         help="the base model to train (a local model store name); default: the run's retrieval",
+    )
+    parser.add_argument(
+        "--learning-rate", type=float, help="the training's learning rate (default: the trainer's)"
     )
     parser.add_argument("--data-dir", type=Path, help="keep the run's data here (default: temp)")
     args = benchkit.parse_arguments(parser, QUICK)

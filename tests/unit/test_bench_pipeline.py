@@ -23,7 +23,7 @@ def commit(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def _args(tmp_path: Path, **changed: object) -> argparse.Namespace:
     sizes = {"examples": 80, "epochs": 3, "max_steps": 0, "min_steps": None, "eval_limit": 100}
     sizes |= {"teacher": "qwen", "retrieved_rows": 200, "answer_temperature": None, "seed": None}
-    sizes |= {"max_instruction_tokens": 0}
+    sizes |= {"max_instruction_tokens": 0, "student": None, "learning_rate": None}
     return argparse.Namespace(data_dir=tmp_path, **(sizes | changed))
 
 
@@ -46,6 +46,20 @@ def test_a_scored_task_is_kept_and_reused_only_at_the_same_sizes(tmp_path):
     assert pipeline.kept_figures(_args(tmp_path, answer_temperature=0.0), "mconala_ja") is None
     assert pipeline.kept_figures(_args(tmp_path, seed=7), "mconala_ja") is None
     assert pipeline.kept_figures(_args(tmp_path, max_instruction_tokens=32), "mconala_ja") is None
+
+
+def test_a_pinned_student_or_rate_keeps_its_own_figures_beside_the_default_run(tmp_path):
+    default, smollm2 = _args(tmp_path), _args(tmp_path, student="HuggingFaceTB/SmolLM2")
+    slower = _args(tmp_path, student="HuggingFaceTB/SmolLM2", learning_rate=2e-5)
+    pipeline.keep(default, "mconala_ja", _figures())
+    assert pipeline.kept_figures(smollm2, "mconala_ja") is None  # the default chose another
+    pipeline.keep(smollm2, "mconala_ja", {**_figures(), "student": {"score": 9.0}})
+    assert pipeline.kept_figures(slower, "mconala_ja") is None
+    assert pipeline.kept_figures(smollm2, "mconala_ja")["student"] == {"score": 9.0}
+    assert pipeline.kept_figures(default, "mconala_ja")["student"] == {"score": 13.1}
+    assert pipeline.kept_path(slower, "mconala_ja").name == (
+        "mconala_ja-HuggingFaceTB--SmolLM2-lr2e-05.json"
+    )
 
 
 def test_figures_are_reused_only_by_the_commit_that_measured_them_with_nothing_uncommitted(
