@@ -164,6 +164,21 @@ def test_a_code_output_must_do_more_than_import_unless_a_demonstration_only_impo
     assert not infer(task).output_not_only_imports
 
 
+def test_a_code_output_must_do_more_than_print_text_unless_a_demonstration_does():
+    rules = infer(CODE)
+    assert rules.output_not_only_prints_text and not infer(SQUAD).output_not_only_prints_text
+    bank = "銀行の情報を表示する"
+    for echo in ('print("銀行の情報を表示します。")', "print('a', 3, sep='')", 'print(f"{3} 件")'):
+        assert rules.violation(Example(bank, echo)) == "output_not_only_prints_text", echo
+    for work in ("print(settings.DATABASES)", 'print(f"{name}")', 'print("total:", len(x))'):
+        assert rules.violation(Example(bank, work)) is None, work
+    assert rules.violation(Example(bank, 'x = 1; print("done")')) is None
+    greeting = Example("挨拶を表示する", 'print("こんにちは")')
+    task = replace(CODE, demonstrations=(*CODE.demonstrations, greeting))
+    assert not infer(task).output_not_only_prints_text
+    assert "no output only prints text written into it" in infer(CODE).describe()
+
+
 def test_japanese_one_line_inputs_and_code_that_is_more_than_words_that_parse():
     rules = infer(CODE)
     assert rules.input_one_line and rules.input_scripts == ("han", "kana")
@@ -178,7 +193,7 @@ def test_japanese_one_line_inputs_and_code_that_is_more_than_words_that_parse():
     assert rules.violation(Example(keeps.input, "Science")) == "output_language"
     assert rules.violation(Example(keeps.input, "Travel in Japan")) == "output_language"
     assert rules.violation(Example(keeps.input, "変数 = 値")) == "output_scripts"
-    assert rules.violation(Example(keeps.input, 'print("日本語です")')) is None  # Latin too
+    assert rules.violation(Example(keeps.input, 'print(li, "日本語です")')) is None  # Latin too
     assert is_code("import json", "python")  # words, a statement
     assert infer(SQUAD).input_scripts == ("latin",)
     assert infer(TEMPORAL).output_scripts == ("latin",)
@@ -285,6 +300,7 @@ def test_every_rule_survives_the_proto_round_trip():
         input_starts_with=("digit", "latin"),
         calendar_dates=True,
         output_fixed_alone=True,
+        output_not_only_prints_text=True,
     )
     unset = [
         f.name for f in fields(Invariants) if getattr(every_rule_set, f.name) in ("", (), False)

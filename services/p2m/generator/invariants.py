@@ -50,6 +50,7 @@ RULES = (
     "input_starts_with",
     "calendar_dates",
     "output_fixed_alone",
+    "output_not_only_prints_text",
 )
 # Labels a teacher puts before an answer ("input: ... output: ..." is how the generator shows
 # examples); one written into a new input gives its answer away ("...\n\nOutput: Corn").
@@ -99,6 +100,10 @@ class Invariants:
             an output is a real one. Learned when the demonstrations write such dates, all real;
             a small teacher writes "[Posted: 2018-69-76]" and "2024-11-31" (6 to 10 of the 80
             Temporal examples Qwen2.5-0.5B wrote).
+        output_not_only_prints_text: The output (code in ``output_language``) does more than
+            print text written into it: ``print("銀行の情報を表示します。")`` answers "show the
+            bank's details" by echoing the request (12 of the 80 MCoNaLa outputs Qwen2.5-0.5B
+            wrote; none of the dev half's 105). Learned when no demonstration's output does.
         output_fixed_alone: An ``output_fixed`` output stands alone: no other output holds it
             as a part ("last year == 1988-10-30 | N/A"; 3 to 7 of those 80). Learned when no
             demonstration's other output does.
@@ -121,6 +126,7 @@ class Invariants:
     input_starts_with: tuple[str, ...] = ()
     calendar_dates: bool = False
     output_fixed_alone: bool = False
+    output_not_only_prints_text: bool = False
 
     def input_violation(self, text: str) -> str | None:
         """The first input rule ``text`` breaks, or None."""
@@ -165,6 +171,8 @@ class Invariants:
             return "output_language"
         if self.output_not_only_imports and only_imports(text, self.output_language):
             return "output_not_only_imports"
+        if self.output_not_only_prints_text and only_prints_text(text, self.output_language):
+            return "output_not_only_prints_text"
         if self.output_scripts and not scripts.keeps_scripts(text, self.output_scripts):
             return "output_scripts"
         return None
@@ -216,6 +224,8 @@ class Invariants:
             lines.append(f"every output is {self.output_language} code")
         if self.output_not_only_imports:
             lines.append("no output only imports")
+        if self.output_not_only_prints_text:
+            lines.append("no output only prints text written into it")
         if self.output_fixed_alone:
             lines.append(f"{' and '.join(map(repr, self.output_fixed))} only as a whole output")
         if self.output_scripts:
@@ -303,6 +313,8 @@ def infer(task: TaskSpec) -> Invariants:
         calendar_dates=any(_ISO_DATE.search(t) for t in inputs + outputs)
         and all(real_dates(t) for t in inputs + outputs),
         output_fixed_alone=bool(fixed) and not any(holds_fixed_part(o, fixed) for o in outputs),
+        output_not_only_prints_text=bool(language)
+        and not any(only_prints_text(o, language) for o in outputs),
     )
 
 
@@ -335,6 +347,36 @@ def only_imports(text: str, language: str) -> bool:
         return False
     body = ast.parse(text).body
     return bool(body) and all(isinstance(node, ast.Import | ast.ImportFrom) for node in body)
+
+
+def only_prints_text(text: str, language: str) -> bool:
+    """True when ``text`` is code in ``language`` ("python") that prints constants and no more.
+
+    ``print("done")`` and ``print(f"total: {3}")`` print only what is written into them;
+    ``print(settings.DATABASES)`` and ``print(f"{name}")`` print a value the code looks up.
+    """
+    if language != "python" or not parses_as(text, language):
+        return False
+    body = ast.parse(text).body
+    return bool(body) and all(_prints_constants(node) for node in body)
+
+
+def _prints_constants(node: ast.stmt) -> bool:
+    if not isinstance(node, ast.Expr) or not isinstance(node.value, ast.Call):
+        return False
+    call = node.value
+    if not isinstance(call.func, ast.Name) or call.func.id != "print":
+        return False
+    arguments = [*call.args, *(k.value for k in call.keywords)]
+    return all(_is_constant(a) for a in arguments)
+
+
+def _is_constant(node: ast.expr) -> bool:
+    if isinstance(node, ast.JoinedStr):  # an f-string: constant when every part is
+        return all(
+            _is_constant(v.value if isinstance(v, ast.FormattedValue) else v) for v in node.values
+        )
+    return isinstance(node, ast.Constant)
 
 
 def _holds_all(text: str, symbols: Sequence[str]) -> bool:

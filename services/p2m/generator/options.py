@@ -17,7 +17,7 @@ from p2m.generator.meaning import DEFAULT_THRESHOLD
 from p2m.generator.output_share import DEFAULT_SHARE as DEFAULT_OUTPUT_SHARE
 
 # Changing how results are produced changes this, so old cache entries are not reused.
-GENERATOR_VERSION = 17
+GENERATOR_VERSION = 18
 
 
 @dataclass(frozen=True)
