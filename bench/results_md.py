@@ -613,16 +613,17 @@ def pipeline_section(f: dict[str, Any]) -> list[str]:
     """The product's own number: the paper's prompts through the gateway, scored on dev."""
     lines = [
         f"Each of the paper's prompts through the gateway with the embedded defaults (teacher "
-        f"{f['teacher']}, retrieval over the catalogs, SmolLM2-135M student): {f['examples']} "
+        f"{f['teacher']}, retrieval over the catalogs, the student the model search picks from "
+        f"the local store): {f['examples']} "
         f"generated examples, {f['epochs']} epoch(s), deployment skipped. The trained student "
         f"and the teacher are then scored on {f['eval_limit']} dev examples ({dev_rows(f)}). The "
         "bar is half of "
         f"gpt-3.5-turbo's paper figure, so that a win between two failures does not count. Ran "
         f"on {benchkit.machine_line(f['machine'])}.",
         "",
-        "| task | metric | student dev | teacher dev | bar | run's own estimate | on | "
+        "| task | student | metric | student dev | teacher dev | bar | run's own estimate | on | "
         "student on demos | generated | dropped | datasets | stage seconds |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for t in f["tasks"]:
         estimate = t["run_estimate"]
@@ -633,7 +634,8 @@ def pipeline_section(f: dict[str, Any]) -> list[str]:
         dropped = ", ".join(f"{k} {v}" for k, v in t["generation"]["dropped"].items()) or "none"
         stages = ", ".join(f"{s['stage']} {s['seconds']:.0f}" for s in t["stages"])
         lines.append(
-            f"| {t['task']} | {t['metric']} | {cell(t.get('student'))} | "
+            f"| {t['task']} | {t.get('base_model', '').rsplit('/', 1)[-1] or '-'} | "
+            f"{t['metric']} | {cell(t.get('student'))} | "
             f"{cell(t.get('teacher'))} | {t['goal']} | "
             f"{fmt_score(own * scale if own is not None else None)} | "
             f"{estimate['source'] or '-'} | "

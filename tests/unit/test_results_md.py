@@ -340,6 +340,7 @@ def test_the_pipeline_section_sets_the_students_speed_by_latency_and_by_wall_tim
     teacher = {"score": 28.69, "examples": 100, "latency_p50_ms": 1462.4, "wall_s": 47.5}
     task = {
         "task": "mconala_ja",
+        "base_model": "Qwen/Qwen2.5-Coder-0.5B-Instruct",
         "metric": "chrf",
         "state": "succeeded",
         "goal": 18.6,
@@ -355,6 +356,7 @@ def test_the_pipeline_section_sets_the_students_speed_by_latency_and_by_wall_tim
     figures |= {"machine": machine, "tasks": [task]}
     lines = results_md.pipeline_section(Outcome("pipeline", [], status="ok", figures=figures))
     row = next(line for line in lines if line.startswith("| mconala_ja |"))
+    assert row.startswith("| mconala_ja | Qwen2.5-Coder-0.5B-Instruct | chrf |")
     assert "| 8.2 (n=100) | 28.7 (n=100) | 18.6 |" in row
     speed = next(line for line in lines if "faster" in line)
     assert "104 ms" in speed and "14.0x faster" in speed  # p50 as batched: flattering
