@@ -15,7 +15,7 @@ import ast
 import datetime
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -343,10 +343,7 @@ def ends_sentence(text: str) -> bool:
 
 def only_imports(text: str, language: str) -> bool:
     """True when ``text`` is code in ``language`` ("python") that imports and does nothing else."""
-    if language != "python" or not parses_as(text, language):
-        return False
-    body = ast.parse(text).body
-    return bool(body) and all(isinstance(node, ast.Import | ast.ImportFrom) for node in body)
+    return _only_statements(text, language, lambda n: isinstance(n, ast.Import | ast.ImportFrom))
 
 
 def only_prints_text(text: str, language: str) -> bool:
@@ -355,10 +352,15 @@ def only_prints_text(text: str, language: str) -> bool:
     ``print("done")`` and ``print(f"total: {3}")`` print only what is written into them;
     ``print(settings.DATABASES)`` and ``print(f"{name}")`` print a value the code looks up.
     """
+    return _only_statements(text, language, _prints_constants)
+
+
+def _only_statements(text: str, language: str, kind: Callable[[ast.stmt], bool]) -> bool:
+    """True when ``text`` is Python code with statements, each of them of ``kind``."""
     if language != "python" or not parses_as(text, language):
         return False
     body = ast.parse(text).body
-    return bool(body) and all(_prints_constants(node) for node in body)
+    return bool(body) and all(kind(node) for node in body)
 
 
 def _prints_constants(node: ast.stmt) -> bool:

@@ -277,9 +277,10 @@ class ModelSearch:
                 skipped.append(_with_reason(candidate, reason))
         need = Needs(language, code)
         fitting.sort(key=lambda c: -need.met(c))  # stable: BM25's order within each tier
+        reach = Reach(any(map(need.speaks, fitting)), any(map(need.codes, fitting)))
         limit = constraints.max_size_bytes or DEFAULT_MAX_SIZE_BYTES
         models = [
-            dataclasses.replace(c, fit_reason=fit_reason(c, limit, need, fitting))
+            dataclasses.replace(c, fit_reason=fit_reason(c, limit, need, reach))
             for c in fitting[:top_k]
         ]
         return models, skipped
@@ -356,12 +357,18 @@ class Needs:
         return self.speaks(candidate) + self.codes(candidate)
 
 
-def fit_reason(
-    candidate: ModelCandidate, limit: int, need: Needs, fitting: Sequence[ModelCandidate]
-) -> str:
+@dataclass(frozen=True)
+class Reach:
+    """Whether any model that met the constraints meets each of the task's needs."""
+
+    speaker: bool
+    coder: bool
+
+
+def fit_reason(candidate: ModelCandidate, limit: int, need: Needs, reach: Reach) -> str:
     """Why a chosen model fits: architecture, size against the cap, licence, languages, source.
 
-    ``fitting`` is every model that met the constraints, to say when none meets a need.
+    ``reach`` says when no model within reach meets a need.
     """
     size = f"{candidate.size_bytes / 1e9:.2f} GB" if candidate.size_bytes else "size unknown"
     languages = ", ".join(candidate.languages) or "not stated (English assumed)"
@@ -374,12 +381,12 @@ def fit_reason(
     if need.language != "en":
         if need.speaks(candidate):
             parts.append(f"its card states the task's language ({need.language})")
-        elif not any(need.speaks(c) for c in fitting):
+        elif not reach.speaker:
             parts.append(f"no model within reach states the task's language ({need.language})")
     if need.code:
         if need.codes(candidate):
             parts.append(f"a code model, for a task whose outputs are {need.code} code")
-        elif not any(need.codes(c) for c in fitting):
+        elif not reach.coder:
             parts.append(f"no code model within reach for the task's {need.code} outputs")
     if candidate.local_path:
         parts.append("in the local model store")

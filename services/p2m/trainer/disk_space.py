@@ -53,7 +53,7 @@ def needed_bytes(parameters: int, lora: bool, run_dir: Path) -> int:
 def check_free_space(parameters: int, lora: bool, run_dir: Path) -> None:
     """Raise FailedPrecondition when the disk under ``run_dir`` lacks room for the checkpoints."""
     needed = needed_bytes(parameters, lora, run_dir)
-    existing = run_dir if run_dir.exists() else _existing_parent(run_dir)
+    existing = _existing_parent(run_dir)
     free = shutil.disk_usage(existing).free
     if needed > free:
         raise FailedPrecondition(
@@ -66,6 +66,7 @@ def check_free_space(parameters: int, lora: bool, run_dir: Path) -> None:
 
 
 def _existing_parent(path: Path) -> Path:
+    """``path`` itself when it exists, else its nearest existing parent."""
     while not path.exists() and path != path.parent:
         path = path.parent
     return path
