@@ -41,6 +41,7 @@ from p2m.common.shipped_models import SHIPPED_MODELS
 from p2m.evaluator.engine import EvaluateOptions, Evaluator, StudentSubject, read_jsonl
 from p2m.generator.output_share import DEFAULT_SHARE
 from p2m.trainer.data import store_dataset
+from p2m.trainer.disk_space import parameter_count
 from p2m.trainer.engine import ModelTrainer, TrainEvent, TrainJob
 from p2m.trainer.options import TrainOptions
 
@@ -60,7 +61,12 @@ def main() -> None:
         default=125,
         help="steps between validations (each one decodes every dev example greedily)",
     )
-    parser.add_argument("--learning-rate", type=float, default=TrainOptions().learning_rate)
+    parser.add_argument(
+        "--learning-rate",
+        type=float,
+        default=TrainOptions().learning_rate,
+        help="0: the trainer's, by the base model's size",
+    )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-output-tokens", type=int, default=64)
     parser.add_argument("--seed", type=int, default=TrainOptions().seed)
@@ -143,7 +149,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         eval_metric_examples=len(dev_rows),
         keep_best=False,
         early_stopping_patience=0,
-    )
+    ).with_learning_rate_for(parameter_count(student.path))
     events_path = args.out / f"{run_name('events', args)}.jsonl"
     # A resumed run (same --data-dir) keeps the training losses its earlier part logged; the
     # steps it repeats from its checkpoint replace theirs.

@@ -15,7 +15,8 @@ gives a usable estimate of the real score before deployment.
 
     .venv/bin/python bench/paper.py --task temporal [--train-limit 500] [--holdout 100]
         [--eval-limit 100] [--teacher qwen|smollm2|none] [--omit-instruction]
-        [--max-instruction-tokens N] [--seed N] [--quick] [--json]
+        [--max-instruction-tokens N] [--seed N] [--validation N] [--keep-best-by score|loss]
+        [--quick] [--json]
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from p2m.evaluator.engine import (
 from p2m.local_llm.server import LocalLLMConfig, LocalLLMServer
 from p2m.trainer.data import store_dataset
 from p2m.trainer.engine import ModelTrainer, TrainJob
-from p2m.trainer.options import TrainOptions
+from p2m.trainer.options import KEEP_BEST_BY, TrainOptions
 
 SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
 METRICS = ("exact_match", "chrf")
@@ -118,6 +119,12 @@ def main() -> None:
         help="tokens the instruction may take in the student's prompts (0: the trainer's default)",
     )
     parser.add_argument(
+        "--keep-best-by",
+        choices=KEEP_BEST_BY,
+        default=TrainOptions().keep_best_by,
+        help="what chooses the weights kept with --validation: the sample's score or the loss",
+    )
+    parser.add_argument(
         "--teacher", default="qwen", help="qwen, smollm2, a .gguf path, or none (no teacher)"
     )
     parser.add_argument("--teacher-parallel", type=int, default=4, help="teacher requests at once")
@@ -172,6 +179,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         omit_instruction=args.omit_instruction,
         max_instruction_tokens=args.max_instruction_tokens,
         seed=args.seed,
+        keep_best_by=args.keep_best_by,
     )
     started = time.perf_counter()
     try:
@@ -206,6 +214,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "epochs": args.epochs,
         "max_steps": args.max_steps,
         "min_steps": args.min_steps,
+        "keep_best_by": args.keep_best_by,
         "max_output_tokens": args.max_output_tokens,
         "omit_instruction": args.omit_instruction,
         "max_instruction_tokens": args.max_instruction_tokens,
@@ -214,6 +223,8 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             "wall_s": round(train_wall, 1),
             "steps": outcome.report.steps,
             "planned_epochs": outcome.report.planned_epochs,
+            "best_step": outcome.report.best_step,
+            "stopped_early": outcome.report.stopped_early,
             "examples_per_s": round(outcome.report.samples_per_second, 2),
             "final_loss": round(outcome.report.final_loss, 4),
             "load_avg": train_load,

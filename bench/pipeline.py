@@ -14,6 +14,7 @@ examples generated and dropped by reason, and the datasets retrieved.
     .venv/bin/python bench/pipeline.py [--tasks squad,temporal,mconala_ja] [--examples 80]
         [--epochs 3] [--min-steps N] [--eval-limit 100] [--teacher qwen] [--answer-temperature T]
         [--seed N] [--max-instruction-tokens N] [--student NAME] [--learning-rate LR]
+        [--eval-steps N] [--keep-best-by score|loss]
         [--quick] [--json]
 """
 
@@ -47,7 +48,7 @@ from p2m.evaluator.engine import (
 )
 from p2m.pipeline_cli import generation_json
 from p2m.stack import Stack, down, up
-from p2m.trainer.options import TrainOptions
+from p2m.trainer.options import KEEP_BEST_BY, TrainOptions
 from prompt2model.v1 import common_pb2, gateway_pb2
 
 GOAL_SHARE = 0.5  # of gpt-3.5-turbo's paper figure: a win between two failures does not count
@@ -74,6 +75,9 @@ async def run_task(args: argparse.Namespace, stack: Stack, task: str) -> dict[st
         options.base_model_name = args.student
     if args.learning_rate is not None:
         options.train.learning_rate = args.learning_rate
+    if args.eval_steps is not None:
+        options.train.eval_steps = args.eval_steps
+    options.train.keep_best_by = args.keep_best_by or ""
     options.evaluate.metrics.extend(["exact_match", "chrf"])
     started = time.monotonic()
     async with GatewayClient(stack.gateway, timeout_s=120) as gateway:
@@ -236,6 +240,8 @@ def sizes(args: argparse.Namespace) -> dict[str, Any]:
         "max_instruction_tokens": args.max_instruction_tokens or None,
         "student": args.student or None,
         "learning_rate": args.learning_rate,
+        "eval_steps": args.eval_steps,
+        "keep_best_by": args.keep_best_by,
     }
     return {
         **{name: value for name, value in chosen.items() if value is not None},
@@ -251,12 +257,14 @@ def sizes(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def kept_path(args: argparse.Namespace, task: str) -> Path:
-    """Where a task's figures are kept in the data dir (a pinned student or rate: its own file)."""
+    """Where a task's figures are kept in the data dir (a pinned setting: its own file)."""
     variant = "".join(
         f"-{part}"
         for part in (
             (args.student or "").replace("/", "--"),
             args.learning_rate and f"lr{args.learning_rate:g}",
+            args.eval_steps is not None and f"eval{args.eval_steps}",
+            args.keep_best_by and f"by-{args.keep_best_by}",
         )
         if part
     )
@@ -339,6 +347,17 @@ def main() -> None:
     )
     parser.add_argument(
         "--learning-rate", type=float, help="the training's learning rate (default: the trainer's)"
+    )
+    parser.add_argument(
+        "--eval-steps",
+        type=int,
+        help="validate every N steps as well as at each epoch's end (default: the trainer's)",
+    )
+    parser.add_argument(
+        "--keep-best-by",
+        choices=KEEP_BEST_BY,
+        help="what chooses the weights kept: the validation sample's score or the loss "
+        "(default: the trainer's)",
     )
     parser.add_argument("--data-dir", type=Path, help="keep the run's data here (default: temp)")
     args = benchkit.parse_arguments(parser, QUICK)

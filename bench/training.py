@@ -32,6 +32,7 @@ from p2m.common.model_store import ModelStore
 from p2m.common.types import Example, TaskSpec
 from p2m.trainer.batching import epoch_batches
 from p2m.trainer.data import store_dataset
+from p2m.trainer.disk_space import parameter_count
 from p2m.trainer.encode import collate, encode_examples
 from p2m.trainer.engine import ModelTrainer, TrainJob
 from p2m.trainer.options import TrainOptions
@@ -90,7 +91,7 @@ def plain_loop(
     torch.set_num_threads(os.cpu_count() or 1)
     tokenizer = AutoTokenizer.from_pretrained(base)
     ensure_pad_token(tokenizer)
-    options = TrainOptions()
+    options = TrainOptions().with_learning_rate_for(parameter_count(base))
     rows = encode_examples(
         tokenizer,
         architecture,

@@ -154,7 +154,7 @@ def test_the_best_weights_are_kept_and_a_training_that_stops_learning_stops(
 ) -> None:
     """Validation answers contradict training's: once the model learns, validation loss rises.
 
-    No ties (``keep_best_tolerance`` 0): the lowest validation loss keeps its weights.
+    By the loss, without ties (``keep_best_tolerance`` 0): the lowest keeps its weights.
     """
     folder = tmp_path / "contradiction"
     folder.mkdir()
@@ -173,6 +173,7 @@ def test_the_best_weights_are_kept_and_a_training_that_stops_learning_stops(
             **options,
             early_stopping_patience=1,
             precision="fp32",
+            keep_best_by="loss",
             keep_best_tolerance=0.0,
         ),
     )
@@ -218,7 +219,14 @@ def test_the_prompts_demonstrations_validate_and_choose_the_weights(
     )
     dataset = store_dataset(ArtifactStore(trainer_data_dir / "artifacts"), folder)
     options = {"epochs": 5, "min_steps": 0, "batch_size": 4, "learning_rate": 1e-3, "eval_steps": 1}
-    message = request(dataset, str(tiny_t5), **options, early_stopping_patience=1, precision="fp32")
+    message = request(
+        dataset,
+        str(tiny_t5),
+        **options,
+        early_stopping_patience=1,
+        precision="fp32",
+        keep_best_by="loss",
+    )
     shown = [common_pb2.Example(input=f"item number {i}", output="no") for i in (100, 101, 102)]
     message.task.demonstrations.extend(
         [*shown, common_pb2.Example(input="item number 3", output="yes")]
@@ -435,6 +443,7 @@ def test_a_run_killed_after_its_first_checkpoint_resumes_from_it(
         replayed.record(
             Evaluation(e.step, e.epoch, e.loss, e.eval_loss, e.exact_match, e.chrf),
             TrainOptions().keep_best_tolerance,
+            TrainOptions().keep_best_by,
         )
     assert (report.best_step, report.best_eval_loss) == (replayed.step, replayed.eval_loss)
     assert replayed.lowest == min(e.eval_loss for e in report.evaluations)

@@ -27,8 +27,11 @@ from p2m.trainer.encode import IGNORE_INDEX, collate, encode_examples
 from p2m.trainer.engine import training_output_form
 from p2m.trainer.finalize import model_card
 from p2m.trainer.options import (
+    LOSS,
     MIN_STEPS_MAX_EPOCHS,
+    SCORE,
     TrainOptions,
+    learning_rate_for,
     planned_epochs,
     student_spec,
     training_key,
@@ -92,7 +95,7 @@ def test_collate_pads_inputs_and_masks_labels(tokenizer: Any) -> None:
     [
         ({"epochs": 0}, "options.epochs"),
         ({"epochs": 101}, "options.epochs"),
-        ({"learning_rate": 0.0}, "options.learning_rate"),
+        ({"learning_rate": -1e-5}, "options.learning_rate"),
         ({"batch_size": 2000}, "options.batch_size"),
         ({"num_workers": 0}, "options.num_workers"),
         ({"max_input_tokens": 4}, "options.max_input_tokens"),
@@ -202,7 +205,7 @@ def test_a_jsonl_file_becomes_a_train_split_and_bad_lines_are_named(tmp_path: Pa
 
 def test_zero_proto_fields_take_the_paper_defaults() -> None:
     options = options_from_pb(trainer_pb2.TrainOptions())
-    assert (options.epochs, options.learning_rate, options.num_workers) == (3, 5e-5, 1)
+    assert (options.epochs, options.learning_rate, options.num_workers) == (3, 0.0, 1)
     assert not options.lora and options.seed == TrainOptions().seed
     lora = trainer_pb2.TrainOptions(lora=trainer_pb2.LoraOptions(enabled=True), seed=0)
     parsed = options_from_pb(lora)
@@ -253,6 +256,10 @@ def test_the_model_card_names_task_data_base_and_figures(tmp_path: Path) -> None
         "step 7's (validation loss 0.2600, within 5% of the lowest (0.2500), and the higher "
         "ChrF++ on the validation sample (41.0))" in card
     )
+    card = model_card(base, task, TrainOptions(keep_best_by=SCORE), training)
+    assert "step 7's (highest ChrF++ on the validation sample, 41.0; validation loss 0.2600)" in (
+        " ".join(card.split())
+    )
 
 
 def test_the_best_validation_is_tracked_and_patience_runs_out() -> None:
@@ -295,6 +302,56 @@ def test_a_clearly_lower_loss_is_kept_whatever_its_sample() -> None:
     assert (best.step, best.lowest) == (18, 1.26)
     assert best.record(_validated(45, 1.25, None), tolerance=0.05)  # tied, unscored: the loss
     assert best.step == 45
+
+
+def test_by_score_the_best_sample_is_kept_and_stopping_waits_for_a_better_one() -> None:
+    # A Qwen2.5-Coder-0.5B training on 80 generated MCoNaLa examples (step, loss, sample
+    # ChrF++): the loss is lowest at epoch 1, the sample best at epoch 2.
+    history = [(9, 1.2698, 26.7), (18, 1.5614, 36.4), (27, 2.1373, 35.7)]
+    by_score, by_loss = BestSoFar(), BestSoFar()
+    kept = [by_score.record(_validated(*h), 0.05, SCORE) for h in history]
+    for h in history:
+        by_loss.record(_validated(*h), 0.05, LOSS)
+    assert kept == [True, True, False]
+    assert (by_score.step, by_score.eval_loss, by_score.chrf, by_score.since) == (
+        18,
+        1.5614,
+        36.4,
+        1,
+    )
+    assert (by_loss.step, by_loss.since) == (9, 2)
+    assert by_score.exhausted(1) and not by_score.exhausted(2)
+    assert BestSoFar.from_json(by_score.to_json()) == by_score
+    # An equal score goes to the lower loss; a validation without a sample, to the loss rule.
+    assert by_score.record(_validated(36, 1.5, 36.4), 0.05, SCORE)
+    assert (by_score.step, by_score.since) == (36, 0)
+    assert not by_score.record(_validated(45, 1.6, 36.4), 0.05, SCORE)
+    unscored = BestSoFar()
+    assert unscored.record(_validated(9, 1.0, None), 0.05, SCORE)
+    assert not unscored.record(_validated(18, 1.2, None), 0.05, SCORE)
+    assert (unscored.step, unscored.since) == (9, 1)
+
+
+def test_an_unset_learning_rate_follows_the_base_models_size() -> None:
+    assert learning_rate_for(134_515_008, lora=False) == 5e-5  # SmolLM2-135M: the paper's
+    assert learning_rate_for(630_167_424, lora=False) == 2.3e-5  # Qwen2.5-Coder-0.5B
+    assert learning_rate_for(1_543_714_304, lora=False) == 1.5e-5
+    assert learning_rate_for(70_000_000_000, lora=False) == 1e-5  # the floor
+    assert learning_rate_for(630_167_424, lora=True) == 5e-5
+    assert learning_rate_for(0, lora=False) == 5e-5
+    unset = TrainOptions()
+    assert unset.with_learning_rate_for(630_167_424).learning_rate == 2.3e-5
+    chosen = TrainOptions(learning_rate=1e-4)
+    assert chosen.with_learning_rate_for(630_167_424) is chosen
+
+
+def test_keep_best_by_is_checked_and_read_from_the_proto() -> None:
+    assert TrainOptions().keep_best_by == LOSS
+    with pytest.raises(InvalidInput, match=r"options\.keep_best_by"):
+        TrainOptions(keep_best_by="accuracy").validate()
+    assert options_from_pb(trainer_pb2.TrainOptions(keep_best_by="loss")).keep_best_by == LOSS
+    with pytest.raises(InvalidInput, match=r"options\.keep_best_by"):
+        options_from_pb(trainer_pb2.TrainOptions(keep_best_by="best"))
 
 
 def test_checkpoints_written_before_ties_resume_with_their_lowest() -> None:

@@ -60,7 +60,13 @@ def train(
     epochs: Annotated[int, typer.Option(help="Passes over the data.")] = 3,
     workers: Annotated[int, typer.Option(help="Ray Train workers.")] = 1,
     batch_size: Annotated[int, typer.Option(help="Examples per step per worker.")] = 8,
-    learning_rate: Annotated[float, typer.Option(help="AdamW peak learning rate.")] = 5e-5,
+    learning_rate: Annotated[
+        float,
+        typer.Option(
+            help="AdamW peak learning rate (0: by the base model's size, 5e-5 up to 135M "
+            "parameters, less above)."
+        ),
+    ] = 0.0,
     max_steps: Annotated[int, typer.Option(help="Stop after this many steps (0: none).")] = 0,
     min_steps: Annotated[
         int,
@@ -106,14 +112,22 @@ def train(
     ] = DEFAULTS.eval_metric_examples,
     keep_best: Annotated[
         bool,
-        typer.Option(help="Keep the weights with the lowest validation loss (else the last)."),
+        typer.Option(help="Keep the best weights (--keep-best-by), else the last."),
     ] = True,
+    keep_best_by: Annotated[
+        str,
+        typer.Option(
+            help="What makes weights the best: 'loss' (the lowest validation loss, "
+            "--keep-best-tolerance) or 'score' (the decoded validation sample's ChrF++, the "
+            "lower loss breaking a tie). Early stopping counts validations without a new best."
+        ),
+    ] = DEFAULTS.keep_best_by,
     keep_best_tolerance: Annotated[
         float,
         typer.Option(
-            help="Validation losses within this share of the lowest count as tied; of tied "
-            "ones the weights whose decoded validation sample scores the higher ChrF++ are kept "
-            "(0: the lowest loss only)."
+            help="With --keep-best-by loss: validation losses within this share of the lowest "
+            "count as tied; of tied ones the weights whose decoded validation sample scores the "
+            "higher ChrF++ are kept (0: the lowest loss only)."
         ),
     ] = DEFAULTS.keep_best_tolerance,
     search_trials: Annotated[
@@ -182,6 +196,7 @@ def train(
         early_stopping_patience=early_stopping_patience,
         eval_metric_examples=eval_metric_examples,
         keep_best=keep_best,
+        keep_best_by=keep_best_by,
         keep_best_tolerance=keep_best_tolerance,
         search_trials=search_trials,
         search_min_learning_rate=search_min_learning_rate,
@@ -202,7 +217,7 @@ def train(
     if as_json:
         print(json.dumps(result, ensure_ascii=False))
     else:
-        _show(result, options.keep_best_tolerance)
+        _show(result, options)
 
 
 async def _parse(settings: Settings, prompt: bytes) -> TaskSpec:
@@ -302,7 +317,7 @@ def _dataset(store: Any, source: str, index: int) -> Any:
     return store_dataset(store, Path(source), field)
 
 
-def _show(result: dict[str, Any], tolerance: float) -> None:
+def _show(result: dict[str, Any], options: TrainOptions) -> None:
     report = result["report"]
     eval_loss = report["final_eval_loss"]
     epochs = epochs_text(report["epochs"], report["planned_epochs"])
@@ -321,7 +336,7 @@ def _show(result: dict[str, Any], tolerance: float) -> None:
     if report["best_eval_loss"] is not None:
         demonstrations = report["validation_demonstrations"]
         out.print(
-            f"kept the weights of step {report['best_step']} ({why_kept(report, tolerance)}; "
+            f"kept the weights of step {report['best_step']} ({why_kept(report, options)}; "
             f"{report['validation_examples']} validation examples"
             + (f", {demonstrations} of them the prompt's demonstrations" if demonstrations else "")
             + ")"

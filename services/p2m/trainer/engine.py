@@ -158,6 +158,8 @@ class ModelTrainer:
             self._path_roots,
             lambda line: emit(TrainEvent(0, 0, 0.0, message=line)),
         )
+        options = options.with_learning_rate_for(parameter_count(base.path))
+        job = replace(job, options=options)
         datasets = tuple(self._dataset(i, ref) for i, ref in enumerate(job.datasets))
         data = load_training_data(self._store, datasets, options.seed)
         if options.validate_on_demonstrations:

@@ -13,7 +13,7 @@ from p2m.common.prompt_layout import INSTRUCTION_SHARE, instruction_budget
 from p2m.common.student import TEMPLATE_VERSION, ensure_pad_token
 from p2m.common.types import TaskSpec
 from p2m.trainer.base_model import BaseModel
-from p2m.trainer.options import TrainOptions, student_spec
+from p2m.trainer.options import SCORE, TrainOptions, student_spec
 from p2m.trainer.worker import BEST_DIR, MODEL_DIR
 
 TRAINING_FILE = "p2m_training.json"
@@ -189,24 +189,26 @@ def _kept(options: TrainOptions, report: Mapping[str, Any]) -> str:
     if not options.keep_best or best is None:
         return "the last step's"
     early = ", stopped early (no improvement)" if report.get("stopped_early") else ""
-    why = why_kept(report, options.keep_best_tolerance)
+    why = why_kept(report, options)
     return f"step {report.get('best_step', 0)}'s ({why}){early}"
 
 
-def why_kept(report: Mapping[str, Any], tolerance: float) -> str:
-    """Why the kept weights were kept: the lowest validation loss, or a tie won on ChrF++."""
+def why_kept(report: Mapping[str, Any], options: TrainOptions) -> str:
+    """Why the kept weights were kept: the best sample, the lowest loss, or a tie won on ChrF++."""
     best = report["best_eval_loss"]
     evaluations: Sequence[Mapping[str, Any]] = report.get("evaluations", ())
+    chrf = next(
+        (e.get("chrf") for e in evaluations if e.get("step") == report.get("best_step")), None
+    )
+    if options.keep_best_by == SCORE and chrf is not None:
+        return f"highest ChrF++ on the validation sample, {chrf:.1f}; validation loss {best:.4f}"
     lowest = min(
         (e["eval_loss"] for e in evaluations if e.get("eval_loss") is not None), default=best
     )
     if best <= lowest:
         return f"lowest validation loss, {best:.4f}"
-    chrf = next(
-        (e.get("chrf") for e in evaluations if e.get("step") == report.get("best_step")), None
-    )
     return (
-        f"validation loss {best:.4f}, within {tolerance:.0%} of the lowest "
+        f"validation loss {best:.4f}, within {options.keep_best_tolerance:.0%} of the lowest "
         f"({lowest:.4f}), and the higher ChrF++ on the validation sample"
         + (f" ({chrf:.1f})" if chrf is not None else "")
     )

@@ -66,6 +66,7 @@ def options_from_pb(message: trainer_pb2.TrainOptions) -> TrainOptions:
         },
         eval_steps=message.eval_steps,
         search_trials=message.search_trials,
+        keep_best_by=message.keep_best_by or defaults.keep_best_by,
     )
     options.validate()
     return options

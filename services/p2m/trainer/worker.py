@@ -3,15 +3,14 @@
 Full fine-tuning or LoRA with fused AdamW, a linear warmup then linear decay, gradient clipping,
 bf16 autocast where the hardware has it, batches grouped by length, and the instruction's tokens
 computed once per batch (``shared_prefix``). Validation (loss on the validation rows, Exact Match
-and ChrF++ on a sample) every ``eval_steps`` and at each epoch's end; the weights with the lowest
-validation loss are kept (or, among losses tied with it within ``keep_best_tolerance``, those whose
-sample scores the higher ChrF++), and training stops early after ``early_stopping_patience``
-validations without a new lowest loss. A checkpoint after every epoch (model, the best weights when
-they differ, optimizer, scheduler, position and the validations so far) is reported through
-``ray.train.report`` (written straight into the run's folder when Ray's storage is a local path, so
-it is written once, not written then copied), and a run resumes from
-``ray.train.get_checkpoint()``. Rank 0 pushes progress to the TrainControl actor and reads its stop
-flag, which it shares with the other ranks so that all stop at the same step.
+and ChrF++ on a sample) every ``eval_steps`` and at each epoch's end; the best weights are kept
+(``keep_best_by``: the lowest loss, or the sample's highest ChrF++; ``validation.BestSoFar``), and
+training stops early after ``early_stopping_patience`` validations without a new best. A checkpoint
+after every epoch (model, the best weights when they differ, optimizer, scheduler, position and the
+validations so far) is reported through ``ray.train.report`` (written straight into the run's folder
+when Ray's storage is a local path, so it is written once, not written then copied), and a run
+resumes from ``ray.train.get_checkpoint()``. Rank 0 pushes progress to the TrainControl actor and
+reads its stop flag, which it shares with the other ranks so that all stop at the same step.
 """
 
 from __future__ import annotations
@@ -382,7 +381,9 @@ class _Training:
                 chrf=chrf,
                 examples_seen=self.samples_seen,
             )
-            improved = position.best.record(evaluation, options.keep_best_tolerance)
+            improved = position.best.record(
+                evaluation, options.keep_best_tolerance, options.keep_best_by
+            )
             if improved and options.keep_best:
                 self.best_weights = _trainable_copy(self.model)
             if evaluation.eval_loss is not None:
