@@ -312,7 +312,9 @@ def test_the_trainer_submits_a_valid_rayjob_and_streams_it_to_the_end(
     assert head["image"] == IMAGE and "nvidia.com/gpu" not in head["resources"]["limits"]
     # The job file holds the job, for `p2m train-job` in the RayJob.
     handed = JobFile.read(job_file)
-    assert (handed.key, handed.ray_job_name, handed.job) == (key, name, train_job)
+    # The job goes with its learning rate set (the base folder holds no weights: 5e-5).
+    resolved = replace(train_job, options=replace(train_job.options, learning_rate=5e-5))
+    assert (handed.key, handed.ray_job_name, handed.job) == (key, name, resolved)
 
     # KubeRay brings the cluster up, the job runs and appends progress, then completes.
     set_phase(fake, name, "Initializing")
