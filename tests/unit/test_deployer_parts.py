@@ -14,6 +14,7 @@ from google.protobuf import duration_pb2
 from p2m.common.errors import InvalidInput
 from p2m.common.names import check_deployment_name
 from p2m.deployer.core import DeployOptions
+from p2m.deployer.local import first_error_line
 from p2m.deployer.service import options_from_pb
 from prompt2model.v1 import deployer_pb2
 
@@ -171,3 +172,19 @@ def test_bad_names(name: str):
 @pytest.mark.parametrize("name", ["a", "tiny", "my-model-2", "a" * 45])
 def test_good_names(name: str):
     assert check_deployment_name(name) == name
+
+
+def test_a_dead_servers_first_error_line_is_found_before_its_fallout(tmp_path) -> None:
+    log = tmp_path / "server.log"
+    log.write_text(
+        "INFO kserve: starting\n"
+        "Traceback (most recent call last):\n"
+        '  File "modelserver.py", line 64, in start\n'
+        "RuntimeError: cannot listen on 127.0.0.1:41234\n"
+        "RuntimeError: Event loop is closed\n"
+        "sys:1: RuntimeWarning: coroutine 'AioServer.shutdown' was never awaited\n"
+    )
+    assert first_error_line(log) == "RuntimeError: cannot listen on 127.0.0.1:41234"
+    log.write_text("INFO kserve: starting\nINFO model loaded\n")
+    assert first_error_line(log) == ""
+    assert first_error_line(tmp_path / "missing.log") == ""

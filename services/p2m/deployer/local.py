@@ -15,6 +15,7 @@ import builtins
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -62,6 +63,9 @@ STOP_GRACE_S = 10.0
 POLL_S = 0.2
 PROBE_TIMEOUT_S = 2.0
 LOG_TAIL_LINES = 4
+# A log line naming an error ("RuntimeError: cannot listen on ...", "OSError: [Errno 98] ...").
+_ERROR_LINE = re.compile(r"\b[A-Z]\w*(?:Error|Exception)\b")
+MAX_LOG_SCAN_BYTES = 1 << 20
 # Environment every child gets unless the deployer's own sets otherwise: local files only and
 # nothing that phones home (Hugging Face, Gradio).
 CHILD_ENV_DEFAULTS = {
@@ -475,7 +479,9 @@ class LocalDeployments:
         code = f" (exit code {child.returncode})" if child is not None else ""
         tail = _log_tail(Path(proc.log))
         where = f"; last log lines: {tail}" if tail else ""
-        return f"the {what} (pid {proc.pid}) is not running{code}; log {proc.log}{where}"
+        first = first_error_line(Path(proc.log))
+        cause = f"; first error: {first}" if first and first not in tail else ""
+        return f"the {what} (pid {proc.pid}) is not running{code}; log {proc.log}{cause}{where}"
 
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
@@ -573,6 +579,21 @@ def _log_tail(path: Path) -> str:
     except OSError:
         return ""
     return " | ".join(line.strip() for line in lines[-LOG_TAIL_LINES:])[-800:]
+
+
+def first_error_line(path: Path) -> str:
+    """The log's first line naming an error: the cause, where its tail shows only the fallout.
+
+    A model server that fails at start ends its log with asyncio's complaints about the loop it
+    was closing ("Event loop is closed"), not with what failed.
+    """
+    try:
+        with path.open("rb") as fh:
+            text = fh.read(MAX_LOG_SCAN_BYTES).decode(errors="replace")
+    except OSError:
+        return ""
+    line = next((line for line in text.splitlines() if _ERROR_LINE.search(line)), "")
+    return line.strip()[:400]
 
 
 def _now() -> str:
