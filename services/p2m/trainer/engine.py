@@ -158,7 +158,8 @@ class ModelTrainer:
             self._path_roots,
             lambda line: emit(TrainEvent(0, 0, 0.0, message=line)),
         )
-        options = options.with_learning_rate_for(parameter_count(base.path))
+        parameters = parameter_count(base.path)  # sets the rate, sizes the checkpoints
+        options = options.with_learning_rate_for(parameters)
         job = replace(job, options=options)
         datasets = tuple(self._dataset(i, ref) for i, ref in enumerate(job.datasets))
         data = load_training_data(self._store, datasets, options.seed)
@@ -178,7 +179,7 @@ class ModelTrainer:
                 return TrainOutcome(cached, replace(report, cached=True))
             if self._runner is not None:
                 return self._runner.run(key, job, emit, cancel or threading.Event())
-            run = self._run(key, base, job, data, emit, cancel or threading.Event())
+            run = self._run(key, base, parameters, job, data, emit, cancel or threading.Event())
             checkpoint_dir, report = run.execute()
             if self._ray_job_name:
                 report = replace(report, backend="rayjob", ray_job_name=self._ray_job_name)
@@ -189,6 +190,7 @@ class ModelTrainer:
         self,
         key: str,
         base: BaseModel,
+        parameters: int,
         job: TrainJob,
         data: TrainingData,
         emit: Callable[[TrainEvent], None],
@@ -196,12 +198,14 @@ class ModelTrainer:
     ) -> RayRun | SearchRun:
         """One Ray Train run, or a search of ``options.search_trials`` of them.
 
+        ``parameters`` is the base model's count (sizes the checkpoints' free-space check).
+
         Raises:
             InvalidInput: A search without validation data to choose by.
             FailedPrecondition: Too little free disk for the run's checkpoints.
         """
         name = f"{'search' if job.options.search_trials else 'train'}-{key[:24]}"
-        check_free_space(parameter_count(base.path), job.options.lora, self._work_root / name)
+        check_free_space(parameters, job.options.lora, self._work_root / name)
         if not job.options.search_trials:
             return RayRun(name, self._work_root, base, job, data, emit, cancel)
         if not data.validation:

@@ -88,12 +88,13 @@ class BestSoFar:
         return True
 
     def _record_score(self, evaluation: Evaluation, loss: float, chrf: float) -> bool:
-        kept_chrf = self.chrf if self.eval_loss is not None else None
+        kept_chrf, kept_loss = self.chrf, self.eval_loss
         self.history.append(evaluation)
         better = (
             kept_chrf is None
+            or kept_loss is None
             or chrf > kept_chrf
-            or (chrf == kept_chrf and loss < (self.eval_loss or float("inf")))
+            or (chrf == kept_chrf and loss < kept_loss)
         )
         self.since = 0 if better else self.since + 1
         if better:
