@@ -14,7 +14,7 @@ examples generated and dropped by reason, and the datasets retrieved.
     .venv/bin/python bench/pipeline.py [--tasks squad,temporal,mconala_ja] [--examples 80]
         [--epochs 3] [--min-steps N] [--eval-limit 100] [--teacher qwen] [--answer-temperature T]
         [--seed N] [--max-instruction-tokens N] [--student NAME] [--learning-rate LR]
-        [--eval-steps N] [--keep-best-by score|loss]
+        [--eval-steps N] [--keep-best-by score|loss] [--span-first]
         [--quick] [--json]
 """
 
@@ -66,6 +66,7 @@ async def run_task(args: argparse.Namespace, stack: Stack, task: str) -> dict[st
     options.train.max_steps = args.max_steps
     if args.answer_temperature is not None:
         options.generate.answer_temperature = args.answer_temperature
+    options.generate.span_first = args.span_first
     if args.seed is not None:
         options.seed = args.seed
     if args.min_steps is not None:
@@ -242,6 +243,7 @@ def sizes(args: argparse.Namespace) -> dict[str, Any]:
         "learning_rate": args.learning_rate,
         "eval_steps": args.eval_steps,
         "keep_best_by": args.keep_best_by,
+        "span_first": args.span_first or None,
     }
     return {
         **{name: value for name, value in chosen.items() if value is not None},
@@ -265,6 +267,7 @@ def kept_path(args: argparse.Namespace, task: str) -> Path:
             args.learning_rate and f"lr{args.learning_rate:g}",
             args.eval_steps is not None and f"eval{args.eval_steps}",
             args.keep_best_by and f"by-{args.keep_best_by}",
+            args.span_first and "span-first",
         )
         if part
     )
@@ -358,6 +361,11 @@ def main() -> None:
         choices=KEEP_BEST_BY,
         help="what chooses the weights kept: the validation sample's score or the loss "
         "(default: the trainer's)",
+    )
+    parser.add_argument(
+        "--span-first",
+        action="store_true",
+        help="span-first inputs where they apply (SQuAD): the passage, then the question",
     )
     parser.add_argument("--data-dir", type=Path, help="keep the run's data here (default: temp)")
     args = benchkit.parse_arguments(parser, QUICK)

@@ -59,6 +59,8 @@ class FaultyTeacher:
     """Scripted by ``mix``: shares of "error", "slow", "garbage" and "good" answers.
 
     Besides "good" (inputs "thing number N <random>"), "span" writes inputs in SPAN_TASK's form,
+    a request for a passage gets "Anna Berg built TownN in 18NN." and one for a question gets a
+    question (one that holds its answer with "telling"); the answer names the passage's town;
     "biased" writes SENTIMENT_TASK reviews, preferring "positive", and "copycat" the first
     example it is shown, word for word. Answers name the colour or
     label their input names ("colour N" for "thing number N"; "parrot" writes TASK's instruction
@@ -95,12 +97,19 @@ class FaultyTeacher:
             content = json.dumps({"score": 2 if number and int(number.group(1)) % 2 else 5})
         elif "topics" in wanted.get("required", []):
             content = json.dumps({"topics": [f"topic {i}" for i in range(5)]})
+        elif "passage" in wanted.get("required", []):  # span-first: names and numbers
+            n = self.requests
+            content = json.dumps({"passage": f"Anna Berg built Town{n} in {1800 + n}. It is old."})
+        elif "question" in wanted.get("required", []):  # "telling": the answer given away
+            answer = re.search(r'answer is "([^"]*)"', body["messages"][-1]["content"]).group(1)
+            question = f"Is it {answer}?" if kind == "telling" else f"Which {self.requests}?"
+            content = json.dumps({"question": question})
         elif "input" in wanted.get("required", []):
             self.input_schemas.append(wanted)
             content = json.dumps({"input": self._input(kind, body["messages"][-1]["content"])})
         else:  # an answer: what the input names; as JSON when a schema asks for one
             asked = body["messages"][-1]["content"]
-            named = re.search(r"(colour \d+|positive|neutral|negative)$", asked)
+            named = re.search(r"(colour \d+|positive|neutral|negative|Town\d+)[^\n]*$", asked)
             number = re.search(r"thing number (\d+)", asked)
             content = named.group(1) if named else f"colour {number.group(1) if number else 0}"
             if kind == "sloppy":  # a near-miss of the label
@@ -285,6 +294,23 @@ async def test_examples_that_break_the_demonstrations_invariants_are_dropped_and
     assert len(rows) == 6
     for row in rows:
         assert report.invariants.violation(Example(row["input"], row["output"])) is None
+
+
+async def test_span_first_inputs_keep_the_span_the_teacher_gives_back(teacher, tmp_path: Path):
+    options = GenerateOptions(num_examples=6, seed=5, span_first=True)
+    mix = {"good": 0.8, "telling": 0.2}
+    result = await _generate_with(teacher, tmp_path, mix, SPAN_TASK, options)
+    report = result.report
+    assert report.accepted == 6
+    # Spans the teacher does not give back ("Anna Berg", the year) are dropped, and so are
+    # questions that hold their answer.
+    assert report.dropped["missed_span"] > 0 and report.dropped["gives_answer"] > 0
+    for row in _dataset_rows(tmp_path, result):
+        question, passage = re.fullmatch(r"Question: (.*) Context: (.*)", row["input"]).groups()
+        assert re.fullmatch(r"Town\d+", row["output"]) and row["output"] in passage
+        assert row["output"] not in question
+    asked = [p for p in teacher[0].prompts if 'whose answer is "Town' in p]
+    assert asked and all(re.search(r"Context: Anna Berg built Town\d+ in", p) for p in asked)
 
 
 async def test_inputs_that_copy_the_instruction_are_dropped_and_counted(teacher, tmp_path: Path):

@@ -24,7 +24,7 @@ def _args(tmp_path: Path, **changed: object) -> argparse.Namespace:
     sizes = {"examples": 80, "epochs": 3, "max_steps": 0, "min_steps": None, "eval_limit": 100}
     sizes |= {"teacher": "qwen", "retrieved_rows": 200, "answer_temperature": None, "seed": None}
     sizes |= {"max_instruction_tokens": 0, "student": None, "learning_rate": None}
-    sizes |= {"eval_steps": None, "keep_best_by": None}
+    sizes |= {"eval_steps": None, "keep_best_by": None, "span_first": False}
     return argparse.Namespace(data_dir=tmp_path, **(sizes | changed))
 
 
@@ -64,6 +64,10 @@ def test_a_pinned_student_or_rate_keeps_its_own_figures_beside_the_default_run(t
     by_loss = _args(tmp_path, eval_steps=5, keep_best_by="loss")
     assert pipeline.kept_figures(by_loss, "mconala_ja") is None
     assert pipeline.kept_path(by_loss, "mconala_ja").name == "mconala_ja-eval5-by-loss.json"
+    span_first = _args(tmp_path, span_first=True)
+    assert pipeline.kept_figures(span_first, "squad") is None
+    assert pipeline.kept_path(span_first, "squad").name == "squad-span-first.json"
+    assert "span_first" not in pipeline.sizes(default)  # the default's sizes as they were
 
 
 def test_figures_are_reused_only_by_the_commit_that_measured_them_with_nothing_uncommitted(

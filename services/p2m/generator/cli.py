@@ -66,6 +66,13 @@ def generate(
     check_invariants: Annotated[
         bool, typer.Option(help="Drop examples that break the demonstrations' invariants.")
     ] = True,
+    span_first: Annotated[
+        bool,
+        typer.Option(
+            help="Where the demonstrations' outputs are copied from a marked passage, write the "
+            "passage first, choose a span of it as the answer, then write the question for it."
+        ),
+    ] = False,
     judge: Annotated[
         bool, typer.Option(help="The teacher grades each example 1-5 (one request more each).")
     ] = False,
@@ -163,6 +170,7 @@ def generate(
         invariants=invariants,
         judge=judge,
         judge_threshold=judge_threshold,
+        span_first=span_first,
         max_output_share=max_output_share,
         stall_timeout_s=stall_timeout,
         input_demonstrations=input_demonstrations,

@@ -45,14 +45,31 @@ from p2m.generator.filters import (
     repeats_itself,
     samples_to_settle,
 )
+from p2m.generator.grounded import (
+    PASSAGE_SCHEMA,
+    QUESTION_SCHEMA,
+    InputLayout,
+    answer_spans,
+    copies_a_passage,
+    gives_answer,
+    passage_messages,
+    pick_span,
+    question_messages,
+    same_answer,
+)
 from p2m.generator.hints import HINTS_SCHEMA, clean_hints, hint_for, hints_messages, salvage_hints
 from p2m.generator.hints import TEMPERATURE as HINT_TEMPERATURE
-from p2m.generator.invariants import Invariants, infer
+from p2m.generator.invariants import Invariants
 from p2m.generator.journal import Candidate, Journal
 from p2m.generator.judge import JUDGE_SCHEMA, JUDGE_TOKENS, judge_messages, score_of
 from p2m.generator.limits import answer_tokens, example_tokens
 from p2m.generator.meaning import Encoder, MeaningIndex
-from p2m.generator.options import GenerateOptions, generation_key
+from p2m.generator.options import (
+    GenerateOptions,
+    applied_invariants,
+    generation_key,
+    span_first_layout,
+)
 from p2m.generator.output_share import OutputCap, OutputCounts
 from p2m.generator.prompts import (
     INPUT_SCHEMA,
@@ -78,6 +95,9 @@ DROP_REASONS = (
     "judged_low",
     "repeated_output",
     "looped",
+    "no_span",
+    "gives_answer",
+    "missed_span",
 )
 DUPLICATE_REASONS = ("exact_duplicate", "near_duplicate", "same_meaning")
 # A drop by an invariant is journalled as "invariant:<rule>".
@@ -87,6 +107,8 @@ INVARIANT_PREFIX = "invariant:"
 NO_PROGRESS_ROUNDS = 4
 NO_PROGRESS_REQUESTS = 32
 HINT_TOKENS = 512  # room for the list of topics
+# A question's token cap: the demonstrations' answers' own, plus room for the question's words.
+QUESTION_EXTRA_TOKENS = 64
 # Each round in a row without a new example raises the temperature by this share of its span.
 STALL_STEP = 0.25
 # A round whose candidates are duplicates beyond this share pushes the temperature up (a whole
@@ -225,6 +247,7 @@ class _Run:
     hints: list[str] | None = None
     hint_requests: int = 0
     judge_scores: list[int] = field(default_factory=list)
+    layout: InputLayout | None = None  # span-first inputs are written in this layout
     output_cap: OutputCap = field(init=False)
     outputs: OutputCounts = field(init=False)
     instructions: tuple[str, ...] = field(init=False)
@@ -438,6 +461,7 @@ class DatasetGenerator:
                 state.moved,
             ),
             push=state.push,
+            layout=span_first_layout(task, options),
             hints=state.hints,
             hint_requests=state.hint_requests,
         )
@@ -533,10 +557,13 @@ class DatasetGenerator:
     ) -> Example | NoValue:
         """A new input (output ``label`` if given, none of ``avoid``), or why there is none.
 
-        Its output is left to the answer requests (``_samples``).
+        Its output is left to the answer requests (``_samples``), except for a span-first
+        input (``_span_first_example``), whose output is the span it was written for.
         """
-        rules = rule_lines(run.invariants, run.task.demonstrations)
         hint = hint_for(run.hints or (), rid)
+        if run.layout is not None and label is None:
+            return await self._span_first_example(run, rid, hint, avoid, temperature, limit)
+        rules = rule_lines(run.invariants, run.task.demonstrations)
         messages = new_input_messages(
             teacher_instruction(run.task),
             _shown(run, rid, run.order.shown(), run.options.few_shot_generated),
@@ -567,6 +594,92 @@ class DatasetGenerator:
             return value
         example = Example(str(value["input"]).strip(), "")
         run.journal.record("gen", rid, input=example.input, output="")
+        return example
+
+    async def _span_first_example(
+        self,
+        run: _Run,
+        rid: str,
+        hint: str | None,
+        avoid: list[str],
+        temperature: float,
+        limit: asyncio.Semaphore,
+    ) -> Example | NoValue:
+        """A passage (request ``rid``), a span of it, then the question for that span (``q``).
+
+        The example's output is the span; the answer requests then check that the teacher gives
+        it back (``_vote``).
+        """
+        layout = run.layout
+        assert layout is not None
+        instruction = teacher_instruction(run.task)
+        shown = _shown(run, rid, run.order.shown(), run.options.few_shot_generated)
+        passages = [parts[layout.passage] for e in shown if (parts := layout.parts(e.input))]
+        messages = passage_messages(instruction, layout, passages, hint)
+
+        def ask_passage() -> Awaitable[tuple[Any, ChatResult]]:
+            return self._llm.chat_json(
+                messages,
+                PASSAGE_SCHEMA,
+                name="passage",
+                temperature=temperature,
+                max_tokens=example_tokens(run.task.demonstrations, run.options.max_new_tokens),
+                seed=request_seed(run.options.seed, rid),
+                budget=run.budget,
+                frequency_penalty=run.options.input_frequency_penalty,
+                stop_when=ends_in_a_loop,
+            )
+
+        value = await self._ask(run, rid, ask_passage, limit)
+        if isinstance(value, NoValue):
+            if value in (UNPARSEABLE, LOOPED):
+                self._drop(run, rid, value.value)
+            return value
+        passage = " ".join(str(value["passage"]).split())
+        known = [
+            *(e.input for e in (*run.task.demonstrations, *run.examples)),
+            *(c.input for c in run.pending.values()),
+        ]
+        if copies_a_passage(passage, [p[layout.passage] for i in known if (p := layout.parts(i))]):
+            self._drop(run, rid, "near_duplicate")
+            return UNPARSEABLE
+        rng = random.Random(f"{run.options.seed}:{rid}:span")
+        span = pick_span(answer_spans(passage), rng, avoid)
+        if span is None:
+            self._drop(run, rid, "no_span")
+            return UNPARSEABLE
+        qid = f"q{rid[1:]}"
+        asking = question_messages(instruction, layout, passage, span)
+
+        def ask_question() -> Awaitable[tuple[Any, ChatResult]]:
+            return self._llm.chat_json(
+                asking,
+                QUESTION_SCHEMA,
+                name="question",
+                temperature=temperature,
+                max_tokens=answer_tokens(run.task.demonstrations, run.options.max_new_tokens)
+                + QUESTION_EXTRA_TOKENS,
+                seed=request_seed(run.options.seed, qid),
+                budget=run.budget,
+                stop_when=ends_in_a_loop,
+            )
+
+        value = await self._ask(run, qid, ask_question, limit)
+        if isinstance(value, NoValue):
+            if value in (UNPARSEABLE, LOOPED):
+                self._drop(run, rid, value.value)
+            return value
+        question = " ".join(str(value["question"]).split())
+        if not question:
+            self._drop(run, rid, "empty")
+            return UNPARSEABLE
+        if gives_answer(question, span):
+            self._drop(run, rid, "gives_answer")
+            return UNPARSEABLE
+        parts = ["", ""]
+        parts[layout.passage], parts[layout.question] = passage, question
+        example = Example(layout.join(parts), span)
+        run.journal.record("gen", rid, input=example.input, output=example.output)
         return example
 
     async def _samples(
@@ -619,8 +732,11 @@ class DatasetGenerator:
 
     @staticmethod
     def _valid_votes(run: _Run, candidate: Candidate) -> list[str]:
-        """The candidate's outputs so far that keep the output invariants."""
-        votes = [candidate.output, *candidate.samples]
+        """The candidate's outputs so far that keep the output invariants.
+
+        A span-first candidate's own output is the span it was written for, not a vote.
+        """
+        votes = candidate.samples if candidate.output else [candidate.output, *candidate.samples]
         return run.invariants.kept_outputs(candidate.input, votes)
 
     async def _ask(
@@ -696,6 +812,8 @@ class DatasetGenerator:
 
         None (the candidate dropped) when no output keeps them or the winner fails a filter.
         """
+        if candidate.output:
+            return self._round_trip(run, candidate)
         votes = [vote for vote in (candidate.output, *candidate.samples) if vote]
         if not votes:
             self._drop(run, candidate.gen_id, "unparseable")  # no answer came back
@@ -717,6 +835,22 @@ class DatasetGenerator:
         if choices := run.invariants.output_choices:
             output = labels.label_of(output, choices) or output  # the label as the set spells it
         return Example(candidate.input, output), share * len(kept) / len(votes)
+
+    def _round_trip(self, run: _Run, candidate: Candidate) -> tuple[Example, float] | None:
+        """A span-first candidate, its span as the output, if an answer gives the span back.
+
+        Its agreement is the share of the answers that do; none that does drops it
+        (``missed_span``: the question asks for something else, or the teacher cannot tell).
+        """
+        if not candidate.samples:
+            self._drop(run, candidate.gen_id, "unparseable")  # no answer came back
+            return None
+        answers = self._valid_votes(run, candidate)
+        agreeing = [answer for answer in answers if same_answer(answer, candidate.output)]
+        if not agreeing:
+            self._drop(run, candidate.gen_id, "missed_span")
+            return None
+        return Example(candidate.input, candidate.output), len(agreeing) / len(candidate.samples)
 
     def _accept(self, run: _Run, rid: str, example: Example, agreement: float) -> None:
         """Keep ``example`` unless the target, its label's quota or its output's cap is reached."""
@@ -864,13 +998,6 @@ def _label_counts(run: _Run) -> dict[str, int]:
     """Accepted examples per label of a closed set (empty without one)."""
     choices = run.invariants.output_choices
     return dict(labels.label_counts([e.output for e in run.examples], choices))
-
-
-def applied_invariants(task: TaskSpec, options: GenerateOptions) -> Invariants:
-    """The rules a generation holds examples to: the options' own, else the inferred ones."""
-    if not options.check_invariants:
-        return Invariants()
-    return options.invariants if options.invariants is not None else infer(task)
 
 
 def drop_counts(dropped: Counter[str]) -> dict[str, int]:

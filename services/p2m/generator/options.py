@@ -10,7 +10,8 @@ from p2m.common.errors import InvalidInput
 from p2m.common.ranges import Within, check_ranges
 from p2m.common.teacher_prompt import teacher_instruction
 from p2m.common.types import TaskSpec
-from p2m.generator.invariants import Invariants
+from p2m.generator.grounded import InputLayout, input_layout
+from p2m.generator.invariants import Invariants, infer
 from p2m.generator.judge import DEFAULT_THRESHOLD as DEFAULT_JUDGE_THRESHOLD
 from p2m.generator.judge import MAX_SCORE, MIN_SCORE
 from p2m.generator.meaning import DEFAULT_THRESHOLD
@@ -55,6 +56,7 @@ class GenerateOptions:
     judge_threshold: int = DEFAULT_JUDGE_THRESHOLD
     max_output_share: float = DEFAULT_OUTPUT_SHARE
     stall_timeout_s: float = 900.0
+    span_first: bool = False
 
     def validate(self) -> None:
         """Raise InvalidInput naming the first field out of range (paths as in the proto)."""
@@ -104,14 +106,30 @@ class GenerateOptions:
 _SPEED_ONLY = ("max_concurrency", "stall_timeout_s")
 
 
+def applied_invariants(task: TaskSpec, options: GenerateOptions) -> Invariants:
+    """The rules a generation holds examples to: the options' own, else the inferred ones."""
+    if not options.check_invariants:
+        return Invariants()
+    return options.invariants if options.invariants is not None else infer(task)
+
+
+def span_first_layout(task: TaskSpec, options: GenerateOptions) -> InputLayout | None:
+    """The layout span-first generation writes inputs in, or None where it does not apply."""
+    if not options.span_first:
+        return None
+    return input_layout(task.demonstrations, applied_invariants(task, options))
+
+
 def generation_key(task: TaskSpec, options: GenerateOptions, model: str) -> str:
     """The sha256 naming this generation: same task, options, seed and model, same result."""
-    settings = {k: v for k, v in asdict(options).items() if k not in _SPEED_ONLY}
-    payload = {
+    settings = {k: v for k, v in asdict(options).items() if k not in (*_SPEED_ONLY, "span_first")}
+    payload: dict[str, object] = {
         "version": GENERATOR_VERSION,
         "instruction": teacher_instruction(task),
         "demonstrations": [[d.input, d.output] for d in task.demonstrations],
         "options": settings,
         "model": model,
     }
+    if span_first_layout(task, options) is not None:  # other tasks keep their earlier keys
+        payload["span_first"] = True
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()

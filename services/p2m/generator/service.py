@@ -77,6 +77,7 @@ def options_from_pb(message: generator_pb2.GenerateOptions) -> GenerateOptions:
     values["dedup"] = not message.disable_dedup
     values["check_invariants"] = not message.disable_invariants
     values["judge"] = message.judge
+    values["span_first"] = message.span_first
     if message.HasField("invariants"):
         values["invariants"] = invariants_from_pb(message.invariants)
     options = GenerateOptions(**values)  # type: ignore[arg-type]

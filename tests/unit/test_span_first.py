@@ -1,0 +1,154 @@
+"""Span-first generation's parts: the layout learned, the spans offered, the round trip's match."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from p2m.common.types import Example, TaskSpec
+from p2m.generator.grounded import (
+    InputLayout,
+    answer_spans,
+    copies_a_passage,
+    gives_answer,
+    input_layout,
+    passage_messages,
+    pick_span,
+    question_messages,
+    same_answer,
+)
+from p2m.generator.invariants import infer
+from p2m.generator.options import GenerateOptions, generation_key, span_first_layout
+from p2m.generator.service import options_from_pb
+from prompt2model.v1 import generator_pb2
+
+PASSAGE = (
+    "Super Bowl 50 was an American football game to determine the champion of the National "
+    "Football League (NFL) for the 2015 season. The game was played on February 7, 2016, at "
+    "Levi's Stadium in the San Francisco Bay Area at Santa Clara, California. About 71,088 "
+    "people watched it."
+)
+SQUAD = TaskSpec(
+    "Answer the question from the context.",
+    (
+        Example(f"Question: Where was Super Bowl 50 played? Context: {PASSAGE}", "Santa Clara"),
+        Example(
+            "Question: What river runs through Warsaw? Context: Warsaw stands on the Vistula "
+            "River in east-central Poland, about 260 kilometres from the Baltic Sea.",
+            "Vistula River",
+        ),
+    ),
+)
+TEMPORAL = TaskSpec(
+    "Normalise the date.",
+    (
+        Example("[Posted: 2013-10-25] I left yesterday.", "yesterday == 2013-10-24"),
+        Example("[Posted: 2014-01-02] Nothing here.", "N/A"),
+    ),
+)
+
+
+def test_the_layout_is_the_two_marked_parts_with_the_output_copied_from_one():
+    layout = input_layout(SQUAD.demonstrations, infer(SQUAD))
+    assert layout == InputLayout(("Question:", "Context:"), passage=1, separator=" ")
+    parts = layout.parts(SQUAD.demonstrations[1].input)
+    assert parts == [
+        "What river runs through Warsaw?",
+        "Warsaw stands on the Vistula River in east-central Poland, about 260 kilometres from "
+        "the Baltic Sea.",
+    ]
+    assert layout.join(parts) == SQUAD.demonstrations[1].input
+    assert layout.parts("What river? Context: Warsaw") is None  # a marker missing
+
+
+def test_no_layout_where_outputs_are_not_copied_from_one_marked_part():
+    assert input_layout(TEMPORAL.demonstrations, infer(TEMPORAL)) is None  # not copied at all
+    mixed = TaskSpec(  # one output is copied from the question, the other from the context
+        "Answer.",
+        (
+            Example("Question: Is Oslo big? Context: It is a city.", "Oslo"),
+            Example("Question: Where? Context: It lies in Norway.", "Norway"),
+        ),
+    )
+    assert input_layout(mixed.demonstrations, infer(mixed)) is None
+
+
+def test_span_first_changes_the_key_only_where_it_applies():
+    on, off = GenerateOptions(span_first=True), GenerateOptions()
+    assert span_first_layout(SQUAD, on) is not None and span_first_layout(SQUAD, off) is None
+    assert generation_key(SQUAD, on, "m") != generation_key(SQUAD, off, "m")
+    assert span_first_layout(TEMPORAL, on) is None
+    assert generation_key(TEMPORAL, on, "m") == generation_key(TEMPORAL, off, "m")
+    unchecked = GenerateOptions(span_first=True, check_invariants=False)  # no layout
+    assert span_first_layout(SQUAD, unchecked) is None
+
+
+def test_spans_are_names_dates_and_numbers_copied_as_written():
+    spans = answer_spans(PASSAGE)
+    assert {"Levi's Stadium", "San Francisco Bay Area", "Santa Clara", "NFL"} <= set(spans["name"])
+    assert "National Football League" in spans["name"]
+    assert "The" not in spans["name"] and "February" not in spans["name"]
+    assert spans["date"] == ["February 7, 2016"]
+    assert {"2015", "2015 season", "71,088", "71,088 people"} <= set(spans["number"])
+    assert "50 was" not in spans["number"]  # a verb is no unit
+    for found in spans.values():
+        assert all(span in PASSAGE for span in found)
+
+
+def test_a_span_is_drawn_by_kind_and_avoids_outputs_held_enough():
+    spans = {"name": ["Oslo", "Bergen"], "date": [], "number": ["12"]}
+    drawn = {pick_span(spans, random.Random(seed)) for seed in range(40)}
+    assert drawn == {"Oslo", "Bergen", "12"}
+    assert pick_span(spans, random.Random(1), avoid=["oslo", "Bergen"]) == "12"
+    assert pick_span({"name": ["Oslo"]}, random.Random(1), avoid=["Oslo"]) is None
+
+
+@pytest.mark.parametrize(
+    ("answer", "span", "same"),
+    [
+        ("Santa Clara", "Santa Clara", True),
+        ("the Vistula River.", "Vistula River", True),
+        ("Levi's Stadium in Santa Clara", "Levi's Stadium", True),
+        ("California", "Santa Clara", False),
+        ("", "Santa Clara", False),
+    ],
+)
+def test_an_answer_gives_the_span_back_when_their_words_overlap_enough(answer, span, same):
+    assert same_answer(answer, span) is same
+
+
+def test_a_question_that_holds_its_answer_gives_it_away():
+    assert gives_answer("Which city is Santa Clara in?", "santa clara")
+    assert not gives_answer("Where was the game played?", "Santa Clara")
+
+
+def test_the_passage_request_shows_passages_and_asks_for_the_topic_and_length():
+    layout = input_layout(SQUAD.demonstrations, infer(SQUAD))
+    passages = [layout.parts(d.input)[1] for d in SQUAD.demonstrations]
+    messages = passage_messages("Answer.", layout, passages, "volcanoes")
+    user = messages[-1]["content"]
+    assert passages[0] in user and passages[1] in user and "volcanoes" in user
+    assert f"about {len(passages[0].split())} words" in user  # the longer's, as the median
+    assert '"passage"' in messages[0]["content"]
+
+
+def test_the_question_request_asks_about_the_new_passage_for_the_span_alone():
+    layout = input_layout(SQUAD.demonstrations, infer(SQUAD))
+    messages = question_messages("Answer it.", layout, "Oslo is old.", "Oslo")
+    user = messages[-1]["content"]
+    assert user.startswith("Task: Answer it.\n\nContext: Oslo is old.\n\n")
+    assert 'whose answer is "Oslo"' in user and 'after "Question:"' in user
+    assert PASSAGE not in user  # no demonstration to copy
+
+
+def test_a_passage_that_copies_half_of_a_known_one_is_a_copy():
+    half = " ".join(PASSAGE.split()[:30])
+    assert copies_a_passage(half + " Then the fans went home happy.", [PASSAGE])
+    fresh = "Oslo is the capital of Norway. It has about 700,000 people and many old parks."
+    assert not copies_a_passage(fresh, [PASSAGE])
+
+
+def test_span_first_is_asked_for_over_grpc_and_off_when_not():
+    assert options_from_pb(generator_pb2.GenerateOptions(span_first=True)).span_first
+    assert not options_from_pb(generator_pb2.GenerateOptions()).span_first
