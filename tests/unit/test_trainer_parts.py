@@ -36,6 +36,7 @@ from p2m.trainer.options import (
     student_spec,
     training_key,
 )
+from p2m.trainer.ray_run import short_error
 from p2m.trainer.run_types import TrainJob
 from p2m.trainer.service import options_from_pb
 from p2m.trainer.validation import BestSoFar, Evaluation
@@ -485,3 +486,19 @@ def test_the_instructions_token_limit_is_an_option_saved_with_the_model(tmp_path
     assert StudentSpec.load(tmp_path).max_instruction_tokens == 0
     with pytest.raises(InvalidInput, match="max_instruction_tokens"):
         StudentSpec("decoder-only", "", max_instruction_tokens=-1)
+
+
+def test_a_worker_killed_for_memory_is_said_so_with_the_largest_user():
+    # Ray's text for the worker its memory monitor killed (as logged in a pipeline run).
+    text = (
+        "Task was killed due to the node running low on memory.\n"
+        "Memory on the node (IP: 192.0.2.2, ID: 467a18b6) was 22.65GB used / 23.54GB limit "
+        "(0.962382)\nTop 10 memory users:\nPID\tMEM(GB)\tCOMMAND\n17264\t15.74\t"
+        "ray::RayTrainWorker\n10240\t2.70\t/work/.venv/bin/python -m p2m serve llm\n"
+        "Refer to the documentation on how to address the out of memory issue: https://docs..."
+    )
+    said = short_error(RuntimeError(text))
+    assert said.startswith("out of memory: Ray stopped the training with the node at 22.65 of")
+    assert "23.54 GB" in said and "ray::RayTrainWorker, 15.74 GB" in said
+    assert "resumes from the newest checkpoint" in said
+    assert short_error(RuntimeError("a\nb\nc\nboom")) == "b | c | boom"  # others: the last lines

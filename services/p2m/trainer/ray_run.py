@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -30,6 +31,10 @@ from p2m.trainer.run_types import TrainJob, TrainReport
 from p2m.trainer.worker import train_worker
 
 _POLL_S = 0.5
+# Ray's memory monitor, killing workers: "Memory on the node (IP: ..., ID: ...) was 22.65GB used
+# / 23.54GB limit (0.962382)", then "Top 10 memory users:" as PID, GB and command per line.
+_OUT_OF_MEMORY = re.compile(r"Memory on the node \([^)]*\) was ([\d.]+)GB used / ([\d.]+)GB limit")
+_MEMORY_USER = re.compile(r"^\d+\t([\d.]+)\t(\S+)", re.MULTILINE)
 
 
 class RayRun:
@@ -334,7 +339,20 @@ def _cpus_per_worker(cpus: float, workers: int) -> float:
 
 
 def short_error(error: BaseException) -> str:
-    """The last lines of ``error``'s text (Ray's errors carry whole tracebacks)."""
+    """The last lines of ``error``'s text (Ray's errors carry whole tracebacks).
+
+    A worker Ray killed for memory is said so, with the node's memory and its largest user:
+    the last lines of Ray's text are the tail of a process table.
+    """
+    if (memory := _OUT_OF_MEMORY.search(str(error))) is not None:
+        used, limit = memory.groups()
+        largest = _MEMORY_USER.search(str(error))
+        who = f"; the largest user: {largest.group(2)}, {largest.group(1)} GB" if largest else ""
+        return (
+            f"out of memory: Ray stopped the training with the node at {used} of {limit} GB{who}. "
+            "A smaller student, LoRA adapters or fewer processes beside it need less; a re-run "
+            "resumes from the newest checkpoint"
+        )
     text = str(error).strip().splitlines()
     tail = [line for line in text if line.strip()][-3:]
     return " | ".join(tail)[:600] or type(error).__name__
