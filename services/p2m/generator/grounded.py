@@ -3,12 +3,12 @@
 Where every demonstration's output is copied from one marked part of its input (SQuAD: the answer
 is a span of the text after "Context:"), a small teacher asked for a whole new input writes the
 question first and then a passage made up to fit it ("What sport did World War II end in?"),
-and its own answers are mostly one word (44 of the 64 SQuAD outputs Qwen2.5-Coder-0.5B wrote,
+and its own answers are mostly one word (55 of the 80 SQuAD outputs Qwen2.5-Coder-0.5B wrote,
 against 197 of the dev half's 595). Span-first generation asks for the passage alone, picks a
-span of it (a name, a date or a number: a short common-noun phrase cannot be told from
-other words without a tagger), asks for the question whose answer
-is that span, and keeps the example only where the teacher, answering the assembled input as it
-answers any input, gives that span back (round-trip consistency).
+span of it (a name, a date or a number: a short common-noun phrase cannot be told from other
+words without a tagger), asks for the question whose answer is that span, and keeps the example
+only where the teacher, answering the assembled input as it answers any input, gives that span
+back (round-trip consistency).
 """
 
 from __future__ import annotations
