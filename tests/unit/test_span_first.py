@@ -6,7 +6,9 @@ import random
 
 import pytest
 
+from p2m.common.llm import UsageCounters
 from p2m.common.types import Example, TaskSpec
+from p2m.generator.engine import DROP_REASONS, GenerationReport
 from p2m.generator.grounded import (
     InputLayout,
     answer_spans,
@@ -18,9 +20,9 @@ from p2m.generator.grounded import (
     question_messages,
     same_answer,
 )
-from p2m.generator.invariants import infer
+from p2m.generator.invariants import Invariants, infer
 from p2m.generator.options import GenerateOptions, generation_key, span_first_layout
-from p2m.generator.service import options_from_pb
+from p2m.generator.service import options_from_pb, report_to_pb
 from prompt2model.v1 import generator_pb2
 
 PASSAGE = (
@@ -152,3 +154,28 @@ def test_a_passage_that_copies_half_of_a_known_one_is_a_copy():
 def test_span_first_is_asked_for_over_grpc_and_off_when_not():
     assert options_from_pb(generator_pb2.GenerateOptions(span_first=True)).span_first
     assert not options_from_pb(generator_pb2.GenerateOptions()).span_first
+
+
+def test_every_drop_reason_reaches_the_grpc_report():
+    counts = {reason: index + 1 for index, reason in enumerate(DROP_REASONS)}
+    report = GenerationReport(
+        requested=1,
+        accepted=1,
+        dropped=counts,
+        invariant_drops={},
+        invariants=Invariants(),
+        label_counts={},
+        duplicate_share=0.0,
+        near_duplicate_share=0.0,
+        judge_mean_score=0.0,
+        commonest_output_share=0.0,
+        self_consistency_agreement=0.0,
+        usage=UsageCounters(),
+        resumed_from=0,
+        cached=False,
+        stop_reason="target_reached",
+        rounds=1,
+        elapsed_s=1.0,
+    )
+    dropped = report_to_pb(report).dropped
+    assert {reason: getattr(dropped, reason) for reason in DROP_REASONS} == counts
