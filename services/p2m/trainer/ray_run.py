@@ -344,15 +344,16 @@ def short_error(error: BaseException) -> str:
     A worker Ray killed for memory is said so, with the node's memory and its largest user:
     the last lines of Ray's text are the tail of a process table.
     """
-    if (memory := _OUT_OF_MEMORY.search(str(error))) is not None:
+    said = str(error)
+    if (memory := _OUT_OF_MEMORY.search(said)) is not None:
         used, limit = memory.groups()
-        largest = _MEMORY_USER.search(str(error))
+        largest = _MEMORY_USER.search(said)
         who = f"; the largest user: {largest.group(2)}, {largest.group(1)} GB" if largest else ""
         return (
             f"out of memory: Ray stopped the training with the node at {used} of {limit} GB{who}. "
             "A smaller student, LoRA adapters or fewer processes beside it need less; a re-run "
             "resumes from the newest checkpoint"
         )
-    text = str(error).strip().splitlines()
+    text = said.strip().splitlines()
     tail = [line for line in text if line.strip()][-3:]
     return " | ".join(tail)[:600] or type(error).__name__
