@@ -880,18 +880,21 @@ def training_section(f: dict[str, Any]) -> list[str]:
         f"{f['batch_size_per_worker']} examples per worker. A plain PyTorch loop in the trainer's "
         "old form, with each change alone and with all of them, then the trainer through Ray "
         "Train (examples/s of the steps themselves; wall time includes loading and Ray's "
-        f"start). Ran on {benchkit.machine_line(f['machine'])}.",
+        "start; peak memory: the largest resident size of the loop's own process). "
+        f"Ran on {benchkit.machine_line(f['machine'])}.",
         "",
-        "| run | examples/s | ratio to the old loop | padding share | precision | wall s | "
-        "load avg |",
-        "|---|---|---|---|---|---|---|",
+        "| run | examples/s | ratio to the old loop | padding share | precision | peak GB | "
+        "wall s | load avg |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for label, run in f["runs"].items():
         ratio = run.get("ratio_to_old", run.get("ratio_to_plain", 0.0))
         padding = f"{run['padding_share']:.2f}" if "padding_share" in run else "-"
+        peak = f"{run['peak_rss_gb']:.2f}" if "peak_rss_gb" in run else "-"
         lines.append(
             f"| {label} | {run['examples_per_s']:.2f} | {ratio:.2f} | {padding} | "
-            f"{run.get('precision', 'fp32')} | {run['wall_s']:.0f} | {fmt_load(run['load_avg'])} |"
+            f"{run.get('precision', 'fp32')} | {peak} | {run['wall_s']:.0f} | "
+            f"{fmt_load(run['load_avg'])} |"
         )
     return [*lines, ""]
 

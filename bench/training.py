@@ -3,24 +3,29 @@
 The same model, data (the paper's generated SQuAD set by default: the longest inputs), batch size
 per worker and number of steps for each row. A plain PyTorch loop first, in the trainer's old
 form (fp32, batches in random order, AdamW's per-parameter loop, the instruction's tokens
-computed for every example), then with one change at a time, with the three the trainer now
-makes by default, with those and bf16 autocast (``--precision auto``), and that on bare inputs
-(``omit_instruction``); then the trainer itself through Ray Train. Prints examples/s of the
-training steps themselves (model loading and Ray's start excluded, shown apart as wall time),
-the share of padding tokens in the batches and the ratio to the old loop (``--json``: one JSON
-object instead).
+computed for every example, logits at every position), then with one change at a time, with the
+four the trainer now makes by default, with those and bf16 autocast (``--precision auto``), and
+that on bare inputs (``omit_instruction``); then the trainer itself through Ray Train. Each plain
+loop runs in a process of its own. Prints examples/s of the training steps themselves (model
+loading and Ray's start excluded, shown apart as wall time), the share of padding tokens in the
+batches, the loop's peak memory and the ratio to the old loop (``--json``: one JSON object
+instead). ``--loops`` picks plain loops by their numbers in that list; ``--model qwen`` trains
+Qwen2.5-Coder-0.5B, whose 151k-entry vocabulary makes the head's share of the work the largest.
 
-    .venv/bin/python bench/training.py [--task squad] [--model smollm2|tiny-t5] [--steps 12]
-        [--quick] [--json]
+    .venv/bin/python bench/training.py [--task squad] [--model smollm2|qwen|tiny-t5] [--steps 12]
+        [--loops 1,5,8] [--quick] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
+import resource
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -55,17 +60,20 @@ class Loop:
     group_by_length: bool = True
     precision: str = "fp32"
     shared_prefix: bool = True
+    labelled_logits: bool = True
     instruction: bool = True
 
 
-OLD = Loop(fused_adamw=False, group_by_length=False, shared_prefix=False)
+OLD = Loop(fused_adamw=False, group_by_length=False, shared_prefix=False, labelled_logits=False)
 LOOPS = {
     "old loop (random batches, AdamW's loop)": OLD,
     "+ fused AdamW": replace(OLD, fused_adamw=True),
     "+ batches grouped by length": replace(OLD, group_by_length=True),
     "+ instruction computed once per batch": replace(OLD, shared_prefix=True),
+    "+ logits only where a label is predicted": replace(OLD, labelled_logits=True),
     "+ bf16 autocast": replace(OLD, precision="auto"),
-    "the first three: the trainer's defaults (fp32)": Loop(),
+    "the defaults before logits at labels only": Loop(labelled_logits=False),
+    "the first four: the trainer's defaults (fp32)": Loop(),
     "the defaults + bf16 autocast (--precision auto)": Loop(precision="auto"),
     "the same without the instruction": Loop(precision="auto", instruction=False),
 }
@@ -114,7 +122,10 @@ def plain_loop(
         tick = time.perf_counter()
         with autocast(precision, "cpu"):
             loss = training_loss(
-                model, inputs, loop.shared_prefix and architecture != "encoder-decoder"
+                model,
+                inputs,
+                shared_prefix=loop.shared_prefix and architecture != "encoder-decoder",
+                labelled_logits=loop.labelled_logits,
             )
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), options.max_grad_norm)
@@ -130,15 +141,29 @@ def plain_loop(
         "padding_share": 1 - real / padded if padded else 0.0,
         "wall_s": time.perf_counter() - started,
         "precision": precision,
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
     }
+
+
+def plain_loop_alone(*args: object) -> dict[str, float]:
+    """``plain_loop`` in a process of its own, so its peak memory is its own."""
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
+        return pool.submit(plain_loop, *args).result()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--task", choices=paperdata.TASKS, default="squad")
-    parser.add_argument("--model", choices=("smollm2", "tiny-t5"), default="smollm2")
+    parser.add_argument("--model", choices=("smollm2", "qwen", "tiny-t5"), default="smollm2")
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument(
+        "--loops",
+        default="",
+        help="the plain loops to run, by their numbers in the list (1: the old loop; "
+        "default: all), e.g. 1,6,7; 0 leaves out the Ray Train rows",
+    )
     benchkit.common_arguments(parser, "tiny T5, 6 steps")
     args = parser.parse_args()
     if args.quick:
@@ -172,9 +197,10 @@ def main() -> None:
     )
     for label, run in runs.items():
         padding = f"{run['padding_share']:.2f}" if "padding_share" in run else "-"
+        peak = f"{run['peak_rss_gb']:.2f} GB" if "peak_rss_gb" in run else "-"
         print(
             f"{label:<45}: {run['examples_per_s']:6.2f} examples/s (x{run['ratio_to_old']:4.2f}; "
-            f"padding {padding}; wall {run['wall_s']:5.1f} s; "
+            f"padding {padding}; peak memory {peak}; wall {run['wall_s']:5.1f} s; "
             f"{benchkit.load_note(run['load_avg'])})"
         )
 
@@ -183,15 +209,20 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, dict]:
     """Each loop's figures, then Ray Train's with 1 and 2 workers, each beside the old loop."""
     store = ArtifactStore(work / "artifacts")
     models = ModelStore(work / "models")
-    smollm2 = models.import_shipped("smollm2")
-    base = smollm2.path if args.model == "smollm2" else build_tiny_t5(smollm2.path, work / "t5")
-    architecture = "decoder-only" if args.model == "smollm2" else "encoder-decoder"
+    if args.model == "tiny-t5":
+        base = build_tiny_t5(models.import_shipped("smollm2").path, work / "t5")
+    else:
+        base = models.import_shipped(args.model).path
+    architecture = "encoder-decoder" if args.model == "tiny-t5" else "decoder-only"
     task = paperdata.task_spec(args.shared_data, args.task)
     steps = args.steps + WARMUP_STEPS
     examples = paperdata.generated(args.shared_data, args.task, args.batch_size * 2 * steps)
+    chosen = {int(n) for n in args.loops.split(",") if n.strip()} or set(range(len(LOOPS) + 1))
     runs: dict[str, dict] = {}
-    for label, loop in LOOPS.items():
-        figures = plain_loop(base, architecture, task, examples, steps, args.batch_size, loop)
+    for number, (label, loop) in enumerate(LOOPS.items(), start=1):
+        if number not in chosen:
+            continue
+        figures = plain_loop_alone(base, architecture, task, examples, steps, args.batch_size, loop)
         runs[label] = {
             "workers": 1,
             **{k: round(v, 3) if isinstance(v, float) else v for k, v in figures.items()},
@@ -200,7 +231,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, dict]:
     folder = paperdata.write_jsonl(examples, work / "data" / "train.jsonl").parent
     dataset = store_dataset(store, folder)
     trainer = ModelTrainer(store, models, work / "runs")
-    for workers in (1, 2):
+    for workers in (1, 2) if 0 in chosen else ():
         started = time.perf_counter()
         options = TrainOptions(
             batch_size=args.batch_size,
@@ -216,7 +247,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, dict]:
             "precision": report.precision,
             "load_avg": benchkit.load_average(),
         }
-    old = runs[next(iter(LOOPS))]["examples_per_s"]
+    old = runs.get(next(iter(LOOPS)), {}).get("examples_per_s", 0.0)
     for run in runs.values():
         run["ratio_to_old"] = round(run["examples_per_s"] / old, 3) if old else 0.0
     return runs

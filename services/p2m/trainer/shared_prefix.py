@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from p2m.trainer.encode import IGNORE_INDEX
+from p2m.trainer.labelled_logits import causal_lm_loss, takes_logits_mask
 from p2m.trainer.wrapped import unwrapped
 
 MIN_SHARED_TOKENS = 16  # below this the second forward call costs more than it saves
@@ -32,23 +33,35 @@ def shared_prefix_length(batch: dict[str, Any]) -> int:
     return max(0, min(common, int(first_label.min()) - 1))
 
 
-def training_loss(model: Any, batch: dict[str, Any], decoder_only: bool) -> Any:
-    """The batch's mean loss; the shared prefix runs once where there is one worth sharing."""
-    prefix = shared_prefix_length(batch) if decoder_only else 0
+def training_loss(
+    model: Any, batch: dict[str, Any], shared_prefix: bool, labelled_logits: bool = True
+) -> Any:
+    """The batch's mean loss; both options are for decoder-only models only.
+
+    ``shared_prefix``: the prefix every row shares runs once where there is one worth sharing;
+    ``labelled_logits``: logits only where a labelled token is predicted (``labelled_logits``).
+    """
+    prefix = shared_prefix_length(batch) if shared_prefix else 0
     if prefix < MIN_SHARED_TOKENS:
-        return model(**batch).loss
+        return _loss(model, batch, labelled_logits)
     import torch
 
     rows = batch["input_ids"].shape[0]
     inner = unwrapped(model)  # the DDP wrapper syncs on the second call
-    cache = inner(input_ids=batch["input_ids"][:1, :prefix], use_cache=True).cache
+    last_only = {"logits_to_keep": 1} if labelled_logits and takes_logits_mask(inner) else {}
+    cache = inner(input_ids=batch["input_ids"][:1, :prefix], use_cache=True, **last_only).cache
     cache.batch_repeat_interleave(rows)
     width = batch["input_ids"].shape[1]
     positions = torch.arange(prefix, width, device=batch["input_ids"].device).expand(rows, -1)
-    return model(
-        input_ids=batch["input_ids"][:, prefix:],
-        attention_mask=batch["attention_mask"],
-        labels=batch["labels"][:, prefix:],
-        cache=cache,
-        position_ids=positions,
-    ).loss
+    rest = {
+        "input_ids": batch["input_ids"][:, prefix:],
+        "attention_mask": batch["attention_mask"],
+        "labels": batch["labels"][:, prefix:],
+    }
+    return _loss(model, rest, labelled_logits, cache=cache, position_ids=positions)
+
+
+def _loss(model: Any, batch: dict[str, Any], labelled_logits: bool, **forward: Any) -> Any:
+    if labelled_logits:
+        return causal_lm_loss(model, batch, **forward)
+    return model(**batch, **forward).loss

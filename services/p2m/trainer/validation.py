@@ -15,6 +15,7 @@ from typing import Any
 from p2m.common.student import Decoding, StudentSpec, generate_batch
 from p2m.common.text_scores import chrf_corpus, exact_match
 from p2m.common.types import Example
+from p2m.trainer.labelled_logits import causal_lm_loss
 from p2m.trainer.options import LOSS, SCORE
 from p2m.trainer.wrapped import evaluating
 
@@ -155,7 +156,7 @@ def validation_loss(
         for start in range(0, len(rows), batch_size):
             chunk = list(rows[start : start + batch_size])
             batch = {k: v.to(device) for k, v in pad(chunk).items()}
-            total += float(inner(**batch).loss.item()) * len(chunk)
+            total += float(causal_lm_loss(inner, batch).item()) * len(chunk)
     return total / len(rows)
 
 

@@ -326,7 +326,9 @@ class _Training:
         started = time.perf_counter()
         batch = {k: v.to(self.device) for k, v in batch.items()}
         with autocast(self.precision, self.device.type):
-            loss = training_loss(self.model, batch, self.spec.architecture == "decoder-only")
+            loss = training_loss(
+                self.model, batch, shared_prefix=self.spec.architecture == "decoder-only"
+            )
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.trainable, self.options.max_grad_norm)
         self.optimizer.step()
