@@ -12,6 +12,7 @@ from p2m.common.errors import InvalidInput
 from p2m.common.types import Example, TaskSpec
 from p2m.generator.invariants import Invariants, infer
 from p2m.generator.labels import label_counts, label_of, quota, targets
+from p2m.generator.options import GenerateOptions, generation_key
 from p2m.generator.prompts import new_input_messages, rule_lines
 from p2m.generator.scripts import common_scripts, describe, keeps_scripts, script_of, scripts_used
 from p2m.generator.service import invariants_from_pb, invariants_to_pb
@@ -132,6 +133,74 @@ def test_temporal_posted_date_prefix_and_the_output_form_or_n_a():
     assert rules.violation(Example(post, "2001-02-02")) == "output_literals"
     assert rules.violation(Example("It rained yesterday.", "N/A")) == "input_prefix"
     assert rules.violation(Example("[Posted: 2001-2-3] x", "N/A")) == "input_prefix"
+
+
+def test_keyed_items_quote_the_input_and_keep_the_demonstrations_value_shapes():
+    rules = infer(TEMPORAL)
+    assert rules.output_item_separator == "|" and rules.output_keys_in_input
+    assert rules.output_value_shapes == (r"\d{4}", r"\d{4}-\d{2}-\d{2}")
+    post = "[Posted: 2024-05-31] Budget deficit at $5 million since last year, up in May."
+    assert rules.violation(Example(post, "last year == 2023 | May == 2024-05-01")) is None
+    assert rules.violation(Example(post, "LAST  year == 2023")) is None  # case and spacing aside
+    assert rules.violation(Example(post, "N/A")) is None
+    assert rules.violation(Example(post, "Paris == 2024-05-31")) == "output_keys_in_input"
+    assert rules.violation(Example(post, "budget deficit == 5 million")) == "output_value_shapes"
+    assert rules.violation(Example(post, "May == 2024-Q2")) == "output_value_shapes"
+    # Items that cannot be read as key == value break the first rule held.
+    assert rules.violation(Example(post, "May == 2024-05-01 | 2024-05-02")) == (
+        "output_keys_in_input"
+    )
+    assert rules.violation(Example(post, "May == 2024-05 == 2024")) == "output_keys_in_input"
+    lines = rules.describe()
+    assert "every output is items of key '==' value, joined by '|'" in lines
+    assert "every item's key is quoted from its input" in lines
+
+
+def test_the_generation_key_names_item_rules_only_where_they_are_held(monkeypatch):
+    from p2m.generator import options as generator_options
+
+    keys = {t: generation_key(t, GenerateOptions(), "m") for t in (TEMPORAL, SQUAD)}
+    learned = generator_options.infer
+    monkeypatch.setattr(  # as before the item rules: the same rules less those
+        generator_options,
+        "infer",
+        lambda task: replace(
+            learned(task),
+            output_item_separator="",
+            output_keys_in_input=False,
+            output_value_shapes=(),
+        ),
+    )
+    assert generation_key(TEMPORAL, GenerateOptions(), "m") != keys[TEMPORAL]
+    assert generation_key(SQUAD, GenerateOptions(), "m") == keys[SQUAD]  # other tasks keep theirs
+
+
+def test_item_rules_only_where_every_demonstration_keeps_them():
+    named = TaskSpec(  # values in words: no shape; a key the input lacks: no key rule
+        "Tag the entities.",
+        (
+            Example("Alice met Bob.", "Alice == PER | Bob == PER"),
+            Example("Paris in May.", "Paris == LOC"),
+            Example("Acme hired Eve.", "company == ORG | Eve == PER"),
+        ),
+    )
+    rules = infer(named)
+    assert rules.output_literals == ("==",) and rules.item_rules.empty
+    assert rules.output_item_separator == "" and not rules.output_keys_in_input
+    single = TaskSpec(  # one item per output; every value a year, keys from the input
+        "Year of each event.",
+        (
+            Example("The war ended in 1945.", "war == 1945"),
+            Example("A flood hit in 1927.", "flood == 1927"),
+            Example("The fire of 1666.", "fire == 1666"),
+        ),
+    )
+    rules = infer(single)
+    assert (rules.output_item_separator, rules.output_value_shapes) == ("", (r"\d{4}",))
+    assert rules.violation(Example("Rome fell in 476.", "Rome == 476")) == "output_value_shapes"
+    two_items = Example("War in 1914, peace in 1918.", "War == 1914 | peace == 1918")
+    assert rules.violation(two_items) == "output_keys_in_input"  # one item per output
+    assert infer(SQUAD).item_rules.empty and infer(CODE).item_rules.empty
 
 
 def test_repeating_short_outputs_are_a_closed_set():
@@ -277,6 +346,12 @@ def test_json_round_trip_and_bad_rules_name_the_field():
         Invariants.from_json({"input_starts_with": ["latin", "klingon"]})
     assert info.value.field == "invariants.input_starts_with"
     with pytest.raises(InvalidInput) as info:
+        Invariants.from_json({"output_literals": ["=="], "output_value_shapes": ["(\\d{4}"]})
+    assert info.value.field == "invariants.output_value_shapes"
+    with pytest.raises(InvalidInput) as info:
+        Invariants.from_json({"output_keys_in_input": True})
+    assert info.value.field == "invariants.output_literals"
+    with pytest.raises(InvalidInput) as info:
         Invariants.from_json({"no_such_rule": True})
     assert info.value.field == "invariants.no_such_rule"
 
@@ -301,6 +376,9 @@ def test_every_rule_survives_the_proto_round_trip():
         calendar_dates=True,
         output_fixed_alone=True,
         output_not_only_prints_text=True,
+        output_item_separator="|",
+        output_keys_in_input=True,
+        output_value_shapes=(r"\d{4}", r"\d{4}-\d{2}"),
     )
     unset = [
         f.name for f in fields(Invariants) if getattr(every_rule_set, f.name) in ("", (), False)
@@ -314,6 +392,8 @@ def test_the_new_example_request_states_the_rules_in_words():
     rules = rule_lines(infer(TEMPORAL), TEMPORAL.demonstrations)
     assert rules[0] == 'The input starts with "[Posted: 1998-09-07]" (with its own numbers).'
     assert 'The output uses "==" as the examples do or is "N/A".' in rules
+    assert 'The text before each "==" is copied word for word from the input.' in rules
+    assert 'The text after each "==" is written like "1997" or "2022-07-01".' in rules
     squad = rule_lines(infer(SQUAD), SQUAD.demonstrations)
     assert squad[:5] == [
         'The input starts with "Question:".',

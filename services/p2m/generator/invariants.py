@@ -23,7 +23,8 @@ from p2m.common.closed_set import MIN_DEMONSTRATIONS, closed_set_labels, squash
 from p2m.common.code_output import CODE_LANGUAGES, code_language, is_code, parses_as
 from p2m.common.errors import InvalidInput
 from p2m.common.types import Example, TaskSpec
-from p2m.generator import scripts
+from p2m.generator import output_items, scripts
+from p2m.generator.output_items import ItemRules
 
 # A marker: a capitalised word or two right before a colon ("Question:", "Posted:").
 _MARKER = re.compile(r"(?<![\w])([A-Z][A-Za-z]*(?: [A-Za-z]+)?):")
@@ -51,6 +52,8 @@ RULES = (
     "calendar_dates",
     "output_fixed_alone",
     "output_not_only_prints_text",
+    "output_keys_in_input",
+    "output_value_shapes",
 )
 # Labels a teacher puts before an answer ("input: ... output: ..." is how the generator shows
 # examples); one written into a new input gives its answer away ("...\n\nOutput: Corn").
@@ -107,6 +110,12 @@ class Invariants:
         output_fixed_alone: An ``output_fixed`` output stands alone: no other output holds it
             as a part ("last year == 1988-10-30 | N/A"; 3 to 7 of those 80). Learned when no
             demonstration's other output does.
+        output_item_separator: Where the output is keyed items ("key == value", the one
+            ``output_literals`` symbol between), the symbol between items ("|"); "" for one item
+            per output. See ``output_items``.
+        output_keys_in_input: Every item's key is quoted from the input ("last year").
+        output_value_shapes: Patterns one of which every item's value matches (``\d{4}-\d{2}``):
+            learned when every value is digits and symbols in a few shapes.
     """
 
     input_prefix: str = ""
@@ -127,6 +136,9 @@ class Invariants:
     calendar_dates: bool = False
     output_fixed_alone: bool = False
     output_not_only_prints_text: bool = False
+    output_item_separator: str = ""
+    output_keys_in_input: bool = False
+    output_value_shapes: tuple[str, ...] = ()
 
     def input_violation(self, text: str) -> str | None:
         """The first input rule ``text`` breaks, or None."""
@@ -167,6 +179,8 @@ class Invariants:
             return "output_fixed_alone"
         if self.calendar_dates and not real_dates(text):
             return "calendar_dates"
+        if (broken := self._item_violation(input_text, text)) is not None:
+            return broken
         if self.output_language and not is_code(text, self.output_language):
             return "output_language"
         if self.output_not_only_imports and only_imports(text, self.output_language):
@@ -176,6 +190,22 @@ class Invariants:
         if self.output_scripts and not scripts.keeps_scripts(text, self.output_scripts):
             return "output_scripts"
         return None
+
+    @property
+    def item_rules(self) -> ItemRules:
+        """The keyed items' rules (empty unless one literal splits key from value)."""
+        if len(self.output_literals) != 1:
+            return ItemRules()
+        return ItemRules(
+            self.output_item_separator, self.output_keys_in_input, self.output_value_shapes
+        )
+
+    def _item_violation(self, input_text: str, text: str) -> str | None:
+        rules = self.item_rules
+        if rules.empty or text in self.output_fixed:
+            return None
+        broken = output_items.violation(rules, input_text, text, self.output_literals[0])
+        return f"output_{broken}" if broken else None
 
     def kept_outputs(self, input_text: str, outputs: Sequence[str]) -> list[str]:
         """The non-empty ``outputs`` (answers to ``input_text``) that break no output rule."""
@@ -228,10 +258,22 @@ class Invariants:
             lines.append("no output only prints text written into it")
         if self.output_fixed_alone:
             lines.append(f"{' and '.join(map(repr, self.output_fixed))} only as a whole output")
+        if not self.item_rules.empty:
+            lines.extend(self._item_lines())
         if self.output_scripts:
             lines.append(f"every output is written in {scripts.describe(self.output_scripts)}")
         if self.calendar_dates:
             lines.append("every date written year first is a real one")
+        return lines
+
+    def _item_lines(self) -> list[str]:
+        literal = self.output_literals[0]
+        joined = f", joined by {self.output_item_separator!r}" if self.output_item_separator else ""
+        lines = [f"every output is items of key {literal!r} value{joined}"]
+        if self.output_keys_in_input:
+            lines.append("every item's key is quoted from its input")
+        if self.output_value_shapes:
+            lines.append(f"every item's value matches one of {', '.join(self.output_value_shapes)}")
         return lines
 
     def to_json(self) -> dict[str, Any]:
@@ -279,6 +321,22 @@ class Invariants:
             raise InvalidInput(
                 f"{field}.output_language", f"must be one of {CODE_LANGUAGES} or empty"
             )
+        for pattern in self.output_value_shapes:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise InvalidInput(
+                    f"{field}.output_value_shapes",
+                    f"{pattern!r} is not a regular expression: {exc}",
+                ) from None
+        if (self.output_keys_in_input or self.output_value_shapes) and len(
+            self.output_literals
+        ) != 1:
+            raise InvalidInput(
+                f"{field}.output_literals",
+                "must hold exactly one symbol (the one between key and value) where "
+                "output_keys_in_input or output_value_shapes is set",
+            )
 
 
 def infer(task: TaskSpec) -> Invariants:
@@ -289,6 +347,8 @@ def infer(task: TaskSpec) -> Invariants:
     inputs, outputs = [d.input for d in demos], [d.output for d in demos]
     literals, fixed = _literals(outputs)
     language = code_language(task, outputs)
+    keyed = [(d.input, d.output) for d in demos if d.output not in fixed]
+    items = output_items.learn(keyed, literals[0]) if len(literals) == 1 else ItemRules()
     return Invariants(
         input_prefix=_common_prefix_pattern(inputs),
         input_markers=_common_markers(inputs),
@@ -315,6 +375,9 @@ def infer(task: TaskSpec) -> Invariants:
         output_fixed_alone=bool(fixed) and not any(holds_fixed_part(o, fixed) for o in outputs),
         output_not_only_prints_text=bool(language)
         and not any(only_prints_text(o, language) for o in outputs),
+        output_item_separator="" if items.empty else items.separator,
+        output_keys_in_input=items.keys_in_input,
+        output_value_shapes=items.value_shapes,
     )
 
 

@@ -132,4 +132,6 @@ def generation_key(task: TaskSpec, options: GenerateOptions, model: str) -> str:
     }
     if span_first_layout(task, options) is not None:  # other tasks keep their earlier keys
         payload["span_first"] = True
+    if not applied_invariants(task, options).item_rules.empty:  # likewise
+        payload["output_items"] = True
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from p2m.common.types import Example
-from p2m.generator import scripts
+from p2m.generator import output_items, scripts
 from p2m.generator.invariants import Invariants
 
 INPUT_SCHEMA = {
@@ -89,12 +89,36 @@ def rule_lines(invariants: Invariants, demonstrations: Sequence[Example]) -> lis
         symbols = ", ".join(f'"{symbol}"' for symbol in invariants.output_literals)
         fixed = "".join(f' or is "{f}"' for f in invariants.output_fixed)
         lines.append(f"The output uses {symbols} as the examples do{fixed}.")
+    lines.extend(_item_lines(invariants, demonstrations))
     if invariants.output_language:
         lines.append(f"The output is valid {invariants.output_language} code.")
     if invariants.output_one_line:
         lines.append("The output is one line.")
     if written := _non_latin(invariants.output_scripts):
         lines.append(f"The output is written in {scripts.describe(written)}.")
+    return lines
+
+
+def _item_lines(invariants: Invariants, demonstrations: Sequence[Example]) -> list[str]:
+    """The keyed items' rules, with the demonstrations' own values as the shapes' examples."""
+    rules = invariants.item_rules
+    if rules.empty:
+        return []
+    literal = invariants.output_literals[0]
+    lines = []
+    if rules.keys_in_input:
+        lines.append(f'The text before each "{literal}" is copied word for word from the input.')
+    if rules.value_shapes:
+        shapes = [re.compile(shape) for shape in rules.value_shapes]
+        values = [
+            value
+            for d in demonstrations
+            for _, value in output_items.items(d.output, literal, rules.separator) or []
+        ]
+        shown = [next((v for v in values if s.fullmatch(v)), "") for s in shapes]
+        written = " or ".join(f'"{v}"' for v in dict.fromkeys(shown) if v)
+        if written:
+            lines.append(f'The text after each "{literal}" is written like {written}.')
     return lines
 
 
