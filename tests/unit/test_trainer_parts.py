@@ -502,3 +502,25 @@ def test_a_worker_killed_for_memory_is_said_so_with_the_largest_user():
     assert "23.54 GB" in said and "ray::RayTrainWorker, 15.74 GB" in said
     assert "resumes from the newest checkpoint" in said
     assert short_error(RuntimeError("a\nb\nc\nboom")) == "b | c | boom"  # others: the last lines
+
+
+def test_the_best_weights_are_saved_without_a_copy_of_the_model(tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    from p2m.trainer.worker import _save_best, _trainable_copy
+    from tests.tiny_models import tiny_llama
+
+    model = tiny_llama()
+    best = _trainable_copy(model)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(1.0)  # trained on past the best
+    own = {n: (p.data.data_ptr(), p.detach().clone()) for n, p in model.named_parameters()}
+    _save_best(model, best, tmp_path)
+    saved = load_file(tmp_path / "model.safetensors")
+    for name, value in best.items():
+        torch.testing.assert_close(saved[name], value)
+    for name, parameter in model.named_parameters():  # its own tensors again, unchanged
+        assert parameter.data.data_ptr() == own[name][0]
+        torch.testing.assert_close(parameter.data, own[name][1])

@@ -432,18 +432,21 @@ def _trainable_copy(model: Any) -> dict[str, Any]:
 
 
 def _save_best(model: Any, weights: dict[str, Any], folder: Path) -> None:
-    """Save ``model`` with ``weights`` swapped in to ``folder``, then swap its own back."""
-    import torch
+    """Save ``model`` with ``weights`` in place of its own to ``folder``.
 
+    The parameters point at ``weights`` while it saves, then at their own tensors again: no copy
+    of the model is made (2.5 GB for Qwen2.5-Coder-0.5B in float32).
+    """
     inner = unwrapped(model)
-    own = _trainable_copy(inner)
     parameters = dict(inner.named_parameters())
-    with torch.no_grad():
+    own = {name: parameters[name].data for name in weights}
+    try:
         for name, value in weights.items():
-            parameters[name].copy_(value)
+            parameters[name].data = value
         inner.save_pretrained(folder)
+    finally:
         for name, value in own.items():
-            parameters[name].copy_(value)
+            parameters[name].data = value
 
 
 def _report(
