@@ -504,23 +504,34 @@ def test_a_worker_killed_for_memory_is_said_so_with_the_largest_user():
     assert short_error(RuntimeError("a\nb\nc\nboom")) == "b | c | boom"  # others: the last lines
 
 
-def test_the_best_weights_are_saved_without_a_copy_of_the_model(tmp_path: Path) -> None:
+def test_the_best_weights_live_on_disk_and_checkpoints_link_them(tmp_path: Path) -> None:
     import torch
     from safetensors.torch import load_file
 
-    from p2m.trainer.worker import _save_best, _trainable_copy
+    from p2m.trainer.best_weights import BestWeights
     from tests.tiny_models import tiny_llama
 
     model = tiny_llama()
-    best = _trainable_copy(model)
+    expected = {n: p.detach().clone() for n, p in model.named_parameters()}
+    (tmp_path / "best" / "left-by-a-crash").mkdir(parents=True)
+    best = BestWeights(tmp_path / "best")
+    assert best.folder is None and not (tmp_path / "best" / "left-by-a-crash").exists()
+    best.save(model, step=9)
     with torch.no_grad():
         for parameter in model.parameters():
-            parameter.add_(1.0)  # trained on past the best
-    own = {n: (p.data.data_ptr(), p.detach().clone()) for n, p in model.named_parameters()}
-    _save_best(model, best, tmp_path)
-    saved = load_file(tmp_path / "model.safetensors")
-    for name, value in best.items():
-        torch.testing.assert_close(saved[name], value)
-    for name, parameter in model.named_parameters():  # its own tensors again, unchanged
-        assert parameter.data.data_ptr() == own[name][0]
-        torch.testing.assert_close(parameter.data, own[name][1])
+            parameter.add_(1.0)  # trained on past the best: the saved files keep the best
+    checkpoint = tmp_path / "checkpoint-step-0000018" / "best_model"
+    best.link_into(checkpoint)
+    saved = checkpoint / "model.safetensors"
+    assert saved.stat().st_ino == (best.folder / "model.safetensors").stat().st_ino  # no copy
+    for name, value in load_file(saved).items():
+        torch.testing.assert_close(value, expected[name])
+    best.save(model, step=27)  # a new best replaces the old folder
+    assert best.folder is not None and best.folder.name == "step-0000027"
+    assert [p.name for p in (tmp_path / "best").iterdir()] == ["step-0000027"]
+    resumed = BestWeights(tmp_path / "best")  # resuming: the checkpoint's best is adopted
+    resumed.adopt(checkpoint, step=9)
+    for name, value in load_file(resumed.folder / "model.safetensors").items():
+        torch.testing.assert_close(value, expected[name])
+    resumed.discard()
+    assert not (tmp_path / "best").exists() and saved.is_file()  # the checkpoint keeps its own

@@ -4,7 +4,8 @@ Full fine-tuning or LoRA with fused AdamW, a linear warmup then linear decay, gr
 bf16 autocast where the hardware has it, batches grouped by length, and the instruction's tokens
 computed once per batch (``shared_prefix``). Validation (loss on the validation rows, Exact Match
 and ChrF++ on a sample) every ``eval_steps`` and at each epoch's end; the best weights are kept
-(``keep_best_by``: the lowest loss, or the sample's highest ChrF++; ``validation.BestSoFar``), and
+(``keep_best_by``: the lowest loss, or the sample's highest ChrF++; ``validation.BestSoFar``; on
+disk, ``best_weights``), and
 training stops early after ``early_stopping_patience`` validations without a new best. A checkpoint
 after every epoch (model, the best weights when they differ, optimizer, scheduler, position and the
 validations so far) is reported through ``ray.train.report`` (written straight into the run's folder
@@ -27,6 +28,7 @@ from typing import Any
 
 from p2m.common.types import Example
 from p2m.trainer.batching import epoch_batches, steps_per_epoch
+from p2m.trainer.best_weights import BestWeights
 from p2m.trainer.checkpoints import STATE_FILE, folder_name, step_of, write_manifest
 from p2m.trainer.encode import collate, encode_examples
 from p2m.trainer.events import (
@@ -45,6 +47,7 @@ from p2m.trainer.wrapped import unwrapped
 
 MODEL_DIR = "model"
 BEST_DIR = "best_model"  # the best weights, when they are not the checkpoint's own
+BEST_WEIGHTS_DIR = "p2m-best-weights"  # rank 0's best weights between checkpoints
 OPTIMIZER_FILE = "optimizer.pt"
 SCHEDULER_FILE = "scheduler.pt"
 _LOSS_WINDOW = 10
@@ -185,7 +188,9 @@ class _Training:
         checkpoint = ray.train.get_checkpoint()
         self.position = _Position()
         self.optimizer_state = self.scheduler_state = None
-        self.best_weights: dict[str, Any] | None = None
+        self.best_weights = (
+            _best_weights_folder() if self.rank == 0 and self.options.keep_best else None
+        )
         with contextlib.ExitStack() as stack:
             resume_dir = (
                 Path(stack.enter_context(checkpoint.as_directory())) if checkpoint else None
@@ -200,18 +205,10 @@ class _Training:
             model = load_base_model(
                 config["base_path"], self.spec.architecture, self.options, resume_dir
             )
-            keep = self.options.keep_best and self.position.best.eval_loss is not None
-            if resume_dir is not None and keep:
-                best = model
-                if (resume_dir / BEST_DIR).is_dir():
-                    best = load_base_model(
-                        config["base_path"],
-                        self.spec.architecture,
-                        self.options,
-                        resume_dir,
-                        BEST_DIR,
-                    )
-                self.best_weights = _trainable_copy(best)
+            best, found = self.best_weights, self.position.best
+            if resume_dir is not None and best is not None and found.eval_loss is not None:
+                apart = (resume_dir / BEST_DIR).is_dir()  # else the checkpoint's own weights
+                best.adopt(resume_dir / (BEST_DIR if apart else MODEL_DIR), found.step)
             return model
 
     def _prepare_optimization(self) -> None:
@@ -272,6 +269,13 @@ class _Training:
 
         A resumed run with nothing left reports its last checkpoint again, to hand it back.
         """
+        try:
+            self._run()
+        finally:
+            if self.best_weights is not None:
+                self.best_weights.discard()
+
+    def _run(self) -> None:
         position, reported = self.position, False
         while (
             position.epoch < self.epochs
@@ -386,8 +390,8 @@ class _Training:
             improved = position.best.record(
                 evaluation, options.keep_best_tolerance, options.keep_best_by
             )
-            if improved and options.keep_best:
-                self.best_weights = _trainable_copy(self.model)
+            if improved and self.best_weights is not None:
+                self.best_weights.save(self.model, position.step)
             if evaluation.eval_loss is not None:
                 self.push(WorkerEvaluated(evaluation, best_step=position.best.step))
         exhausted = position.best.exhausted(options.early_stopping_patience)
@@ -402,7 +406,7 @@ class _Training:
             self.position,
             self.steps_per_epoch,
             self.rank,
-            best if self.options.keep_best else None,
+            best if best is not None and best.folder is not None else None,
         )
 
     def _checkpoint(self) -> None:
@@ -425,28 +429,17 @@ def _fused_adamw(device_type: str) -> bool | None:
     return True if device_type in ("cpu", "cuda") else None
 
 
-def _trainable_copy(model: Any) -> dict[str, Any]:
-    """A copy of the trainable weights (all of them, or the LoRA adapters)."""
-    inner = unwrapped(model)
-    return {n: p.detach().clone() for n, p in inner.named_parameters() if p.requires_grad}
+def _best_weights_folder() -> BestWeights:
+    """Where rank 0 keeps the best weights: beside the run's checkpoints, else a temporary folder.
 
-
-def _save_best(model: Any, weights: dict[str, Any], folder: Path) -> None:
-    """Save ``model`` with ``weights`` in place of its own to ``folder``.
-
-    The parameters point at ``weights`` while it saves, then at their own tensors again: no copy
-    of the model is made (2.5 GB for Qwen2.5-Coder-0.5B in float32).
+    Beside them where Ray's storage is this machine's filesystem: a checkpoint then links them.
     """
-    inner = unwrapped(model)
-    parameters = dict(inner.named_parameters())
-    own = {name: parameters[name].data for name in weights}
-    try:
-        for name, value in weights.items():
-            parameters[name].data = value
-        inner.save_pretrained(folder)
-    finally:
-        for name, value in own.items():
-            parameters[name].data = value
+    import ray.train
+
+    storage = ray.train.get_context().get_storage()
+    if _is_local(storage.storage_filesystem):
+        return BestWeights(Path(storage.build_checkpoint_path_from_name(BEST_WEIGHTS_DIR)))
+    return BestWeights(Path(tempfile.mkdtemp(prefix="p2m-best-")))
 
 
 def _report(
@@ -456,7 +449,7 @@ def _report(
     position: _Position,
     steps_per_epoch: int,
     rank: int,
-    best_weights: dict[str, Any] | None,
+    best: BestWeights | None,
 ) -> None:
     """Every rank reports; rank 0 attaches the checkpoint (with the best weights when given)."""
     import ray.train
@@ -485,8 +478,8 @@ def _report(
         folder = Path(tempfile.mkdtemp(prefix="p2m-ckpt-"))
     try:
         unwrapped(model).save_pretrained(folder / MODEL_DIR)
-        if best_weights is not None:
-            _save_best(model, best_weights, folder / BEST_DIR)
+        if best is not None:
+            best.link_into(folder / BEST_DIR)
         torch.save(optimizer.state_dict(), folder / OPTIMIZER_FILE)
         torch.save(scheduler.state_dict(), folder / SCHEDULER_FILE)
         (folder / STATE_FILE).write_text(json.dumps(position.to_json()))
