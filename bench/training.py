@@ -9,8 +9,9 @@ that on bare inputs (``omit_instruction``); then the trainer itself through Ray 
 loop runs in a process of its own. Prints examples/s of the training steps themselves (model
 loading and Ray's start excluded, shown apart as wall time), the share of padding tokens in the
 batches, the loop's peak memory and the ratio to the old loop (``--json``: one JSON object
-instead). ``--loops`` picks plain loops by their numbers in that list; ``--model qwen`` trains
-Qwen2.5-Coder-0.5B, whose 151k-entry vocabulary makes the head's share of the work the largest.
+instead). ``--loops`` picks loops by their numbers in that list (0: the Ray Train rows);
+``--model qwen`` trains Qwen2.5-Coder-0.5B, whose 151k-entry vocabulary makes the head's share of
+the work the largest.
 
     .venv/bin/python bench/training.py [--task squad] [--model smollm2|qwen|tiny-t5] [--steps 12]
         [--loops 1,5,8] [--quick] [--json]
@@ -161,8 +162,8 @@ def main() -> None:
     parser.add_argument(
         "--loops",
         default="",
-        help="the plain loops to run, by their numbers in the list (1: the old loop; "
-        "default: all), e.g. 1,6,7; 0 leaves out the Ray Train rows",
+        help="the loops to run, by their numbers in the list (1: the old loop), 0 for the Ray "
+        "Train rows; e.g. 1,8 or 0,1 (default: all)",
     )
     benchkit.common_arguments(parser, "tiny T5, 6 steps")
     args = parser.parse_args()
