@@ -25,12 +25,10 @@ from p2m.common.errors import InvalidInput
 from p2m.common.types import Example, TaskSpec
 from p2m.generator import output_items, scripts
 from p2m.generator.output_items import ItemRules
+from p2m.generator.text_shape import SYMBOL, compact, shape_pieces
 
 # A marker: a capitalised word or two right before a colon ("Question:", "Posted:").
 _MARKER = re.compile(r"(?<![\w])([A-Z][A-Za-z]*(?: [A-Za-z]+)?):")
-# A token made of punctuation only, standing alone between spaces ("==", "|", "->").
-_SYMBOL = re.compile(r"(?<!\S)[^\w\s]+(?!\S)")
-_SPECIAL = set(".^$*+?{}[]\\|()")
 MIN_PREFIX_CHARS = 3
 # Shares of the demonstrations that must agree before a rule is learned.
 MIN_LITERAL_OUTPUTS = 3  # outputs (not repeated ones) a literal must be common to
@@ -445,7 +443,7 @@ def _is_constant(node: ast.expr) -> bool:
 
 
 def _holds_all(text: str, symbols: Sequence[str]) -> bool:
-    found = set(_SYMBOL.findall(text))
+    found = set(SYMBOL.findall(text))
     return all(symbol in found for symbol in symbols)
 
 
@@ -484,14 +482,9 @@ def _common_markers(inputs: Sequence[str]) -> tuple[str, ...]:
     return tuple(common)
 
 
-def _shape(text: str) -> list[str]:
-    r"""The text as regex pieces: a digit becomes ``\d``, a special character is escaped."""
-    return [r"\d" if ch.isdigit() else "\\" + ch if ch in _SPECIAL else ch for ch in text]
-
-
 def _common_prefix_pattern(inputs: Sequence[str]) -> str:
     """The longest shared start (digits as any digit), up to a symbol, as a pattern; or ""."""
-    shapes = [_shape(text) for text in inputs]
+    shapes = [shape_pieces(text) for text in inputs]
     length = 0
     while all(len(s) > length for s in shapes) and len({s[length] for s in shapes}) == 1:
         length += 1
@@ -500,17 +493,12 @@ def _common_prefix_pattern(inputs: Sequence[str]) -> str:
     ends = [i + 1 for i, piece in enumerate(pieces) if _is_symbol_piece(piece)]
     if not ends or ends[-1] < MIN_PREFIX_CHARS:
         return ""
-    return _compact("".join(pieces[: ends[-1]]))
+    return compact("".join(pieces[: ends[-1]]))
 
 
 def _is_symbol_piece(piece: str) -> bool:
     char = piece[-1]
     return piece != r"\d" and not char.isalnum() and not char.isspace() and char != "_"
-
-
-def _compact(pattern: str) -> str:
-    r"""``\d\d\d\d`` -> ``\d{4}``."""
-    return re.sub(r"(?:\\d){2,}", lambda m: rf"\d{{{len(m.group(0)) // 2}}}", pattern)
 
 
 def _literals(outputs: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -520,7 +508,7 @@ def _literals(outputs: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]
     rest = [o for o in outputs if o not in fixed]
     if len(rest) < MIN_LITERAL_OUTPUTS:
         return (), ()
-    symbols = [set(_SYMBOL.findall(o)) for o in rest]
+    symbols = [set(SYMBOL.findall(o)) for o in rest]
     common = sorted(set.intersection(*symbols)) if symbols else []
     return (tuple(common), fixed) if common else ((), ())
 

@@ -16,12 +16,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from p2m.common.closed_set import squash
+from p2m.generator.text_shape import SYMBOL, shape
 
 MIN_VALUES = 3  # values a shape rule is learned from
 MAX_SHAPES_SHARE = 1 / 2  # distinct shapes per value, at most: a few shapes, not one per value
-_SYMBOL = re.compile(r"(?<!\S)[^\w\s]+(?!\S)")
 _SHAPE_CHARS = re.compile(r"[^\w\s]|\d")  # what a value with a learnable shape is made of
-_SPECIAL = set(".^$*+?{}[]\\|()")
 
 
 @dataclass(frozen=True)
@@ -82,23 +81,17 @@ def violation(rules: ItemRules, input_text: str, output: str, literal: str) -> s
         return first
     if rules.keys_in_input and any(squash(key) not in squash(input_text) for key, _ in parts):
         return "keys_in_input"
-    shapes = [re.compile(shape) for shape in rules.value_shapes]
+    shapes = [re.compile(pattern) for pattern in rules.value_shapes]
     if shapes and not all(any(s.fullmatch(value) for s in shapes) for _, value in parts):
         return "value_shapes"
     return None
-
-
-def value_shape(value: str) -> str:
-    r"""``value`` as a pattern, digits as ``\d{n}`` and symbols escaped: ``\d{4}-\d{2}``."""
-    pieces = [r"\d" if ch.isdigit() else "\\" + ch if ch in _SPECIAL else ch for ch in value]
-    return re.sub(r"(?:\\d){2,}", lambda m: rf"\d{{{len(m.group(0)) // 2}}}", "".join(pieces))
 
 
 def _value_shapes(values: Sequence[str]) -> tuple[str, ...]:
     """The values' shapes, when every value is digits and symbols and they share a few; or ()."""
     if len(values) < MIN_VALUES or not all(_SHAPE_CHARS.fullmatch(ch) for v in values for ch in v):
         return ()
-    shapes = tuple(sorted(dict.fromkeys(value_shape(v) for v in values)))
+    shapes = tuple(sorted(dict.fromkeys(shape(v) for v in values)))
     return shapes if len(shapes) <= len(values) * MAX_SHAPES_SHARE else ()
 
 
@@ -107,7 +100,7 @@ def _separator(outputs: Sequence[str], literal: str) -> str | None:
     several = [o for o in outputs if o.count(f" {literal} ") > 1]
     if not several:
         return ""
-    shared = set.intersection(*(set(_SYMBOL.findall(o)) for o in several)) - {literal}
+    shared = set.intersection(*(set(SYMBOL.findall(o)) for o in several)) - {literal}
     for symbol in sorted(shared):
         if all(items(o, literal, symbol) is not None for o in outputs):
             return symbol
