@@ -880,20 +880,22 @@ def training_section(f: dict[str, Any]) -> list[str]:
         f"{f['batch_size_per_worker']} examples per worker. A plain PyTorch loop in the trainer's "
         "old form, with each change alone and with all of them, then the trainer through Ray "
         "Train (examples/s of the steps themselves; wall time includes loading and Ray's "
-        "start; peak memory: the largest resident size of the loop's own process). "
+        "start; peak memory: the largest resident size of the loop's own process, and that of its "
+        "steps alone, from the loaded model on). "
         f"Ran on {benchkit.machine_line(f['machine'])}.",
         "",
         "| run | examples/s | ratio to the old loop | padding share | precision | peak GB | "
-        "wall s | load avg |",
-        "|---|---|---|---|---|---|---|---|",
+        "steps' peak GB | wall s | load avg |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for label, run in f["runs"].items():
         ratio = run.get("ratio_to_old", run.get("ratio_to_plain", 0.0))
         padding = f"{run['padding_share']:.2f}" if "padding_share" in run else "-"
         peak = f"{run['peak_rss_gb']:.2f}" if "peak_rss_gb" in run else "-"
+        steps_peak = f"{run['steps_peak_gb']:.2f}" if "steps_peak_gb" in run else "-"
         lines.append(
             f"| {label} | {run['examples_per_s']:.2f} | {ratio:.2f} | {padding} | "
-            f"{run.get('precision', 'fp32')} | {peak} | {run['wall_s']:.0f} | "
+            f"{run.get('precision', 'fp32')} | {peak} | {steps_peak} | {run['wall_s']:.0f} | "
             f"{fmt_load(run['load_avg'])} |"
         )
     return [*lines, ""]

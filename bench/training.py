@@ -8,10 +8,13 @@ four the trainer now makes by default, with those and bf16 autocast (``--precisi
 that on bare inputs (``omit_instruction``); then the trainer itself through Ray Train. Each plain
 loop runs in a process of its own. Prints examples/s of the training steps themselves (model
 loading and Ray's start excluded, shown apart as wall time), the share of padding tokens in the
-batches, the loop's peak memory and the ratio to the old loop (``--json``: one JSON object
-instead). ``--loops`` picks loops by their numbers in that list (0: the Ray Train rows);
-``--model qwen`` trains Qwen2.5-Coder-0.5B, whose 151k-entry vocabulary makes the head's share of
-the work the largest.
+batches, the loop's peak memory (the process's, and its steps' alone from the loaded model on)
+and the ratio to the old loop (``--json``: one JSON object instead). The last rows change the
+step's memory, not its result: freed memory returned to the system at once (``freed_memory``;
+the trainer does it where memory is tight), and a batch cut into passes of a token budget
+(``passes``; ``--max-tokens-per-pass``). ``--loops`` picks loops by their numbers in that list
+(0: the Ray Train rows); ``--model qwen`` trains Qwen2.5-Coder-0.5B, whose 151k-entry
+vocabulary makes the head's share of the work the largest.
 
     .venv/bin/python bench/training.py [--task squad] [--model smollm2|qwen|tiny-t5] [--steps 12]
         [--loops 1,5,8] [--quick] [--json]
@@ -20,6 +23,7 @@ the work the largest.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing
 import os
 import resource
@@ -41,9 +45,10 @@ from p2m.trainer.data import store_dataset
 from p2m.trainer.disk_space import parameter_count
 from p2m.trainer.encode import collate, encode_examples
 from p2m.trainer.engine import ModelTrainer, TrainJob
+from p2m.trainer.freed_memory import return_freed_memory
 from p2m.trainer.options import TrainOptions
-from p2m.trainer.precision import autocast, resolve_precision
-from p2m.trainer.shared_prefix import training_loss
+from p2m.trainer.passes import step_backward
+from p2m.trainer.precision import resolve_precision
 from p2m.trainer.worker import load_base_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' tiny models
@@ -63,6 +68,8 @@ class Loop:
     shared_prefix: bool = True
     labelled_logits: bool = True
     instruction: bool = True
+    max_tokens_per_pass: int = 0
+    return_freed_memory: bool = False
 
 
 OLD = Loop(fused_adamw=False, group_by_length=False, shared_prefix=False, labelled_logits=False)
@@ -77,6 +84,12 @@ LOOPS = {
     "the first four: the trainer's defaults (fp32)": Loop(),
     "the defaults + bf16 autocast (--precision auto)": Loop(precision="auto"),
     "the same without the instruction": Loop(precision="auto", instruction=False),
+    "the defaults, freed memory returned at once (where memory is tight)": Loop(
+        return_freed_memory=True
+    ),
+    "the defaults in passes of 2048 tokens": Loop(max_tokens_per_pass=2048),
+    "the defaults in passes of 1024 tokens": Loop(max_tokens_per_pass=1024),
+    "the defaults in passes of 512 tokens": Loop(max_tokens_per_pass=512),
 }
 
 
@@ -96,6 +109,8 @@ def plain_loop(
     from p2m.common.student import ensure_pad_token
 
     started = time.perf_counter()
+    if loop.return_freed_memory:
+        return_freed_memory()
     torch.manual_seed(0)
     torch.set_num_threads(os.cpu_count() or 1)
     tokenizer = AutoTokenizer.from_pretrained(base)
@@ -118,32 +133,60 @@ def plain_loop(
         model.parameters(), lr=options.learning_rate, fused=loop.fused_adamw or None
     )
     busy, seen, real, padded = 0.0, 0, 0, 0
+    loaded_gb = _resident_gb()
+    _reset_peak()
     for step, indices in enumerate(batches):
-        inputs = collate([rows[i] for i in indices], tokenizer.pad_token_id)
         tick = time.perf_counter()
-        with autocast(precision, "cpu"):
-            loss = training_loss(
-                model,
-                inputs,
-                shared_prefix=loop.shared_prefix and architecture != "encoder-decoder",
-                labelled_logits=loop.labelled_logits,
-            )
-        loss.backward()
+        figures = step_backward(
+            model,
+            [rows[i] for i in indices],
+            lambda group: collate(group, tokenizer.pad_token_id),
+            torch.device("cpu"),
+            max_tokens_per_pass=loop.max_tokens_per_pass,
+            precision=precision,
+            encoder_decoder=architecture == "encoder-decoder",
+            shared_prefix=loop.shared_prefix,
+            labelled_logits=loop.labelled_logits,
+        )
         torch.nn.utils.clip_grad_norm_(model.parameters(), options.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if step >= WARMUP_STEPS:
             busy += time.perf_counter() - tick
             seen += len(indices)
-        real += int(inputs["attention_mask"].sum())
-        padded += inputs["input_ids"].numel()
+        real += figures.tokens
+        padded += figures.padded_tokens
     return {
         "examples_per_s": seen / busy if busy else 0.0,
         "padding_share": 1 - real / padded if padded else 0.0,
         "wall_s": time.perf_counter() - started,
         "precision": precision,
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "loaded_gb": loaded_gb,
+        "steps_peak_gb": _peak_since_reset(),
     }
+
+
+def _reset_peak() -> None:
+    """Reset the process's peak resident memory (Linux: VmHWM), so the steps' own peak shows."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def _resident_gb() -> float:
+    return _status_kb("VmRSS") / 2**20
+
+
+def _peak_since_reset() -> float:
+    """The peak resident memory since ``_reset_peak`` (the whole run's where it could not)."""
+    return _status_kb("VmHWM") / 2**20
+
+
+def _status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    return 0
 
 
 def plain_loop_alone(*args: object) -> dict[str, float]:
@@ -199,6 +242,8 @@ def main() -> None:
     for label, run in runs.items():
         padding = f"{run['padding_share']:.2f}" if "padding_share" in run else "-"
         peak = f"{run['peak_rss_gb']:.2f} GB" if "peak_rss_gb" in run else "-"
+        if "steps_peak_gb" in run:
+            peak += f", steps {run['steps_peak_gb']:.2f} GB"
         print(
             f"{label:<45}: {run['examples_per_s']:6.2f} examples/s (x{run['ratio_to_old']:4.2f}; "
             f"padding {padding}; peak memory {peak}; wall {run['wall_s']:5.1f} s; "

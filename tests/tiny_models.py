@@ -58,6 +58,26 @@ def tiny_llama(*, seed: int = 0) -> Any:
     return LlamaForCausalLM(config)
 
 
+def tiny_t5(*, seed: int = 0) -> Any:
+    """A 1-layer, 16-wide T5 (an encoder-decoder model) over a 64-token vocabulary, in memory."""
+    import torch
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    torch.manual_seed(seed)
+    config = T5Config(  # type: ignore[call-arg]
+        vocab_size=64,
+        d_model=16,
+        d_ff=32,
+        d_kv=4,
+        num_layers=1,
+        num_heads=2,
+        decoder_start_token_id=0,
+        dropout_rate=0.0,
+        pad_token_id=0,
+    )
+    return T5ForConditionalGeneration(config)
+
+
 QWEN2_SPLIT = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
     r"|\s*[\r\n]+|\s+(?!\S)|\s+"

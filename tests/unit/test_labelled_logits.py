@@ -9,7 +9,7 @@ import pytest
 from p2m.trainer.encode import IGNORE_INDEX, collate
 from p2m.trainer.labelled_logits import causal_lm_loss, takes_logits_mask
 from p2m.trainer.shared_prefix import MIN_SHARED_TOKENS, training_loss
-from tests.tiny_models import tiny_llama
+from tests.tiny_models import tiny_llama, tiny_t5
 
 # Prompts of different lengths, so right padding leaves the labels at different positions.
 PAIRS = [([3, 4, 5, 6, 7], [8, 9]), ([5, 11], [12]), ([13, 6, 7, 14, 2, 2, 2], [15, 16, 17])]
@@ -84,21 +84,7 @@ def test_lora_adapters_take_the_same_path() -> None:
 
 
 def test_encoder_decoder_models_keep_the_plain_loss() -> None:
-    from transformers import T5Config, T5ForConditionalGeneration
-
-    t5 = T5ForConditionalGeneration(
-        T5Config(
-            vocab_size=64,
-            d_model=16,
-            d_ff=32,
-            d_kv=4,
-            num_layers=1,
-            num_heads=2,
-            decoder_start_token_id=0,
-            dropout_rate=0.0,
-            pad_token_id=0,
-        )
-    )
+    t5 = tiny_t5()
     assert not takes_logits_mask(t5)
     batch = _batch()
     assert causal_lm_loss(t5, batch).item() == pytest.approx(t5(**batch).loss.item())

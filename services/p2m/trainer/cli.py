@@ -98,6 +98,13 @@ def train(
     group_by_length: Annotated[
         bool, typer.Option(help="Batch examples of similar length together (less padding).")
     ] = True,
+    max_tokens_per_pass: Annotated[
+        int,
+        typer.Option(
+            help="Padded tokens one forward and backward pass may hold: a larger batch runs in "
+            "passes whose gradients add up to its own (less memory; 0: one pass)."
+        ),
+    ] = DEFAULTS.max_tokens_per_pass,
     warmup_ratio: Annotated[
         float, typer.Option(help="Share of the steps the learning rate warms up over.")
     ] = DEFAULTS.warmup_ratio,
@@ -191,6 +198,7 @@ def train(
         omit_instruction=instruction is None and prompt_file is None,
         precision=precision,
         group_by_length=group_by_length,
+        max_tokens_per_pass=max_tokens_per_pass,
         warmup_ratio=warmup_ratio,
         eval_steps=eval_steps,
         early_stopping_patience=early_stopping_patience,

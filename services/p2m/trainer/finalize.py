@@ -152,7 +152,7 @@ examples{_demonstrations_clause(report)}, combined and shuffled from:
 |---|---|
 | epochs | {_planned_epochs(options, report)} |
 | learning rate | {options.learning_rate} (AdamW; warmup {options.warmup_ratio:.0%}, linear decay) |
-| batch size per worker | {options.batch_size} |
+| batch size per worker | {options.batch_size}{_passes(options)} |
 | precision | {report.get("precision", "fp32")} (forward pass; weights fp32) |
 | batches grouped by length | {"yes" if options.group_by_length else "no"} |
 | workers | {report.get("num_workers", 1)} ({report.get("device", "cpu")}) |
@@ -174,6 +174,12 @@ examples{_demonstrations_clause(report)}, combined and shuffled from:
 {_search_table(report.get("search_trials", ()))}
 Test-set scores come from the evaluator (`p2m evaluate`).
 """
+
+
+def _passes(options: TrainOptions) -> str:
+    if not options.max_tokens_per_pass:
+        return ""
+    return f" (in passes of at most {options.max_tokens_per_pass} padded tokens)"
 
 
 def _planned_epochs(options: TrainOptions, report: Mapping[str, Any]) -> str:

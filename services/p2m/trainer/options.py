@@ -70,6 +70,7 @@ class TrainOptions:
     search_max_learning_rate: float = 5e-4
     constrain_outputs: bool = True
     validate_on_demonstrations: bool = True
+    max_tokens_per_pass: int = 0
 
     def with_learning_rate_for(self, parameters: int) -> TrainOptions:
         """These options with a learning rate: ``learning_rate_for`` the model where it is 0."""
@@ -88,6 +89,7 @@ class TrainOptions:
                 Within("options.epochs", self.epochs, 1, 100),
                 Within("options.learning_rate", self.learning_rate, 0.0, 1.0),
                 Within("options.batch_size", self.batch_size, 1, 1024),
+                Within("options.max_tokens_per_pass", self.max_tokens_per_pass, 0, 2**31 - 1),
                 Within("options.max_steps", self.max_steps, 0, 2**63 - 1),
                 Within("options.min_steps", self.min_steps, 0, 2**31 - 1),
                 Within("options.num_workers", self.num_workers, 1, 64),
@@ -149,8 +151,9 @@ def planned_epochs(options: TrainOptions, steps_per_epoch: int, validated: bool)
     return max(options.epochs, min(wanted, MIN_STEPS_MAX_EPOCHS))
 
 
-# Fields that change where or how fast training runs, never the weights it gives (on one device).
-_PLACEMENT_ONLY = ("use_gpu",)
+# Fields that change where, how fast or in how much memory training runs, never the weights it
+# gives (on one device; a batch cut into passes gives its gradients up to float rounding).
+_PLACEMENT_ONLY = ("use_gpu", "max_tokens_per_pass")
 
 
 def training_key(

@@ -62,6 +62,7 @@ def options_from_pb(message: trainer_pb2.TrainOptions) -> TrainOptions:
                 "search_max_learning_rate",
                 "constrain_outputs",
                 "validate_on_demonstrations",
+                "max_tokens_per_pass",
             )
         },
         eval_steps=message.eval_steps,

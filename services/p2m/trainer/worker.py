@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import shutil
 import tempfile
 import time
 from collections import deque
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +41,14 @@ from p2m.trainer.events import (
     WorkerStepped,
     WorkerStopped,
 )
+from p2m.trainer.freed_memory import memory_is_tight, return_freed_memory
 from p2m.trainer.options import TrainOptions, planned_epochs, student_spec
+from p2m.trainer.passes import step_backward
 from p2m.trainer.precision import autocast, resolve_precision
-from p2m.trainer.shared_prefix import training_loss
 from p2m.trainer.validation import BestSoFar, Evaluation, sample_scores, validation_loss
 from p2m.trainer.wrapped import unwrapped
 
+log = logging.getLogger(__name__)
 MODEL_DIR = "model"
 BEST_DIR = "best_model"  # the best weights, when they are not the checkpoint's own
 BEST_WEIGHTS_DIR = "p2m-best-weights"  # rank 0's best weights between checkpoints
@@ -138,6 +142,7 @@ class _Training:
         self.options = options = TrainOptions(**config["options"])
         context = ray.train.get_context()
         self.rank, self.world = context.get_world_rank(), context.get_world_size()
+        self.workers_here = context.get_local_world_size()
         self.control = config.get("control")
         torch.set_num_threads(max(1, int(config.get("threads", 1))))
         torch.manual_seed(options.seed)
@@ -176,7 +181,7 @@ class _Training:
         self.eval_rows = encode(config["validation"][: options.max_eval_examples])
         self.eval_sample = _examples(config["validation"][: options.eval_metric_examples])
 
-    def pad(self, rows: list[dict[str, list[int]]]) -> dict[str, Any]:
+    def pad(self, rows: Sequence[dict[str, list[int]]]) -> dict[str, Any]:
         """A padded batch of encoded rows."""
         return collate(rows, self.tokenizer.pad_token_id)
 
@@ -228,6 +233,12 @@ class _Training:
         if options.max_steps:
             self.total_steps = min(self.total_steps, options.max_steps)
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+        if memory_is_tight(sum(p.numel() for p in self.trainable), self.workers_here):
+            return_freed_memory()
+            log.warning(
+                "memory is tight for this training: freed memory goes back to the system at "
+                "once (a lower peak, slower steps: freed_memory)"
+            )
         self.optimizer = torch.optim.AdamW(
             self.trainable, lr=options.learning_rate, fused=_fused_adamw(self.device.type)
         )
@@ -309,7 +320,7 @@ class _Training:
         self.model.train()
         steps_done_this_epoch = position.step - epoch * self.steps_per_epoch
         for indices in batches[steps_done_this_epoch:]:  # resumed mid-epoch: a max_steps stop
-            self._step(self.pad([self.train_rows[i] for i in indices]))
+            self._step([self.train_rows[i] for i in indices])
             if self.stop_requested():
                 return False
             if position.step >= self.total_steps:
@@ -322,25 +333,28 @@ class _Training:
             position.epoch += 1
         return True
 
-    def _step(self, batch: dict[str, Any]) -> None:
+    def _step(self, rows: list[dict[str, list[int]]]) -> None:
         """One optimizer step, and its progress event."""
         import torch
 
         position = self.position
         started = time.perf_counter()
-        batch = {k: v.to(self.device) for k, v in batch.items()}
-        with autocast(self.precision, self.device.type):
-            loss = training_loss(
-                self.model, batch, shared_prefix=self.spec.architecture == "decoder-only"
-            )
-        loss.backward()
+        step = step_backward(
+            self.model,
+            rows,
+            self.pad,
+            self.device,
+            max_tokens_per_pass=self.options.max_tokens_per_pass,
+            precision=self.precision,
+            encoder_decoder=self.spec.architecture != "decoder-only",
+        )
         torch.nn.utils.clip_grad_norm_(self.trainable, self.options.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         position.step += 1
-        self.losses.append(float(loss.item()))
-        elapsed, samples = time.perf_counter() - started, len(batch["input_ids"]) * self.world
+        self.losses.append(step.loss)
+        elapsed, samples = time.perf_counter() - started, len(rows) * self.world
         self.times.append((elapsed, samples))
         self.samples_seen, self.busy_s = self.samples_seen + samples, self.busy_s + elapsed
         seconds = sum(t for t, _ in self.times)
