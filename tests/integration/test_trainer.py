@@ -318,13 +318,16 @@ def test_a_search_needs_validation_data(
 def test_two_workers_fine_tune_smollm2_from_the_model_store(
     trainer: ServiceProcess, trainer_data_dir: Path, temporal: ArtifactRef
 ) -> None:
-    stream = train(
-        trainer.address, request(temporal, SMOLLM2, num_workers=2, max_steps=2, batch_size=2)
+    # Each worker's batch of 2 runs in two passes of one row (DDP syncs on the second only).
+    message = request(
+        temporal, SMOLLM2, num_workers=2, max_steps=2, batch_size=2, max_tokens_per_pass=16
     )
+    stream = train(trainer.address, message)
     report = stream[-1].result.report
     assert report.steps == 2 and report.num_workers == 2
     assert 0 < report.final_loss < 10  # a pretrained model starts far below log(vocab) = 10.8
     folder = model_folder(trainer_data_dir, stream[-1])
+    assert "in passes of at most 16 padded tokens" in (folder / "README.md").read_text()
     spec = StudentSpec.load(folder)
     assert (spec.architecture, spec.base_model, spec.instruction) == (
         "decoder-only",

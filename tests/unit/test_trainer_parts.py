@@ -103,6 +103,7 @@ def test_collate_pads_inputs_and_masks_labels(tokenizer: Any) -> None:
         ({"lora_r": 0}, "options.lora.r"),
         ({"precision": "fp16"}, "options.precision"),
         ({"min_steps": -1}, "options.min_steps"),
+        ({"max_tokens_per_pass": -1}, "options.max_tokens_per_pass"),
     ],
 )
 def test_out_of_range_options_name_the_field(change: dict[str, Any], field: str) -> None:
@@ -120,6 +121,8 @@ def test_the_key_follows_the_prompt_layout(monkeypatch: pytest.MonkeyPatch) -> N
 def test_the_key_follows_what_changes_the_weights() -> None:
     base = training_key("b" * 64, ["d" * 64], "Do it.", TrainOptions())
     assert base == training_key("b" * 64, ["d" * 64], "Do it.", TrainOptions(use_gpu=True))
+    in_passes = TrainOptions(max_tokens_per_pass=1024)  # the same gradients, less memory
+    assert base == training_key("b" * 64, ["d" * 64], "Do it.", in_passes)
     for other in (
         training_key("c" * 64, ["d" * 64], "Do it.", TrainOptions()),
         training_key("b" * 64, ["e" * 64], "Do it.", TrainOptions()),
@@ -386,6 +389,9 @@ def test_recipe_fields_unset_in_the_proto_take_the_defaults() -> None:
     assert (chosen.warmup_ratio, chosen.early_stopping_patience) == (0.0, 0)
     assert (chosen.keep_best, chosen.eval_steps) == (False, 50)
     assert options_from_pb(trainer_pb2.TrainOptions(min_steps=0)).min_steps == 0
+    assert options.max_tokens_per_pass == 0
+    passes = trainer_pb2.TrainOptions(max_tokens_per_pass=1024)
+    assert options_from_pb(passes).max_tokens_per_pass == 1024
     off = trainer_pb2.TrainOptions(validate_on_demonstrations=False)
     assert options_from_pb(off).validate_on_demonstrations is False
     with pytest.raises(InvalidInput, match=r"options\.warmup_ratio"):
