@@ -54,6 +54,19 @@ SPAN_TASK = TaskSpec(
     ),
 )
 
+# Outputs keyed by the time expressions their inputs hold.
+KEYED_TASK = TaskSpec(
+    "List each time expression with its date.",
+    (
+        Example("We met yesterday in Rome.", "yesterday == 2020-01-01"),
+        Example("The report is due next month.", "next month == 2020-02"),
+        Example("She moved to Oslo last year.", "last year == 2019"),
+        Example("Call me tomorrow morning.", "tomorrow morning == 2020-01-02"),
+        Example("I visited Lisbon.", "N/A"),
+        Example("Nothing happened.", "N/A"),
+    ),
+)
+
 
 class FaultyTeacher:
     """Scripted by ``mix``: shares of "error", "slow", "garbage" and "good" answers.
@@ -65,7 +78,8 @@ class FaultyTeacher:
     example it is shown, word for word. Answers name the colour or
     label their input names ("colour N" for "thing number N"; "parrot" writes TASK's instruction
     as the input and the request's wording as the answer; "sloppy": a near-miss of the label,
-    "Positively"; "repetitive": "colour 7" whatever the input). A request for topics gets a list
+    "Positively"; "repetitive": "colour 7" whatever the input; "keyed" writes KEYED_TASK's
+    sentences and keys half its answers by the place they name). A request for topics gets a list
     of them.
     """
 
@@ -118,6 +132,9 @@ class FaultyTeacher:
                 content = "colour 7"
             if kind == "parrot":  # the request's own wording
                 content = 'print("no explanation, no code fences, no label")'
+            if kind == "keyed":  # a date keyed by the time expression, or by the place
+                key = self.rng.choice(["next week", "Paris"])
+                content = f"{key} == 2020-{self.requests % 12 + 1:02d}-05"
         usage = {"prompt_tokens": 50, "completion_tokens": 10, "total_tokens": 60}
         return web.json_response(
             {
@@ -147,6 +164,8 @@ class FaultyTeacher:
             obeys = kind == "biased" and self.rng.random() < 0.5  # or never
             label = asked.group(1) if asked and obeys else "positive"
             return f"review {n} {noise} feels {label}"
+        if kind == "keyed":  # KEYED_TASK's form: a time expression and a place
+            return f"Note {n} ({noise}): next week I fly to Paris."
         if kind == "parrot":  # the task itself, with a topic in front, instead of an instance
             return f"thing {n}: name a colour"
         if kind == "copycat":  # the first example it is shown, word for word
@@ -358,6 +377,35 @@ async def test_inputs_that_mean_what_an_accepted_one_means_are_dropped(teacher, 
     vectors = encoder.encode(inputs)
     similarity = vectors @ vectors.T
     assert (similarity[~np.eye(len(inputs), dtype=bool)] < 0.85).all()
+
+
+async def test_keys_of_another_kind_than_the_demonstrations_keys_are_dropped(teacher, tmp_path):
+    """With the shipped encoder, "Paris == 2020-01-05" is dropped; without one it is kept."""
+    faulty, base_url = teacher
+    faulty.mix = {"keyed": 1.0}
+    options = GenerateOptions(num_examples=6, batch_size=4, seed=7, dedup=False)
+    config = LLMConfig(base_url=base_url, timeout_s=5, max_concurrency=8)
+    found = {}
+    for name, encoder in (("held", shipped_encoder()), ("unheld", None)):
+        store = ArtifactStore(tmp_path / name / "artifacts")
+        async with LLMClient(config) as client:
+            generator = DatasetGenerator(client, store, tmp_path / name, "faulty", encoder)
+            result = await generator.generate(KEYED_TASK, options)
+        folder = store.path(result.dataset.sha256)
+        outputs = [
+            json.loads(line)["output"]
+            for split in ("train", "validation")
+            for line in (folder / f"{split}.jsonl").read_text().splitlines()
+        ]
+        found[name] = (result.report, outputs)
+    held, outputs = found["held"]
+    assert held.invariants.output_key_kinds > 0 and held.invariant_drops["output_key_kinds"] > 0
+    assert held.accepted == 6 and all(o.startswith("next week == ") for o in outputs), outputs
+    unheld, outputs = found["unheld"]
+    assert (
+        unheld.invariants.output_key_kinds == 0 and "output_key_kinds" not in unheld.invariant_drops
+    )
+    assert any(o.startswith("Paris == ") for o in outputs), outputs
 
 
 async def test_a_closed_set_is_balanced_by_asking_for_the_scarcest_label(teacher, tmp_path: Path):

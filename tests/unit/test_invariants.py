@@ -164,8 +164,8 @@ def test_the_generation_key_names_item_rules_only_where_they_are_held(monkeypatc
     monkeypatch.setattr(  # as before the item rules: the same rules less those
         generator_options,
         "infer",
-        lambda task: replace(
-            learned(task),
+        lambda task, encoder=None: replace(
+            learned(task, encoder),
             output_item_separator="",
             output_keys_in_input=False,
             output_value_shapes=(),
@@ -351,6 +351,12 @@ def test_json_round_trip_and_bad_rules_name_the_field():
     with pytest.raises(InvalidInput) as info:
         Invariants.from_json({"output_keys_in_input": True})
     assert info.value.field == "invariants.output_literals"
+    for bad in ("0.4", 1.5, True):
+        with pytest.raises(InvalidInput) as info:
+            Invariants.from_json({"output_literals": ["=="], "output_key_kinds": bad})
+        assert info.value.field == "invariants.output_key_kinds"
+    whole = Invariants.from_json({"output_literals": ["=="], "output_key_kinds": 0})
+    assert whole.output_key_kinds == 0.0 and isinstance(whole.output_key_kinds, float)
     with pytest.raises(InvalidInput) as info:
         Invariants.from_json({"no_such_rule": True})
     assert info.value.field == "invariants.no_such_rule"
@@ -379,6 +385,7 @@ def test_every_rule_survives_the_proto_round_trip():
         output_item_separator="|",
         output_keys_in_input=True,
         output_value_shapes=(r"\d{4}", r"\d{4}-\d{2}"),
+        output_key_kinds=0.41,
     )
     unset = [
         f.name for f in fields(Invariants) if getattr(every_rule_set, f.name) in ("", (), False)

@@ -260,12 +260,13 @@ def _read_invariants(path: Path) -> Any:
 
 
 async def _learned_invariants(settings: Settings, prompt: bytes) -> Any:
+    from p2m.common.encoder import shipped_encoder
     from p2m.generator.invariants import infer
     from p2m.local_llm.provider import LLMProvider
 
     provider = LLMProvider(settings)
     try:
-        return infer(await parse_prompt(provider, settings, prompt))
+        return infer(await parse_prompt(provider, settings, prompt), shipped_encoder())
     finally:
         await provider.aclose()
 

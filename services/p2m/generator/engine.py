@@ -62,6 +62,7 @@ from p2m.generator.hints import TEMPERATURE as HINT_TEMPERATURE
 from p2m.generator.invariants import Invariants
 from p2m.generator.journal import Candidate, Journal
 from p2m.generator.judge import JUDGE_SCHEMA, JUDGE_TOKENS, judge_messages, score_of
+from p2m.generator.key_kinds import KeyKinds
 from p2m.generator.limits import answer_tokens, example_tokens
 from p2m.generator.meaning import Encoder, MeaningIndex
 from p2m.generator.options import (
@@ -248,6 +249,7 @@ class _Run:
     hint_requests: int = 0
     judge_scores: list[int] = field(default_factory=list)
     layout: InputLayout | None = None  # span-first inputs are written in this layout
+    key_kinds: KeyKinds | None = None  # holds ``invariants.output_key_kinds``
     output_cap: OutputCap = field(init=False)
     outputs: OutputCounts = field(init=False)
     instructions: tuple[str, ...] = field(init=False)
@@ -435,6 +437,7 @@ class DatasetGenerator:
         if self._encoder is not None and options.dedup and options.meaning_dedup_threshold < 1:
             meaning = MeaningIndex(self._encoder, options.meaning_dedup_threshold)
             meaning.add_all(seen)
+        invariants = applied_invariants(task, options, self._encoder)
         if state.accepted or state.pending:
             log.info(
                 "resuming generation",
@@ -443,7 +446,7 @@ class DatasetGenerator:
         return _Run(
             task=task,
             options=options,
-            invariants=applied_invariants(task, options),
+            invariants=invariants,
             journal=journal,
             budget=budget,
             duplicates=duplicates,
@@ -464,7 +467,18 @@ class DatasetGenerator:
             layout=span_first_layout(task, options),
             hints=state.hints,
             hint_requests=state.hint_requests,
+            key_kinds=self._key_kinds(task, invariants),
         )
+
+    def _key_kinds(self, task: TaskSpec, invariants: Invariants) -> KeyKinds | None:
+        """What holds ``output_key_kinds``; None where it is 0 (or no encoder can hold it)."""
+        if not invariants.output_key_kinds:
+            return None
+        if self._encoder is None:
+            log.warning("output_key_kinds is not held: no sentence encoder is installed")
+            return None
+        keys = invariants.demonstration_keys(task.demonstrations)
+        return KeyKinds(self._encoder, keys, invariants.output_key_kinds) if keys else None
 
     async def _round(self, run: _Run, temperature: float) -> None:
         options = run.options
@@ -737,7 +751,7 @@ class DatasetGenerator:
         A span-first candidate's own output is the span it was written for, not a vote.
         """
         votes = candidate.samples if candidate.output else [candidate.output, *candidate.samples]
-        return run.invariants.kept_outputs(candidate.input, votes)
+        return [v for v in votes if v and _output_rule(run, candidate.input, v) is None]
 
     async def _ask(
         self,
@@ -820,7 +834,7 @@ class DatasetGenerator:
             return None
         kept = self._valid_votes(run, candidate)
         if not kept:  # every vote broke a rule: the first one's names the drop
-            rule = run.invariants.output_violation(candidate.input, votes[0])
+            rule = _output_rule(run, candidate.input, votes[0])
             self._drop(run, candidate.gen_id, INVARIANT_PREFIX + str(rule))
             return None
         output, share = majority_vote(kept)
@@ -1014,3 +1028,12 @@ def invariant_drops(dropped: Counter[str]) -> dict[str, int]:
         for reason, count in sorted(dropped.items())
         if reason.startswith(INVARIANT_PREFIX)
     }
+
+
+def _output_rule(run: _Run, input_text: str, output: str) -> str | None:
+    """The first output rule ``output`` (the answer to ``input_text``) breaks, or None."""
+    if (rule := run.invariants.output_violation(input_text, output)) is not None:
+        return rule
+    if run.key_kinds is not None and run.key_kinds.unlike(run.invariants.output_keys(output)):
+        return "output_key_kinds"
+    return None

@@ -16,14 +16,15 @@ import datetime
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from p2m.common.closed_set import MIN_DEMONSTRATIONS, closed_set_labels, squash
 from p2m.common.code_output import CODE_LANGUAGES, code_language, is_code, parses_as
 from p2m.common.errors import InvalidInput
 from p2m.common.types import Example, TaskSpec
-from p2m.generator import output_items, scripts
+from p2m.generator import key_kinds, output_items, scripts
+from p2m.generator.meaning import Encoder
 from p2m.generator.output_items import ItemRules
 from p2m.generator.text_shape import SYMBOL, compact, shape_pieces
 
@@ -52,6 +53,7 @@ RULES = (
     "output_not_only_prints_text",
     "output_keys_in_input",
     "output_value_shapes",
+    "output_key_kinds",
 )
 # Labels a teacher puts before an answer ("input: ... output: ..." is how the generator shows
 # examples); one written into a new input gives its answer away ("...\n\nOutput: Corn").
@@ -114,6 +116,12 @@ class Invariants:
         output_keys_in_input: Every item's key is quoted from the input ("last year").
         output_value_shapes: Patterns one of which every item's value matches (``\d{4}-\d{2}``):
             learned when every value is digits and symbols in a few shapes.
+        output_key_kinds: Every item's key is of the demonstrations' keys' kind: its highest
+            cosine (the shipped sentence encoder) to one of their keys is at least this; 0.0
+            for no such rule. Learned where the encoder is at hand, from at least
+            ``key_kinds.MIN_KEYS`` distinct keys: their lowest leave-one-out cosine less a
+            margin (Temporal's time expressions: 0.41; "Paris" or "Apple" as a key scored 0.11
+            to 0.39). See ``key_kinds``.
     """
 
     input_prefix: str = ""
@@ -137,6 +145,7 @@ class Invariants:
     output_item_separator: str = ""
     output_keys_in_input: bool = False
     output_value_shapes: tuple[str, ...] = ()
+    output_key_kinds: float = 0.0
 
     def input_violation(self, text: str) -> str | None:
         """The first input rule ``text`` breaks, or None."""
@@ -205,6 +214,19 @@ class Invariants:
         broken = output_items.violation(rules, input_text, text, self.output_literals[0])
         return f"output_{broken}" if broken else None
 
+    def output_keys(self, output: str) -> list[str]:
+        """The keys of ``output``'s items ([] where outputs are not keyed or it is a fixed one)."""
+        text = output.strip()
+        if len(self.output_literals) != 1 or text in self.output_fixed:
+            return []
+        parts = output_items.items(text, self.output_literals[0], self.output_item_separator)
+        return [key for key, _ in parts or []]
+
+    def demonstration_keys(self, demonstrations: Sequence[Example]) -> list[str]:
+        """The distinct keys of the demonstrations' keyed outputs, in order."""
+        keys = (key for d in demonstrations for key in self.output_keys(d.output))
+        return list(dict.fromkeys(keys))
+
     def kept_outputs(self, input_text: str, outputs: Sequence[str]) -> list[str]:
         """The non-empty ``outputs`` (answers to ``input_text``) that break no output rule."""
         return [o for o in outputs if o and self.output_violation(input_text, o) is None]
@@ -272,6 +294,11 @@ class Invariants:
             lines.append("every item's key is quoted from its input")
         if self.output_value_shapes:
             lines.append(f"every item's value matches one of {', '.join(self.output_value_shapes)}")
+        if self.output_key_kinds:
+            lines.append(
+                "every item's key is of the demonstrations' keys' kind "
+                f"(cosine at least {self.output_key_kinds:g} to one of them)"
+            )
         return lines
 
     def to_json(self) -> dict[str, Any]:
@@ -327,18 +354,23 @@ class Invariants:
                     f"{field}.output_value_shapes",
                     f"{pattern!r} is not a regular expression: {exc}",
                 ) from None
-        if (self.output_keys_in_input or self.output_value_shapes) and len(
+        if not 0.0 <= self.output_key_kinds < 1.0:
+            raise InvalidInput(f"{field}.output_key_kinds", "must be at least 0 and below 1")
+        if (self.output_keys_in_input or self.output_value_shapes or self.output_key_kinds) and len(
             self.output_literals
         ) != 1:
             raise InvalidInput(
                 f"{field}.output_literals",
                 "must hold exactly one symbol (the one between key and value) where "
-                "output_keys_in_input or output_value_shapes is set",
+                "output_keys_in_input, output_value_shapes or output_key_kinds is set",
             )
 
 
-def infer(task: TaskSpec) -> Invariants:
-    """The rules every demonstration of ``task`` keeps (none from fewer than two)."""
+def infer(task: TaskSpec, encoder: Encoder | None = None) -> Invariants:
+    """The rules every demonstration of ``task`` keeps (none from fewer than two).
+
+    With an ``encoder``, keyed outputs' keys are held to the demonstrations' kind too.
+    """
     demos = [Example(d.input.strip(), d.output.strip()) for d in task.demonstrations]
     if len(demos) < MIN_DEMONSTRATIONS:
         return Invariants()
@@ -347,7 +379,7 @@ def infer(task: TaskSpec) -> Invariants:
     language = code_language(task, outputs)
     keyed = [(d.input, d.output) for d in demos if d.output not in fixed]
     items = output_items.learn(keyed, literals[0]) if len(literals) == 1 else ItemRules()
-    return Invariants(
+    rules = Invariants(
         input_prefix=_common_prefix_pattern(inputs),
         input_markers=_common_markers(inputs),
         output_one_line=all("\n" not in o for o in outputs),
@@ -377,6 +409,10 @@ def infer(task: TaskSpec) -> Invariants:
         output_keys_in_input=items.keys_in_input,
         output_value_shapes=items.value_shapes,
     )
+    if encoder is None or items.empty:
+        return rules
+    threshold = key_kinds.learn_threshold(encoder, rules.demonstration_keys(demos))
+    return replace(rules, output_key_kinds=threshold)
 
 
 def real_dates(text: str) -> bool:
@@ -519,6 +555,10 @@ def _coerce(field: str, kind: Any, value: Any) -> Any:
         if not isinstance(value, bool):
             raise InvalidInput(field, "must be true or false")
         return value
+    if kind == "float":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidInput(field, "must be a number")
+        return float(value)
     if kind == "str":
         if not isinstance(value, str):
             raise InvalidInput(field, "must be a string")

@@ -14,7 +14,8 @@ from p2m.generator.grounded import InputLayout, input_layout
 from p2m.generator.invariants import Invariants, infer
 from p2m.generator.judge import DEFAULT_THRESHOLD as DEFAULT_JUDGE_THRESHOLD
 from p2m.generator.judge import MAX_SCORE, MIN_SCORE
-from p2m.generator.meaning import DEFAULT_THRESHOLD
+from p2m.generator.key_kinds import MIN_KEYS
+from p2m.generator.meaning import DEFAULT_THRESHOLD, Encoder
 from p2m.generator.output_share import DEFAULT_SHARE as DEFAULT_OUTPUT_SHARE
 
 # Changing how results are produced changes this, so old cache entries are not reused.
@@ -106,11 +107,16 @@ class GenerateOptions:
 _SPEED_ONLY = ("max_concurrency", "stall_timeout_s")
 
 
-def applied_invariants(task: TaskSpec, options: GenerateOptions) -> Invariants:
-    """The rules a generation holds examples to: the options' own, else the inferred ones."""
+def applied_invariants(
+    task: TaskSpec, options: GenerateOptions, encoder: Encoder | None = None
+) -> Invariants:
+    """The rules a generation holds examples to: the options' own, else the inferred ones.
+
+    Rules by meaning (``output_key_kinds``) are inferred only with an ``encoder``.
+    """
     if not options.check_invariants:
         return Invariants()
-    return options.invariants if options.invariants is not None else infer(task)
+    return options.invariants if options.invariants is not None else infer(task, encoder)
 
 
 def span_first_layout(task: TaskSpec, options: GenerateOptions) -> InputLayout | None:
@@ -132,6 +138,9 @@ def generation_key(task: TaskSpec, options: GenerateOptions, model: str) -> str:
     }
     if span_first_layout(task, options) is not None:  # other tasks keep their earlier keys
         payload["span_first"] = True
-    if not applied_invariants(task, options).item_rules.empty:  # likewise
+    rules = applied_invariants(task, options)
+    if not rules.item_rules.empty:  # likewise
         payload["output_items"] = True
+        if len(rules.demonstration_keys(task.demonstrations)) >= MIN_KEYS:
+            payload["key_kinds"] = True  # held where the shipped encoder is installed
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()

@@ -90,7 +90,7 @@ def invariants_from_pb(message: generator_pb2.Invariants) -> Invariants:
     values: dict[str, Any] = {}
     for rule in fields(Invariants):
         value = getattr(message, rule.name)
-        values[rule.name] = value if isinstance(value, str | bool) else tuple(value)
+        values[rule.name] = value if isinstance(value, str | bool | float) else tuple(value)
     return Invariants(**values)
 
 
