@@ -101,9 +101,12 @@ $(TOOLS_STAMP):
 	$(HELM) version --short && $(KUBECTL) version --client && touch $@
 
 # The suite's 25 slowest tests close its output, so its time (about 20 minutes is the budget on
-# 2 cores) can be watched where it grows.
+# 2 cores) can be watched where it grows. It runs in TEST_WORKERS processes (pytest-xdist), a
+# file's tests on one of them (tests/conftest.py groups them); TEST_WORKERS=0 runs it in one.
+TEST_WORKERS ?= 2
 test: install browser tools ## Run the test suite inside a loopback-only network namespace
-	scripts/netns-run $(BIN)/python -m pytest --durations=25 $(PYTEST_ARGS)
+	scripts/netns-run $(BIN)/python -m pytest --durations=25 -n $(TEST_WORKERS) \
+		--dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
 
 test-unit: install ## Run the unit tests only (fast)
 	scripts/netns-run $(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)

@@ -19,6 +19,34 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 
+def _pin_to_own_cores() -> None:
+    """Under pytest-xdist, keep each worker (and every process it starts) on cores of its own.
+
+    A llama.cpp endpoint, Ray and torch each size their threads to the cores a process may use
+    (``p2m.common.procs.usable_cpus``); two workers' threads on the same cores wait on each
+    other and slow to a crawl (a 40 s generation took over 6 minutes).
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    cores = sorted(os.sched_getaffinity(0))
+    if worker.startswith("gw") and 1 < workers <= len(cores):
+        os.sched_setaffinity(0, cores[int(worker[2:]) :: workers])
+
+
+_pin_to_own_cores()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """For pytest-xdist's ``--dist loadgroup``: a file's tests run on one worker, in order.
+
+    The end-to-end files, each a whole stack, run one after another on one worker.
+    """
+    for item in items:
+        parts = item.path.relative_to(REPO).parts
+        group = "e2e" if parts[:2] == ("tests", "e2e") else "/".join(parts)
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The real data folder (P2M_SHARED_DATA, which the Makefile sets; else ../shared/data)."""

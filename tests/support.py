@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,9 +17,29 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from p2m.common.procs import free_port
+from p2m.common import procs
 
 REPO = Path(__file__).resolve().parents[1]
+# Under pytest-xdist each worker ("gw0", "gw1", ...) picks its ports from a range of its own, below
+# the kernel's ephemeral ports (32768 and up), so two workers never pick one port between its
+# choice and a service's bind.
+WORKER_PORTS_FROM, WORKER_PORTS_EACH = 20000, 3000
+
+
+def free_port() -> int:
+    """A loopback port free now: from this pytest-xdist worker's own range, if under one."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw"):
+        return procs.free_port()
+    first = WORKER_PORTS_FROM + int(worker[2:]) * WORKER_PORTS_EACH
+    for port in random.sample(range(first, first + WORKER_PORTS_EACH), 200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((procs.LOOPBACK, port))
+            except OSError:
+                continue
+        return port
+    return procs.free_port()
 
 
 class ServiceProcess:

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from p2m.common.procs import free_port, pid_running
+from p2m.common.procs import pid_running
 from p2m.common.student import Decoding, Student, StudentSpec
 from p2m.llamacpp.student import LlamaCppStudent
-from tests.support import REPO, run_p2m
+from tests.support import REPO, free_port, run_p2m
 from tests.tiny_models import build_tiny_decoder
 
 INPUTS = [

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 
@@ -9,6 +10,7 @@ import pytest
 from p2m.common import errors
 from p2m.common.grpc_errors import status_for
 from p2m.common.log import JsonFormatter, run_id_var
+from p2m.common.server import GrpcServer
 
 
 @pytest.mark.parametrize(
@@ -48,3 +50,16 @@ def test_json_log_lines_carry_run_id_and_extras():
     assert line["run_id"] == "run-42"
     assert line["stage"] == "parse"
     assert line["ts"].endswith("+00:00")
+
+
+async def test_a_port_another_server_listens_on_is_refused_not_shared():
+    """gRPC's SO_REUSEPORT would let a second server listen beside the first, unnoticed."""
+    first = GrpcServer([], "127.0.0.1", 0)
+    port = await first.start()
+    second = GrpcServer([], "127.0.0.1", port)
+    try:
+        with pytest.raises(errors.Unavailable, match=f"cannot listen on 127.0.0.1:{port}"):
+            await second.start()
+    finally:
+        await asyncio.wait_for(second.stop(0), 5)  # a no-op where it never started
+        await first.stop(0)

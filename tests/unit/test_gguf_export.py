@@ -165,7 +165,7 @@ def test_auto_takes_llama_cpp_where_it_can_and_says_why_not(
 
 
 def test_threads_follow_the_cgroup_quota(tmp_path: Path) -> None:
-    from p2m.llamacpp.student import usable_cpus
+    from p2m.common.procs import usable_cpus
 
     affinity = usable_cpus(tmp_path / "absent")
     assert affinity >= 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import signal
 import socket
@@ -11,6 +12,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 LOOPBACK = "127.0.0.1"
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 
 
 def free_ports(count: int, host: str = LOOPBACK) -> tuple[int, ...]:
@@ -85,3 +87,22 @@ def signal_group(pid: int, sig: signal.Signals) -> None:
             os.kill(pid, sig)
     except PermissionError:
         log.warning("not allowed to signal process group %d", pid)
+
+
+def usable_cpus(cpu_max: Path = CGROUP_CPU_MAX) -> int:
+    """CPUs this process may use: its affinity, capped by its cgroup's CPU quota (a pod's limit).
+
+    A container limited to 2 CPUs on a 64-core node still sees 64 cores; llama.cpp running 64
+    threads there would spend its time descheduled.
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    try:
+        quota, period = cpu_max.read_text(encoding="utf-8").split()[:2]
+        if quota != "max":
+            cpus = min(cpus, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError, ZeroDivisionError):
+        pass  # no cgroup v2 quota to read: the affinity is all there is
+    return max(1, cpus)

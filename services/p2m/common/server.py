@@ -55,6 +55,8 @@ class GrpcServer:
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                # A port another process listens on is an error, not a port shared with it.
+                ("grpc.so_reuseport", 0),
             ],
         )
 

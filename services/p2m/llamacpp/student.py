@@ -19,7 +19,6 @@ import http.client
 import json
 import logging
 import math
-import os
 import select
 import subprocess
 import sys
@@ -28,37 +27,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from p2m.common.procs import usable_cpus
 from p2m.common.student import Decoding, StudentSpec, encode_prompts, ensure_pad_token
 from p2m.llamacpp.gguf_export import export_gguf
 
 log = logging.getLogger(__name__)
 
 EXPORT_VERSION = 1
-CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 # Room in each slot's context beyond the input and output limits (llama.cpp's own tokens).
 CONTEXT_MARGIN = 16
 START_TIMEOUT_S = 300.0
 STOP_GRACE_S = 10.0
 REQUEST_TIMEOUT_S = 600.0
-
-
-def usable_cpus(cpu_max: Path = CGROUP_CPU_MAX) -> int:
-    """CPUs this process may use: its affinity, capped by its cgroup's CPU quota (a pod's limit).
-
-    A container limited to 2 CPUs on a 64-core node still sees 64 cores; llama.cpp running 64
-    threads there would spend its time descheduled.
-    """
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cpus = os.cpu_count() or 1
-    try:
-        quota, period = cpu_max.read_text(encoding="utf-8").split()[:2]
-        if quota != "max":
-            cpus = min(cpus, math.ceil(int(quota) / int(period)))
-    except (OSError, ValueError, ZeroDivisionError):
-        pass  # no cgroup v2 quota to read: the affinity is all there is
-    return max(1, cpus)
 
 
 def cached_export(folder: Path, precision: str, cache_dir: Path) -> Path:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from p2m.common.errors import Unavailable
-from p2m.common.procs import free_port
+from p2m.common.procs import free_port, usable_cpus
 from p2m.common.settings import Settings
 from p2m.common.shipped_models import resolve_gguf
 
@@ -43,7 +42,7 @@ class LocalLLMConfig:
         port: Port (0 picks a free one).
         n_parallel: Concurrent decoding slots.
         n_ctx: Context in tokens, shared among the slots.
-        n_threads: CPU threads (0: every core).
+        n_threads: CPU threads (0: every core this process may use, ``usable_cpus``).
     """
 
     model_path: Path
@@ -86,7 +85,7 @@ class LocalLLMServer:
         params.port = port
         params.n_parallel = cfg.n_parallel
         params.n_ctx = cfg.n_ctx
-        params.cpuparams.n_threads = cfg.n_threads or (os.cpu_count() or 1)
+        params.cpuparams.n_threads = cfg.n_threads or usable_cpus()
         params.cpuparams_batch.n_threads = params.cpuparams.n_threads
         params.verbosity = -1
         try:

@@ -12,6 +12,7 @@ import threading
 from typing import Any
 
 from p2m.common.errors import Unavailable
+from p2m.common.procs import usable_cpus
 from p2m.trainer.events import WorkerEvent
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ def ensure_ray(num_cpus: int | None = None) -> None:
             try:
                 ray.init(
                     address="local",
-                    num_cpus=num_cpus or os.cpu_count() or 1,
+                    num_cpus=num_cpus or usable_cpus(),
                     num_gpus=None,
                     include_dashboard=False,
                     _node_ip_address="127.0.0.1",
