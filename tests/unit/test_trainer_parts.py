@@ -435,6 +435,9 @@ def test_the_model_card_says_why_the_epochs_were_raised(tmp_path: Path) -> None:
     assert "| epochs | 3 |" in asked
     older = model_card(base, task, options, {"report": {}})  # a report from before the field
     assert "| epochs | 3 |" in older
+    assert "| memory | enough for the gradients and AdamW state |" in older
+    tight = model_card(base, task, options, {"report": {"memory_tight": True}})
+    assert "| memory | tight: freed memory was returned to the system at once" in tight
 
 
 def test_the_model_is_held_to_its_training_outputs_form_unless_asked_not_to(

@@ -335,6 +335,7 @@ def _show(result: dict[str, Any], options: TrainOptions) -> None:
         f"worker(s), {report['precision']}, {report['train_seconds']:.0f}s, "
         f"{report['samples_per_second']:.2f} ex/s"
         f"{', cached' if report['cached'] else ''}"
+        f"{', memory tight (freed memory returned at once)' if report.get('memory_tight') else ''}"
         f"{', resumed from step ' + str(report['resumed_from_step']) if report['resumed_from_checkpoint'] else ''})"  # noqa: E501
     )
     out.print(

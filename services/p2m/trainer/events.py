@@ -46,6 +46,7 @@ class WorkerStarted:
     steps_per_epoch: int
     world: int
     precision: str = "fp32"
+    memory_tight: bool = False  # freed memory is returned at once (``freed_memory``)
 
 
 @dataclass(frozen=True)

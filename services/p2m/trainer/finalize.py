@@ -154,6 +154,7 @@ examples{_demonstrations_clause(report)}, combined and shuffled from:
 | learning rate | {options.learning_rate} (AdamW; warmup {options.warmup_ratio:.0%}, linear decay) |
 | batch size per worker | {options.batch_size}{_passes(options)} |
 | precision | {report.get("precision", "fp32")} (forward pass; weights fp32) |
+| memory | {_memory(report)} |
 | batches grouped by length | {"yes" if options.group_by_length else "no"} |
 | workers | {report.get("num_workers", 1)} ({report.get("device", "cpu")}) |
 | LoRA | {f"r={options.lora_r}, alpha={options.lora_alpha} (merged)" if options.lora else "no"} |
@@ -180,6 +181,12 @@ def _passes(options: TrainOptions) -> str:
     if not options.max_tokens_per_pass:
         return ""
     return f" (in passes of at most {options.max_tokens_per_pass} padded tokens)"
+
+
+def _memory(report: Mapping[str, Any]) -> str:
+    if not report.get("memory_tight"):
+        return "enough for the gradients and AdamW state"
+    return "tight: freed memory was returned to the system at once (a lower peak, slower steps)"
 
 
 def _planned_epochs(options: TrainOptions, report: Mapping[str, Any]) -> str:

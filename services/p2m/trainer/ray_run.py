@@ -64,6 +64,7 @@ class RayRun:
         self.last_step: WorkerStepped | None = None
         self.stopped_at: int | None = None
         self.precision = "fp32"
+        self.memory_tight = False
 
     def folders(self) -> list[Path]:
         """What the run leaves on disk (removed once its model is stored)."""
@@ -139,6 +140,7 @@ class RayRun:
                 self.resumed_from_step = start = event.resumed_from_step
                 self.total_steps = event.total_steps
                 self.precision = event.precision
+                self.memory_tight = self.memory_tight or event.memory_tight
                 message = f"resumed from step {start}" if start else "started"
                 self.emit(TrainEvent(start, event.total_steps, 0.0, message=message))
             case WorkerStepped():
@@ -229,6 +231,7 @@ class RayRun:
             num_workers=options.num_workers,
             device="cuda" if options.use_gpu else "cpu",
             precision=self.precision,
+            memory_tight=self.memory_tight,
             best_step=int(best.get("step", 0)),
             best_eval_loss=best.get("eval_loss"),
             stopped_early=bool(state.get("stopped_early", False)),

@@ -43,6 +43,7 @@ class TrainReport:
     ray_job_name: str = ""
     cached: bool = False
     precision: str = "fp32"
+    memory_tight: bool = False
     best_step: int = 0
     best_eval_loss: float | None = None
     stopped_early: bool = False

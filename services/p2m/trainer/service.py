@@ -151,6 +151,7 @@ def report_to_pb(report: TrainReport) -> trainer_pb2.TrainReport:
         ray_job_name=report.ray_job_name,
         cached=report.cached,
         precision=report.precision,
+        memory_tight=report.memory_tight,
         best_step=report.best_step,
         stopped_early=report.stopped_early,
         evaluations=[_evaluation_pb(e) for e in report.evaluations],

@@ -125,6 +125,7 @@ def train_worker(config: dict[str, Any]) -> None:
             steps_per_epoch=training.steps_per_epoch,
             world=training.world,
             precision=training.precision,
+            memory_tight=training.memory_tight,
         )
     )
     training.run()
@@ -233,7 +234,10 @@ class _Training:
         if options.max_steps:
             self.total_steps = min(self.total_steps, options.max_steps)
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
-        if memory_is_tight(sum(p.numel() for p in self.trainable), self.workers_here):
+        self.memory_tight = memory_is_tight(
+            sum(p.numel() for p in self.trainable), self.workers_here
+        )
+        if self.memory_tight:
             return_freed_memory()
             log.warning(
                 "memory is tight for this training: freed memory goes back to the system at "
