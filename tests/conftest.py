@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import REPO, ServiceProcess
+from tests.support import REPO, ServiceProcess, xdist_worker
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -26,11 +26,11 @@ def _pin_to_own_cores() -> None:
     (``p2m.common.procs.usable_cpus``); two workers' threads on the same cores wait on each
     other and slow to a crawl (a 40 s generation took over 6 minutes).
     """
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    worker = xdist_worker()
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     cores = sorted(os.sched_getaffinity(0))
-    if worker.startswith("gw") and 1 < workers <= len(cores):
-        os.sched_setaffinity(0, cores[int(worker[2:]) :: workers])
+    if worker is not None and 1 < workers <= len(cores):
+        os.sched_setaffinity(0, cores[worker::workers])
 
 
 _pin_to_own_cores()

@@ -7,7 +7,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,19 +25,21 @@ REPO = Path(__file__).resolve().parents[1]
 WORKER_PORTS_FROM, WORKER_PORTS_EACH = 20000, 3000
 
 
+def xdist_worker() -> int | None:
+    """This pytest-xdist worker's number ("gw1": 1), or None outside one."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    return int(worker[2:]) if worker.startswith("gw") else None
+
+
 def free_port() -> int:
     """A loopback port free now: from this pytest-xdist worker's own range, if under one."""
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
-    if not worker.startswith("gw"):
+    worker = xdist_worker()
+    if worker is None:
         return procs.free_port()
-    first = WORKER_PORTS_FROM + int(worker[2:]) * WORKER_PORTS_EACH
+    first = WORKER_PORTS_FROM + worker * WORKER_PORTS_EACH
     for port in random.sample(range(first, first + WORKER_PORTS_EACH), 200):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind((procs.LOOPBACK, port))
-            except OSError:
-                continue
-        return port
+        if procs.port_free(port):
+            return port
     return procs.free_port()
 
 
