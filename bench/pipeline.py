@@ -14,7 +14,7 @@ examples generated and dropped by reason, and the datasets retrieved.
     .venv/bin/python bench/pipeline.py [--tasks squad,temporal,mconala_ja] [--examples 80]
         [--epochs 3] [--min-steps N] [--eval-limit 100] [--teacher qwen] [--answer-temperature T]
         [--seed N] [--max-instruction-tokens N] [--student NAME] [--learning-rate LR]
-        [--eval-steps N] [--keep-best-by score|loss] [--span-first]
+        [--eval-steps N] [--keep-best-by score|loss] [--span-first] [--invariants FILE]
         [--quick] [--json]
 """
 
@@ -46,14 +46,22 @@ from p2m.evaluator.engine import (
     TeacherSubject,
     read_jsonl,
 )
+from p2m.generator.invariants import Invariants
+from p2m.generator.service import invariants_to_pb
 from p2m.pipeline_cli import generation_json
 from p2m.stack import Stack, down, up
 from p2m.trainer.options import KEEP_BEST_BY, TrainOptions
-from prompt2model.v1 import common_pb2, gateway_pb2
+from prompt2model.v1 import common_pb2, gateway_pb2, generator_pb2
 
 GOAL_SHARE = 0.5  # of gpt-3.5-turbo's paper figure: a win between two failures does not count
 TEACHER_TIMEOUT_S = 600.0
 QUICK = {"examples": 4, "epochs": 1, "eval_limit": 4, "max_steps": 2}
+
+
+def read_invariants(path: Path) -> generator_pb2.Invariants:
+    """The generator's rules from a JSON file, checked as the CLI checks them."""
+    rules = Invariants.from_json(json.loads(path.read_text(encoding="utf-8")), "--invariants")
+    return invariants_to_pb(rules)
 
 
 async def run_task(args: argparse.Namespace, stack: Stack, task: str) -> dict[str, Any]:
@@ -67,6 +75,8 @@ async def run_task(args: argparse.Namespace, stack: Stack, task: str) -> dict[st
     if args.answer_temperature is not None:
         options.generate.answer_temperature = args.answer_temperature
     options.generate.span_first = args.span_first
+    if args.invariants is not None:
+        options.generate.invariants.CopyFrom(read_invariants(args.invariants))
     if args.seed is not None:
         options.seed = args.seed
     if args.min_steps is not None:
@@ -238,6 +248,7 @@ def sizes(args: argparse.Namespace) -> dict[str, Any]:
     chosen = {
         "answer_temperature": args.answer_temperature,
         "seed": args.seed,
+        "invariants": str(args.invariants) if args.invariants else None,
         "max_instruction_tokens": args.max_instruction_tokens or None,
         "student": args.student or None,
         "learning_rate": args.learning_rate,
@@ -367,6 +378,12 @@ def main() -> None:
         action="store_true",
         help="span-first inputs where they apply (SQuAD): the passage, then the question",
     )
+    parser.add_argument(
+        "--invariants",
+        type=Path,
+        help="a JSON file of the generator's rules (the form `p2m generate --show-invariants "
+        "--json` prints) instead of those learned from the demonstrations",
+    )
     parser.add_argument("--data-dir", type=Path, help="keep the run's data here (default: temp)")
     args = benchkit.parse_arguments(parser, QUICK)
     args.tasks = [t for t in args.tasks.split(",") if t]
@@ -382,6 +399,7 @@ def main() -> None:
         "teacher": args.teacher,
         "answer_temperature": args.answer_temperature,
         "seed": args.seed,
+        "invariants": str(args.invariants) if args.invariants else None,
         "max_instruction_tokens": args.max_instruction_tokens,
         "goal_share": GOAL_SHARE,
         "tasks": tasks,
