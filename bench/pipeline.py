@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import sys
 import tempfile
@@ -248,7 +249,7 @@ def sizes(args: argparse.Namespace) -> dict[str, Any]:
     chosen = {
         "answer_temperature": args.answer_temperature,
         "seed": args.seed,
-        "invariants": str(args.invariants) if args.invariants else None,
+        "invariants": rules_digest(args),
         "max_instruction_tokens": args.max_instruction_tokens or None,
         "student": args.student or None,
         "learning_rate": args.learning_rate,
@@ -269,6 +270,12 @@ def sizes(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def rules_digest(args: argparse.Namespace) -> str | None:
+    """The first 12 hex digits of the ``--invariants`` file's sha256 (None without one)."""
+    path = getattr(args, "invariants", None)
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:12] if path else None
+
+
 def kept_path(args: argparse.Namespace, task: str) -> Path:
     """Where a task's figures are kept in the data dir (a pinned setting: its own file)."""
     variant = "".join(
@@ -279,6 +286,7 @@ def kept_path(args: argparse.Namespace, task: str) -> Path:
             args.eval_steps is not None and f"eval{args.eval_steps}",
             args.keep_best_by and f"by-{args.keep_best_by}",
             args.span_first and "span-first",
+            rules_digest(args) and f"rules{rules_digest(args)}",
         )
         if part
     )
@@ -399,7 +407,8 @@ def main() -> None:
         "teacher": args.teacher,
         "answer_temperature": args.answer_temperature,
         "seed": args.seed,
-        "invariants": str(args.invariants) if args.invariants else None,
+        "invariants": args.invariants and str(args.invariants),
+        "invariants_sha256": rules_digest(args),
         "max_instruction_tokens": args.max_instruction_tokens,
         "goal_share": GOAL_SHARE,
         "tasks": tasks,

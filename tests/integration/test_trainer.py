@@ -478,6 +478,7 @@ def test_a_cancelled_call_stops_its_workers_and_a_retry_resumes(
 def test_cli_trains_from_a_jsonl_file_and_the_evaluator_scores_the_result(
     trainer_data_dir: Path, tiny_t5: Path, shared_data: Path, tmp_path: Path
 ) -> None:
+    """With less memory than full fine-tuning takes (the setting), LoRA adapters, merged."""
     folder = write_temporal(shared_data, tmp_path / "data", 12, 4)
     out = tmp_path / "student"
     trained = run_p2m(
@@ -499,11 +500,15 @@ def test_cli_trains_from_a_jsonl_file_and_the_evaluator_scores_the_result(
         str(out),
         "--data-dir",
         str(trainer_data_dir),
+        env={"P2M_TRAIN_MEMORY_GB": "0.5"},  # under the 1 GiB of activations alone
     )
     assert trained.returncode == 0, trained.stderr
     result = json.loads(trained.stdout)
     assert result["report"]["steps"] == 3 and result["out"] == str(out)
     assert StudentSpec.load(out).instruction == INSTRUCTION
+    assert "0.5 GB is available: LoRA adapters trained instead" in result["report"]["lora_reason"]
+    assert not (out / "adapter_config.json").exists()  # merged into plain weights
+    assert "(merged); chosen: full fine-tuning of" in (out / "README.md").read_text()
     scored = run_p2m(
         "evaluate",
         "--model",

@@ -445,6 +445,7 @@ def test_should_set_the_cluster_backend_environment_when_kuberay_and_kserve_are_
         "trainer": {
             "P2M_TRAINER_BACKEND": "rayjob",
             "P2M_RAYJOB_TEMPLATE": "/etc/p2m/templates/rayjob.yaml",
+            "P2M_TRAIN_MEMORY_GB": "17.179869184",  # a worker's limit, 16Gi: full or LoRA
         },
         "deployer": {
             "P2M_DEPLOYER_BACKEND": "kserve",
@@ -482,12 +483,23 @@ def test_should_run_ray_in_the_trainer_pod_with_a_memory_dev_shm_when_backend_is
 ):
     rendered = render(kuberay__enabled=False, kserve__enabled=False)
     assert rendered.env("trainer")["P2M_TRAINER_BACKEND"] == "local-ray"
+    assert "P2M_TRAIN_MEMORY_GB" not in rendered.env("trainer")  # it measures its own pod
     assert rendered.env("deployer")["P2M_DEPLOYER_BACKEND"] == "local"
     pod = pod_spec(rendered.deployment("trainer"))
     shm = volumes(pod)[mounts(pod["containers"][0])["/dev/shm"]]
     assert shm["emptyDir"] == {"medium": "Memory", "sizeLimit": "2Gi"}
     assert pod["automountServiceAccountToken"] is False  # no API needed
     assert rendered.of_kind("Role") == [] and rendered.of_kind("RoleBinding") == []
+
+
+@pytest.mark.parametrize(
+    ("limit", "gb"), [("8000Mi", "8.388608"), ("12G", "12"), ("2500M", "2.5"), ("3e9", "3")]
+)
+def test_should_tell_the_trainer_a_rayjob_workers_memory_in_gb(
+    render: RenderFn, limit: str, gb: str
+):
+    rendered = render(trainer__rayJob__worker__resources__limits__memory=limit)
+    assert rendered.env("trainer")["P2M_TRAIN_MEMORY_GB"] == gb
 
 
 def test_should_give_the_trainer_no_dev_shm_when_backend_is_rayjob(render: RenderFn):

@@ -164,7 +164,11 @@ def train_job(tmp_path: Path, store: ArtifactStore) -> TrainJob:
 
 
 def make_trainer(
-    fake: FakeKubeApiServer, store: ArtifactStore, data_dir: Path, template: Path
+    fake: FakeKubeApiServer,
+    store: ArtifactStore,
+    data_dir: Path,
+    template: Path,
+    train_memory_gb: float = 0.0,
 ) -> ModelTrainer:
     """A trainer process with the rayjob backend (built as the service builds it)."""
     settings = Settings.load(
@@ -175,12 +179,17 @@ def make_trainer(
             "rayjob_template": template,
             "image": IMAGE,
             "k8s_poll_s": POLL_S,
+            "train_memory_gb": train_memory_gb,
         },
         environ={},
     )
     runner = RayJobRunner.from_settings(settings, store, fake.configuration())
     return ModelTrainer(
-        store, ModelStore(data_dir / "models"), data_dir / "cache" / "train", runner=runner
+        store,
+        ModelStore(data_dir / "models"),
+        data_dir / "cache" / "train",
+        train_memory_gb=settings.train_memory_gb,
+        runner=runner,
     )
 
 
@@ -312,8 +321,10 @@ def test_the_trainer_submits_a_valid_rayjob_and_streams_it_to_the_end(
     assert head["image"] == IMAGE and "nvidia.com/gpu" not in head["resources"]["limits"]
     # The job file holds the job, for `p2m train-job` in the RayJob.
     handed = JobFile.read(job_file)
-    # The job goes with its learning rate set (the base folder holds no weights: 5e-5).
-    resolved = replace(train_job, options=replace(train_job.options, learning_rate=5e-5))
+    # The job goes with its learning rate set (the base folder holds no weights: 5e-5) and the
+    # adapter choice settled (the memory is unknown here: every weight, as asked).
+    settled = replace(train_job.options, learning_rate=5e-5, lora_auto=False)
+    resolved = replace(train_job, options=settled)
     assert (handed.key, handed.ray_job_name, handed.job) == (key, name, resolved)
 
     # KubeRay brings the cluster up, the job runs and appends progress, then completes.
@@ -399,6 +410,27 @@ def test_cancel_deletes_the_rayjob(
     (delete,) = fake.requests("DELETE", "rayjobs")
     assert delete.path == f"/apis/ray.io/v1/namespaces/{NAMESPACE}/rayjobs/{name}"
     assert fake.objects("rayjobs") == []
+
+
+def test_a_rayjob_whose_workers_lack_the_memory_for_every_weight_trains_adapters(
+    fake: FakeKubeApiServer,
+    store: ArtifactStore,
+    data_dir: Path,
+    rayjob_template: Path,
+    train_job: TrainJob,
+) -> None:
+    """The worker's memory (the chart's P2M_TRAIN_MEMORY_GB) is under 1 GiB of activations."""
+    on_cpu = replace(train_job, options=replace(train_job.options, use_gpu=False))
+    trainer = make_trainer(fake, store, data_dir, rayjob_template, train_memory_gb=0.5)
+    training = Training(trainer, on_cpu)
+    rayjob = fake.wait_for("rayjobs")
+    key = rayjob["metadata"]["annotations"][ANNOTATION_TRAINING_KEY]
+    handed = JobFile.read(job_path(data_dir.absolute(), key)).job
+    assert handed.options.lora and not handed.options.lora_auto  # the entrypoint keeps it
+    assert training.saw("0.5 GB is available: LoRA adapters trained instead")
+    training.cancel.set()
+    with pytest.raises(Cancelled):
+        training.result()
 
 
 class _TrainerDied(Exception):

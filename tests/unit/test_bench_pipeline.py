@@ -24,7 +24,7 @@ def _args(tmp_path: Path, **changed: object) -> argparse.Namespace:
     sizes = {"examples": 80, "epochs": 3, "max_steps": 0, "min_steps": None, "eval_limit": 100}
     sizes |= {"teacher": "qwen", "retrieved_rows": 200, "answer_temperature": None, "seed": None}
     sizes |= {"max_instruction_tokens": 0, "student": None, "learning_rate": None}
-    sizes |= {"eval_steps": None, "keep_best_by": None, "span_first": False}
+    sizes |= {"eval_steps": None, "keep_best_by": None, "span_first": False, "invariants": None}
     return argparse.Namespace(data_dir=tmp_path, **(sizes | changed))
 
 
@@ -68,6 +68,16 @@ def test_a_pinned_student_or_rate_keeps_its_own_figures_beside_the_default_run(t
     assert pipeline.kept_figures(span_first, "squad") is None
     assert pipeline.kept_path(span_first, "squad").name == "squad-span-first.json"
     assert "span_first" not in pipeline.sizes(default)  # the default's sizes as they were
+    assert "invariants" not in pipeline.sizes(default)
+    rules = tmp_path / "rules.json"
+    rules.write_text('{"output_key_kinds": 0.0}')
+    given = _args(tmp_path, invariants=rules)
+    assert pipeline.kept_figures(given, "temporal") is None
+    pipeline.keep(given, "temporal", {**_figures(), "task": "temporal"})
+    assert pipeline.kept_figures(given, "temporal") is not None
+    assert pipeline.kept_path(given, "temporal").name.startswith("temporal-rules")
+    rules.write_text('{"output_key_kinds": 0.2}')  # the same file, other rules
+    assert pipeline.kept_figures(given, "temporal") is None
 
 
 def test_figures_are_reused_only_by_the_commit_that_measured_them_with_nothing_uncommitted(

@@ -271,3 +271,14 @@ tolerations:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end }}
+
+{{/* A Kubernetes memory quantity (Gi, Mi, G, M or bytes) in GB (10^9 bytes). */}}
+{{- define "p2m.memoryGB" -}}
+{{- $q := toString . -}}
+{{- if hasSuffix "Gi" $q -}}{{ mulf (float64 (trimSuffix "Gi" $q)) 1.073741824 }}
+{{- else if hasSuffix "Mi" $q -}}{{ mulf (float64 (trimSuffix "Mi" $q)) 0.001048576 }}
+{{- else if hasSuffix "G" $q -}}{{ float64 (trimSuffix "G" $q) }}
+{{- else if hasSuffix "M" $q -}}{{ divf (float64 (trimSuffix "M" $q)) 1000 }}
+{{- else -}}{{ divf (float64 $q) 1000000000 }}
+{{- end -}}
+{{- end }}

@@ -78,6 +78,10 @@ class Settings:
             defaults.
         stage_patience_s: How long the gateway keeps calling a stage service that is down
             (being restarted) before the stage fails.
+        train_memory_gb: Memory (GB) one machine gives a training's workers on it, e.g. a
+            KubeRay worker pod's limit; 0: measured where Ray is local (this machine's available
+            memory, within its cgroup), unknown elsewhere. Where full fine-tuning would not fit
+            it and the request leaves the choice open, LoRA adapters are trained instead.
         trainer_backend: Where the trainer runs Ray Train: "local-ray" (in its own process, or
             the Ray cluster ``RAY_ADDRESS`` names) or "rayjob" (a KubeRay RayJob per training).
         deployer_backend: How the deployer serves models: "local" (a KServe ModelServer
@@ -135,6 +139,7 @@ class Settings:
     max_retrieved_rows: int = 2000
     choice_timeout_s: float = 900.0
     stage_patience_s: float = 300.0
+    train_memory_gb: float = 0.0
     trainer_backend: str = "local-ray"
     deployer_backend: str = "local"
     serving_runtime: str = "auto"

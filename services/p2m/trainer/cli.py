@@ -84,7 +84,14 @@ def train(
             "thirds of --max-input-tokens)."
         ),
     ] = DEFAULTS.max_instruction_tokens,
-    lora: Annotated[bool, typer.Option(help="Train LoRA adapters (merged at the end).")] = False,
+    lora: Annotated[
+        bool | None,
+        typer.Option(
+            "--lora/--no-lora",
+            help="Train LoRA adapters (merged at the end), or every weight; unset: every "
+            "weight where full fine-tuning fits the memory (16 bytes a parameter), else LoRA.",
+        ),
+    ] = None,
     lora_r: Annotated[int, typer.Option(help="LoRA rank.")] = 8,
     lora_alpha: Annotated[int, typer.Option(help="LoRA alpha.")] = 16,
     gpu: Annotated[bool, typer.Option(help="One GPU per worker.")] = False,
@@ -192,7 +199,8 @@ def train(
         max_output_tokens=max_output_tokens,
         max_instruction_tokens=max_instruction_tokens,
         seed=seed,
-        lora=lora,
+        lora=bool(lora),
+        lora_auto=lora is None,
         lora_r=lora_r,
         lora_alpha=lora_alpha,
         omit_instruction=instruction is None and prompt_file is None,
@@ -351,6 +359,8 @@ def _show(result: dict[str, Any], options: TrainOptions) -> None:
             + ")"
             + (", stopped early: no improvement" if report["stopped_early"] else "")
         )
+    if report.get("lora_reason"):
+        out.print(report["lora_reason"], highlight=False, soft_wrap=True)
     for trial in report["search_trials"]:
         loss = trial["best_eval_loss"]
         out.print(

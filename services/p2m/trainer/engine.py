@@ -15,11 +15,14 @@ the model the cluster stored under the training key. The job there is this same 
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Protocol
@@ -30,6 +33,7 @@ from p2m.common.model_store import ModelStore
 from p2m.common.names import check_run_id
 from p2m.common.output_form import OutputForm, infer_output_form
 from p2m.common.settings import Settings
+from p2m.trainer.adapter_choice import choose_adapters, training_memory
 from p2m.trainer.base_model import BaseModel, resolve_base_model
 from p2m.trainer.data import (
     TrainingData,
@@ -87,6 +91,7 @@ class ModelTrainer:
             ModelStore(settings.models_dir),
             settings.cache_dir("train"),
             hub_offline=settings.offline,
+            train_memory_gb=settings.train_memory_gb,
             runner=runner,
             ray_job_name=ray_job_name,
             path_roots=path_roots,
@@ -99,6 +104,7 @@ class ModelTrainer:
         work_root: Path,
         hub_offline: bool = True,
         *,
+        train_memory_gb: float = 0.0,
         runner: TrainRunner | None = None,
         ray_job_name: str = "",
         path_roots: Sequence[Path] | None = None,
@@ -110,6 +116,8 @@ class ModelTrainer:
             models: The local model store base models are found in.
             work_root: Ray Train's storage path (checkpoints of unfinished runs).
             hub_offline: Never fetch a base model from the hub.
+            train_memory_gb: Memory one machine gives a training's workers (0: measured where
+                Ray is local, else unknown); full fine-tuning beyond it trains LoRA adapters.
             runner: Run trainings there instead of on this process's Ray (several at once).
             ray_job_name: Set when this process is the entrypoint of that KubeRay RayJob; the
                 stored report then says ``backend="rayjob"`` and names it.
@@ -119,6 +127,7 @@ class ModelTrainer:
         self._models = models
         self._work_root = work_root.absolute()  # Ray Train takes no relative storage path
         self._hub_offline = hub_offline
+        self._train_memory_gb = train_memory_gb
         self._runner = runner
         self._ray_job_name = ray_job_name
         self._path_roots = path_roots
@@ -159,32 +168,79 @@ class ModelTrainer:
             lambda line: emit(TrainEvent(0, 0, 0.0, message=line)),
         )
         parameters = parameter_count(base.path)  # sets the rate, sizes the checkpoints
-        options = options.with_learning_rate_for(parameters)
-        job = replace(job, options=options)
         datasets = tuple(self._dataset(i, ref) for i, ref in enumerate(job.datasets))
-        data = load_training_data(self._store, datasets, options.seed)
-        if options.validate_on_demonstrations:
+        data = self._data(datasets, job)  # the same whichever weights train
+        with self._local_turn():  # a local training's memory is measured once it has the machine
+            # The model of the options as asked (every weight, where the choice is open) is
+            # reused whatever the memory is now.
+            as_asked = replace(job, options=replace(options, lora_auto=False))
+            cached = self._recall(self._key(base, datasets, as_asked, data, parameters))
+            if cached is not None:
+                return cached
+            choice = choose_adapters(options, parameters, self._training_memory())
+            if choice.reason:
+                log.warning("LoRA adapters chosen", extra={"reason": choice.reason})
+                emit(TrainEvent(0, 0, 0.0, message=choice.reason))
+            job = replace(job, options=choice.options.with_learning_rate_for(parameters))
+            key = self._key(base, datasets, job, data, parameters)
+            with self._exclusive(key):
+                cached = self._recall(key)
+                if cached is not None:
+                    return cached
+                if self._runner is not None:
+                    outcome = self._runner.run(key, job, emit, cancel or threading.Event())
+                    report = replace(outcome.report, lora_reason=choice.reason)
+                    return replace(outcome, report=report)
+                run = self._run(key, base, parameters, job, data, emit, cancel or threading.Event())
+                checkpoint_dir, report = run.execute()
+                report = replace(report, lora_reason=choice.reason)
+                if self._ray_job_name:
+                    report = replace(report, backend="rayjob", ray_job_name=self._ray_job_name)
+                form = training_output_form(data, job)
+                return self._store_model(
+                    key, run, checkpoint_dir, report, base, job, datasets, form
+                )
+
+    def _data(self, datasets: tuple[ArtifactRef, ...], job: TrainJob) -> TrainingData:
+        """The training data: the datasets, and the demonstrations where they validate."""
+        data = load_training_data(self._store, datasets, job.options.seed)
+        if job.options.validate_on_demonstrations:
             data = with_demonstrations(data, job.task.demonstrations)
-        key = training_key(
+        return data
+
+    def _key(
+        self,
+        base: BaseModel,
+        datasets: tuple[ArtifactRef, ...],
+        job: TrainJob,
+        data: TrainingData,
+        parameters: int,
+    ) -> str:
+        """The training key of ``job`` (its learning rate set for the base's ``parameters``)."""
+        return training_key(
             base.sha256,
             [d.sha256 for d in datasets],
             job.task.instruction,
-            options,
+            job.options.with_learning_rate_for(parameters),
             data.validation[: data.demonstrations],
         )
-        with self._exclusive(key):
-            cached = self._store.recall(key)
-            if cached is not None:
-                report = stored_report(self._store, cached)
-                return TrainOutcome(cached, replace(report, cached=True))
-            if self._runner is not None:
-                return self._runner.run(key, job, emit, cancel or threading.Event())
-            run = self._run(key, base, parameters, job, data, emit, cancel or threading.Event())
-            checkpoint_dir, report = run.execute()
-            if self._ray_job_name:
-                report = replace(report, backend="rayjob", ray_job_name=self._ray_job_name)
-            form = training_output_form(data, job)
-            return self._store_model(key, run, checkpoint_dir, report, base, job, datasets, form)
+
+    def _recall(self, key: str) -> TrainOutcome | None:
+        """The model stored under ``key``, if one is."""
+        cached = self._store.recall(key)
+        if cached is None:
+            return None
+        report = stored_report(self._store, cached)
+        return TrainOutcome(cached, replace(report, cached=True))
+
+    def _local_turn(self) -> AbstractContextManager[object]:
+        """Held while a local training is set up and runs: one at a time on this machine."""
+        return self._one_at_a_time if self._runner is None else contextlib.nullcontext()
+
+    def _training_memory(self) -> int | None:
+        """The memory a training's workers on one machine have (None: unknown)."""
+        ray_is_local = self._runner is None and not os.environ.get("RAY_ADDRESS")
+        return training_memory(self._train_memory_gb, ray_is_local)
 
     def _run(
         self,
@@ -215,14 +271,15 @@ class ModelTrainer:
             )
         return SearchRun(name, self._work_root, base, job, data, emit, cancel)
 
-    def _exclusive(self, key: str) -> threading.Lock:
+    def _exclusive(self, key: str) -> AbstractContextManager[object]:
         """The lock a training holds while it runs.
 
-        Locally one Ray Train run at a time (a cancelled one finishes first); with a runner one
-        run per training key, the cluster running the others beside it.
+        Locally none beyond ``_local_turn`` (one Ray Train run at a time; a cancelled one
+        finishes first); with a runner one run per training key, the cluster running the others
+        beside it.
         """
         if self._runner is None:
-            return self._one_at_a_time
+            return contextlib.nullcontext()
         with self._one_at_a_time:
             return self._key_locks.setdefault(key, threading.Lock())
 

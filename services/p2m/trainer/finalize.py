@@ -157,7 +157,7 @@ examples{_demonstrations_clause(report)}, combined and shuffled from:
 | memory | {_memory(report)} |
 | batches grouped by length | {"yes" if options.group_by_length else "no"} |
 | workers | {report.get("num_workers", 1)} ({report.get("device", "cpu")}) |
-| LoRA | {f"r={options.lora_r}, alpha={options.lora_alpha} (merged)" if options.lora else "no"} |
+| LoRA | {_lora(options, report)} |
 | max input / output tokens | {options.max_input_tokens} / {options.max_output_tokens} |
 | seed | {options.seed} |
 
@@ -181,6 +181,15 @@ def _passes(options: TrainOptions) -> str:
     if not options.max_tokens_per_pass:
         return ""
     return f" (in passes of at most {options.max_tokens_per_pass} padded tokens)"
+
+
+def _lora(options: TrainOptions, report: Mapping[str, Any]) -> str:
+    if not options.lora:
+        return "no"
+    reason = report.get("lora_reason")
+    return f"r={options.lora_r}, alpha={options.lora_alpha} (merged)" + (
+        f"; chosen: {reason}" if reason else ""
+    )
 
 
 def _memory(report: Mapping[str, Any]) -> str:

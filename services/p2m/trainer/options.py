@@ -50,6 +50,7 @@ class TrainOptions:
     max_output_tokens: int = DEFAULT_MAX_OUTPUT_TOKENS
     seed: int = DEFAULT_SEED
     lora: bool = False
+    lora_auto: bool = True  # LoRA where full fine-tuning would not fit (``adapter_choice``)
     lora_r: int = 8
     lora_alpha: int = 16
     omit_instruction: bool = False
@@ -154,6 +155,8 @@ def planned_epochs(options: TrainOptions, steps_per_epoch: int, validated: bool)
 # Fields that change where, how fast or in how much memory training runs, never the weights it
 # gives (on one device; a batch cut into passes gives its gradients up to float rounding).
 _PLACEMENT_ONLY = ("use_gpu", "max_tokens_per_pass")
+# Fields whose effect is another field's: ``lora_auto`` is settled into ``lora`` before the key.
+_SETTLED = ("lora_auto",)
 
 
 def training_key(
@@ -169,7 +172,7 @@ def training_key(
     model a newer layout would train. So are the ``demonstrations`` validated on, which choose
     the weights kept.
     """
-    settings = {k: v for k, v in asdict(options).items() if k not in _PLACEMENT_ONLY}
+    settings = {k: v for k, v in asdict(options).items() if k not in _PLACEMENT_ONLY + _SETTLED}
     payload = {
         "version": TRAINER_VERSION,
         "template": TEMPLATE_VERSION,

@@ -44,6 +44,7 @@ class TrainReport:
     cached: bool = False
     precision: str = "fp32"
     memory_tight: bool = False
+    lora_reason: str = ""  # why LoRA adapters were trained where the request left it open
     best_step: int = 0
     best_eval_loss: float | None = None
     stopped_early: bool = False
