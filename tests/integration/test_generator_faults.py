@@ -380,10 +380,10 @@ async def test_inputs_that_mean_what_an_accepted_one_means_are_dropped(teacher, 
 
 
 async def test_keys_of_another_kind_than_the_demonstrations_keys_are_dropped(teacher, tmp_path):
-    """With the shipped encoder, "Paris == 2020-01-05" is dropped; without one it is kept."""
+    """Asked for, with the shipped encoder, "Paris == 2020-01-05" is dropped; without, kept."""
     faulty, base_url = teacher
     faulty.mix = {"keyed": 1.0}
-    options = GenerateOptions(num_examples=6, batch_size=4, seed=7, dedup=False)
+    options = GenerateOptions(num_examples=6, batch_size=4, seed=7, dedup=False, key_kinds=True)
     config = LLMConfig(base_url=base_url, timeout_s=5, max_concurrency=8)
     found = {}
     for name, encoder in (("held", shipped_encoder()), ("unheld", None)):

@@ -10,7 +10,9 @@ from p2m.common.types import Example, TaskSpec
 from p2m.generator import options as generator_options
 from p2m.generator.invariants import infer
 from p2m.generator.key_kinds import MARGIN, KeyKinds, learn_threshold
-from p2m.generator.options import GenerateOptions, generation_key
+from p2m.generator.options import GenerateOptions, applied_invariants, generation_key
+from p2m.generator.service import options_from_pb
+from prompt2model.v1 import generator_pb2
 
 # Temporal's demonstrations, as the paper's prompt keys them: time expressions.
 TIME_KEYS = ["last year", "July 1st", "tonight", "next week", "2009", "this morning"]
@@ -66,9 +68,21 @@ def test_inferred_with_an_encoder_only_and_only_for_keyed_outputs(minilm):
     assert infer(sentiment, minilm).output_key_kinds == 0.0
 
 
-def test_the_generation_key_changes_only_where_the_rule_can_be_learned(monkeypatch):
+def test_the_generation_key_changes_only_where_the_rule_is_asked_for_and_learnable(monkeypatch):
     sentiment = TaskSpec("Label it.", (Example("good", "positive"), Example("bad", "negative")))
-    keys = {t: generation_key(t, GenerateOptions(), "m") for t in (TEMPORAL, sentiment)}
-    monkeypatch.setattr(generator_options, "MIN_KEYS", 6)  # Temporal's five keys now too few
+    asked = GenerateOptions(key_kinds=True)
+    keys = {t: generation_key(t, asked, "m") for t in (TEMPORAL, sentiment)}
+    # Off (the default), every task keeps the key it had before the rule.
     assert generation_key(TEMPORAL, GenerateOptions(), "m") != keys[TEMPORAL]
     assert generation_key(sentiment, GenerateOptions(), "m") == keys[sentiment]
+    monkeypatch.setattr(generator_options, "MIN_KEYS", 6)  # Temporal's five keys now too few
+    assert generation_key(TEMPORAL, asked, "m") == generation_key(TEMPORAL, GenerateOptions(), "m")
+    assert generation_key(sentiment, asked, "m") == keys[sentiment]
+
+
+def test_the_rule_is_learned_only_where_the_options_ask_for_it(minilm):
+    assert applied_invariants(TEMPORAL, GenerateOptions(), minilm).output_key_kinds == 0.0
+    asked = applied_invariants(TEMPORAL, GenerateOptions(key_kinds=True), minilm)
+    assert asked.output_key_kinds > 0
+    assert options_from_pb(generator_pb2.GenerateOptions(key_kinds=True)).key_kinds
+    assert not options_from_pb(generator_pb2.GenerateOptions()).key_kinds

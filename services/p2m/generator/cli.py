@@ -73,6 +73,13 @@ def generate(
             "passage first, choose a span of it as the answer, then write the question for it."
         ),
     ] = False,
+    key_kinds: Annotated[
+        bool,
+        typer.Option(
+            help="Where outputs are keyed items, hold every key to the demonstrations' keys' "
+            "kind by meaning (output_key_kinds; off: it cost Temporal's student)."
+        ),
+    ] = False,
     judge: Annotated[
         bool, typer.Option(help="The teacher grades each example 1-5 (one request more each).")
     ] = False,
@@ -147,7 +154,8 @@ def generate(
     settings = client_settings(data_dir, log_level, llm_base_url, llm_model, local_llm)
     prompt = read_prompt(prompt_file)
     if show_invariants:
-        _show_invariants(run_async(lambda: _learned_invariants(settings, prompt)), as_json)
+        learned = run_async(lambda: _learned_invariants(settings, prompt, key_kinds))
+        _show_invariants(learned, as_json)
         return
     invariants = _read_invariants(invariants_file) if invariants_file else None
     options = GenerateOptions(
@@ -171,6 +179,7 @@ def generate(
         judge=judge,
         judge_threshold=judge_threshold,
         span_first=span_first,
+        key_kinds=key_kinds,
         max_output_share=max_output_share,
         stall_timeout_s=stall_timeout,
         input_demonstrations=input_demonstrations,
@@ -259,14 +268,15 @@ def _read_invariants(path: Path) -> Any:
         fail(str(exc))
 
 
-async def _learned_invariants(settings: Settings, prompt: bytes) -> Any:
+async def _learned_invariants(settings: Settings, prompt: bytes, key_kinds: bool) -> Any:
     from p2m.common.encoder import shipped_encoder
     from p2m.generator.invariants import infer
     from p2m.local_llm.provider import LLMProvider
 
     provider = LLMProvider(settings)
     try:
-        return infer(await parse_prompt(provider, settings, prompt), shipped_encoder())
+        task = await parse_prompt(provider, settings, prompt)
+        return infer(task, shipped_encoder() if key_kinds else None)
     finally:
         await provider.aclose()
 

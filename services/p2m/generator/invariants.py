@@ -118,10 +118,10 @@ class Invariants:
             learned when every value is digits and symbols in a few shapes.
         output_key_kinds: Every item's key is of the demonstrations' keys' kind: its highest
             cosine (the shipped sentence encoder) to one of their keys is at least this; 0.0
-            for no such rule. Learned where the encoder is at hand, from at least
-            ``key_kinds.MIN_KEYS`` distinct keys: their lowest leave-one-out cosine less a
-            margin (Temporal's time expressions: 0.41; "Paris" or "Apple" as a key scored 0.11
-            to 0.39). See ``key_kinds``.
+            for no such rule. Learned with ``GenerateOptions.key_kinds`` where the encoder is at
+            hand, from at least ``key_kinds.MIN_KEYS`` distinct keys: their lowest leave-one-out
+            cosine less a margin (Temporal's time expressions: 0.41; "Paris" or "Apple" as a
+            key scored 0.11 to 0.39). See ``key_kinds``.
     """
 
     input_prefix: str = ""

@@ -58,6 +58,7 @@ class GenerateOptions:
     max_output_share: float = DEFAULT_OUTPUT_SHARE
     stall_timeout_s: float = 900.0
     span_first: bool = False
+    key_kinds: bool = False  # learn ``output_key_kinds`` (off: it cost Temporal's student)
 
     def validate(self) -> None:
         """Raise InvalidInput naming the first field out of range (paths as in the proto)."""
@@ -112,11 +113,14 @@ def applied_invariants(
 ) -> Invariants:
     """The rules a generation holds examples to: the options' own, else the inferred ones.
 
-    Rules by meaning (``output_key_kinds``) are inferred only with an ``encoder``.
+    Rules by meaning (``output_key_kinds``) are inferred only with ``options.key_kinds`` and an
+    ``encoder``.
     """
     if not options.check_invariants:
         return Invariants()
-    return options.invariants if options.invariants is not None else infer(task, encoder)
+    if options.invariants is not None:
+        return options.invariants
+    return infer(task, encoder if options.key_kinds else None)
 
 
 def span_first_layout(task: TaskSpec, options: GenerateOptions) -> InputLayout | None:
@@ -128,7 +132,8 @@ def span_first_layout(task: TaskSpec, options: GenerateOptions) -> InputLayout |
 
 def generation_key(task: TaskSpec, options: GenerateOptions, model: str) -> str:
     """The sha256 naming this generation: same task, options, seed and model, same result."""
-    settings = {k: v for k, v in asdict(options).items() if k not in (*_SPEED_ONLY, "span_first")}
+    own_key = ("span_first", "key_kinds")  # in the key only where they apply (below)
+    settings = {k: v for k, v in asdict(options).items() if k not in (*_SPEED_ONLY, *own_key)}
     payload: dict[str, object] = {
         "version": GENERATOR_VERSION,
         "instruction": teacher_instruction(task),
@@ -141,6 +146,6 @@ def generation_key(task: TaskSpec, options: GenerateOptions, model: str) -> str:
     rules = applied_invariants(task, options)
     if not rules.item_rules.empty:  # likewise
         payload["output_items"] = True
-        if len(rules.demonstration_keys(task.demonstrations)) >= MIN_KEYS:
+        if options.key_kinds and len(rules.demonstration_keys(task.demonstrations)) >= MIN_KEYS:
             payload["key_kinds"] = True  # held where the shipped encoder is installed
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
