@@ -278,6 +278,7 @@ def rules_digest(args: argparse.Namespace) -> str | None:
 
 def kept_path(args: argparse.Namespace, task: str) -> Path:
     """Where a task's figures are kept in the data dir (a pinned setting: its own file)."""
+    digest = rules_digest(args)
     variant = "".join(
         f"-{part}"
         for part in (
@@ -286,7 +287,7 @@ def kept_path(args: argparse.Namespace, task: str) -> Path:
             args.eval_steps is not None and f"eval{args.eval_steps}",
             args.keep_best_by and f"by-{args.keep_best_by}",
             args.span_first and "span-first",
-            rules_digest(args) and f"rules{rules_digest(args)}",
+            digest and f"rules{digest}",
         )
         if part
     )

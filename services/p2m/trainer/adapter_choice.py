@@ -44,10 +44,8 @@ def choose_adapters(options: TrainOptions, parameters: int, memory: int | None) 
     workers of a CPU training share it. The choice is made once: the options returned leave
     it closed (``lora_auto`` off), so a RayJob's entrypoint keeps it.
     """
-    if options.lora or not options.lora_auto:
-        return AdapterChoice(replace(options, lora_auto=False))
     closed = replace(options, lora_auto=False)
-    if memory is None or options.use_gpu:
+    if options.lora or not options.lora_auto or memory is None or options.use_gpu:
         return AdapterChoice(closed)
     workers = max(1, options.num_workers)
     need = full_fine_tuning_bytes(parameters) * workers

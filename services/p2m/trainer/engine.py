@@ -173,8 +173,8 @@ class ModelTrainer:
         with self._local_turn():  # a local training's memory is measured once it has the machine
             # The model of the options as asked (every weight, where the choice is open) is
             # reused whatever the memory is now.
-            as_asked = replace(job, options=replace(options, lora_auto=False))
-            cached = self._recall(self._key(base, datasets, as_asked, data, parameters))
+            as_asked = replace(options, lora_auto=False).with_learning_rate_for(parameters)
+            cached = self._recall(self._key(base, datasets, replace(job, options=as_asked), data))
             if cached is not None:
                 return cached
             choice = choose_adapters(options, parameters, self._training_memory())
@@ -182,7 +182,7 @@ class ModelTrainer:
                 log.warning("LoRA adapters chosen", extra={"reason": choice.reason})
                 emit(TrainEvent(0, 0, 0.0, message=choice.reason))
             job = replace(job, options=choice.options.with_learning_rate_for(parameters))
-            key = self._key(base, datasets, job, data, parameters)
+            key = self._key(base, datasets, job, data)
             with self._exclusive(key):
                 cached = self._recall(key)
                 if cached is not None:
@@ -214,14 +214,13 @@ class ModelTrainer:
         datasets: tuple[ArtifactRef, ...],
         job: TrainJob,
         data: TrainingData,
-        parameters: int,
     ) -> str:
-        """The training key of ``job`` (its learning rate set for the base's ``parameters``)."""
+        """The training key of ``job`` (its learning rate already set)."""
         return training_key(
             base.sha256,
             [d.sha256 for d in datasets],
             job.task.instruction,
-            job.options.with_learning_rate_for(parameters),
+            job.options,
             data.validation[: data.demonstrations],
         )
 
