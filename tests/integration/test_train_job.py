@@ -24,6 +24,9 @@ from p2m.trainer.options import TrainOptions, training_key
 from tests.tiny_models import build_tiny_t5
 
 INSTRUCTION = "Say whether the review is positive or negative."
+LORA_REASON = (
+    "full fine-tuning would need 2.1 GB; 0.5 GB is available: LoRA adapters trained instead"
+)
 
 
 def build_tokenizer(folder: Path) -> Path:
@@ -66,8 +69,10 @@ def handed_over(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, JobFile
         max_input_tokens=32,
         max_output_tokens=4,
         num_workers=1,
+        lora=True,  # settled by the trainer that handed it over, which says why
+        lora_auto=False,
     )
-    job = TrainJob((dataset,), str(base), TaskSpec(INSTRUCTION), options)
+    job = TrainJob((dataset,), str(base), TaskSpec(INSTRUCTION), options, lora_reason=LORA_REASON)
     key = training_key(sha256_tree(base)[0], [dataset.sha256], INSTRUCTION, options)
     handed = JobFile(key, f"p2m-train-{key[:12]}", job)
     handed.write(job_path(data_dir, key))
@@ -108,6 +113,8 @@ def test_train_job_trains_reports_progress_and_stores_under_the_key(
     assert model is not None and records[-1] == {"type": "done", "model": model.uri}
     report = stored_report(store, model)
     assert (report.backend, report.ray_job_name, report.steps) == ("rayjob", handed.ray_job_name, 2)
+    assert report.lora_reason == LORA_REASON  # the handing trainer's choice, in the model's report
+    assert f"chosen: {LORA_REASON}" in (store.path(model.uri) / "README.md").read_text()
     assert json.loads(done.stdout)["model"] == model.uri
 
 

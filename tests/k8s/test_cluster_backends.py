@@ -427,6 +427,7 @@ def test_a_rayjob_whose_workers_lack_the_memory_for_every_weight_trains_adapters
     key = rayjob["metadata"]["annotations"][ANNOTATION_TRAINING_KEY]
     handed = JobFile.read(job_path(data_dir.absolute(), key)).job
     assert handed.options.lora and not handed.options.lora_auto  # the entrypoint keeps it
+    assert "0.5 GB is available: LoRA adapters trained instead" in handed.lora_reason
     assert training.saw("0.5 GB is available: LoRA adapters trained instead")
     training.cancel.set()
     with pytest.raises(Cancelled):

@@ -181,7 +181,9 @@ class ModelTrainer:
             if choice.reason:
                 log.warning("LoRA adapters chosen", extra={"reason": choice.reason})
                 emit(TrainEvent(0, 0, 0.0, message=choice.reason))
-            job = replace(job, options=choice.options.with_learning_rate_for(parameters))
+            settled = choice.options.with_learning_rate_for(parameters)
+            reason = choice.reason or job.lora_reason  # settled upstream: a RayJob's entrypoint
+            job = replace(job, options=settled, lora_reason=reason)
             key = self._key(base, datasets, job, data)
             with self._exclusive(key):
                 cached = self._recall(key)
@@ -189,11 +191,11 @@ class ModelTrainer:
                     return cached
                 if self._runner is not None:
                     outcome = self._runner.run(key, job, emit, cancel or threading.Event())
-                    report = replace(outcome.report, lora_reason=choice.reason)
+                    report = replace(outcome.report, lora_reason=reason)
                     return replace(outcome, report=report)
                 run = self._run(key, base, parameters, job, data, emit, cancel or threading.Event())
                 checkpoint_dir, report = run.execute()
-                report = replace(report, lora_reason=choice.reason)
+                report = replace(report, lora_reason=reason)
                 if self._ray_job_name:
                     report = replace(report, backend="rayjob", ray_job_name=self._ray_job_name)
                 form = training_output_form(data, job)

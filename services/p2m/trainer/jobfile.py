@@ -65,6 +65,7 @@ class JobFile:
                 "base_model_architecture": job.base_model_architecture,
                 "base_model_artifact": job.base_model_artifact,
                 "run_id": job.run_id,
+                "lora_reason": job.lora_reason,
             },
         }
 
@@ -97,6 +98,7 @@ class JobFile:
                 base_model_architecture=str(raw.get("base_model_architecture", "")),
                 base_model_artifact=str(raw.get("base_model_artifact", "")),
                 run_id=str(raw.get("run_id", "")),
+                lora_reason=str(raw.get("lora_reason", "")),
             )
             return cls(str(data["key"]), str(data["ray_job_name"]), job)
         except KeyError as error:

@@ -12,7 +12,12 @@ from p2m.trainer.options import TrainOptions
 
 @dataclass(frozen=True)
 class TrainJob:
-    """What to train: datasets (artifact refs), base model, task and options."""
+    """What to train: datasets (artifact refs), base model, task and options.
+
+    ``lora_reason``: why LoRA adapters were chosen where the request left it open, once a
+    trainer has settled the choice (so a RayJob's entrypoint, which trains the settled options,
+    reports it too); it is not part of the training key.
+    """
 
     datasets: tuple[ArtifactRef, ...]
     base_model: str
@@ -21,6 +26,7 @@ class TrainJob:
     base_model_architecture: str = ""
     base_model_artifact: str = ""
     run_id: str = ""
+    lora_reason: str = ""
 
 
 @dataclass(frozen=True)
