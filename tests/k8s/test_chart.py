@@ -493,7 +493,17 @@ def test_should_run_ray_in_the_trainer_pod_with_a_memory_dev_shm_when_backend_is
 
 
 @pytest.mark.parametrize(
-    ("limit", "gb"), [("8000Mi", "8.388608"), ("12G", "12"), ("2500M", "2.5"), ("3e9", "3")]
+    ("limit", "gb"),
+    [
+        ("8000Mi", "8.388608"),
+        ("12G", "12"),
+        ("2500M", "2.5"),
+        ("3e9", "3"),
+        ("1Ti", "1099.511627776"),
+        ("2T", "2000"),
+        ("16777216Ki", "17.179869184"),
+        ("16000000k", "16"),
+    ],
 )
 def test_should_tell_the_trainer_a_rayjob_workers_memory_in_gb(
     render: RenderFn, limit: str, gb: str
