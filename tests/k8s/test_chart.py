@@ -503,6 +503,7 @@ def test_should_run_ray_in_the_trainer_pod_with_a_memory_dev_shm_when_backend_is
         ("2T", "2000"),
         ("16777216Ki", "17.179869184"),
         ("16000000k", "16"),
+        ("1Pi", "1.125899906842624e+06"),  # read by Python float() as the setting is
     ],
 )
 def test_should_tell_the_trainer_a_rayjob_workers_memory_in_gb(
@@ -510,6 +511,15 @@ def test_should_tell_the_trainer_a_rayjob_workers_memory_in_gb(
 ):
     rendered = render(trainer__rayJob__worker__resources__limits__memory=limit)
     assert rendered.env("trainer")["P2M_TRAIN_MEMORY_GB"] == gb
+
+
+@pytest.mark.parametrize("limit", ["16 Gi", "16GB", "lots", "500m"])
+def test_should_fail_naming_the_value_when_a_workers_memory_is_no_quantity(helm: str, limit: str):
+    result = helm_template(
+        helm, check=False, trainer__rayJob__worker__resources__limits__memory=limit
+    )
+    assert result.returncode != 0
+    assert f'"{limit}" is not a memory quantity' in result.stderr
 
 
 def test_should_give_the_trainer_no_dev_shm_when_backend_is_rayjob(render: RenderFn):

@@ -434,6 +434,73 @@ def test_a_rayjob_whose_workers_lack_the_memory_for_every_weight_trains_adapters
         training.result()
 
 
+def submitted_key(fake: FakeKubeApiServer, trainer: ModelTrainer, job: TrainJob) -> str:
+    """The training key of the RayJob ``trainer`` submits for ``job`` (then cancelled)."""
+    training = Training(trainer, job)
+    key = str(fake.wait_for("rayjobs")["metadata"]["annotations"][ANNOTATION_TRAINING_KEY])
+    training.cancel.set()
+    with pytest.raises(Cancelled):
+        training.result()
+    return key
+
+
+def test_rayjob_workers_each_have_their_pods_memory(
+    fake: FakeKubeApiServer,
+    store: ArtifactStore,
+    data_dir: Path,
+    rayjob_template: Path,
+    train_job: TrainJob,
+) -> None:
+    """1.5 GB a pod: one worker's full fine-tuning fits (1 GiB here), two sharing it would not."""
+    on_cpu = replace(train_job, options=replace(train_job.options, use_gpu=False))
+    assert on_cpu.options.num_workers == 2
+    trainer = make_trainer(fake, store, data_dir, rayjob_template, train_memory_gb=1.5)
+    key = submitted_key(fake, trainer, on_cpu)
+    handed = JobFile.read(job_path(data_dir.absolute(), key))
+    assert not handed.job.options.lora and not handed.job.lora_reason
+
+
+def test_a_model_trained_in_full_is_reused_whatever_the_memory_now(
+    fake: FakeKubeApiServer,
+    store: ArtifactStore,
+    data_dir: Path,
+    rayjob_template: Path,
+    train_job: TrainJob,
+    tmp_path: Path,
+) -> None:
+    on_cpu = replace(train_job, options=replace(train_job.options, use_gpu=False))
+    full_key = submitted_key(fake, make_trainer(fake, store, data_dir, rayjob_template), on_cpu)
+    model = store_model_as_the_job_would(store, full_key, tmp_path)
+    short = Training(
+        make_trainer(fake, store, data_dir, rayjob_template, train_memory_gb=0.5), on_cpu
+    )
+    try:
+        outcome = short.future.result(10.0)  # a new RayJob would wait for the cluster instead
+    finally:
+        short.cancel.set()
+        short.result()
+    assert outcome.model == model and outcome.report.cached and not outcome.report.lora_reason
+    assert len(fake.requests("POST", "rayjobs")) == 1  # nothing trained again
+
+
+def test_a_stored_adapter_model_answers_an_open_choice_with_its_reason(
+    fake: FakeKubeApiServer,
+    store: ArtifactStore,
+    data_dir: Path,
+    rayjob_template: Path,
+    train_job: TrainJob,
+    tmp_path: Path,
+) -> None:
+    """Trained as asked for (``--lora``, no reason stored), then found by a call that chose it."""
+    on_cpu = replace(train_job, options=replace(train_job.options, use_gpu=False))
+    short = make_trainer(fake, store, data_dir, rayjob_template, train_memory_gb=0.5)
+    lora_key = submitted_key(fake, short, on_cpu)
+    model = store_model_as_the_job_would(store, lora_key, tmp_path)
+    outcome = short.train(on_cpu)
+    assert outcome.model == model and outcome.report.cached
+    assert "0.5 GB is available: LoRA adapters trained instead" in outcome.report.lora_reason
+
+
 class _TrainerDied(Exception):
     pass
 

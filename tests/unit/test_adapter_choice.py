@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from p2m.common.errors import InvalidInput
 from p2m.common.types import Example, TaskSpec
 from p2m.trainer.adapter_choice import (
     choose_adapters,
@@ -24,7 +25,7 @@ STUDENT_15B = 1_540_000_000  # a 1.5B student, under the model search's 3 GB cap
 
 
 def test_a_student_too_large_for_the_memory_trains_adapters_and_says_why() -> None:
-    choice = choose_adapters(TrainOptions(), STUDENT_15B, 20 * GB)
+    choice = choose_adapters(TrainOptions(), STUDENT_15B, 20 * GB, 1)
     assert choice.options.lora and not choice.options.lora_auto
     assert "1,540M parameters needs about 25.7 GB" in choice.reason
     assert "20.0 GB is available: LoRA adapters trained instead" in choice.reason
@@ -32,15 +33,16 @@ def test_a_student_too_large_for_the_memory_trains_adapters_and_says_why() -> No
 
 def test_a_student_that_fits_trains_every_weight() -> None:
     assert full_fine_tuning_bytes(QWEN_05B) < 12 * GB  # 10.1 GB and 1 GiB of activations
-    choice = choose_adapters(TrainOptions(), QWEN_05B, 20 * GB)
+    choice = choose_adapters(TrainOptions(), QWEN_05B, 20 * GB, 1)
     assert not choice.options.lora and not choice.reason
     assert not choice.options.lora_auto  # settled: a RayJob's entrypoint keeps the choice
 
 
 def test_the_workers_on_one_machine_share_its_memory() -> None:
-    assert not choose_adapters(TrainOptions(num_workers=1), QWEN_05B, 20 * GB).options.lora
-    two = choose_adapters(TrainOptions(num_workers=2), QWEN_05B, 20 * GB)
-    assert two.options.lora and "per worker" in two.reason
+    two = TrainOptions(num_workers=2)
+    assert not choose_adapters(two, QWEN_05B, 20 * GB, 1).options.lora  # a pod each (RayJob)
+    shared = choose_adapters(two, QWEN_05B, 20 * GB, 2)  # both on this machine (local Ray)
+    assert shared.options.lora and "per worker" in shared.reason
 
 
 @pytest.mark.parametrize(
@@ -54,12 +56,12 @@ def test_the_workers_on_one_machine_share_its_memory() -> None:
 def test_the_choice_stays_as_asked_where_it_is_closed_or_unknowable(
     options: TrainOptions, memory: int | None
 ) -> None:
-    choice = choose_adapters(options, STUDENT_15B, memory)
+    choice = choose_adapters(options, STUDENT_15B, memory, 1)
     assert not choice.options.lora and not choice.reason
 
 
 def test_adapters_asked_for_stay_whatever_the_memory() -> None:
-    choice = choose_adapters(TrainOptions(lora=True, lora_auto=False), 1_000, 100 * GB)
+    choice = choose_adapters(TrainOptions(lora=True, lora_auto=False), 1_000, 100 * GB, 1)
     assert choice.options.lora and not choice.reason
 
 
@@ -88,10 +90,17 @@ def test_the_proto_leaves_the_choice_open_unless_full_only_or_enabled() -> None:
     assert on.lora
 
 
+def test_the_proto_refuses_adapters_and_every_weight_at_once() -> None:
+    both = trainer_pb2.LoraOptions(enabled=True, full_only=True)
+    with pytest.raises(InvalidInput, match="contradicts") as error:
+        options_from_pb(trainer_pb2.TrainOptions(lora=both))
+    assert error.value.field == "options.lora.full_only"
+
+
 def test_the_model_card_says_why_adapters_were_trained(tmp_path: Path) -> None:
     task = TaskSpec("Answer.", (Example("2+2", "4"),))
     base = BaseModel("owner/base", tmp_path, "decoder-only", "0" * 64, "store")
-    reason = choose_adapters(TrainOptions(), STUDENT_15B, 20 * GB).reason
+    reason = choose_adapters(TrainOptions(), STUDENT_15B, 20 * GB, 1).reason
     chosen = model_card(base, task, TrainOptions(lora=True), {"report": {"lora_reason": reason}})
     assert f"| LoRA | r=8, alpha=16 (merged); chosen: {reason} |" in chosen
     asked = model_card(base, task, TrainOptions(lora=True), {"report": {}})

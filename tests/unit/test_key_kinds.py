@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -78,6 +80,12 @@ def test_the_generation_key_changes_only_where_the_rule_is_asked_for_and_learnab
     monkeypatch.setattr(generator_options, "MIN_KEYS", 6)  # Temporal's five keys now too few
     assert generation_key(TEMPORAL, asked, "m") == generation_key(TEMPORAL, GenerateOptions(), "m")
     assert generation_key(sentiment, asked, "m") == keys[sentiment]
+
+
+def test_rules_given_as_they_are_keep_one_key_whatever_key_kinds_says():
+    given = GenerateOptions(invariants=infer(TEMPORAL))  # the learned rules, passed explicitly
+    asked = replace(given, key_kinds=True)
+    assert generation_key(TEMPORAL, asked, "m") == generation_key(TEMPORAL, given, "m")
 
 
 def test_the_rule_is_learned_only_where_the_options_ask_for_it(minilm):

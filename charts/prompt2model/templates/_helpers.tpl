@@ -272,17 +272,24 @@ tolerations:
 {{- end }}
 {{- end }}
 
-{{/* A Kubernetes memory quantity (Ti, Gi, Mi, Ki, T, G, M, k or bytes) in GB (10^9 bytes). */}}
+{{/* A Kubernetes memory quantity (Pi, Ti, Gi, Mi, Ki, P, T, G, M, k or bytes) in GB (10^9
+bytes); anything else fails the render, naming the value. */}}
 {{- define "p2m.memoryGB" -}}
 {{- $q := toString . -}}
-{{- if hasSuffix "Ti" $q -}}{{ mulf (float64 (trimSuffix "Ti" $q)) 1099.511627776 }}
-{{- else if hasSuffix "Gi" $q -}}{{ mulf (float64 (trimSuffix "Gi" $q)) 1.073741824 }}
-{{- else if hasSuffix "Mi" $q -}}{{ mulf (float64 (trimSuffix "Mi" $q)) 0.001048576 }}
-{{- else if hasSuffix "Ki" $q -}}{{ mulf (float64 (trimSuffix "Ki" $q)) 0.000001024 }}
-{{- else if hasSuffix "T" $q -}}{{ mulf (float64 (trimSuffix "T" $q)) 1000 }}
-{{- else if hasSuffix "G" $q -}}{{ float64 (trimSuffix "G" $q) }}
-{{- else if hasSuffix "M" $q -}}{{ divf (float64 (trimSuffix "M" $q)) 1000 }}
-{{- else if hasSuffix "k" $q -}}{{ divf (float64 (trimSuffix "k" $q)) 1000000 }}
-{{- else -}}{{ divf (float64 $q) 1000000000 }}
+{{- $number := regexReplaceAll "(Pi|Ti|Gi|Mi|Ki|P|T|G|M|k)$" $q "" -}}
+{{- if not (regexMatch "^[0-9]+(\\.[0-9]+)?([eE][+]?[0-9]+)?$" $number) -}}
+{{- fail (printf "trainer.rayJob.worker.resources.limits.memory: %q is not a memory quantity (e.g. 16Gi, 16G)" $q) -}}
+{{- end -}}
+{{- if hasSuffix "Pi" $q -}}{{ mulf (float64 $number) 1125899.906842624 }}
+{{- else if hasSuffix "Ti" $q -}}{{ mulf (float64 $number) 1099.511627776 }}
+{{- else if hasSuffix "Gi" $q -}}{{ mulf (float64 $number) 1.073741824 }}
+{{- else if hasSuffix "Mi" $q -}}{{ mulf (float64 $number) 0.001048576 }}
+{{- else if hasSuffix "Ki" $q -}}{{ mulf (float64 $number) 0.000001024 }}
+{{- else if hasSuffix "P" $q -}}{{ mulf (float64 $number) 1000000 }}
+{{- else if hasSuffix "T" $q -}}{{ mulf (float64 $number) 1000 }}
+{{- else if hasSuffix "G" $q -}}{{ float64 $number }}
+{{- else if hasSuffix "M" $q -}}{{ divf (float64 $number) 1000 }}
+{{- else if hasSuffix "k" $q -}}{{ divf (float64 $number) 1000000 }}
+{{- else -}}{{ divf (float64 $number) 1000000000 }}
 {{- end -}}
 {{- end }}

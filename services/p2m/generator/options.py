@@ -146,6 +146,8 @@ def generation_key(task: TaskSpec, options: GenerateOptions, model: str) -> str:
     rules = applied_invariants(task, options)
     if not rules.item_rules.empty:  # likewise
         payload["output_items"] = True
-        if options.key_kinds and len(rules.demonstration_keys(task.demonstrations)) >= MIN_KEYS:
+        learned = options.invariants is None  # rules given as they are ignore key_kinds
+        keys = rules.demonstration_keys(task.demonstrations)
+        if learned and options.key_kinds and len(keys) >= MIN_KEYS:
             payload["key_kinds"] = True  # held where the shipped encoder is installed
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()

@@ -9,8 +9,8 @@ few MB; the frozen weights stay) and says why in the report and the model card.
 
 The memory is known where Ray is local (every worker on this machine: what it or its cgroup has
 available) or where a setting gives it (``train_memory_gb``: one node's memory for its
-workers, e.g. a KubeRay worker pod's limit). Elsewhere, and for GPU training (whose memory is
-the GPU's), full fine-tuning stands as asked.
+workers, e.g. a KubeRay worker pod's limit, where a RayJob runs one worker). Elsewhere, and
+for GPU training (whose memory is the GPU's), full fine-tuning stands as asked.
 """
 
 from __future__ import annotations
@@ -37,17 +37,20 @@ def full_fine_tuning_bytes(parameters: int) -> int:
     return parameters * FULL_BYTES_PER_PARAMETER + HEADROOM_BYTES
 
 
-def choose_adapters(options: TrainOptions, parameters: int, memory: int | None) -> AdapterChoice:
+def choose_adapters(
+    options: TrainOptions, parameters: int, memory: int | None, workers_per_machine: int
+) -> AdapterChoice:
     """``options`` with LoRA where full fine-tuning's workers would not fit ``memory``.
 
-    ``memory`` is one machine's for the workers on it (None: unknown, nothing changes); the
-    workers of a CPU training share it. The choice is made once: the options returned leave
-    it closed (``lora_auto`` off), so a RayJob's entrypoint keeps it.
+    ``memory`` is one machine's (None: unknown, nothing changes), shared by the
+    ``workers_per_machine`` workers on it: all of a local Ray's, one per pod of a RayJob. The
+    choice is made once: the options returned leave it closed (``lora_auto`` off), so a
+    RayJob's entrypoint keeps it.
     """
     closed = replace(options, lora_auto=False)
     if options.lora or not options.lora_auto or memory is None or options.use_gpu:
         return AdapterChoice(closed)
-    workers = max(1, options.num_workers)
+    workers = max(1, workers_per_machine)
     need = full_fine_tuning_bytes(parameters) * workers
     if need <= memory:
         return AdapterChoice(closed)

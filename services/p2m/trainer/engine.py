@@ -43,7 +43,7 @@ from p2m.trainer.data import (
 from p2m.trainer.disk_space import check_free_space, parameter_count
 from p2m.trainer.events import TrainEvent
 from p2m.trainer.finalize import TRAINING_FILE, build_model_folder
-from p2m.trainer.options import training_key
+from p2m.trainer.options import TrainOptions, training_key
 from p2m.trainer.ray_run import RayRun
 from p2m.trainer.run_types import TrainJob, TrainOutcome, TrainReport
 from p2m.trainer.search import SearchRun
@@ -177,7 +177,9 @@ class ModelTrainer:
             cached = self._recall(self._key(base, datasets, replace(job, options=as_asked), data))
             if cached is not None:
                 return cached
-            choice = choose_adapters(options, parameters, self._training_memory())
+            choice = choose_adapters(
+                options, parameters, self._training_memory(), self._workers_per_machine(options)
+            )
             if choice.reason:
                 log.warning("LoRA adapters chosen", extra={"reason": choice.reason})
                 emit(TrainEvent(0, 0, 0.0, message=choice.reason))
@@ -187,8 +189,8 @@ class ModelTrainer:
             key = self._key(base, datasets, job, data)
             with self._exclusive(key):
                 cached = self._recall(key)
-                if cached is not None:
-                    return cached
+                if cached is not None:  # the reason is this call's choice, whoever trained it
+                    return replace(cached, report=replace(cached.report, lora_reason=reason))
                 if self._runner is not None:
                     outcome = self._runner.run(key, job, emit, cancel or threading.Event())
                     report = replace(outcome.report, lora_reason=reason)
@@ -237,6 +239,10 @@ class ModelTrainer:
     def _local_turn(self) -> AbstractContextManager[object]:
         """Held while a local training is set up and runs: one at a time on this machine."""
         return self._one_at_a_time if self._runner is None else contextlib.nullcontext()
+
+    def _workers_per_machine(self, options: TrainOptions) -> int:
+        """How many of the training's workers share one machine's memory: one per RayJob pod."""
+        return 1 if self._runner is not None else options.num_workers
 
     def _training_memory(self) -> int | None:
         """The memory a training's workers on one machine have (None: unknown)."""

@@ -13,6 +13,7 @@ from grpc import aio
 
 from p2m.common.artifacts import ArtifactRef, ArtifactStore
 from p2m.common.convert import artifact_ref_to_pb, progress_pb, task_spec_from_pb
+from p2m.common.errors import InvalidInput
 from p2m.common.server import ServiceBinding
 from p2m.common.settings import Settings
 from p2m.common.streaming import Finished, thread_progress_stream
@@ -39,6 +40,8 @@ def options_from_pb(message: trainer_pb2.TrainOptions) -> TrainOptions:
             "max_instruction_tokens",
         )
     }
+    if message.lora.enabled and message.lora.full_only:
+        raise InvalidInput("options.lora.full_only", "contradicts options.lora.enabled")
     options = TrainOptions(
         **values,
         use_gpu=message.use_gpu,
