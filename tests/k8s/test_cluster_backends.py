@@ -163,6 +163,12 @@ def train_job(tmp_path: Path, store: ArtifactStore) -> TrainJob:
     )
 
 
+@pytest.fixture
+def cpu_train_job(train_job: TrainJob) -> TrainJob:
+    """The same job on CPUs: its memory is the machine's, so LoRA may be chosen for it."""
+    return replace(train_job, options=replace(train_job.options, use_gpu=False))
+
+
 def make_trainer(
     fake: FakeKubeApiServer,
     store: ArtifactStore,
@@ -417,31 +423,27 @@ def test_a_rayjob_whose_workers_lack_the_memory_for_every_weight_trains_adapters
     store: ArtifactStore,
     data_dir: Path,
     rayjob_template: Path,
-    train_job: TrainJob,
+    cpu_train_job: TrainJob,
 ) -> None:
     """The worker's memory (the chart's P2M_TRAIN_MEMORY_GB) is under 1 GiB of activations."""
-    on_cpu = replace(train_job, options=replace(train_job.options, use_gpu=False))
     trainer = make_trainer(fake, store, data_dir, rayjob_template, train_memory_gb=0.5)
-    training = Training(trainer, on_cpu)
-    rayjob = fake.wait_for("rayjobs")
-    key = rayjob["metadata"]["annotations"][ANNOTATION_TRAINING_KEY]
+    key, training = submitted(fake, trainer, cpu_train_job)
     handed = JobFile.read(job_path(data_dir.absolute(), key)).job
     assert handed.options.lora and not handed.options.lora_auto  # the entrypoint keeps it
     assert "0.5 GB is available: LoRA adapters trained instead" in handed.lora_reason
     assert training.saw("0.5 GB is available: LoRA adapters trained instead")
-    training.cancel.set()
-    with pytest.raises(Cancelled):
-        training.result()
 
 
-def submitted_key(fake: FakeKubeApiServer, trainer: ModelTrainer, job: TrainJob) -> str:
-    """The training key of the RayJob ``trainer`` submits for ``job`` (then cancelled)."""
+def submitted(
+    fake: FakeKubeApiServer, trainer: ModelTrainer, job: TrainJob
+) -> tuple[str, Training]:
+    """The key of the RayJob ``trainer`` submits for ``job``, and the (cancelled) training."""
     training = Training(trainer, job)
     key = str(fake.wait_for("rayjobs")["metadata"]["annotations"][ANNOTATION_TRAINING_KEY])
     training.cancel.set()
     with pytest.raises(Cancelled):
         training.result()
-    return key
+    return key, training
 
 
 def test_rayjob_workers_each_have_their_pods_memory(
@@ -449,13 +451,12 @@ def test_rayjob_workers_each_have_their_pods_memory(
     store: ArtifactStore,
     data_dir: Path,
     rayjob_template: Path,
-    train_job: TrainJob,
+    cpu_train_job: TrainJob,
 ) -> None:
     """1.5 GB a pod: one worker's full fine-tuning fits (1 GiB here), two sharing it would not."""
-    on_cpu = replace(train_job, options=replace(train_job.options, use_gpu=False))
-    assert on_cpu.options.num_workers == 2
+    assert cpu_train_job.options.num_workers == 2
     trainer = make_trainer(fake, store, data_dir, rayjob_template, train_memory_gb=1.5)
-    key = submitted_key(fake, trainer, on_cpu)
+    key, _ = submitted(fake, trainer, cpu_train_job)
     handed = JobFile.read(job_path(data_dir.absolute(), key))
     assert not handed.job.options.lora and not handed.job.lora_reason
 
@@ -465,14 +466,14 @@ def test_a_model_trained_in_full_is_reused_whatever_the_memory_now(
     store: ArtifactStore,
     data_dir: Path,
     rayjob_template: Path,
-    train_job: TrainJob,
+    cpu_train_job: TrainJob,
     tmp_path: Path,
 ) -> None:
-    on_cpu = replace(train_job, options=replace(train_job.options, use_gpu=False))
-    full_key = submitted_key(fake, make_trainer(fake, store, data_dir, rayjob_template), on_cpu)
+    full = make_trainer(fake, store, data_dir, rayjob_template)
+    full_key, _ = submitted(fake, full, cpu_train_job)
     model = store_model_as_the_job_would(store, full_key, tmp_path)
     short = Training(
-        make_trainer(fake, store, data_dir, rayjob_template, train_memory_gb=0.5), on_cpu
+        make_trainer(fake, store, data_dir, rayjob_template, train_memory_gb=0.5), cpu_train_job
     )
     try:
         outcome = short.future.result(10.0)  # a new RayJob would wait for the cluster instead
@@ -488,15 +489,14 @@ def test_a_stored_adapter_model_answers_an_open_choice_with_its_reason(
     store: ArtifactStore,
     data_dir: Path,
     rayjob_template: Path,
-    train_job: TrainJob,
+    cpu_train_job: TrainJob,
     tmp_path: Path,
 ) -> None:
     """Trained as asked for (``--lora``, no reason stored), then found by a call that chose it."""
-    on_cpu = replace(train_job, options=replace(train_job.options, use_gpu=False))
     short = make_trainer(fake, store, data_dir, rayjob_template, train_memory_gb=0.5)
-    lora_key = submitted_key(fake, short, on_cpu)
+    lora_key, _ = submitted(fake, short, cpu_train_job)
     model = store_model_as_the_job_would(store, lora_key, tmp_path)
-    outcome = short.train(on_cpu)
+    outcome = short.train(cpu_train_job)
     assert outcome.model == model and outcome.report.cached
     assert "0.5 GB is available: LoRA adapters trained instead" in outcome.report.lora_reason
 
