@@ -80,7 +80,10 @@ def rule_lines(invariants: Invariants, demonstrations: Sequence[Example]) -> lis
         lines.append("The input ends at the end of a sentence, with its punctuation.")
     if written := _non_latin(invariants.input_scripts):
         lines.append(f"The input is written in {scripts.describe(written)}.")
-    if invariants.output_in_input:
+    if invariants.output_from_marker:
+        marker = invariants.output_from_marker
+        lines.append(f'The output is copied word for word from the text after "{marker}".')
+    elif invariants.output_in_input:
         lines.append("The output is copied word for word from the input.")
     if invariants.output_choices:
         choices = ", ".join(f'"{c}"' for c in invariants.output_choices)
