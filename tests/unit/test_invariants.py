@@ -77,9 +77,9 @@ def test_squad_markers_in_order_and_the_answer_a_span_of_the_input():
     assert rules.kept_outputs(good.input, ["Paris", "", "Denver", "denver"]) == ["Denver", "denver"]
 
 
-def test_squad_answers_come_from_the_context_not_the_question():
-    rules = infer(SQUAD)
-    assert rules.output_from_marker == "Context:"
+def test_squad_answers_come_from_the_context_not_the_question_where_a_person_says_so():
+    assert infer(SQUAD).output_from_marker == ""  # given, never learned
+    rules = replace(infer(SQUAD), output_from_marker="Context:")
     assert "every output is copied from the text after 'Context:' alone" in rules.describe()
     # Qwen2.5-Coder-0.5B's: the answer repeats the question's words.
     echoed = Example("Question: Which country did India play? Context: India beat Chile.", "India")
@@ -94,11 +94,6 @@ def test_squad_answers_come_from_the_context_not_the_question():
     # Text before the first marker counts as a part of its own.
     led = "Chile. " + echoed.input
     assert rules.output_violation(led, "Chile") == "output_from_marker"
-    # Not learned with one marker, or where a demonstration's answer is in its question.
-    assert infer(TEMPORAL).output_from_marker == ""
-    echoing = Example("Question: Is Paris big? Context: Paris is big.", "Paris")
-    loose = TaskSpec(SQUAD.instruction, (*SQUAD.demonstrations, echoing))
-    assert infer(loose).output_in_input and infer(loose).output_from_marker == ""
     # A person's rules name one of their own markers.
     with pytest.raises(InvalidInput) as info:
         Invariants.from_json({"input_markers": ["Question:"], "output_from_marker": "Context:"})
@@ -201,20 +196,6 @@ def test_the_generation_key_names_item_rules_only_where_they_are_held(monkeypatc
     )
     assert generation_key(TEMPORAL, GenerateOptions(), "m") != keys[TEMPORAL]
     assert generation_key(SQUAD, GenerateOptions(), "m") == keys[SQUAD]  # other tasks keep theirs
-
-
-def test_the_generation_key_names_the_answers_marker_only_where_it_is_held(monkeypatch):
-    from p2m.generator import options as generator_options
-
-    keys = {t: generation_key(t, GenerateOptions(), "m") for t in (TEMPORAL, SQUAD)}
-    learned = generator_options.infer
-    monkeypatch.setattr(  # as before the rule: the same rules less it
-        generator_options,
-        "infer",
-        lambda task, encoder=None: replace(learned(task, encoder), output_from_marker=""),
-    )
-    assert generation_key(SQUAD, GenerateOptions(), "m") != keys[SQUAD]
-    assert generation_key(TEMPORAL, GenerateOptions(), "m") == keys[TEMPORAL]
 
 
 def test_item_rules_only_where_every_demonstration_keeps_them():
@@ -450,11 +431,11 @@ def test_the_new_example_request_states_the_rules_in_words():
         'The input holds "Context:".',
         "The input is one line.",  # Latin letters go without saying
         "The input ends at the end of a sentence, with its punctuation.",
-        'The output is copied word for word from the text after "Context:".',
+        "The output is copied word for word from the input.",
     ]
-    only_in_input = replace(infer(SQUAD), output_from_marker="")
-    assert "The output is copied word for word from the input." in rule_lines(
-        only_in_input, SQUAD.demonstrations
+    from_context = replace(infer(SQUAD), output_from_marker="Context:")
+    assert 'The output is copied word for word from the text after "Context:".' in rule_lines(
+        from_context, SQUAD.demonstrations
     )
     code = rule_lines(infer(CODE), CODE.demonstrations)
     assert "The input is written in Chinese characters (kanji) and Japanese kana." in code

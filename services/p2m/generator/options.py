@@ -144,8 +144,6 @@ def generation_key(task: TaskSpec, options: GenerateOptions, model: str) -> str:
     if span_first_layout(task, options) is not None:  # other tasks keep their earlier keys
         payload["span_first"] = True
     rules = applied_invariants(task, options)
-    if rules.output_from_marker:  # likewise
-        payload["output_from_marker"] = True
     if not rules.item_rules.empty:  # likewise
         payload["output_items"] = True
         learned = options.invariants is None  # rules given as they are ignore key_kinds
