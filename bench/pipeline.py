@@ -76,6 +76,7 @@ async def run_task(args: argparse.Namespace, stack: Stack, task: str) -> dict[st
     if args.answer_temperature is not None:
         options.generate.answer_temperature = args.answer_temperature
     options.generate.span_first = args.span_first
+    options.generate.passage_first = args.passage_first
     if args.invariants is not None:
         options.generate.invariants.CopyFrom(read_invariants(args.invariants))
     if args.seed is not None:
@@ -256,6 +257,7 @@ def sizes(args: argparse.Namespace) -> dict[str, Any]:
         "eval_steps": args.eval_steps,
         "keep_best_by": args.keep_best_by,
         "span_first": args.span_first or None,
+        "passage_first": args.passage_first or None,
     }
     return {
         **{name: value for name, value in chosen.items() if value is not None},
@@ -287,6 +289,7 @@ def kept_path(args: argparse.Namespace, task: str) -> Path:
             args.eval_steps is not None and f"eval{args.eval_steps}",
             args.keep_best_by and f"by-{args.keep_best_by}",
             args.span_first and "span-first",
+            args.passage_first and "passage-first",
             digest and f"rules{digest}",
         )
         if part
@@ -386,6 +389,11 @@ def main() -> None:
         "--span-first",
         action="store_true",
         help="span-first inputs where they apply (SQuAD): the passage, then the question",
+    )
+    parser.add_argument(
+        "--passage-first",
+        action="store_true",
+        help="passage-first inputs where they apply (SQuAD): the passage, then a question on it",
     )
     parser.add_argument(
         "--invariants",

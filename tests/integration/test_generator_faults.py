@@ -115,7 +115,8 @@ class FaultyTeacher:
             n = self.requests
             content = json.dumps({"passage": f"Anna Berg built Town{n} in {1800 + n}. It is old."})
         elif "question" in wanted.get("required", []):  # "telling": the answer given away
-            answer = re.search(r'answer is "([^"]*)"', body["messages"][-1]["content"]).group(1)
+            chosen = re.search(r'answer is "([^"]*)"', body["messages"][-1]["content"])
+            answer = chosen.group(1) if chosen else "it"  # passage-first: no answer chosen
             question = f"Is it {answer}?" if kind == "telling" else f"Which {self.requests}?"
             content = json.dumps({"question": question})
         elif "input" in wanted.get("required", []):
@@ -330,6 +331,21 @@ async def test_span_first_inputs_keep_the_span_the_teacher_gives_back(teacher, t
         assert row["output"] not in question
     asked = [p for p in teacher[0].prompts if 'whose answer is "Town' in p]
     assert asked and all(re.search(r"Context: Anna Berg built Town\d+ in", p) for p in asked)
+
+
+async def test_passage_first_inputs_are_answered_by_the_vote(teacher, tmp_path: Path):
+    options = GenerateOptions(num_examples=6, seed=5, passage_first=True)
+    before = len(teacher[0].prompts)  # the module's teacher keeps earlier tests' prompts
+    result = await _generate_with(teacher, tmp_path, {"good": 1.0}, SPAN_TASK, options)
+    report = result.report
+    assert report.accepted == 6 and report.dropped["missed_span"] == 0
+    for row in _dataset_rows(tmp_path, result):
+        question, passage = re.fullmatch(r"Question: (.*) Context: (.*)", row["input"]).groups()
+        assert re.fullmatch(r"Which \d+\?", question)  # written after its passage
+        assert re.fullmatch(r"Town\d+", row["output"]) and row["output"] in passage
+    asked = [p for p in teacher[0].prompts[before:] if 'after "Question:"' in p]
+    assert asked and not any('whose answer is "' in p for p in asked)  # none chosen for it
+    assert all(re.search(r"Context: Anna Berg built Town\d+ in", p) for p in asked)
 
 
 async def test_inputs_that_copy_the_instruction_are_dropped_and_counted(teacher, tmp_path: Path):

@@ -25,6 +25,7 @@ def _args(tmp_path: Path, **changed: object) -> argparse.Namespace:
     sizes |= {"teacher": "qwen", "retrieved_rows": 200, "answer_temperature": None, "seed": None}
     sizes |= {"max_instruction_tokens": 0, "student": None, "learning_rate": None}
     sizes |= {"eval_steps": None, "keep_best_by": None, "span_first": False, "invariants": None}
+    sizes |= {"passage_first": False}
     return argparse.Namespace(data_dir=tmp_path, **(sizes | changed))
 
 
@@ -67,7 +68,11 @@ def test_a_pinned_student_or_rate_keeps_its_own_figures_beside_the_default_run(t
     span_first = _args(tmp_path, span_first=True)
     assert pipeline.kept_figures(span_first, "squad") is None
     assert pipeline.kept_path(span_first, "squad").name == "squad-span-first.json"
+    passage_first = _args(tmp_path, passage_first=True)
+    assert pipeline.kept_path(passage_first, "squad").name == "squad-passage-first.json"
+    assert pipeline.sizes(passage_first)["passage_first"] is True
     assert "span_first" not in pipeline.sizes(default)  # the default's sizes as they were
+    assert "passage_first" not in pipeline.sizes(default)
     assert "invariants" not in pipeline.sizes(default)
     rules = tmp_path / "rules.json"
     rules.write_text('{"output_key_kinds": 0.0}')

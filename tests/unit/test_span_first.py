@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from p2m.common.errors import InvalidInput
 from p2m.common.llm import UsageCounters
 from p2m.common.types import Example, TaskSpec
 from p2m.generator.engine import DROP_REASONS, GenerationReport
@@ -86,6 +87,17 @@ def test_span_first_changes_the_key_only_where_it_applies():
     assert span_first_layout(SQUAD, unchecked) is None
 
 
+def test_passage_first_has_its_own_key_where_it_applies_and_not_with_span_first():
+    passage, span = GenerateOptions(passage_first=True), GenerateOptions(span_first=True)
+    assert span_first_layout(SQUAD, passage) == span_first_layout(SQUAD, span) is not None
+    keys = {generation_key(SQUAD, o, "m") for o in (passage, span, GenerateOptions())}
+    assert len(keys) == 3
+    assert generation_key(TEMPORAL, passage, "m") == generation_key(TEMPORAL, span, "m")
+    with pytest.raises(InvalidInput) as refused:
+        GenerateOptions(span_first=True, passage_first=True).validate()
+    assert refused.value.field == "options.passage_first"
+
+
 def test_spans_are_names_dates_and_numbers_copied_as_written():
     spans = answer_spans(PASSAGE)
     assert {"Levi's Stadium", "San Francisco Bay Area", "Santa Clara", "NFL"} <= set(spans["name"])
@@ -144,6 +156,13 @@ def test_the_question_request_asks_about_the_new_passage_for_the_span_alone():
     assert PASSAGE not in user  # no demonstration to copy
 
 
+def test_the_passage_first_question_request_chooses_no_answer():
+    layout = input_layout(SQUAD.demonstrations, infer(SQUAD))
+    user = question_messages("Answer it.", layout, "Oslo is old.")[-1]["content"]
+    assert user.startswith("Task: Answer it.\n\nContext: Oslo is old.\n\n")
+    assert "copied from the passage" in user and 'answer is "' not in user
+
+
 def test_a_passage_that_copies_half_of_a_known_one_is_a_copy():
     half = " ".join(PASSAGE.split()[:30])
     assert copies_a_passage(half + " Then the fans went home happy.", [PASSAGE])
@@ -153,7 +172,11 @@ def test_a_passage_that_copies_half_of_a_known_one_is_a_copy():
 
 def test_span_first_is_asked_for_over_grpc_and_off_when_not():
     assert options_from_pb(generator_pb2.GenerateOptions(span_first=True)).span_first
-    assert not options_from_pb(generator_pb2.GenerateOptions()).span_first
+    assert options_from_pb(generator_pb2.GenerateOptions(passage_first=True)).passage_first
+    default = options_from_pb(generator_pb2.GenerateOptions())
+    assert not default.span_first and not default.passage_first
+    with pytest.raises(InvalidInput, match="passage_first"):
+        options_from_pb(generator_pb2.GenerateOptions(span_first=True, passage_first=True))
 
 
 def test_every_drop_reason_reaches_the_grpc_report():

@@ -73,6 +73,13 @@ def generate(
             "passage first, choose a span of it as the answer, then write the question for it."
         ),
     ] = False,
+    passage_first: Annotated[
+        bool,
+        typer.Option(
+            help="Where the demonstrations' outputs are copied from a marked passage, write the "
+            "passage first, then a question about it, answered by the vote as any input."
+        ),
+    ] = False,
     key_kinds: Annotated[
         bool,
         typer.Option(
@@ -179,6 +186,7 @@ def generate(
         judge=judge,
         judge_threshold=judge_threshold,
         span_first=span_first,
+        passage_first=passage_first,
         key_kinds=key_kinds,
         max_output_share=max_output_share,
         stall_timeout_s=stall_timeout,

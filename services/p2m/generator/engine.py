@@ -248,7 +248,7 @@ class _Run:
     hints: list[str] | None = None
     hint_requests: int = 0
     judge_scores: list[int] = field(default_factory=list)
-    layout: InputLayout | None = None  # span-first inputs are written in this layout
+    layout: InputLayout | None = None  # span-first or passage-first inputs are written so
     key_kinds: KeyKinds | None = None  # holds ``invariants.output_key_kinds``
     output_cap: OutputCap = field(init=False)
     outputs: OutputCounts = field(init=False)
@@ -572,11 +572,11 @@ class DatasetGenerator:
         """A new input (output ``label`` if given, none of ``avoid``), or why there is none.
 
         Its output is left to the answer requests (``_samples``), except for a span-first
-        input (``_span_first_example``), whose output is the span it was written for.
+        input (``_passage_first_example``), whose output is the span it was written for.
         """
         hint = hint_for(run.hints or (), rid)
         if run.layout is not None and label is None:
-            return await self._span_first_example(run, rid, hint, avoid, temperature, limit)
+            return await self._passage_first_example(run, rid, hint, avoid, temperature, limit)
         rules = rule_lines(run.invariants, run.task.demonstrations)
         messages = new_input_messages(
             teacher_instruction(run.task),
@@ -610,7 +610,7 @@ class DatasetGenerator:
         run.journal.record("gen", rid, input=example.input, output="")
         return example
 
-    async def _span_first_example(
+    async def _passage_first_example(
         self,
         run: _Run,
         rid: str,
@@ -619,10 +619,11 @@ class DatasetGenerator:
         temperature: float,
         limit: asyncio.Semaphore,
     ) -> Example | NoValue:
-        """A passage (request ``rid``), a span of it, then the question for that span (``q``).
+        """A passage (request ``rid``), then the question for it (``q``).
 
-        The example's output is the span; the answer requests then check that the teacher gives
-        it back (``_vote``).
+        Span-first: the question is asked for a span of the passage, the example's output; the
+        answer requests then check that the teacher gives it back (``_vote``). Passage-first:
+        the question is one the passage answers, and the answer requests vote on its output.
         """
         layout = run.layout
         assert layout is not None
@@ -657,11 +658,13 @@ class DatasetGenerator:
         if copies_a_passage(passage, [p[layout.passage] for i in known if (p := layout.parts(i))]):
             self._drop(run, rid, "near_duplicate")
             return UNPARSEABLE
-        rng = random.Random(f"{run.options.seed}:{rid}:span")
-        span = pick_span(answer_spans(passage), rng, avoid)
-        if span is None:
-            self._drop(run, rid, "no_span")
-            return UNPARSEABLE
+        span = ""
+        if run.options.span_first:
+            rng = random.Random(f"{run.options.seed}:{rid}:span")
+            span = pick_span(answer_spans(passage), rng, avoid) or ""
+            if not span:
+                self._drop(run, rid, "no_span")
+                return UNPARSEABLE
         qid = f"q{rid[1:]}"
         asking = question_messages(instruction, layout, passage, span)
 
@@ -687,7 +690,7 @@ class DatasetGenerator:
         if not question:
             self._drop(run, rid, "empty")
             return UNPARSEABLE
-        if gives_answer(question, span):
+        if span and gives_answer(question, span):
             self._drop(run, rid, "gives_answer")
             return UNPARSEABLE
         parts = ["", ""]

@@ -1,4 +1,4 @@
-"""Span-first inputs: the passage first, a span of it as the answer, then the question for it.
+"""Span-first and passage-first inputs: the passage first, then the question for it.
 
 Where every demonstration's output is copied from one marked part of its input (SQuAD: the answer
 is a span of the text after "Context:"), a small teacher asked for a whole new input writes the
@@ -8,7 +8,9 @@ against 197 of the dev half's 595). Span-first generation asks for the passage a
 span of it (a name, a date or a number: a short common-noun phrase cannot be told from other
 words without a tagger), asks for the question whose answer is that span, and keeps the example
 only where the teacher, answering the assembled input as it answers any input, gives that span
-back (round-trip consistency).
+back (round-trip consistency). Passage-first asks for the question without choosing its
+answer (one the passage answers), and the input so made is answered by the vote as any input:
+the question is written about a passage that exists, and no example is lost to a round trip.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 from p2m.common.closed_set import squash
 from p2m.common.types import Example
 from p2m.generator.filters import COPIED_SHARE, word_trigrams
-from p2m.generator.invariants import Invariants
+from p2m.generator.invariants import Invariants, marked_parts
 
 PASSAGE_SCHEMA = {
     "type": "object",
@@ -97,13 +99,14 @@ class InputLayout:
         return 1 - self.passage
 
     def parts(self, text: str) -> list[str] | None:
-        """The texts after each marker of ``text``, or None when it is not laid out so."""
-        pattern = r"\s*".join(f"{re.escape(m)}(.*?)" for m in self.markers)
-        match = re.fullmatch(r"\s*" + pattern + r"\s*", text, flags=re.DOTALL)
-        if match is None:
+        """The texts after each marker of ``text``, or None when it is not laid out so.
+
+        Laid out so: it starts with the first marker, and no marker's text is empty.
+        """
+        if not text.lstrip().startswith(self.markers[0]):
             return None
-        parts = [group.strip() for group in match.groups()]
-        return parts if all(parts) else None
+        parts = marked_parts(text, self.markers)
+        return parts if parts is not None and all(parts) else None
 
     def join(self, parts: Sequence[str]) -> str:
         """An input laid out as the demonstrations': each marker, a space, its text."""
@@ -281,9 +284,11 @@ def passage_messages(
 
 
 def question_messages(
-    instruction: str, layout: InputLayout, passage: str, answer: str
+    instruction: str, layout: InputLayout, passage: str, answer: str = ""
 ) -> list[dict[str, str]]:
     """Ask for the question part of a new input whose answer is ``answer``, a span of ``passage``.
+
+    Without ``answer`` (passage-first), one question the passage's own words answer.
 
     No demonstration is shown: Qwen2.5-Coder-0.5B shown them wrote their own questions again
     ("What city did Super Bowl 50 take place in?" for a passage on Warsaw) in most answers.
@@ -291,11 +296,14 @@ def question_messages(
     """
     passage_marker = layout.markers[layout.passage]
     question_marker = layout.markers[layout.question]
+    if answer:
+        wanted = f'whose answer is "{answer}", without the words "{answer}" in it'
+    else:
+        wanted = "whose answer is a few words copied from the passage, not words of the question"
     user = (
         f"Task: {instruction}\n\n{passage_marker} {passage}\n\n"
         f'Write the text after "{question_marker}" for this passage: one question about the '
-        f'passage whose answer is "{answer}", without the words "{answer}" in it. Reply with '
-        "that text only."
+        f"passage {wanted}. Reply with that text only."
     )
     return [
         {"role": "system", "content": QUESTION_SYSTEM},

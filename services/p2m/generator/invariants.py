@@ -520,10 +520,10 @@ def _holds_any_label(text: str, labels: Sequence[str]) -> bool:
     return False
 
 
-def marked_parts(text: str, markers: Sequence[str]) -> dict[str, str] | None:
+def marked_parts(text: str, markers: Sequence[str]) -> list[str] | None:
     """The text after each of ``markers`` up to the next one (first occurrences, in order).
 
-    None where ``text`` does not hold them in that order.
+    One text a marker, stripped; None where ``text`` does not hold them in that order.
     """
     starts: list[tuple[int, int]] = []
     position = 0
@@ -534,10 +534,7 @@ def marked_parts(text: str, markers: Sequence[str]) -> dict[str, str] | None:
         starts.append((found, found + len(marker)))
         position = found + len(marker)
     ends = [start for start, _ in starts[1:]] + [len(text)]
-    return {
-        marker: text[body:end].strip()
-        for marker, (_, body), end in zip(markers, starts, ends, strict=True)
-    }
+    return [text[body:end].strip() for (_, body), end in zip(starts, ends, strict=True)]
 
 
 def copied_from_marker(input_text: str, output: str, markers: Sequence[str], source: str) -> bool:
@@ -547,11 +544,14 @@ def copied_from_marker(input_text: str, output: str, markers: Sequence[str], sou
     marker is a part too.
     """
     parts = marked_parts(input_text, markers)
-    if parts is None or squash(output) not in squash(parts.get(source, "")):
+    if parts is None or source not in markers:
+        return False
+    own = list(markers).index(source)
+    if squash(output) not in squash(parts[own]):
         return False
     words = _words(output)
     first = input_text.find(markers[0]) if markers else 0
-    others = [input_text[:first], *(text for marker, text in parts.items() if marker != source)]
+    others = [input_text[:first], *(text for i, text in enumerate(parts) if i != own)]
     return bool(words) and not any(_holds_run(_words(other), words) for other in others)
 
 

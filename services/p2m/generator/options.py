@@ -58,6 +58,7 @@ class GenerateOptions:
     max_output_share: float = DEFAULT_OUTPUT_SHARE
     stall_timeout_s: float = 900.0
     span_first: bool = False
+    passage_first: bool = False
     key_kinds: bool = False  # learn ``output_key_kinds`` (off: it cost Temporal's student)
 
     def validate(self) -> None:
@@ -95,6 +96,8 @@ class GenerateOptions:
             raise InvalidInput("options.max_new_tokens", f"{rule}, got {tokens}")
         if self.invariants is not None:
             self.invariants.validate("options.invariants")
+        if self.span_first and self.passage_first:
+            raise InvalidInput("options.passage_first", "cannot be set with span_first")
 
     @property
     def samples_per_input(self) -> int:
@@ -124,15 +127,19 @@ def applied_invariants(
 
 
 def span_first_layout(task: TaskSpec, options: GenerateOptions) -> InputLayout | None:
-    """The layout span-first generation writes inputs in, or None where it does not apply."""
-    if not options.span_first:
+    """The layout span-first (or passage-first) inputs are written in, or None: not applied."""
+    if not (options.span_first or options.passage_first):
         return None
     return input_layout(task.demonstrations, applied_invariants(task, options))
 
 
 def generation_key(task: TaskSpec, options: GenerateOptions, model: str) -> str:
     """The sha256 naming this generation: same task, options, seed and model, same result."""
-    own_key = ("span_first", "key_kinds")  # in the key only where they apply (below)
+    own_key = (
+        "span_first",
+        "passage_first",
+        "key_kinds",
+    )  # in the key only where they apply (below)
     settings = {k: v for k, v in asdict(options).items() if k not in (*_SPEED_ONLY, *own_key)}
     payload: dict[str, object] = {
         "version": GENERATOR_VERSION,
@@ -142,7 +149,7 @@ def generation_key(task: TaskSpec, options: GenerateOptions, model: str) -> str:
         "model": model,
     }
     if span_first_layout(task, options) is not None:  # other tasks keep their earlier keys
-        payload["span_first"] = True
+        payload["passage_first" if options.passage_first else "span_first"] = True
     rules = applied_invariants(task, options)
     if not rules.item_rules.empty:  # likewise
         payload["output_items"] = True

@@ -78,6 +78,7 @@ def options_from_pb(message: generator_pb2.GenerateOptions) -> GenerateOptions:
     values["check_invariants"] = not message.disable_invariants
     values["judge"] = message.judge
     values["span_first"] = message.span_first
+    values["passage_first"] = message.passage_first
     values["key_kinds"] = message.key_kinds
     if message.HasField("invariants"):
         values["invariants"] = invariants_from_pb(message.invariants)
