@@ -572,7 +572,8 @@ class DatasetGenerator:
         """A new input (output ``label`` if given, none of ``avoid``), or why there is none.
 
         Its output is left to the answer requests (``_samples``), except for a span-first
-        input (``_passage_first_example``), whose output is the span it was written for.
+        input (written, as a passage-first one is, by ``_passage_first_example``), whose output
+        is the span it was written for.
         """
         hint = hint_for(run.hints or (), rid)
         if run.layout is not None and label is None:
