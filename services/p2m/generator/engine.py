@@ -624,7 +624,8 @@ class DatasetGenerator:
 
         Span-first: the question is asked for a span of the passage, the example's output; the
         answer requests then check that the teacher gives it back (``_vote``). Passage-first:
-        the question is one the passage answers, and the answer requests vote on its output.
+        the question is one the passage answers, and the answer requests vote on its output
+        (``avoid`` is not asked of its input; the output cap drops a held output after the vote).
         """
         layout = run.layout
         assert layout is not None

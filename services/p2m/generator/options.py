@@ -135,11 +135,8 @@ def span_first_layout(task: TaskSpec, options: GenerateOptions) -> InputLayout |
 
 def generation_key(task: TaskSpec, options: GenerateOptions, model: str) -> str:
     """The sha256 naming this generation: same task, options, seed and model, same result."""
-    own_key = (
-        "span_first",
-        "passage_first",
-        "key_kinds",
-    )  # in the key only where they apply (below)
+    # In the key only where they apply (below).
+    own_key = ("span_first", "passage_first", "key_kinds")
     settings = {k: v for k, v in asdict(options).items() if k not in (*_SPEED_ONLY, *own_key)}
     payload: dict[str, object] = {
         "version": GENERATOR_VERSION,
