@@ -12,8 +12,9 @@ Each embedded model (``--models``, default the default teacher and SmolLM2) answ
   closest label;
 - ``vote@T`` (``--vote-temperatures``, off by default): the generator's answer as it labels a new
   input: the same request with the first ``few_shot_demonstrations`` demonstrations,
-  ``self_consistency_samples`` answers at temperature T, the majority of those that keep the
-  task's invariants (how much the annealed temperature costs the labels, against ``chat``).
+  ``--vote-samples`` answers (the generator's ``self_consistency_samples`` by default) at
+  temperature T, the majority of those that keep the task's invariants, nested where outputs
+  are spans of the input (how much the annealed temperature costs the labels, against ``chat``).
 
 Scores are in the paper's metric (Exact Match for SQuAD, ChrF++ for Temporal and MCoNaLa), beside
 0.8x gpt-3.5-turbo's paper figure (the goal for the default teacher). The closed-set task
@@ -23,7 +24,7 @@ Exact Match, with the share of answers that are not one of the labels.
 
     .venv/bin/python bench/teacher.py [--models qwen,smollm2]
         [--tasks squad,temporal,mconala_ja,banking77] [--eval-limit 50]
-        [--vote-temperatures 0.3,1.4] [--quick] [--json]
+        [--vote-temperatures 0.3,1.4 [--vote-samples 3]] [--quick] [--json]
 """
 
 from __future__ import annotations
@@ -157,8 +158,8 @@ def free_answerer(llm: LLMClient, task: TaskSpec, max_tokens: int) -> Answerer:
     return answer
 
 
-def vote_answerer(llm: LLMClient, task: TaskSpec, temperature: float) -> Answerer:
-    """The generator's label for each input: its answer request, voted at ``temperature``."""
+def vote_answerer(llm: LLMClient, task: TaskSpec, temperature: float, count: int) -> Answerer:
+    """The generator's label for each input: ``count`` answers at ``temperature``, voted."""
     defaults = GenerateOptions()
     shown = list(task.demonstrations[: defaults.few_shot_demonstrations])
     rules = infer(task)
@@ -168,7 +169,7 @@ def vote_answerer(llm: LLMClient, task: TaskSpec, temperature: float) -> Answere
         async def one(index: int, text: str) -> str:
             messages = answer_messages(teacher_instruction(task), shown, text)
             samples = []
-            for sample in range(defaults.self_consistency_samples):
+            for sample in range(count):
                 output, _ = await ask_answer(
                     llm,
                     messages,
@@ -179,7 +180,8 @@ def vote_answerer(llm: LLMClient, task: TaskSpec, temperature: float) -> Answere
                     seed=1000 * index + sample,
                 )
                 samples.append(output)
-            return majority_vote(rules.kept_outputs(text, samples) or samples)[0]
+            votes = rules.kept_outputs(text, samples) or samples
+            return majority_vote(votes, nested=rules.output_in_input)[0]
 
         return list(await asyncio.gather(*(one(i, text) for i, text in enumerate(inputs))))
 
@@ -206,7 +208,10 @@ async def score_model(args: argparse.Namespace, base_url: str, alias: str) -> di
                 "page": page_answerer(llm, task, args.max_output_tokens),
                 "free": free_answerer(llm, task, args.max_output_tokens),
             }
-            answerers |= {f"{VOTE}{t}": vote_answerer(llm, task, t) for t in args.vote_temperatures}
+            answerers |= {
+                f"{VOTE}{t}": vote_answerer(llm, task, t, args.vote_samples)
+                for t in args.vote_temperatures
+            }
             figures[name] = {}
             for request in [*args.requests, *(f"{VOTE}{t}" for t in args.vote_temperatures)]:
                 if request == "free" and not labels:
@@ -288,6 +293,12 @@ def main() -> None:
         "--vote-temperatures",
         default="",
         help="temperatures of the generator's voted answer to score too (e.g. 0.3,1.4)",
+    )
+    parser.add_argument(
+        "--vote-samples",
+        type=int,
+        default=GenerateOptions().self_consistency_samples,
+        help="answers voted on per input (default: the generator's)",
     )
     args = benchkit.parse_arguments(parser, QUICK)
     args.vote_temperatures = [float(t) for t in args.vote_temperatures.split(",") if t]

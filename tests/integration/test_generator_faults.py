@@ -78,9 +78,9 @@ class FaultyTeacher:
     example it is shown, word for word. Answers name the colour or
     label their input names ("colour N" for "thing number N"; "parrot" writes TASK's instruction
     as the input and the request's wording as the answer; "sloppy": a near-miss of the label,
-    "Positively"; "repetitive": "colour 7" whatever the input; "keyed" writes KEYED_TASK's
-    sentences and keys half its answers by the place they name). A request for topics gets a list
-    of them.
+    "Positively"; "repetitive": "colour 7" whatever the input; "piece": the answer's last word;
+    "keyed" writes KEYED_TASK's sentences and keys half its answers by the place they name). A
+    request for topics gets a list of them.
     """
 
     def __init__(self) -> None:
@@ -131,6 +131,8 @@ class FaultyTeacher:
                 content = content.capitalize() + "ly"
             if kind == "repetitive":  # the one answer a small teacher knows
                 content = "colour 7"
+            if kind == "piece":  # a piece of the span only: "7" for "colour 7"
+                content = content.split()[-1]
             if kind == "parrot":  # the request's own wording
                 content = 'print("no explanation, no code fences, no label")'
             if kind == "keyed":  # a date keyed by the time expression, or by the place
@@ -314,6 +316,38 @@ async def test_examples_that_break_the_demonstrations_invariants_are_dropped_and
     assert len(rows) == 6
     for row in rows:
         assert report.invariants.violation(Example(row["input"], row["output"])) is None
+
+
+def _answers_asked(folder: Path) -> dict[str, list[str]]:
+    """Each candidate's answers (its id: their votes), from the run's journal."""
+    answers: dict[str, list[str]] = {}
+    for line in (folder / "journal.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if record["e"] == "sc":
+            answers.setdefault("g" + record["id"][1:].split(".")[0], []).append(record["output"])
+    return answers
+
+
+async def test_voted_answers_copied_from_the_input_count_their_pieces_for_the_whole(
+    teacher, tmp_path: Path
+):
+    """Outputs that are spans of the input: "7" backs "colour 7", and every answer is asked."""
+    options = GenerateOptions(
+        num_examples=8, seed=6, self_consistency_samples=3, answer_temperature=0.8
+    )
+    mix = {"span": 0.4, "piece": 0.6}  # answers "colour N" or "N" (inputs of "piece": dropped)
+    result = await _generate_with(teacher, tmp_path, mix, SPAN_TASK, options)
+    folder = next((tmp_path / "work").iterdir())
+    answers = _answers_asked(folder)
+    assert answers and all(len(votes) == 3 for votes in answers.values())  # never settled early
+    accepted = [json.loads(line) for line in (folder / "examples.jsonl").read_text().splitlines()]
+    assert len(accepted) == result.report.accepted > 0
+    for row in accepted:
+        votes = answers[row["id"]]
+        whole = [v for v in votes if v.startswith("colour")]
+        assert row["output"] == (whole[0] if whole else votes[0])
+    outvoted = [row for row in accepted if majority_vote(answers[row["id"]])[0] != row["output"]]
+    assert outvoted  # where the pieces outnumber the whole span, a plain count picks a piece
 
 
 async def test_span_first_inputs_keep_the_span_the_teacher_gives_back(teacher, tmp_path: Path):
@@ -682,11 +716,7 @@ async def test_answers_are_asked_until_the_vote_is_settled(teacher, tmp_path: Pa
     mix = {"good": 0.6, "repetitive": 0.4}  # answers "colour N", or at times "colour 7"
     result = await _generate_with(teacher, tmp_path, mix, TASK, options)
     folder = next((tmp_path / "work").iterdir())
-    answers: dict[str, list[str]] = {}
-    for line in (folder / "journal.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        if record["e"] == "sc":
-            answers.setdefault("g" + record["id"][1:].split(".")[0], []).append(record["output"])
+    answers = _answers_asked(folder)
     sizes = Counter(len(votes) for votes in answers.values())
     assert set(sizes) == {2, 3}, sizes  # settled by two, and three where they split
     assert all((len(v) == 3) == (normalise(v[0]) != normalise(v[1])) for v in answers.values())

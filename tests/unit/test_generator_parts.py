@@ -64,6 +64,20 @@ def test_majority_vote_ties_go_to_the_shortest():
     assert majority_vote(["bb", "aa"])[0] == "bb"  # same length: the first written
 
 
+def test_a_nested_vote_counts_a_piece_of_a_span_for_the_span():
+    votes = ["Parliament", "Parliament of Victoria", "parliament"]
+    assert majority_vote(votes) == ("Parliament", pytest.approx(2 / 3))
+    assert majority_vote(votes, nested=True) == ("Parliament of Victoria", 1.0)
+    # Word for word only: "22" sits inside "22,338,618" once normalised, "Paris" not in "Parisian".
+    assert majority_vote(["22", "22", "22,338,618"], nested=True)[0] == "22,338,618"
+    assert majority_vote(["Paris", "Paris", "Parisian"], nested=True)[0] == "Paris"
+    # Equal support: the more often written, then the shortest.
+    assert majority_vote(["a b", "c", "c"], nested=True)[0] == "c"
+    assert majority_vote(["the city", "a town"], nested=True)[0] == "a town"
+    assert samples_to_settle(["x", "x"], 1, nested=True) == 1  # "x y" could still win
+    assert samples_to_settle(["x", "x"], 0, nested=True) == 0
+
+
 def _settled_vote(answers: list[str | None]) -> tuple[str, int]:
     """Voting in waves over ``answers`` (None: a failed request): the winner, answers asked."""
     asked, left = 0, len(answers)

@@ -743,7 +743,8 @@ class DatasetGenerator:
                 run.journal.record("sc", sid, output=value)
                 candidate.samples.append(value)
 
-        while wave := samples_to_settle(self._valid_votes(run, candidate), max(0, left)):
+        nested = run.invariants.output_in_input
+        while wave := samples_to_settle(self._valid_votes(run, candidate), max(0, left), nested):
             ids = [f"s{candidate.gen_id[1:]}.{candidate.next_sample + k}" for k in range(wave)]
             candidate.next_sample += wave
             left -= wave
@@ -842,7 +843,7 @@ class DatasetGenerator:
             rule = _output_rule(run, candidate.input, votes[0])
             self._drop(run, candidate.gen_id, INVARIANT_PREFIX + str(rule))
             return None
-        output, share = majority_vote(kept)
+        output, share = majority_vote(kept, nested=run.invariants.output_in_input)
         reason = field_problem(output, run.options.max_field_chars)
         if reason is None and copies_input(candidate.input, output):
             reason = "copies_input"

@@ -19,7 +19,7 @@ from p2m.generator.meaning import DEFAULT_THRESHOLD, Encoder
 from p2m.generator.output_share import DEFAULT_SHARE as DEFAULT_OUTPUT_SHARE
 
 # Changing how results are produced changes this, so old cache entries are not reused.
-GENERATOR_VERSION = 18
+GENERATOR_VERSION = 19
 
 
 @dataclass(frozen=True)
