@@ -71,8 +71,10 @@ def test_a_nested_vote_counts_a_piece_of_a_span_for_the_span():
     # Word for word only: "22" sits inside "22,338,618" once normalised, "Paris" not in "Parisian".
     assert majority_vote(["22", "22", "22,338,618"], nested=True)[0] == "22,338,618"
     assert majority_vote(["Paris", "Paris", "Parisian"], nested=True)[0] == "Paris"
-    # Equal support: the more often written, then the shortest.
+    # Unrelated answers are counted as a plain vote would count them.
     assert majority_vote(["a b", "c", "c"], nested=True)[0] == "c"
+    # Equal support (two each): the more often written, then the shortest.
+    assert majority_vote(["long x", "long x", "y", "z y"], nested=True)[0] == "long x"
     assert majority_vote(["the city", "a town"], nested=True)[0] == "a town"
     assert samples_to_settle(["x", "x"], 1, nested=True) == 1  # "x y" could still win
     assert samples_to_settle(["x", "x"], 0, nested=True) == 0
