@@ -13,7 +13,8 @@ examples generated and dropped by reason, and the datasets retrieved.
 
     .venv/bin/python bench/pipeline.py [--tasks squad,temporal,mconala_ja] [--examples 80]
         [--epochs 3] [--min-steps N] [--eval-limit 100] [--teacher qwen] [--answer-temperature T]
-        [--seed N] [--max-instruction-tokens N] [--student NAME] [--learning-rate LR]
+        [--self-consistency-samples N] [--seed N] [--max-instruction-tokens N]
+        [--prompt-demonstrations N] [--student NAME] [--learning-rate LR]
         [--eval-steps N] [--keep-best-by score|loss] [--span-first] [--invariants FILE]
         [--quick] [--json]
 """
@@ -75,6 +76,8 @@ async def run_task(args: argparse.Namespace, stack: Stack, task: str) -> dict[st
     options.train.max_steps = args.max_steps
     if args.answer_temperature is not None:
         options.generate.answer_temperature = args.answer_temperature
+    if args.self_consistency_samples is not None:
+        options.generate.self_consistency_samples = args.self_consistency_samples
     options.generate.span_first = args.span_first
     options.generate.passage_first = args.passage_first
     if args.invariants is not None:
@@ -84,6 +87,7 @@ async def run_task(args: argparse.Namespace, stack: Stack, task: str) -> dict[st
     if args.min_steps is not None:
         options.train.min_steps = args.min_steps
     options.train.max_instruction_tokens = args.max_instruction_tokens
+    options.train.prompt_demonstrations = args.prompt_demonstrations
     if args.student:
         options.base_model_name = args.student
     if args.learning_rate is not None:
@@ -249,9 +253,11 @@ def sizes(args: argparse.Namespace) -> dict[str, Any]:
     """What a task's figures depend on besides the code: kept figures must match them."""
     chosen = {
         "answer_temperature": args.answer_temperature,
+        "self_consistency_samples": args.self_consistency_samples,
         "seed": args.seed,
         "invariants": rules_digest(args),
         "max_instruction_tokens": args.max_instruction_tokens or None,
+        "prompt_demonstrations": args.prompt_demonstrations or None,
         "student": args.student or None,
         "learning_rate": args.learning_rate,
         "eval_steps": args.eval_steps,
@@ -288,6 +294,7 @@ def kept_path(args: argparse.Namespace, task: str) -> Path:
             args.learning_rate and f"lr{args.learning_rate:g}",
             args.eval_steps is not None and f"eval{args.eval_steps}",
             args.keep_best_by and f"by-{args.keep_best_by}",
+            args.prompt_demonstrations and f"demos{args.prompt_demonstrations}",
             args.span_first and "span-first",
             args.passage_first and "passage-first",
             digest and f"rules{digest}",
@@ -360,7 +367,19 @@ def main() -> None:
         type=float,
         help="the generator's answer temperature (default: the generator's own)",
     )
+    parser.add_argument(
+        "--self-consistency-samples",
+        type=int,
+        help="answers sampled and voted on when the answer temperature is above 0"
+        " (default: the generator's own)",
+    )
     parser.add_argument("--seed", type=int, help="the run's seed (default: the server's)")
+    parser.add_argument(
+        "--prompt-demonstrations",
+        type=int,
+        default=0,
+        help="demonstrations shown in every student prompt (0: none)",
+    )
     parser.add_argument(
         "--max-instruction-tokens",
         type=int,
@@ -415,10 +434,12 @@ def main() -> None:
         "dev_rows": paperdata.DEV_ROWS,
         "teacher": args.teacher,
         "answer_temperature": args.answer_temperature,
+        "self_consistency_samples": args.self_consistency_samples,
         "seed": args.seed,
         "invariants": args.invariants and str(args.invariants),
         "invariants_sha256": rules_digest(args),
         "max_instruction_tokens": args.max_instruction_tokens,
+        "prompt_demonstrations": args.prompt_demonstrations,
         "goal_share": GOAL_SHARE,
         "tasks": tasks,
     }

@@ -94,6 +94,15 @@ def run_command(
             min=0,
         ),
     ] = None,
+    prompt_demonstrations: Annotated[
+        int,
+        typer.Option(
+            help="Show the prompt's first N demonstrations in every student prompt, trained "
+            "and served so (0: none).",
+            min=0,
+            max=64,
+        ),
+    ] = 0,
     max_llm_requests: Annotated[int, typer.Option(help="LLM requests for the run (0: any).")] = 0,
     base_model: Annotated[str | None, typer.Option(help="Use this student base model.")] = None,
     dataset: Annotated[
@@ -141,6 +150,7 @@ def run_command(
     )
     if min_steps is not None:
         options.train.min_steps = min_steps
+    options.train.prompt_demonstrations = prompt_demonstrations
     options.dataset_search.rerank = rerank_datasets
     options.dataset_search.include_gated = include_gated_datasets
     if gateway is None:

@@ -245,6 +245,21 @@ def test_the_prompts_demonstrations_validate_and_choose_the_weights(
     assert not any(e.HasField("eval_loss") for e in unvalidated.evaluations)
     assert (unvalidated.steps, unvalidated.best_step) == (30, 0)  # the last weights: 5 epochs
 
+    # Two shown in every prompt: in the saved instruction, out of validation and its score.
+    message.options.validate_on_demonstrations = True
+    message.options.prompt_demonstrations = 2
+    final = train(trainer.address, message)[-1]
+    prompted = final.result.report
+    assert (prompted.prompt_demonstrations, prompted.validation_demonstrations) == (2, 1)
+    spec = StudentSpec.load(model_folder(trainer_data_dir, final))
+    shown = "Input: item number 100\nOutput: no\n\nInput: item number 101\nOutput: no"
+    assert spec.instruction == f"{INSTRUCTION}\n\n{shown}"
+    assert spec.max_input_tokens > TrainOptions().max_input_tokens  # the shown ones never cut
+    assert (
+        "ends with the first 2 demonstrations"
+        in (model_folder(trainer_data_dir, final) / "README.md").read_text()
+    )
+
 
 def test_a_search_stops_the_weak_trial_and_keeps_the_lowest_validation_loss(
     trainer: ServiceProcess, trainer_data_dir: Path, tiny_t5: Path, temporal: ArtifactRef

@@ -25,7 +25,7 @@ def _args(tmp_path: Path, **changed: object) -> argparse.Namespace:
     sizes |= {"teacher": "qwen", "retrieved_rows": 200, "answer_temperature": None, "seed": None}
     sizes |= {"max_instruction_tokens": 0, "student": None, "learning_rate": None}
     sizes |= {"eval_steps": None, "keep_best_by": None, "span_first": False, "invariants": None}
-    sizes |= {"passage_first": False}
+    sizes |= {"passage_first": False, "self_consistency_samples": None, "prompt_demonstrations": 0}
     return argparse.Namespace(data_dir=tmp_path, **(sizes | changed))
 
 
@@ -48,6 +48,9 @@ def test_a_scored_task_is_kept_and_reused_only_at_the_same_sizes(tmp_path):
     assert pipeline.kept_figures(_args(tmp_path, answer_temperature=0.0), "mconala_ja") is None
     assert pipeline.kept_figures(_args(tmp_path, seed=7), "mconala_ja") is None
     assert pipeline.kept_figures(_args(tmp_path, max_instruction_tokens=32), "mconala_ja") is None
+    voted = _args(tmp_path, answer_temperature=1.0, self_consistency_samples=5)
+    assert pipeline.kept_figures(voted, "mconala_ja") is None
+    assert pipeline.sizes(voted)["self_consistency_samples"] == 5
 
 
 def test_a_pinned_student_or_rate_keeps_its_own_figures_beside_the_default_run(tmp_path):
@@ -71,7 +74,11 @@ def test_a_pinned_student_or_rate_keeps_its_own_figures_beside_the_default_run(t
     passage_first = _args(tmp_path, passage_first=True)
     assert pipeline.kept_path(passage_first, "squad").name == "squad-passage-first.json"
     assert pipeline.sizes(passage_first)["passage_first"] is True
+    shown = _args(tmp_path, prompt_demonstrations=6)
+    assert pipeline.kept_figures(shown, "mconala_ja") is None
+    assert pipeline.kept_path(shown, "mconala_ja").name == "mconala_ja-demos6.json"
     assert "span_first" not in pipeline.sizes(default)  # the default's sizes as they were
+    assert "prompt_demonstrations" not in pipeline.sizes(default)
     assert "passage_first" not in pipeline.sizes(default)
     assert "invariants" not in pipeline.sizes(default)
     rules = tmp_path / "rules.json"

@@ -7,7 +7,7 @@ has nothing to do (with the reason) and a ``P2MError`` when it fails.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -38,6 +38,13 @@ NO_DEMONSTRATIONS_NOTE = "the prompt has no demonstrations, so no human-made exa
 DEMONSTRATIONS_VALIDATED_NOTE = (
     "the trainer validated on the demonstrations, so they also chose which epoch's weights were "
     "kept: their score leans their way"
+)
+SHOWN_DEMONSTRATIONS_NOTE = (
+    "every student prompt shows the first {shown} demonstrations, so the score on the "
+    "demonstrations leaves them out"
+)
+ALL_SHOWN_NOTE = (
+    "every student prompt shows all the demonstrations, so no human-made example checks them"
 )
 
 
@@ -441,10 +448,16 @@ async def evaluate(ctx: StageContext) -> StageOutcome:
 async def _score_on_demonstrations(
     ctx: StageContext, request: evaluator_pb2.EvaluateRequest
 ) -> dict[str, float]:
-    """The student on the person's own demonstrations (never trained on); figures by metric."""
-    demonstrations = ctx.run.task.demonstrations
+    """The student on the person's own demonstrations (never trained on); figures by metric.
+
+    Those its prompts show (``prompt_demonstrations``) are left out: each holds its own answer.
+    """
+    demonstrations, note = demonstrations_to_score(
+        ctx.run.task.demonstrations, ctx.run.report.training.prompt_demonstrations
+    )
+    if note:
+        ctx.run.report.estimate_notes.append(note)
     if not demonstrations:
-        ctx.run.report.estimate_notes.append(NO_DEMONSTRATIONS_NOTE)
         return {}
     on_demos = evaluator_pb2.EvaluateRequest()
     on_demos.CopyFrom(request)
@@ -455,6 +468,19 @@ async def _score_on_demonstrations(
     if ctx.run.report.training.validation_demonstrations:
         ctx.run.report.estimate_notes.append(DEMONSTRATIONS_VALIDATED_NOTE)
     return {f"student_demonstrations_{k}": v for k, v in result.metrics.values.items()}
+
+
+def demonstrations_to_score(
+    demonstrations: Sequence[common_pb2.Example], shown: int
+) -> tuple[list[common_pb2.Example], str]:
+    """The demonstrations a student whose prompts show the first ``shown`` is scored on.
+
+    With the note that says which are left out, or why none is scored (empty: nothing to say).
+    """
+    left = list(demonstrations[shown:])
+    if not left:
+        return [], ALL_SHOWN_NOTE if shown else NO_DEMONSTRATIONS_NOTE
+    return left, SHOWN_DEMONSTRATIONS_NOTE.format(shown=shown) if shown else ""
 
 
 async def _evaluate(

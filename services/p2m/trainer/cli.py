@@ -172,6 +172,13 @@ def train(
             "choose the weights kept and when training stops."
         ),
     ] = DEFAULTS.validate_on_demonstrations,
+    prompt_demonstrations: Annotated[
+        int,
+        typer.Option(
+            help="Show the prompt's first N demonstrations in every student prompt (with "
+            "--prompt-file), trained and served so; the prompt's token limit grows to hold them."
+        ),
+    ] = DEFAULTS.prompt_demonstrations,
     seed: Annotated[int, typer.Option(help="Seed for shuffling and initialisation.")] = 42,
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="Copy the trained model folder here.")
@@ -219,6 +226,7 @@ def train(
         search_max_learning_rate=search_max_learning_rate,
         constrain_outputs=constrain_outputs,
         validate_on_demonstrations=validate_on_demonstrations,
+        prompt_demonstrations=prompt_demonstrations,
     )
     try:
         options.validate()
@@ -359,6 +367,8 @@ def _show(result: dict[str, Any], options: TrainOptions) -> None:
             + ")"
             + (", stopped early: no improvement" if report["stopped_early"] else "")
         )
+    if report.get("prompt_demonstrations"):
+        out.print(f"every prompt shows {report['prompt_demonstrations']} of the demonstrations")
     if report.get("lora_reason"):
         out.print(report["lora_reason"], highlight=False, soft_wrap=True)
     for trial in report["search_trials"]:

@@ -47,6 +47,7 @@ from p2m.trainer.options import TrainOptions, training_key
 from p2m.trainer.ray_run import RayRun
 from p2m.trainer.run_types import TrainJob, TrainOutcome, TrainReport
 from p2m.trainer.search import SearchRun
+from p2m.trainer.shown_demonstrations import show_demonstrations
 
 __all__ = ["ModelTrainer", "TrainEvent", "TrainJob", "TrainOutcome", "TrainReport", "TrainRunner"]
 
@@ -168,6 +169,8 @@ class ModelTrainer:
             lambda line: emit(TrainEvent(0, 0, 0.0, message=line)),
         )
         parameters = parameter_count(base.path)  # sets the rate, sizes the checkpoints
+        job = with_shown_demonstrations(job, base)  # before the key: it names them
+        options = job.options
         datasets = tuple(self._dataset(i, ref) for i, ref in enumerate(job.datasets))
         data = self._data(datasets, job)  # the same whichever weights train
         with self._local_turn():  # a local training's memory is measured once it has the machine
@@ -206,10 +209,14 @@ class ModelTrainer:
                 )
 
     def _data(self, datasets: tuple[ArtifactRef, ...], job: TrainJob) -> TrainingData:
-        """The training data: the datasets, and the demonstrations where they validate."""
+        """The training data: the datasets, and the demonstrations where they validate.
+
+        Those every prompt shows (``job.shown_demonstrations``) do not: each would be its own
+        answer's clue.
+        """
         data = load_training_data(self._store, datasets, job.options.seed)
         if job.options.validate_on_demonstrations:
-            data = with_demonstrations(data, job.task.demonstrations)
+            data = with_demonstrations(data, job.task.demonstrations[job.shown_demonstrations :])
         return data
 
     def _key(
@@ -326,6 +333,15 @@ class ModelTrainer:
             shutil.rmtree(folder, ignore_errors=True)
         log.info("training stored", extra={"model": model.uri, "steps": report.steps})
         return TrainOutcome(model, report)
+
+
+def with_shown_demonstrations(job: TrainJob, base: BaseModel) -> TrainJob:
+    """``job`` with the demonstrations its prompts show (``options.prompt_demonstrations``)."""
+    if not job.options.prompt_demonstrations or not job.task.demonstrations:
+        return job
+    from transformers import AutoTokenizer
+
+    return show_demonstrations(job, AutoTokenizer.from_pretrained(base.path))
 
 
 def training_output_form(data: TrainingData, job: TrainJob) -> OutputForm:

@@ -137,7 +137,8 @@ Fine-tuned by Prompt2Model from **{base.name}** ({base.architecture}) to do one 
 Inputs are given to the model as the instruction, then `Input: <input>` and `Output:`, in at most
 {options.max_input_tokens} tokens (`p2m.common.prompt_layout`, template {TEMPLATE_VERSION}): the
 instruction takes at most {_instruction_limit(options)} of them (a longer one keeps its start), and
-an input too long for the rest loses its middle. {_form_sentence(form or OutputForm())}
+an input too long for the rest loses its middle.{_shown_sentence(report)}
+{_form_sentence(form or OutputForm())}
 
 ## Training data
 
@@ -240,6 +241,17 @@ def _demonstrations_clause(report: Mapping[str, Any]) -> str:
     """Which of the validation examples are the prompt's demonstrations (none: nothing)."""
     count = report.get("validation_demonstrations", 0)
     return f" ({count} of them the prompt's demonstrations, validated first)" if count else ""
+
+
+def _shown_sentence(report: Mapping[str, Any]) -> str:
+    """Which demonstrations every prompt shows (none: nothing)."""
+    count = report.get("prompt_demonstrations", 0)
+    if not count:
+        return ""
+    return (
+        f" The instruction above ends with the first {count} demonstrations, so every prompt "
+        "shows them (`prompt_demonstrations`); they were left out of validation."
+    )
 
 
 def _validations_table(evaluations: Sequence[Mapping[str, Any]]) -> str:

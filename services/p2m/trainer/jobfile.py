@@ -66,6 +66,7 @@ class JobFile:
                 "base_model_artifact": job.base_model_artifact,
                 "run_id": job.run_id,
                 "lora_reason": job.lora_reason,
+                "shown_demonstrations": job.shown_demonstrations,
             },
         }
 
@@ -99,6 +100,7 @@ class JobFile:
                 base_model_artifact=str(raw.get("base_model_artifact", "")),
                 run_id=str(raw.get("run_id", "")),
                 lora_reason=str(raw.get("lora_reason", "")),
+                shown_demonstrations=int(raw.get("shown_demonstrations", 0)),
             )
             return cls(str(data["key"]), str(data["ray_job_name"]), job)
         except KeyError as error:

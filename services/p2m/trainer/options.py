@@ -71,6 +71,7 @@ class TrainOptions:
     search_max_learning_rate: float = 5e-4
     constrain_outputs: bool = True
     validate_on_demonstrations: bool = True
+    prompt_demonstrations: int = 0
     max_tokens_per_pass: int = 0
 
     def with_learning_rate_for(self, parameters: int) -> TrainOptions:
@@ -92,6 +93,7 @@ class TrainOptions:
                 Within("options.batch_size", self.batch_size, 1, 1024),
                 Within("options.max_tokens_per_pass", self.max_tokens_per_pass, 0, 2**31 - 1),
                 Within("options.max_steps", self.max_steps, 0, 2**63 - 1),
+                Within("options.prompt_demonstrations", self.prompt_demonstrations, 0, 64),
                 Within("options.min_steps", self.min_steps, 0, 2**31 - 1),
                 Within("options.num_workers", self.num_workers, 1, 64),
                 Within("options.max_input_tokens", self.max_input_tokens, 8, 8192),

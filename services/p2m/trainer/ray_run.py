@@ -228,6 +228,7 @@ class RayRun:
             train_examples=len(self.data.train),
             validation_examples=len(self.data.validation),
             validation_demonstrations=self.data.demonstrations,
+            prompt_demonstrations=self.job.shown_demonstrations,
             num_workers=options.num_workers,
             device="cuda" if options.use_gpu else "cpu",
             precision=self.precision,

@@ -16,7 +16,9 @@ class TrainJob:
 
     ``lora_reason``: why LoRA adapters were chosen where the request left it open, once a
     trainer has settled the choice (so a RayJob's entrypoint, which trains the settled options,
-    reports it too); it is not part of the training key.
+    reports it too); it is not part of the training key. ``shown_demonstrations``: how many
+    of the task's demonstrations a trainer has put in ``task.instruction``
+    (``p2m.trainer.shown_demonstrations``), so they are not put there twice.
     """
 
     datasets: tuple[ArtifactRef, ...]
@@ -27,6 +29,7 @@ class TrainJob:
     base_model_artifact: str = ""
     run_id: str = ""
     lora_reason: str = ""
+    shown_demonstrations: int = 0
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,7 @@ class TrainReport:
     search_trials: tuple[dict[str, Any], ...] = ()
     planned_epochs: int = 0
     validation_demonstrations: int = 0
+    prompt_demonstrations: int = 0  # the demonstrations every prompt shows
 
 
 @dataclass(frozen=True)

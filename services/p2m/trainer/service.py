@@ -71,6 +71,7 @@ def options_from_pb(message: trainer_pb2.TrainOptions) -> TrainOptions:
         },
         eval_steps=message.eval_steps,
         search_trials=message.search_trials,
+        prompt_demonstrations=message.prompt_demonstrations,
         keep_best_by=message.keep_best_by or defaults.keep_best_by,
     )
     options.validate()
@@ -163,6 +164,7 @@ def report_to_pb(report: TrainReport) -> trainer_pb2.TrainReport:
         search_trials=[_search_trial_pb(t) for t in report.search_trials],
         planned_epochs=report.planned_epochs,
         validation_demonstrations=report.validation_demonstrations,
+        prompt_demonstrations=report.prompt_demonstrations,
     )
     if report.final_eval_loss is not None:
         message.final_eval_loss = report.final_eval_loss
