@@ -248,6 +248,7 @@ def test_the_prompts_demonstrations_validate_and_choose_the_weights(
     # Two shown in every prompt: in the saved instruction, out of validation and its score.
     message.options.validate_on_demonstrations = True
     message.options.prompt_demonstrations = 2
+    message.options.max_steps = 2  # what is asserted is the prompt, not the learning
     final = train(trainer.address, message)[-1]
     prompted = final.result.report
     assert (prompted.prompt_demonstrations, prompted.validation_demonstrations) == (2, 1)
