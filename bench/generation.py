@@ -56,6 +56,11 @@ def duplicate_rate(report: GenerationReport) -> float:
     return duplicates / generated if generated else 0.0
 
 
+def _temperature(value: float | None) -> str:
+    """The answers' temperature for people (None: the generator's, by the task)."""
+    return "by the task" if value is None else f"{value:g}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--examples", type=int, default=20)
@@ -142,7 +147,7 @@ def main() -> None:
         return
     print(
         f"generation benchmark: {examples} Temporal examples per run, model {args.model}, "
-        f"answer temperature {args.answer_temperature:g}, "
+        f"answer temperature {_temperature(args.answer_temperature)}, "
         f"{benchkit.machine_line(figures['machine'])}"
     )
     print(f"{'run':<22}{'examples/s':>12}{'requests':>10}{'dup rate':>10}{'agreement':>11}  load")

@@ -12,7 +12,7 @@ Each embedded model (``--models``, default the default teacher and SmolLM2) answ
   closest label;
 - ``vote@T`` (``--vote-temperatures``, off by default): the generator's answer as it labels a new
   input: the same request with the first ``few_shot_demonstrations`` demonstrations,
-  ``--vote-samples`` answers (the generator's ``self_consistency_samples`` by default) at
+  ``--vote-samples`` answers (5 by default, the generator's for span outputs) at
   temperature T, the majority of those that keep the task's invariants, nested where outputs
   are spans of the input (how much the annealed temperature costs the labels, against ``chat``).
 
@@ -59,7 +59,7 @@ from p2m.evaluator.teacher import TeacherPredictor
 from p2m.generator.filters import majority_vote
 from p2m.generator.invariants import infer
 from p2m.generator.limits import answer_tokens
-from p2m.generator.options import GenerateOptions
+from p2m.generator.options import SPAN_VOTE_SAMPLES, GenerateOptions
 from p2m.local_llm.server import LocalLLMConfig, LocalLLMServer
 
 REQUESTS = ("chat", "page", "free")
@@ -297,8 +297,8 @@ def main() -> None:
     parser.add_argument(
         "--vote-samples",
         type=int,
-        default=GenerateOptions().self_consistency_samples,
-        help="answers voted on per input (default: the generator's)",
+        default=SPAN_VOTE_SAMPLES,
+        help="answers voted on per input (default: the generator's for span outputs, 5)",
     )
     args = benchkit.parse_arguments(parser, QUICK)
     args.vote_temperatures = [float(t) for t in args.vote_temperatures.split(",") if t]

@@ -31,7 +31,7 @@ from p2m.generator.engine import DatasetGenerator, GenerationResult
 from p2m.generator.filters import majority_vote, normalise
 from p2m.generator.invariants import Invariants
 from p2m.generator.journal import Journal
-from p2m.generator.options import GenerateOptions
+from p2m.generator.options import SPAN_VOTE_SAMPLES, SPAN_VOTE_TEMPERATURE, GenerateOptions
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -579,25 +579,34 @@ async def test_the_teacher_plans_topics_once_and_each_new_input_request_gets_one
     )
 
 
-async def test_one_greedy_answer_by_default_and_voted_samples_at_a_set_temperature(
+async def test_one_greedy_answer_by_default_voted_ones_at_a_set_temperature_or_for_spans(
     teacher, tmp_path: Path
 ):
+    """Unset, the temperature is the task's: greedy, or five voted at 1.0 for span outputs."""
     faulty, base_url = teacher
 
     default = GenerateOptions(num_examples=4, batch_size=4, seed=8)
-    for options in (default, replace(default, answer_temperature=0.9)):
-        answer_temperature = options.answer_temperature
-        faulty.mix, faulty.bodies = {"good": 1.0}, []
-        generator, client = _generator(base_url, tmp_path / str(answer_temperature))
+    cases = (
+        (TASK, default, 0.0),
+        (TASK, replace(default, answer_temperature=0.9), 0.9),
+        (SPAN_TASK, default, SPAN_VOTE_TEMPERATURE),
+    )
+    for index, (task, options, temperature) in enumerate(cases):
+        faulty.mix, faulty.bodies = {"span" if task is SPAN_TASK else "good": 1.0}, []
+        generator, client = _generator(base_url, tmp_path / str(index))
         async with client:
-            result = await generator.generate(TASK, options)
+            result = await generator.generate(task, options)
         assert result.report.accepted == 4
         asked = [b for b in faulty.bodies if "response_format" not in b]  # answers: free text
         inputs = [b for b in faulty.bodies if "input" in _required(b)]
-        assert {b["temperature"] for b in asked} == {answer_temperature}
-        assert {b["temperature"] for b in inputs} != {answer_temperature}  # still annealed
-        if answer_temperature == 0.0:  # every sample would be the same: one per input
+        assert {b["temperature"] for b in asked} == {temperature}
+        assert {b["temperature"] for b in inputs} != {temperature}  # still annealed
+        if temperature == 0.0:  # every sample would be the same: one per input
             assert len(asked) == result.report.accepted
+        elif task is SPAN_TASK:  # all five asked: a nested vote is never settled early
+            answers = _answers_asked(next((tmp_path / str(index) / "work").iterdir()))
+            assert answers and {len(votes) for votes in answers.values()} == {SPAN_VOTE_SAMPLES}
+            assert result.report.self_consistency_agreement > 0  # the votes are reported
         else:
             assert len(asked) >= 2 * result.report.accepted
 

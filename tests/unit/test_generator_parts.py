@@ -42,12 +42,18 @@ from p2m.generator.hints import (
     hints_messages,
     salvage_hints,
 )
-from p2m.generator.invariants import Invariants
+from p2m.generator.invariants import Invariants, infer
 from p2m.generator.journal import Journal
 from p2m.generator.judge import judge_messages, score_of
 from p2m.generator.limits import ANSWER_FLOOR, answer_tokens, estimated_tokens, example_tokens
 from p2m.generator.meaning import MeaningIndex
-from p2m.generator.options import GenerateOptions, generation_key
+from p2m.generator.options import (
+    SPAN_VOTE_SAMPLES,
+    SPAN_VOTE_TEMPERATURE,
+    GenerateOptions,
+    answer_sampling,
+    generation_key,
+)
 from p2m.generator.prompts import input_schema, new_input_messages, pick_examples
 from p2m.generator.service import options_from_pb
 from prompt2model.v1 import generator_pb2
@@ -364,10 +370,45 @@ def test_invariants_in_a_request_are_given_rules_unset_are_learned():
 
 def test_answers_are_greedy_unless_a_temperature_is_set_and_then_voted_on():
     unset = options_from_pb(generator_pb2.GenerateOptions())
-    assert unset.answer_temperature == 0.0 and unset.samples_per_input == 1
+    assert unset.answer_temperature is None  # the task's: ``answer_sampling``
+    assert answer_sampling(unset, Invariants()).answer_temperature == 0.0
+    assert answer_sampling(unset, Invariants()).samples_per_input == 1
     warm = options_from_pb(generator_pb2.GenerateOptions(answer_temperature=0.7))
     assert warm.answer_temperature == 0.7 and warm.samples_per_input == 3
     assert GenerateOptions(answer_temperature=0.7, self_consistency=False).samples_per_input == 1
+    zero = options_from_pb(generator_pb2.GenerateOptions(answer_temperature=0.0))
+    assert zero.answer_temperature == 0.0 and zero.samples_per_input == 1
+
+
+SQUAD_LIKE = TaskSpec(
+    "Answer the question from the context.",
+    tuple(
+        Example(f"Question: Who built {town}? Context: {who} built {town} in {year}.", who)
+        for town, who, year in (
+            ("Alba", "Anna Berg", 1756),
+            ("Brest", "Carl Dahl", 1802),
+            ("Cork", "Eva Fors", 1911),
+        )
+    ),
+)
+
+
+def test_span_outputs_are_voted_on_by_default_and_a_set_temperature_stands():
+    spans = Invariants(output_in_input=True)
+    voted = answer_sampling(GenerateOptions(), spans)
+    assert (voted.answer_temperature, voted.samples_per_input) == (
+        SPAN_VOTE_TEMPERATURE,
+        SPAN_VOTE_SAMPLES,
+    )
+    three = answer_sampling(GenerateOptions(self_consistency_samples=3), spans)
+    assert three.samples_per_input == 3  # a count asked for stands
+    greedy = answer_sampling(GenerateOptions(answer_temperature=0.0), spans)
+    assert greedy.samples_per_input == 1 and greedy.answer_temperature == 0.0
+    unvoted = answer_sampling(GenerateOptions(self_consistency=False), spans)
+    assert unvoted.answer_temperature == 0.0 and unvoted.samples_per_input == 1
+    learned = infer(SQUAD_LIKE)
+    assert learned.output_in_input
+    assert answer_sampling(GenerateOptions(), learned).answer_temperature == SPAN_VOTE_TEMPERATURE
 
 
 def test_answer_generated_examples_unset_means_none_and_out_of_range_names_the_field():

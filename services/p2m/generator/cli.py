@@ -43,7 +43,13 @@ def generate(
     max_tokens: Annotated[int, typer.Option(help="Token budget (0: none).")] = 0,
     concurrency: Annotated[int, typer.Option(help="Requests in flight.")] = 4,
     batch_size: Annotated[int, typer.Option(help="Requests per round.")] = 16,
-    self_consistency: Annotated[int, typer.Option(help="Outputs voted per input.")] = 3,
+    self_consistency: Annotated[
+        int,
+        typer.Option(
+            help="Outputs voted per input where answers are voted on (0: 5 where every output "
+            "is a span of its input and the temperature is left to the task, else 3)."
+        ),
+    ] = DEFAULTS.self_consistency_samples,
     temperature: Annotated[
         tuple[float, float], typer.Option(help="Annealing range: start end.")
     ] = (0.3, 1.4),
@@ -120,10 +126,12 @@ def generate(
         ),
     ] = DEFAULTS.answer_generated_examples,
     answer_temperature: Annotated[
-        float,
+        float | None,
         typer.Option(
             help="Temperature of the answer requests: 0 asks one greedy answer per input; above "
-            "0, self-consistency votes on samples at this temperature."
+            "0, self-consistency votes on samples at this temperature. Default: 1.0 where every "
+            "demonstration's output is a span of its input, else 0.",
+            show_default=False,
         ),
     ] = DEFAULTS.answer_temperature,
     input_frequency_penalty: Annotated[

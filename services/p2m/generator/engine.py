@@ -67,6 +67,7 @@ from p2m.generator.limits import answer_tokens, example_tokens
 from p2m.generator.meaning import Encoder, MeaningIndex
 from p2m.generator.options import (
     GenerateOptions,
+    answer_sampling,
     applied_invariants,
     generation_key,
     span_first_layout,
@@ -340,6 +341,7 @@ class DatasetGenerator:
     ) -> GenerationResult:
         """``generate`` with the key's lock held."""
         run = self._resume(task, options, key)
+        options = run.options  # the answers' temperature settled for the task
         resumed_from = len(run.accepted)
         stop_reason = "target_reached"
         stalled, push = 0, run.push
@@ -438,6 +440,7 @@ class DatasetGenerator:
             meaning = MeaningIndex(self._encoder, options.meaning_dedup_threshold)
             meaning.add_all(seen)
         invariants = applied_invariants(task, options, self._encoder)
+        options = answer_sampling(options, invariants)
         if state.accepted or state.pending:
             log.info(
                 "resuming generation",
@@ -504,7 +507,8 @@ class DatasetGenerator:
             if isinstance(answer, Example):
                 self._screen(run, rid, answer)
         pending = list(run.pending.values())
-        answering = (self._samples(run, c, options.answer_temperature, limit) for c in pending)
+        temperature = options.answer_temperature or 0.0  # settled: ``answer_sampling``
+        answering = (self._samples(run, c, temperature, limit) for c in pending)
         await asyncio.gather(*answering)
         voted = []
         for rid in sorted(run.pending, key=lambda r: int(r[1:])):
